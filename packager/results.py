@@ -1,0 +1,138 @@
+"""Wire formats of a run's outputs: predictions.jsonl, metrics.json, system.json.
+
+The harness (inside the image) writes them and the verifier (outside) reads
+them, so they live in one pure module that imports nothing else of the package.
+Top-1/top-5 are defined here once, so the harness and the verifier count alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RESULTS_VERSION = 1
+PREDICTIONS_NAME = "predictions.jsonl"
+METRICS_NAME = "metrics.json"
+SYSTEM_NAME = "system.json"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Prediction(_Wire):
+    """One input's result; one JSON object per line of predictions.jsonl."""
+
+    id: str = Field(min_length=1, description="image file name (labels-tsv) or ILSVRC2012_val_NNNNNNNN")
+    top5: list[int] = Field(min_length=1, max_length=5, description="class indices, best first, after label_offset")
+    probs: list[float] = Field(min_length=1, max_length=5, description="softmax probabilities of top5")
+    output_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the raw output tensor bytes (float32, C order)")
+    input_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the preprocessed tensor, for a sample of inputs")
+
+
+class LatencyStats(_Wire):
+    scenario: Literal["SingleStream"] = "SingleStream"
+    count: int = Field(ge=0)
+    mean_s: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    min_s: float
+    max_s: float
+    early_stopping_p90_s: float | None = None
+    early_stopping_p99_s: float | None = None
+
+
+class ThroughputStats(_Wire):
+    scenario: Literal["Offline"] = "Offline"
+    batch_size: int = Field(ge=1)
+    samples: int = Field(ge=0)
+    duration_s: float = Field(ge=0)
+    images_per_s: float = Field(ge=0)
+
+
+class Power(_Wire):
+    probe: str
+    peak_w: float | None = None
+    mean_w: float | None = None
+    reason: str | None = Field(None, description="why there is no reading, when peak_w is null")
+
+
+class Footprint(_Wire):
+    model_bytes: int = Field(ge=0)
+    peak_rss_bytes: int | None = None
+    image_bytes: int | None = None
+
+
+class Accuracy(_Wire):
+    samples: int = Field(ge=0)
+    correct_top1: int = Field(ge=0)
+    correct_top5: int = Field(ge=0)
+    top1: float = Field(ge=0, le=1)
+    top5: float = Field(ge=0, le=1)
+
+
+class Metrics(_Wire):
+    results_version: Literal[1] = RESULTS_VERSION
+    artifact: str
+    stage: Literal["functional", "full"]
+    platform: str
+    framework: str
+    dataset_note: str = Field(description="what the images are, e.g. '200-image ImageNet sample, not the validation set'")
+    accuracy: Accuracy
+    latency: LatencyStats | None = None
+    throughput: list[ThroughputStats] = Field(default_factory=list)
+    power: Power
+    footprint: Footprint
+    price_usd: float | None = None
+    driver: str = Field(description="'mlperf-loadgen <version>' or 'builtin' with the reason")
+    threads: int | None = None
+
+
+class System(_Wire):
+    results_version: Literal[1] = RESULTS_VERSION
+    machine: str
+    cpu_model: str | None = None
+    cores: int
+    memory_bytes: int | None = None
+    os: str
+    kernel: str
+    python: str
+    frameworks: dict[str, str] = Field(default_factory=dict)
+    devices: list[str] = Field(default_factory=list)
+    image_digest: str | None = None
+    sandbox: dict[str, object] = Field(default_factory=dict)
+
+
+def accuracy_from(predictions: Iterable[Prediction], truth: Mapping[str, int]) -> Accuracy:
+    """Count top-1/top-5 hits. Every prediction must have a label: a missing one is a KeyError."""
+    n = c1 = c5 = 0
+    for p in predictions:
+        label = truth[p.id]
+        n += 1
+        c1 += p.top5[0] == label
+        c5 += label in p.top5
+    return Accuracy(
+        samples=n,
+        correct_top1=c1,
+        correct_top5=c5,
+        top1=c1 / n if n else 0.0,
+        top5=c5 / n if n else 0.0,
+    )
+
+
+def read_predictions(path: Path) -> list[Prediction]:
+    out = []
+    with path.open("r", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                out.append(Prediction.model_validate_json(line))
+    return out
+
+
+def dump_line(prediction: Prediction) -> str:
+    return json.dumps(prediction.model_dump(mode="json", exclude_none=True), sort_keys=True, separators=(",", ":")) + "\n"

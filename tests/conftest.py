@@ -1,0 +1,1 @@
+"""Central place for marker skips; see tests/README or DEVELOPERS.md."""
