@@ -14,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import __version__
 from .errors import RequestPackError
@@ -68,26 +69,16 @@ def schema() -> None:
 
 
 def run() -> None:
-    """Console-script entry point: the one place that turns errors into exit codes."""
-    try:
-        app(standalone_mode=False)
-    except RequestPackError as e:
-        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.return_code)
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(1)
-    except Exception as e:  # click usage errors
-        import click
+    """Console-script entry point: the one place that turns errors into exit codes.
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2 if isinstance(e, click.UsageError) else e.exit_code)
-        raise
+    Click's standalone mode already maps usage errors to exit 2; our own
+    errors pass through it and are mapped here.
+    """
+    try:
+        app()
+    except RequestPackError as e:
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(e.return_code)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ import difflib
 import hashlib
 import json
 import re
-from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
@@ -42,8 +41,7 @@ class Author(_Strict):
     affiliation: str | None = None
 
 
-class Task(str, Enum):
-    IMAGENET_CLASSIFICATION = "imagenet-classification"
+Task = Literal["imagenet-classification"]
 
 
 # --- model -----------------------------------------------------------------------
@@ -90,10 +88,7 @@ class UrlSource(_Strict):
 ModelSource = Annotated[Union[PypiFileSource, LocalFileSource, UrlSource], Field(discriminator="kind")]
 
 
-class Precision(str, Enum):
-    FP32 = "fp32"
-    FP16 = "fp16"
-    INT8 = "int8"
+Precision = Literal["fp32", "fp16", "int8"]
 
 
 class TensorSpec(_Strict):
@@ -326,16 +321,6 @@ class Manifest(_Strict):
             raise ValueError("duplicate platform")
         return out
 
-    @field_validator("task", mode="before")
-    @classmethod
-    def _task(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                return Task(v)
-            except ValueError:
-                raise ValueError(f"unknown task {v!r} (known: {', '.join(t.value for t in Task)})") from None
-        return v
-
     @model_validator(mode="after")
     def _consistent(self) -> "Manifest":
         if self.model.input.layout != self.preprocessing.layout:
@@ -421,12 +406,18 @@ def _relative_path_or_error(rel: str, file: Path, field: str) -> None:
         raise ManifestError(str(e), file=file, field=field) from None
 
 
+_SOURCE_KINDS = {"pypi-file": PypiFileSource, "file": LocalFileSource, "url": UrlSource}
+
+
 def _loc(loc: tuple) -> str:
     parts: list[str] = []
+    previous = None
     for item in loc:
+        is_tag = previous == "source" and item in _SOURCE_KINDS
+        previous = item
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif item in ("pypi-file", "file", "url") or str(item).startswith("function-"):
+        elif is_tag or str(item).startswith("function-"):
             continue  # discriminator tags and validator names are noise in a field path
         else:
             parts.append(("." if parts else "") + str(item))
@@ -462,7 +453,7 @@ def _known_keys(loc: tuple) -> list[str]:
             ann = fields[item].annotation
             model = _first_model(ann)
         else:
-            model = {"pypi-file": PypiFileSource, "file": LocalFileSource, "url": UrlSource}.get(item, model)
+            model = _SOURCE_KINDS.get(item, model)
     return list(getattr(model, "model_fields", {}).keys())
 
 
