@@ -76,6 +76,32 @@ class Accuracy(_Wire):
     top5: float = Field(ge=0, le=1)
 
 
+class GraphFingerprint(_Wire):
+    """Which model ran: equal ``structure_sha256`` means the same mix of operations."""
+
+    version: int
+    ops: dict[str, int]
+    params: int = Field(ge=0)
+    macs_per_image: int | None = None
+    structure_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    opset: int
+    notes: list[str] = Field(default_factory=list)
+
+
+class Validation(_Wire):
+    """Per-input comparison with reference outputs; mismatching ids are listed, not only counted."""
+
+    reference: str = Field(description="where the reference outputs came from")
+    atol: float = Field(ge=0)
+    compared: int = Field(ge=0)
+    max_abs_diff: float | None = None
+    mismatched_ids: list[str] = Field(default_factory=list)
+    top1_mismatched_ids: list[str] = Field(default_factory=list)
+    missing_ids: list[str] = Field(default_factory=list)
+    passed: bool
+
+
 class Metrics(_Wire):
     results_version: Literal[1] = RESULTS_VERSION
     artifact: str
@@ -91,6 +117,10 @@ class Metrics(_Wire):
     price_usd: float | None = None
     driver: str = Field(description="'mlperf-loadgen <version>' or 'builtin' with the reason")
     threads: int | None = None
+    fingerprint: GraphFingerprint | None = None
+    validation: Validation | None = None
+    preprocessing: dict[str, object] | None = Field(None, description="version and parameter digest of the preprocessing")
+    loadgen_logs: list[str] = Field(default_factory=list, description="LoadGen log files in the output directory")
 
 
 class System(_Wire):
