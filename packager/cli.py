@@ -68,6 +68,94 @@ def schema() -> None:
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
 
 
+# --- signed result bundles (packager.bundle) -------------------------------------
+
+_PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"
+
+
+def _passphrase(file: Optional[Path]) -> Optional[bytes]:
+    """A passphrase from a file or $REQUEST_PACK_PASSPHRASE: never from argv, where ps would show it."""
+    import os
+
+    if file is not None:
+        return file.read_bytes().rstrip(b"\r\n") or None
+    value = os.environ.get(_PASSPHRASE_ENV)
+    return value.encode() if value else None
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="Directory for NAME.key (mode 0600) and NAME.pub."),
+    name: str = typer.Option("signing", "--name", help="File name stem of the key pair."),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help=f"Encrypt the private key with this file's first line (or set ${_PASSPHRASE_ENV})."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing key pair."),
+) -> None:
+    """Generate an Ed25519 signing key pair; print its key id (sha256 of the raw public key)."""
+    from .bundle.keys import generate_keypair
+
+    pair = generate_keypair(out, name, _passphrase(passphrase_file), overwrite=force)
+    console.print(f"[green]key id[/green] {pair.keyid}")
+    console.print(f"private {escape(str(pair.private_path))} (0600)\npublic  {escape(str(pair.public_path))}")
+
+
+@app.command()
+def sign(
+    result_dir: Path = typer.Argument(..., help="Result directory (metrics.json, predictions.jsonl, ...)."),
+    key: Path = typer.Option(..., "--key", help="Ed25519 private key (PEM)."),
+    passphrase_file: Optional[Path] = typer.Option(None, "--passphrase-file", help=f"Passphrase file (or set ${_PASSPHRASE_ENV})."),
+    archive: Optional[Path] = typer.Option(None, "--archive", help="Also pack the signed bundle into this deterministic .tar.gz."),
+) -> None:
+    """Write envelope.dsse.json: a DSSE-signed in-toto statement over every file and the image."""
+    from .bundle.sign import sign_result_dir
+
+    signed = sign_result_dir(result_dir, key, passphrase=_passphrase(passphrase_file), archive_path=archive)
+    console.print(
+        f"[green]signed[/green] {signed.subjects} subjects of {escape(str(result_dir))} with key {signed.keyid[:16]} "
+        f"(image {signed.index_digest[:19]}…)"
+    )
+    if signed.archive:
+        console.print(f"packed {escape(str(signed.archive))}")
+
+
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="Signed bundle: a directory or a .tar.gz."),
+    trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key (PEM); repeatable."),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: the bundle's labels.tsv)."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/record.json."),
+    role: Optional[str] = typer.Option(None, "--role", help="Require the signer to be trusted as 'author' or 'evaluator'."),
+) -> None:
+    """Check a bundle's signature, files, image digest, metrics and schemas; exit 10-16 per failure class."""
+    from rich.table import Table
+
+    from .bundle.keys import TrustStore
+    from .bundle.verify import verify_bundle
+    from .errors import BadInput, BundleCheckFailed
+
+    if role not in (None, "author", "evaluator"):
+        raise BadInput(f"--role {role!r}: expected 'author' or 'evaluator'")
+    store = TrustStore.load(trust, trust_dir)
+
+    def show(report) -> None:  # type: ignore[no-untyped-def]
+        table = Table(title=f"verify {escape(str(report.bundle))}", show_lines=False)
+        for col in ("#", "check", "result", "detail"):
+            table.add_column(col)
+        style = {"pass": "[green]pass[/green]", "fail": "[bold red]FAIL[/bold red]", "skip": "[yellow]skip[/yellow]"}
+        for c in report.checks:
+            table.add_row(str(c.number), c.name, style[c.status], escape(c.detail))
+        console.print(table)
+
+    try:
+        report = verify_bundle(bundle, store, labels=labels, artifact=artifact, require_role=role)  # type: ignore[arg-type]
+    except BundleCheckFailed as e:
+        if e.report is not None:
+            show(e.report)
+        raise
+    show(report)
+    console.print(f"[green]verified[/green] in {report.seconds:.2f} s")
+
+
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.
 

@@ -45,6 +45,64 @@ class StaleLockError(CheckFailed):
     """``--frozen`` was asked for and the lock does not match the manifest."""
 
 
+# --- exit codes 10-19: one per class of bundle verification failure ------------
+# ``request-pack verify`` exits with the code of the lowest-numbered check that
+# failed, so scripts can tell a forged signature from a tampered file:
+#   10 EnvelopeError        envelope missing, truncated, not JSON, wrong payloadType
+#   11 SignatureError       no signature over the PAE by a trusted key
+#   12 SubjectMismatch      a file differs from its subject digest, or a file/subject is extra or missing
+#   13 ImageDigestMismatch  statement, build record, provenance (and local build) name different images
+#   14 MetricsMismatch      top-1/top-5 or counts recomputed from predictions + labels differ from the claim
+#   15 SchemaError          a JSON/YAML file of the bundle violates its schema
+#   16 UnsafeArchive        hostile or broken .tar.gz (absolute path, .., link, device, too big, truncated, not gzip)
+
+
+class BundleCheckFailed(CheckFailed):
+    """A numbered check of ``verify`` failed; ``report`` holds every check's outcome when known."""
+
+    return_code = 1
+    check: int = 0
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.report: object | None = None
+
+
+class EnvelopeError(BundleCheckFailed):
+    return_code = 10
+    check = 1
+
+
+class SignatureError(BundleCheckFailed):
+    return_code = 11
+    check = 1
+
+
+class SubjectMismatch(BundleCheckFailed):
+    return_code = 12
+    check = 2
+
+
+class ImageDigestMismatch(BundleCheckFailed):
+    return_code = 13
+    check = 3
+
+
+class MetricsMismatch(BundleCheckFailed):
+    return_code = 14
+    check = 4
+
+
+class SchemaError(BundleCheckFailed):
+    return_code = 15
+    check = 5
+
+
+class UnsafeArchive(BundleCheckFailed):
+    return_code = 16
+    check = 0
+
+
 # --- exit code 2: the user gave us something we cannot use --------------------
 
 
@@ -79,6 +137,46 @@ class UnpinnedInputError(BadInput):
 
 class UnsupportedPlatformError(BadInput):
     """A dependency has no artifact for a platform the manifest lists."""
+
+
+# --- exit code 2: the user gave us something we cannot use --------------------
+
+
+class BadInput(RequestPackError):
+    """Input the user controls is malformed; the message names file and field."""
+
+    return_code = 2
+
+    def __init__(self, message: str, *, file: Path | str | None = None, field: str | None = None) -> None:
+        parts = []
+        if file is not None:
+            parts.append(str(file))
+        if field:
+            parts.append(field)
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.file = file
+        self.field = field
+
+
+class ManifestError(BadInput):
+    """request.yaml is malformed or violates the schema."""
+
+
+class LockFileError(BadInput):
+    """request.lock is missing or malformed."""
+
+
+class UnpinnedInputError(BadInput):
+    """An input has no exact version or hash and so cannot be locked."""
+
+
+class UnsupportedPlatformError(BadInput):
+    """A dependency has no artifact for a platform the manifest lists."""
+
+
+class KeyFileError(BadInput):
+    """A signing or trusted key is unreadable, not Ed25519, or its passphrase is wrong."""
 
 
 # --- exit code 3: the machine lacks something ---------------------------------

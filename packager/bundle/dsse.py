@@ -1,0 +1,103 @@
+"""DSSE: the envelope's wire format and its Pre-Authentication Encoding.
+
+The signature covers PAE(payloadType, payload), never the JSON of the envelope,
+so re-encoding the envelope (whitespace, key order, base64 padding style) can
+never change what was signed, and the payload type cannot be swapped without
+breaking the signature. Spec: https://github.com/secure-systems-lab/dsse
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import EnvelopeError
+
+log = logging.getLogger(__name__)
+
+IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
+ENVELOPE_NAME = "envelope.dsse.json"
+# An envelope is a statement of a few hundred subjects; anything far larger is
+# not ours and is refused before json.loads has to allocate for it.
+MAX_ENVELOPE_BYTES = 64 << 20
+
+
+def pae(payload_type: str, payload: bytes) -> bytes:
+    """DSSEv1 Pre-Authentication Encoding: lengths are byte counts in ASCII decimal."""
+    t = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %b %d %b" % (len(t), t, len(payload), payload)
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Signature(_Wire):
+    keyid: str = Field("", description="hint only: verification never trusts it to pick the algorithm")
+    sig: str = Field(min_length=1, description="base64 of the signature over the PAE")
+
+
+class Envelope(_Wire):
+    payload: str = Field(description="base64 of the serialized statement")
+    payloadType: str = Field(min_length=1)
+    signatures: list[Signature] = Field(min_length=1)
+
+    def payload_bytes(self) -> bytes:
+        return _b64decode(self.payload, "payload")
+
+    def pae(self) -> bytes:
+        return pae(self.payloadType, self.payload_bytes())
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+
+
+def _b64decode(text: str, field: str) -> bytes:
+    # DSSE allows standard or URL-safe base64, with or without padding.
+    s = text.strip().replace("-", "+").replace("_", "/")
+    s += "=" * (-len(s) % 4)
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise EnvelopeError(f"envelope {field} is not base64: {e}") from e
+
+
+def b64encode(data: bytes) -> str:
+    return base64.standard_b64encode(data).decode("ascii")
+
+
+def signature_bytes(signature: Signature) -> bytes:
+    return _b64decode(signature.sig, "signatures[].sig")
+
+
+def parse_envelope(data: bytes, *, source: str = ENVELOPE_NAME, payload_type: str = IN_TOTO_PAYLOAD_TYPE) -> Envelope:
+    """Parse and shape-check an envelope; a wrong payloadType is refused here, before any crypto."""
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError(f"{source}: {len(data)} bytes is larger than the {MAX_ENVELOPE_BYTES} byte limit")
+    try:
+        raw = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EnvelopeError(f"{source}: not valid JSON (truncated or corrupt?): {e}") from e
+    try:
+        env = Envelope.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise EnvelopeError(f"{source}: {where}: {first['msg']}") from e
+    if env.payloadType != payload_type:
+        raise EnvelopeError(f"{source}: payloadType is {env.payloadType!r}, expected {payload_type!r}")
+    env.payload_bytes()  # fail early and clearly on bad base64
+    return env
+
+
+def read_envelope(path: Path) -> Envelope:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise EnvelopeError(f"{path.name}: missing: the bundle is not signed") from e
+    return parse_envelope(data, source=path.name)

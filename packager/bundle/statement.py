@@ -1,0 +1,124 @@
+"""in-toto Statement v1 with the project's result predicate, plus the minimal
+views of the build record and SLSA provenance the verifier needs.
+
+Spec: https://github.com/in-toto/attestation/blob/main/spec/v1/statement.md
+The statement's subjects bind every file of the result directory (by relative
+path and sha256) and the OCI image index the numbers were measured on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..results import Metrics, System
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://request-pack.invalid/result/v1"
+SLSA_PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
+IMAGE_SUBJECT = "oci-image-index"
+BUILD_RECORD_NAME = "build-record.json"
+PROVENANCE_NAME = "provenance.json"
+LABELS_NAME = "labels.tsv"
+MANIFEST_NAME = "request.yaml"
+LOCK_NAME = "request.lock"
+
+Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
+OciDigest = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Subject(_Wire):
+    name: str = Field(min_length=1)
+    # in-toto allows several algorithms; we write and require sha256.
+    digest: dict[str, str] = Field(min_length=1)
+
+    @property
+    def sha256(self) -> str | None:
+        return self.digest.get("sha256")
+
+
+class ImageRef(_Wire):
+    index_digest: str = OciDigest
+
+
+class LabelsRef(_Wire):
+    name: str
+    sha256: str = Sha256Hex
+    count: int = Field(ge=0)
+
+
+class RunParameters(_Wire):
+    artifact: str
+    stage: Literal["functional", "full"]
+    platform: str
+    framework: str
+    driver: str
+    threads: int | None = None
+    samples: int = Field(ge=0)
+    scenarios: list[str] = Field(default_factory=list)
+    batch_sizes: list[int] = Field(default_factory=list)
+
+
+class ResultPredicate(_Wire):
+    result_version: Literal[1] = 1
+    stage: Literal["functional", "full"]
+    image: ImageRef
+    run: RunParameters
+    metrics: Metrics
+    environment: System
+    labels: LabelsRef | None = None
+
+
+class Statement(_Wire):
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(STATEMENT_TYPE, alias="_type")
+    subject: list[Subject] = Field(min_length=1)
+    predicateType: Literal["https://request-pack.invalid/result/v1"] = PREDICATE_TYPE
+    predicate: ResultPredicate
+
+    def to_payload(self) -> bytes:
+        """Canonical-enough bytes: the signature covers these exact bytes, not a re-encoding."""
+        return json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":")).encode()
+
+    def file_subjects(self) -> dict[str, Subject]:
+        return {s.name: s for s in self.subject if s.name != IMAGE_SUBJECT}
+
+    def image_subjects(self) -> list[Subject]:
+        return [s for s in self.subject if s.name == IMAGE_SUBJECT]
+
+
+# --- what the verifier reads from files other engineers write -------------------
+
+
+class BuildRecord(BaseModel):
+    """The builder's ``record.json``; only the fields the verifier relies on are typed."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    index_digest: str = OciDigest
+
+
+class ProvenanceStatement(BaseModel):
+    """A SLSA v1 provenance statement; its predicate is the builder's business."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
+    subject: list[Subject] = Field(min_length=1)
+    predicateType: Literal["https://slsa.dev/provenance/v1"]
+    predicate: dict
+
+    def sha256_digests(self) -> set[str]:
+        return {f"sha256:{s.sha256}" for s in self.subject if s.sha256}
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,489 @@
+"""Verify a signed result bundle (directory or .tar.gz), check by check.
+
+0. (archive only) the .tar.gz unpacks safely into a private temporary directory;
+1. a signature over the DSSE PAE verifies with a trusted key, and the payload
+   is an in-toto Statement v1 with our result predicate;
+2. every file matches its subject's sha256, no file lacks a subject, no subject
+   lacks a file;
+3. the image index digest is the same in the statement, the build record and
+   the provenance (and, with an artifact directory, its local build and lock);
+4. top-1/top-5 recomputed from predictions.jsonl and the ground truth equal the
+   claim, and the counts match the stage;
+5. every JSON (and the YAML manifest) of the bundle parses against its schema.
+
+Every check runs and is reported (checks that need something an earlier step
+could not provide are skipped, saying why); then the lowest-numbered failure is
+raised, carrying the whole report, so the exit code names the failure class.
+Checks 2-5 run on an untrusted statement when check 1 fails, for diagnosis
+only: the result is rejected either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import (
+    BadInput,
+    BundleCheckFailed,
+    EnvelopeError,
+    ImageDigestMismatch,
+    MetricsMismatch,
+    RequestPackError,
+    SchemaError,
+    SignatureError,
+    SubjectMismatch,
+    UnsafeArchive,
+)
+from ..results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Accuracy, Metrics, Prediction, System, accuracy_from
+from . import archive
+from .dsse import ENVELOPE_NAME, Envelope, read_envelope, signature_bytes
+from .keys import Role, TrustedKey, TrustStore
+from .statement import (
+    BUILD_RECORD_NAME,
+    IMAGE_SUBJECT,
+    LABELS_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    PROVENANCE_NAME,
+    BuildRecord,
+    ProvenanceStatement,
+    Statement,
+    sha256_file,
+)
+
+log = logging.getLogger(__name__)
+
+Status = Literal["pass", "fail", "skip"]
+CHECK_NAMES = {
+    0: "archive unpacks safely",
+    1: "signature by a trusted key",
+    2: "files match subjects",
+    3: "image digest consistent",
+    4: "metrics recomputed",
+    5: "schemas",
+}
+REQUIRED_JSON: dict[str, type[BaseModel]] = {
+    METRICS_NAME: Metrics,
+    SYSTEM_NAME: System,
+    BUILD_RECORD_NAME: BuildRecord,
+    PROVENANCE_NAME: ProvenanceStatement,
+}
+ACCURACY_TOLERANCE = 1e-9  # top-1/top-5 are ratios of the same integers; only float noise may differ
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    number: int
+    name: str
+    status: Status
+    detail: str
+    error: BundleCheckFailed | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Report:
+    bundle: Path
+    checks: tuple[CheckResult, ...]
+    signer: TrustedKey | None = None
+    index_digest: str | None = None
+    accuracy: Accuracy | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status == "pass" for c in self.checks)
+
+    def first_failure(self) -> BundleCheckFailed | None:
+        return next((c.error for c in self.checks if c.status == "fail"), None)
+
+
+class _Skip(Exception):
+    """A check cannot run because an input is unavailable; not a failure in itself."""
+
+
+@dataclass
+class _Bundle:
+    """What the checks share: parsed once, so 50,000 predictions are decoded once."""
+
+    root: Path
+    envelope: Envelope | None = None
+    statement: Statement | None = None
+    trusted: bool = False
+    models: dict[str, BaseModel] = field(default_factory=dict)
+    predictions: list[Prediction] | None = None
+    schema_errors: list[str] = field(default_factory=list)
+
+
+def verify_bundle(
+    bundle: Path,
+    trust: TrustStore,
+    *,
+    labels: Path | None = None,
+    artifact: Path | None = None,
+    require_role: Role | None = None,
+    limits: archive.Limits = archive.Limits(),
+) -> Report:
+    """Run every check; return the report if all pass, else raise the first failure with ``.report`` set."""
+    start = time.perf_counter()
+    if bundle.is_dir():
+        report = _verify_dir(bundle, bundle, trust, labels, artifact, require_role, [], start)
+    elif bundle.is_file():
+        with tempfile.TemporaryDirectory(prefix="request-pack-verify-") as tmp:
+            root = Path(tmp) / "bundle"
+            try:
+                archive.safe_unpack(bundle, root, limits)
+            except UnsafeArchive as e:
+                checks = [CheckResult(0, CHECK_NAMES[0], "fail", str(e), e)]
+                checks += [CheckResult(n, CHECK_NAMES[n], "skip", "archive rejected") for n in range(1, 6)]
+                report = Report(bundle, tuple(checks), seconds=time.perf_counter() - start)
+            else:
+                pre = [CheckResult(0, CHECK_NAMES[0], "pass", f"unpacked {bundle.name}")]
+                report = _verify_dir(bundle, root, trust, labels, artifact, require_role, pre, start)
+    else:
+        raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
+    failure = report.first_failure()
+    if failure is not None:
+        failure.report = report
+        raise failure
+    return report
+
+
+def _verify_dir(
+    shown: Path,
+    root: Path,
+    trust: TrustStore,
+    labels: Path | None,
+    artifact: Path | None,
+    require_role: Role | None,
+    checks: list[CheckResult],
+    start: float,
+) -> Report:
+    b = _Bundle(root)
+    signer_box: list[TrustedKey] = []
+    accuracy_box: list[Accuracy] = []
+
+    def run(number: int, fn: Callable[[], str]) -> None:
+        try:
+            detail = fn()
+        except _Skip as s:
+            checks.append(CheckResult(number, CHECK_NAMES[number], "skip", str(s)))
+        except BundleCheckFailed as e:
+            checks.append(CheckResult(number, CHECK_NAMES[number], "fail", str(e), e))
+        else:
+            checks.append(CheckResult(number, CHECK_NAMES[number], "pass", detail))
+
+    run(1, lambda: _check_signature(b, trust, require_role, signer_box))
+    _load_files(b)  # once, for checks 3-5
+    run(2, lambda: _check_subjects(b))
+    run(3, lambda: _check_image(b, artifact))
+    run(4, lambda: _check_metrics(b, labels, accuracy_box))
+    run(5, lambda: _check_schemas(b))
+    digest = b.statement.predicate.image.index_digest if b.statement else None
+    return Report(
+        shown,
+        tuple(checks),
+        signer=signer_box[0] if signer_box else None,
+        index_digest=digest,
+        accuracy=accuracy_box[0] if accuracy_box else None,
+        seconds=time.perf_counter() - start,
+    )
+
+
+# --- 1. signature ------------------------------------------------------------------
+
+
+def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, signer_box: list[TrustedKey]) -> str:
+    b.envelope = read_envelope(b.root / ENVELOPE_NAME)
+    message = b.envelope.pae()
+    # Parse the statement even if no signature verifies, so later checks can
+    # still explain what is wrong; `trusted` records whether to believe it.
+    try:
+        b.statement = Statement.model_validate_json(b.envelope.payload_bytes())
+    except ValidationError as e:
+        statement_error = _first_error(e)
+    else:
+        statement_error = None
+
+    problems: list[str] = []
+    for sig in b.envelope.signatures:
+        raw = signature_bytes(sig)
+        # The keyid is only a hint: an unknown or empty one means "try every trusted key".
+        hinted = trust.by_id(sig.keyid) if sig.keyid else None
+        candidates = [hinted] if hinted else list(trust.keys)
+        for key in candidates:
+            if key.verifies(raw, message):
+                if require_role and key.role not in (require_role, "any"):
+                    problems.append(f"key {key.keyid[:16]} is trusted as {key.role}, not {require_role}")
+                    continue
+                signer_box.append(key)
+                break
+        else:
+            if hinted:
+                problems.append(f"signature by trusted key {sig.keyid[:16]} does not verify over the PAE (payload or payloadType altered)")
+            elif sig.keyid:
+                problems.append(f"signed by key {sig.keyid[:16]}, which is not among the {len(trust)} trusted key(s)")
+            else:
+                problems.append(f"signature verifies with none of the {len(trust)} trusted key(s)")
+        if signer_box:
+            break
+    if not signer_box:
+        raise SignatureError("; ".join(problems))
+    if statement_error:
+        raise EnvelopeError(f"payload is not an in-toto Statement v1 with the result predicate: {statement_error}")
+    b.trusted = True
+    key = signer_box[0]
+    return f"Ed25519 key {key.keyid[:16]} ({key.role}, {key.source.name})"
+
+
+# --- 2. subjects -----------------------------------------------------------------------
+
+
+def _check_subjects(b: _Bundle) -> str:
+    st = _statement(b)
+    tree = archive.scan_tree(b.root)
+    files = {rel: p for rel, p in tree.files.items() if rel != ENVELOPE_NAME}
+    subjects = st.file_subjects()
+    problems: list[str] = []
+    if tree.others:
+        problems += [f"{rel}: symlink or special file" for rel in tree.others]
+    if len(subjects) + len(st.image_subjects()) != len(st.subject):
+        problems.append("duplicate subject names")
+    for name in sorted(set(subjects) - set(files)):
+        problems.append(f"{name}: subject without file (removed or renamed?)")
+    for name in sorted(set(files) - set(subjects)):
+        problems.append(f"{name}: file without subject (added or renamed?)")
+    for name in sorted(set(files) & set(subjects)):
+        want = subjects[name].sha256
+        if want is None:
+            problems.append(f"{name}: subject has no sha256 digest")
+            continue
+        got = sha256_file(files[name])
+        if got != want:
+            problems.append(f"{name}: sha256 {got[:16]}… differs from subject {want[:16]}…")
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise SubjectMismatch("; ".join(problems[:3]) + more)
+    return f"{len(files)} files match their subjects"
+
+
+# --- 3. image digest -----------------------------------------------------------------
+
+
+def _check_image(b: _Bundle, artifact: Path | None) -> str:
+    st = _statement(b)
+    images = st.image_subjects()
+    if len(images) != 1 or not images[0].sha256:
+        raise ImageDigestMismatch(f"statement has {len(images)} {IMAGE_SUBJECT!r} subjects with sha256, expected exactly 1")
+    claimed = f"sha256:{images[0].sha256}"
+    sources = {"statement subject": claimed, "statement predicate": st.predicate.image.index_digest}
+    record = b.models.get(BUILD_RECORD_NAME)
+    prov = b.models.get(PROVENANCE_NAME)
+    if not isinstance(record, BuildRecord) or not isinstance(prov, ProvenanceStatement):
+        raise _Skip(f"{BUILD_RECORD_NAME} or {PROVENANCE_NAME} unreadable (see check 5)")
+    sources[BUILD_RECORD_NAME] = record.index_digest
+    problems = [f"{name} says {value}" for name, value in sources.items() if value != claimed]
+    if claimed not in prov.sha256_digests():
+        problems.append(f"{PROVENANCE_NAME} has no subject with digest {claimed} (has {', '.join(sorted(prov.sha256_digests()))})")
+    local = ""
+    if artifact is not None:
+        local = _check_artifact(b, artifact, st.predicate.run.artifact, claimed, problems)
+    if problems:
+        raise ImageDigestMismatch(f"image {claimed}: " + "; ".join(problems))
+    return f"{claimed[:19]}… in statement, build record, provenance{local}"
+
+
+def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problems: list[str]) -> str:
+    if not artifact.is_dir():
+        raise BadInput("artifact directory does not exist", file=artifact)
+    compared = []
+    record_path = artifact / "build" / name / "record.json"
+    if record_path.is_file():
+        try:
+            local = BuildRecord.model_validate_json(record_path.read_bytes())
+        except ValidationError as e:
+            raise BadInput(_first_error(e), file=record_path) from e
+        compared.append("local build")
+        if local.index_digest != claimed:
+            problems.append(f"local build {record_path} says {local.index_digest} (result replayed from another image?)")
+    for fname in (LOCK_NAME, MANIFEST_NAME):
+        theirs, ours = b.root / fname, artifact / fname
+        if ours.is_file():
+            compared.append(f"local {fname}")
+            if not theirs.is_file():
+                problems.append(f"bundle has no {fname} to compare with {ours}")
+            elif sha256_file(theirs) != sha256_file(ours):
+                problems.append(f"bundle's {fname} differs from {ours}")
+    return (", " + ", ".join(compared)) if compared else ", (no local build or lock found)"
+
+
+# --- 4. metrics ---------------------------------------------------------------------
+
+
+def read_labels(path: Path) -> dict[str, int]:
+    """file -> class_index from a labels TSV with a header (file, wnid, class_index, class_name)."""
+    truth: dict[str, int] = {}
+    with path.open("r", encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if "file" not in header or "class_index" not in header:
+            raise ValueError(f"header {header!r} lacks 'file' and 'class_index' columns")
+        fi, ci = header.index("file"), header.index("class_index")
+        for lineno, line in enumerate(f, start=2):
+            if not line.strip():
+                continue
+            cols = line.rstrip("\n").split("\t")
+            try:
+                file, index = cols[fi], int(cols[ci])
+            except (IndexError, ValueError) as e:
+                raise ValueError(f"line {lineno}: {e}") from e
+            if file in truth:
+                raise ValueError(f"line {lineno}: duplicate file {file!r}")
+            truth[file] = index
+    return truth
+
+
+def _check_metrics(b: _Bundle, labels: Path | None, accuracy_box: list[Accuracy]) -> str:
+    st = _statement(b)
+    metrics = b.models.get(METRICS_NAME)
+    if not isinstance(metrics, Metrics) or b.predictions is None:
+        raise _Skip(f"{METRICS_NAME} or {PREDICTIONS_NAME} unreadable (see check 5)")
+    if labels is not None:
+        try:
+            truth = read_labels(labels)
+        except (OSError, ValueError) as e:
+            raise BadInput(str(e), file=labels) from e
+        truth_name = str(labels)
+    else:
+        path = b.root / LABELS_NAME
+        if not path.is_file():
+            raise MetricsMismatch(f"no ground truth: the bundle has no {LABELS_NAME} and --labels was not given")
+        try:
+            truth = read_labels(path)
+        except ValueError as e:
+            raise _Skip(f"{LABELS_NAME} unreadable (see check 5)") from e
+        truth_name = f"bundle {LABELS_NAME}"
+
+    problems: list[str] = []
+    if metrics != st.predicate.metrics:
+        problems.append(f"{METRICS_NAME} differs from the metrics in the signed predicate")
+    ids = [p.id for p in b.predictions]
+    if len(set(ids)) != len(ids):
+        problems.append(f"{PREDICTIONS_NAME} has {len(ids) - len(set(ids))} duplicate id(s)")
+    unlabeled = [i for i in ids if i not in truth]
+    if unlabeled:
+        raise MetricsMismatch(f"{len(unlabeled)} prediction(s) have no label in {truth_name}, e.g. {unlabeled[0]!r}")
+    got = accuracy_from(b.predictions, truth)
+    accuracy_box.append(got)
+    claim = metrics.accuracy
+    for fname in ("samples", "correct_top1", "correct_top5"):
+        if getattr(claim, fname) != getattr(got, fname):
+            problems.append(f"{fname} claimed {getattr(claim, fname)}, recomputed {getattr(got, fname)}")
+    for fname in ("top1", "top5"):
+        if abs(getattr(claim, fname) - getattr(got, fname)) > ACCURACY_TOLERANCE:
+            problems.append(f"{fname} claimed {getattr(claim, fname):.6f}, recomputed {getattr(got, fname):.6f}")
+    stage = st.predicate.stage
+    if metrics.stage != stage or st.predicate.run.stage != stage:
+        problems.append(f"stage {metrics.stage!r} in {METRICS_NAME} vs {stage!r} in the statement")
+    if st.predicate.run.samples != got.samples:
+        problems.append(f"statement run.samples {st.predicate.run.samples} vs {got.samples} predictions")
+    expected = _expected_samples(b, stage, len(truth))
+    if expected is not None and got.samples != expected:
+        problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")
+    if problems:
+        raise MetricsMismatch("; ".join(problems))
+    return f"top-1 {got.top1:.4f} ({got.correct_top1}/{got.samples}), top-5 {got.top5:.4f} ({got.correct_top5}/{got.samples}) vs {truth_name}"
+
+
+def _expected_samples(b: _Bundle, stage: str, n_labels: int) -> int | None:
+    """The stage's input count from the bundle's manifest, capped by the labelled inputs."""
+    manifest = b.models.get(MANIFEST_NAME)
+    if manifest is None:
+        return n_labels if stage == "full" else None
+    wanted = getattr(manifest.run.stages, stage).samples  # type: ignore[attr-defined]
+    return n_labels if wanted is None else min(wanted, n_labels)
+
+
+# --- 5. schemas and the shared loader ----------------------------------------------------
+
+
+def _load_files(b: _Bundle) -> None:
+    for name, model in REQUIRED_JSON.items():
+        path = b.root / name
+        if not path.is_file():
+            b.schema_errors.append(f"{name}: missing")
+            continue
+        try:
+            b.models[name] = model.model_validate_json(path.read_bytes())
+        except ValidationError as e:
+            b.schema_errors.append(f"{name}: {_first_error(e)}")
+    path = b.root / PREDICTIONS_NAME
+    if not path.is_file():
+        b.schema_errors.append(f"{PREDICTIONS_NAME}: missing")
+    else:
+        b.predictions = _read_predictions(path, b.schema_errors)
+    for rel, p in archive.scan_tree(b.root).files.items():
+        if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME:
+            try:
+                json.loads(p.read_bytes())
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                b.schema_errors.append(f"{rel}: not valid JSON: {e}")
+    manifest = b.root / MANIFEST_NAME
+    if manifest.is_file():
+        from ..manifest import Manifest
+        from ..yamlsafe import load_yaml
+
+        try:
+            b.models[MANIFEST_NAME] = Manifest.model_validate(load_yaml(manifest))
+        except RequestPackError as e:
+            b.schema_errors.append(f"{MANIFEST_NAME}: {e}")
+        except ValidationError as e:
+            b.schema_errors.append(f"{MANIFEST_NAME}: {_first_error(e)}")
+    labels = b.root / LABELS_NAME
+    if labels.is_file():
+        try:
+            read_labels(labels)
+        except (ValueError, UnicodeDecodeError) as e:
+            b.schema_errors.append(f"{LABELS_NAME}: {e}")
+
+
+def _read_predictions(path: Path, errors: list[str]) -> list[Prediction] | None:
+    out: list[Prediction] = []
+    validate = Prediction.model_validate_json
+    with path.open("rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                out.append(validate(line))
+            except ValidationError as e:
+                errors.append(f"{PREDICTIONS_NAME} line {lineno}: {_first_error(e)}")
+                return None
+    return out
+
+
+def _check_schemas(b: _Bundle) -> str:
+    if b.schema_errors:
+        more = f" (+{len(b.schema_errors) - 3} more)" if len(b.schema_errors) > 3 else ""
+        raise SchemaError("; ".join(b.schema_errors[:3]) + more)
+    n = len(b.predictions or [])
+    return f"{', '.join(sorted(b.models))} and {n} predictions valid"
+
+
+def _statement(b: _Bundle) -> Statement:
+    if b.statement is None:
+        raise _Skip("no readable statement (see check 1)")
+    return b.statement
+
+
+def _first_error(e: ValidationError) -> str:
+    first = e.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
