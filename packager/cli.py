@@ -156,6 +156,22 @@ def verify(
     console.print(f"[green]verified[/green] in {report.seconds:.2f} s")
 
 
+@app.command()
+def convert(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+    allow_other_versions: bool = typer.Option(
+        False, "--allow-other-versions", help="Run even if installed tools differ from the recipe's pins (the hash check still applies)."
+    ),
+) -> None:
+    """Regenerate the model file from its pinned source with the manifest's recipe and check its sha256."""
+    from .cache import Cache
+    from .convert import convert as run_recipe
+
+    result = run_recipe(path, cache=Cache.open(cache) if cache else None, allow_other_versions=allow_other_versions)
+    console.print(f"[green]ok[/green] {result.recipe}: sha256 {result.sha256} reproduced\n{result.path}", highlight=False, soft_wrap=True)
+
+
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.
 

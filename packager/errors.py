@@ -45,6 +45,15 @@ class StaleLockError(CheckFailed):
     """``--frozen`` was asked for and the lock does not match the manifest."""
 
 
+class ReproductionMismatch(IntegrityError):
+    """A conversion recipe ran and its output differs from the pinned sha256; ``hint`` says why it may."""
+
+    def __init__(self, what: str, expected: str, actual: str, *, hint: str) -> None:
+        super().__init__(what, expected, actual)
+        self.hint = hint
+        self.message = f"{self.message}; {hint}"
+
+
 # --- exit codes 10-19: one per class of bundle verification failure ------------
 # ``request-pack verify`` exits with the code of the lowest-numbered check that
 # failed, so scripts can tell a forged signature from a tampered file:
@@ -198,3 +207,7 @@ class ToolMissing(EnvironmentMissing):
 
 class NetworkUnavailable(EnvironmentMissing):
     """An input had to be fetched and the source could not be reached."""
+
+
+class RecipeEnvironmentMismatch(EnvironmentMissing):
+    """The installed tools differ from the versions a conversion recipe pins."""

