@@ -1,0 +1,224 @@
+"""Verify, then publish: a bundle reaches the board only after every check of ``verify`` passed.
+
+1. A ``.tar.gz`` is unpacked with the bundle package's safe unpacker into a
+   private temporary directory, so the bytes verified are the bytes read.
+2. ``packager.bundle.verify_bundle`` runs all checks (signature by a trusted
+   key, subjects, image digest, recomputed metrics, schemas); any failure is
+   raised as is, with its own exit code and report, and nothing is written.
+3. The envelope is read again and its signature re-checked with the key that
+   verified it, and every other file we store is checked against the signed
+   subject digests: a directory changed between step 2 and now is refused
+   instead of publishing numbers nobody verified.
+4. The row is inserted with ``ON CONFLICT DO NOTHING`` on the bundle digest,
+   the sha256 of the signed statement (which binds every file and the image):
+   publishing the same bundle twice, or from two processes at once, leaves one row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..bundle import archive
+from ..bundle.dsse import ENVELOPE_NAME, parse_envelope, signature_bytes
+from ..bundle.keys import TrustStore
+from ..bundle.statement import (
+    BUILD_RECORD_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    PROVENANCE_NAME,
+    Statement,
+)
+from ..bundle.verify import Report, verify_bundle
+from ..errors import BadInput, SignatureError, SubjectMismatch
+from ..manifest import LocalFileSource, Manifest, PypiFileSource, UrlSource
+from .store import Board, ResultRow, now_iso
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Published:
+    bundle: Path
+    bundle_digest: str
+    inserted: bool  # False: the same signed statement was already on the board
+    row: ResultRow
+    seconds: float
+
+
+def publish(bundle: Path, board: Board, trust: TrustStore, *, labels: Path | None = None) -> Published:
+    """Verify one bundle (directory or .tar.gz) and put it on the board."""
+    start = time.perf_counter()
+    bundle = Path(bundle)
+    if bundle.is_file():
+        with tempfile.TemporaryDirectory(prefix="request-pack-publish-") as tmp:
+            root = archive.safe_unpack(bundle, Path(tmp) / "bundle")
+            row, detail = _verified_record(bundle, root, trust, labels)
+    elif bundle.is_dir():
+        row, detail = _verified_record(bundle, bundle, trust, labels)
+    else:
+        raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
+    inserted = board.insert(row, detail)
+    seconds = time.perf_counter() - start
+    log.info("%s %s (%s)", "published" if inserted else "already on the board:", bundle, row.bundle_digest[:19])
+    return Published(bundle, row.bundle_digest, inserted, row, seconds)
+
+
+def publish_all(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Published]:
+    """Publish several bundles through one connection pool; stops at the first refused bundle."""
+    with Board(board_url) as board:
+        return [publish(b, board, trust, labels=labels) for b in bundles]
+
+
+# --- the verified record ----------------------------------------------------------
+
+
+def _verified_record(shown: Path, root: Path, trust: TrustStore, labels: Path | None) -> tuple[ResultRow, dict[str, Any]]:
+    report = verify_bundle(root, trust, labels=labels)  # raises the first failed check
+    signer = report.signer
+    if signer is None:  # verify_bundle never passes without one; refuse loudly if that changes
+        raise SignatureError(f"{shown}: verification passed without naming a signer; refusing to publish")
+
+    # Step 3: what we store must be what was verified.
+    envelope_bytes = (root / ENVELOPE_NAME).read_bytes()
+    envelope = parse_envelope(envelope_bytes, source=f"{shown}/{ENVELOPE_NAME}")
+    message = envelope.pae()
+    if not any(signer.verifies(signature_bytes(s), message) for s in envelope.signatures):
+        raise SignatureError(f"{shown}: envelope changed after verification")
+    payload = envelope.payload_bytes()
+    statement = Statement.model_validate_json(payload)
+    subjects = statement.file_subjects()
+
+    def signed_text(name: str) -> str | None:
+        path = root / name
+        if name not in subjects:
+            return None
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != subjects[name].sha256:
+            raise SubjectMismatch(f"{shown}/{name} changed after verification")
+        return data.decode("utf-8")
+
+    manifest_text = signed_text(MANIFEST_NAME)
+    manifest = _manifest(manifest_text, shown)
+    provenance = signed_text(PROVENANCE_NAME)
+    build_record = signed_text(BUILD_RECORD_NAME)
+    lock_text = signed_text(LOCK_NAME)
+
+    bundle_digest = "sha256:" + hashlib.sha256(payload).hexdigest()
+    row = _row(statement, manifest, manifest_text, bundle_digest, signer.keyid, signer.role)
+    detail = {
+        "predicate": json.loads(payload)["predicate"],
+        "subjects": [s.model_dump(mode="json") for s in statement.subject],
+        "provenance": json.loads(provenance) if provenance else None,
+        "build_record": json.loads(build_record) if build_record else None,
+        "manifest": manifest_text,
+        "lock_sha256": subjects[LOCK_NAME].sha256 if lock_text is not None else None,
+        "envelope": json.loads(envelope_bytes),
+        "signer": {"keyid": signer.keyid, "role": signer.role},
+        "checks": _checks(report),
+        "source": shown.name,
+    }
+    return row, detail
+
+
+def _checks(report: Report) -> list[dict[str, Any]]:
+    return [{"number": c.number, "name": c.name, "status": c.status, "detail": c.detail} for c in report.checks]
+
+
+def _manifest(text: str | None, shown: Path) -> Manifest | None:
+    if text is None:
+        return None
+    import yaml
+
+    # Check 5 of verify already validated it; this only turns the text back into the model.
+    try:
+        return Manifest.model_validate(yaml.safe_load(text))
+    except (yaml.YAMLError, ValidationError) as e:
+        raise BadInput(f"manifest does not validate after verification: {e}", file=shown / MANIFEST_NAME) from e
+
+
+def model_name(manifest: Manifest | None) -> str:
+    """A human name for the network: the PyPI package, the URL's file, or the local file, without suffix."""
+    if manifest is None:
+        return "unknown"
+    src = manifest.model.source
+    if isinstance(src, PypiFileSource):
+        return src.package
+    if isinstance(src, UrlSource):
+        name = src.filename or src.url.rstrip("/").rsplit("/", 1)[-1]
+        return name.rsplit(".", 1)[0] if "." in name else name
+    if isinstance(src, LocalFileSource):
+        return Path(src.path).stem
+    return manifest.name
+
+
+def _row(
+    statement: Statement,
+    manifest: Manifest | None,
+    manifest_text: str | None,
+    bundle_digest: str,
+    keyid: str,
+    role: str,
+) -> ResultRow:
+    p = statement.predicate
+    m = p.metrics
+    env = p.environment
+    throughput = max((t.images_per_s for t in m.throughput), default=None)
+    framework_version = env.frameworks.get(m.framework) or (manifest.framework.version if manifest else "")
+    if manifest is not None:
+        device = next((d.kind for d in manifest.devices if d.required), manifest.devices[0].kind if manifest.devices else "cpu")
+        min_top1 = getattr(manifest.run.stages, p.stage).min_top1
+        price = m.price_usd if m.price_usd is not None else manifest.target.price_usd
+    else:
+        device, min_top1, price = "cpu", None, m.price_usd
+    return ResultRow(
+        bundle_digest=bundle_digest,
+        artifact=p.run.artifact,
+        artifact_version=manifest.version if manifest else "",
+        manifest_sha256=hashlib.sha256(manifest_text.encode()).hexdigest() if manifest_text else None,
+        model=model_name(manifest),
+        framework=m.framework,
+        framework_version=framework_version,
+        platform=m.platform,
+        precision=manifest.model.precision if manifest else "unknown",
+        device=device,
+        stage=p.stage,
+        samples=m.accuracy.samples,
+        top1=m.accuracy.top1,
+        top5=m.accuracy.top5,
+        latency_mean_s=m.latency.mean_s if m.latency else None,
+        latency_p90_s=m.latency.p90_s if m.latency else None,
+        throughput_ips=throughput,
+        price_usd=price,
+        power_w=m.power.peak_w,
+        min_top1=min_top1,
+        image_digest=p.image.index_digest,
+        key_id=keyid,
+        signer_role=role,
+        machine=(env.cpu_model or env.machine)[:200],
+        published_at=now_iso(),
+    )
+
+
+def bundles_in(paths: Iterable[Path]) -> list[Path]:
+    """Expand arguments: a bundle directory or .tar.gz as is; a directory of bundles into its members."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir() and not (p / ENVELOPE_NAME).exists():
+            members = sorted(c for c in p.iterdir() if (c / ENVELOPE_NAME).exists() or c.name.endswith(".tar.gz"))
+            if not members:
+                raise BadInput("neither a bundle nor a directory of bundles", file=p)
+            out.extend(members)
+        else:
+            out.append(p)
+    return out

@@ -1,0 +1,352 @@
+"""The board's data layer: one SQLAlchemy Core schema for SQLite and PostgreSQL.
+
+Migrations are a small versioned list (``board_schema`` holds the applied
+version), not alembic: the schema is one family of tables owned by this
+module, every ``publish`` process opens the board and must migrate it safely
+*at the same time as seven others*, and alembic brings an ini file, a script
+directory and no locking of its own. Here each migration runs in the same
+transaction as its version bump, under a lock that serialises migrators:
+``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite (whose
+DDL is transactional too). A second migrator then sees the new version and
+does nothing.
+
+Idempotent publishing rests on a UNIQUE bundle digest and ``INSERT … ON
+CONFLICT DO NOTHING``: the database, not a read-then-write in Python, decides
+which of two racing publishers inserts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import BadInput, EnvironmentMissing
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BOARD = "sqlite:///scoreboard.db"
+SQLITE_BUSY_TIMEOUT_S = 120
+# Any fixed 64-bit number: the advisory lock that serialises migrations.
+_PG_MIGRATION_LOCK = 0x5245515545535431
+
+metadata = sa.MetaData()
+
+board_schema = sa.Table(
+    "board_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.String(40), nullable=False),
+)
+
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("bundle_digest", sa.String(71), nullable=False, unique=True),
+    sa.Column("artifact", sa.String(200), nullable=False),
+    sa.Column("artifact_version", sa.String(100), nullable=False),
+    sa.Column("manifest_sha256", sa.String(64), nullable=True),
+    sa.Column("model", sa.String(200), nullable=False),
+    sa.Column("framework", sa.String(100), nullable=False),
+    sa.Column("framework_version", sa.String(100), nullable=False),
+    sa.Column("platform", sa.String(50), nullable=False),
+    sa.Column("precision", sa.String(20), nullable=False),
+    sa.Column("device", sa.String(50), nullable=False),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("top1", sa.Float, nullable=False),
+    sa.Column("top5", sa.Float, nullable=False),
+    sa.Column("latency_mean_s", sa.Float, nullable=True),
+    sa.Column("latency_p90_s", sa.Float, nullable=True),
+    sa.Column("throughput_ips", sa.Float, nullable=True),
+    sa.Column("price_usd", sa.Float, nullable=True),
+    sa.Column("power_w", sa.Float, nullable=True),
+    sa.Column("min_top1", sa.Float, nullable=True),
+    sa.Column("image_digest", sa.String(71), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signer_role", sa.String(20), nullable=False),
+    sa.Column("machine", sa.String(200), nullable=False),
+    sa.Column("published_at", sa.String(40), nullable=False),
+    # Everything the result page shows beyond the summary: the signed predicate,
+    # provenance, build record, manifest text and the envelope, as JSON text.
+    # Never selected for the table, so a 10,000-row page stays cheap.
+    sa.Column("detail", sa.Text, nullable=False),
+)
+
+
+def _m1_tables(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[results])
+
+
+def _m2_filter_indexes(conn: Connection) -> None:
+    for col in ("image_digest", "artifact", "platform", "manifest_sha256"):
+        sa.Index(f"ix_results_{col}", results.c[col]).create(conn)
+
+
+# Append only: a released migration is never edited, a change is a new entry.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# --- rows -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRow:
+    """One published result: the summary the table, the plots and Pareto use."""
+
+    bundle_digest: str
+    artifact: str
+    artifact_version: str
+    manifest_sha256: str | None
+    model: str
+    framework: str
+    framework_version: str
+    platform: str
+    precision: str
+    device: str
+    stage: str
+    samples: int
+    top1: float
+    top5: float
+    latency_mean_s: float | None
+    latency_p90_s: float | None
+    throughput_ips: float | None
+    price_usd: float | None
+    power_w: float | None
+    min_top1: float | None
+    image_digest: str
+    key_id: str
+    signer_role: str
+    machine: str
+    published_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+FILTER_FIELDS: tuple[str, ...] = ("model", "framework", "platform", "precision", "device")
+SORT_FIELDS: frozenset[str] = frozenset(ROW_FIELDS)
+
+# Objective name → row attribute. Latency is the SingleStream 90th percentile
+# (MLPerf's SingleStream metric), throughput the best Offline rate over batch sizes.
+OBJECTIVE_COLUMNS: Mapping[str, str] = {
+    "accuracy": "top1",
+    "top1": "top1",
+    "top5": "top5",
+    "latency": "latency_p90_s",
+    "latency_mean": "latency_mean_s",
+    "throughput": "throughput_ips",
+    "price": "price_usd",
+    "power": "power_w",
+}
+
+
+def objective_values(row: ResultRow, names: Iterable[str]) -> dict[str, float | None]:
+    return {n: getattr(row, OBJECTIVE_COLUMNS[n]) for n in names}
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Exact-match filters; an empty value means "any"."""
+
+    model: str = ""
+    framework: str = ""
+    platform: str = ""
+    precision: str = ""
+    device: str = ""
+
+    def active(self) -> dict[str, str]:
+        return {k: v for k, v in asdict(self).items() if v}
+
+    def matches(self, row: ResultRow) -> bool:
+        return all(getattr(row, k) == v for k, v in self.active().items())
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# --- engine -----------------------------------------------------------------------
+
+
+def normalise_url(url: str) -> str:
+    """Accept ``sqlite:///file.db`` and ``postgresql://…``; pick the psycopg 3 driver for the latter."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as e:
+        raise BadInput(f"{url!r} is not a database URL (e.g. sqlite:///scoreboard.db or postgresql://user@host/db)", field="--board") from e
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise BadInput(f"{backend!r} boards are not supported: use sqlite:///FILE or postgresql://…", field="--board")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """Take SQLite's transaction control from pysqlite so writers can ask for BEGIN IMMEDIATE.
+
+    pysqlite opens transactions lazily and as DEFERRED: two processes that both
+    read and then write deadlock on the lock upgrade (SQLITE_BUSY at once,
+    busy_timeout notwithstanding). Writers here take the write lock up front
+    and wait their turn for up to ``SQLITE_BUSY_TIMEOUT_S``.
+    """
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("board_write") else "BEGIN")
+
+
+def create_engine(url: str) -> Engine:
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
+        _sqlite_events(engine)
+    else:
+        try:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError as e:
+            raise EnvironmentMissing(f"PostgreSQL driver missing: {e}", fix="pip install 'psycopg[binary]'") from e
+    return engine
+
+
+class Board:
+    """A scoreboard database: migrate on open, insert idempotently, query summaries."""
+
+    def __init__(self, url: str = DEFAULT_BOARD, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = create_engine(url)
+        self.dialect = self.engine.dialect.name
+        if migrate:
+            self.migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Board":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self) -> Any:
+        """A write transaction (BEGIN IMMEDIATE on SQLite)."""
+        return self.engine.connect().execution_options(board_write=True)
+
+    # --- migrations ---------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.max(board_schema.c.version))).scalar() or 0)
+        except sa.exc.OperationalError as e:
+            raise EnvironmentMissing(f"cannot reach the board {self.engine.url.render_as_string()}: {e.orig}") from e
+        except sa.exc.ProgrammingError:
+            return 0  # PostgreSQL: no board_schema table yet
+
+    def migrate(self) -> int:
+        """Bring the schema to ``SCHEMA_VERSION``; safe when several processes do it at once."""
+        try:
+            with self._write() as conn, conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                board_schema.create(conn, checkfirst=True)
+                current = int(conn.execute(sa.select(sa.func.max(board_schema.c.version))).scalar() or 0)
+                if current > SCHEMA_VERSION:
+                    raise BadInput(
+                        f"board schema version {current} is newer than this request-pack knows ({SCHEMA_VERSION}); upgrade request-pack",
+                        field="--board",
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    log.info("board: migration %d (%s)", version, MIGRATIONS[version - 1].__name__.lstrip("_"))
+                    MIGRATIONS[version - 1](conn)
+                    conn.execute(board_schema.insert().values(version=version, applied_at=now_iso()))
+                return SCHEMA_VERSION
+        except sa.exc.OperationalError as e:
+            raise EnvironmentMissing(f"cannot open the board {self.engine.url.render_as_string()}: {e.orig}") from e
+
+    # --- writes --------------------------------------------------------------------
+
+    def insert(self, row: ResultRow, detail: Mapping[str, Any]) -> bool:
+        """Insert unless the bundle digest is already there; True when this call inserted it."""
+        values = row.to_json() | {"detail": json.dumps(detail, sort_keys=True)}
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(results).values(**values).on_conflict_do_nothing(index_elements=["bundle_digest"])
+        with self._write() as conn, conn.begin():
+            return conn.execute(stmt).rowcount == 1
+
+    # --- reads ---------------------------------------------------------------------
+
+    def _summary_select(self) -> sa.Select:
+        return sa.select(*(results.c[f] for f in ROW_FIELDS))
+
+    def rows(
+        self,
+        filters: Filters = Filters(),
+        *,
+        sort: str = "top1",
+        descending: bool = True,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[ResultRow]:
+        if sort not in SORT_FIELDS:
+            raise BadInput(f"cannot sort by {sort!r}; one of: {', '.join(sorted(SORT_FIELDS))}", field="sort")
+        q = self._summary_select()
+        for k, v in filters.active().items():
+            q = q.where(results.c[k] == v)
+        col = results.c[sort]
+        # NULLs last in both directions: a missing power reading is never "best".
+        q = q.order_by(col.is_(None), col.desc() if descending else col.asc(), results.c.id)
+        if limit is not None:
+            q = q.limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            return [ResultRow(*r) for r in conn.execute(q)]
+
+    def count(self, filters: Filters = Filters()) -> int:
+        q = sa.select(sa.func.count()).select_from(results)
+        for k, v in filters.active().items():
+            q = q.where(results.c[k] == v)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar() or 0)
+
+    def get(self, bundle_digest: str) -> tuple[ResultRow, dict[str, Any]] | None:
+        q = self._summary_select().add_columns(results.c.detail).where(results.c.bundle_digest == bundle_digest)
+        with self.engine.connect() as conn:
+            r = conn.execute(q).first()
+        if r is None:
+            return None
+        return ResultRow(*r[:-1]), json.loads(r[-1])
+
+    def facets(self) -> dict[str, list[str]]:
+        """Distinct values of each filter column, for the filter menus."""
+        out: dict[str, list[str]] = {}
+        with self.engine.connect() as conn:
+            for f in FILTER_FIELDS:
+                out[f] = [v for (v,) in conn.execute(sa.select(results.c[f]).distinct().order_by(results.c[f]))]
+        return out
+
+
+def rows_by(rows: Sequence[ResultRow], attr: str) -> dict[str, list[ResultRow]]:
+    out: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        out.setdefault(getattr(r, attr), []).append(r)
+    return out
