@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The end-to-end demo behind `make demo` (scripts/setup.sh has already run).
+# Walks the example artifact through every request-pack command that exists
+# today; a step whose command is not in `request-pack --help` yet is reported
+# and skipped, so the demo grows with the CLI.
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO_ROOT"
+VENV="${REQUEST_PACK_VENV:-$HOME/.cache/request-pack/venv}"
+RP="$VENV/bin/request-pack"
+ARTIFACT="${ARTIFACT:-artifacts/efficientnet-lite0-ort}"
+export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
+
+[[ -x "$RP" ]] || { echo "demo: $RP missing; run make setup" >&2; exit 3; }
+[[ -d "$ARTIFACT" ]] || { echo "demo: example artifact $ARTIFACT does not exist yet" >&2; exit 2; }
+
+COMMANDS="$("$VENV/bin/python" -c 'import typer; from packager.cli import app; print("\n".join(typer.main.get_command(app).commands))')"
+has() { grep -qx "$1" <<<"$COMMANDS"; }
+
+# Each step: the subcommand, then its arguments. Extend as commands land.
+STEPS=(
+    "doctor"
+    "validate $ARTIFACT"
+    "lock $ARTIFACT"
+    "lock --frozen $ARTIFACT"
+)
+
+ran=0; missing=()
+for step in "${STEPS[@]}"; do
+    read -r -a argv <<<"$step"
+    if ! has "${argv[0]}"; then
+        missing+=("${argv[0]}")
+        continue
+    fi
+    printf '\n\033[1m+ request-pack %s\033[0m\n' "$step"
+    "$RP" "${argv[@]}"
+    ran=$((ran + 1))
+done
+
+printf '\ndemo: %d steps ran' "$ran"
+if (( ${#missing[@]} )); then
+    printf '; not available yet: %s' "$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')"
+fi
+printf '\n'
