@@ -199,9 +199,15 @@ def safe_unpack(archive: Path, dest: Path, limits: Limits = Limits()) -> Path:
                             raise UnsafeArchive(f"{archive.name}: truncated inside entry {m.name!r}")
                         out.write(block)
                         remaining -= len(block)
+            # tarfile stops at the end-of-archive blocks; read the gzip stream to
+            # its end so a cut-off trailer (CRC, length) is noticed, not ignored.
+            while tar.fileobj.read(1 << 20):  # type: ignore[union-attr]
+                pass
     except (EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise UnsafeArchive(f"{archive.name}: truncated or corrupt gzip stream ({e})") from e
     except tarfile.ReadError as e:
+        if "unexpected end" in str(e) or "truncated" in str(e):
+            raise UnsafeArchive(f"{archive.name}: truncated archive ({e})") from e
         raise UnsafeArchive(f"{archive.name}: not a valid tar archive ({e})") from e
     except FileExistsError as e:
         raise UnsafeArchive(f"{archive.name}: entry collides with an existing path ({e.filename})") from e
