@@ -211,3 +211,31 @@ class NetworkUnavailable(EnvironmentMissing):
 
 class RecipeEnvironmentMismatch(EnvironmentMissing):
     """The installed tools differ from the versions a conversion recipe pins."""
+
+
+# --- runner (packager/runner.py, devices.py, targets.py) ---------------------------
+
+
+class DeviceMissing(EnvironmentMissing):
+    """A device the manifest or --device requires is absent; raised before any container starts."""
+
+
+class EngineUnavailable(EnvironmentMissing):
+    """The container engine (local daemon, podman, or the remote over ssh) cannot be reached."""
+
+
+class ImageNotAvailable(EnvironmentMissing):
+    """The artifact's image is neither in the engine nor in build/<name>/ (run ``request-pack build``)."""
+
+
+class ImageMismatch(CheckFailed):
+    """The image the engine holds is not the one the build record pins (config digest or platform differ)."""
+
+
+class StageFailed(CheckFailed):
+    """A run stage finished but did not pass: the container failed, or top-1 is below the manifest's minimum."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"stage {stage!r} failed: {reason}")
+        self.stage = stage
+        self.reason = reason

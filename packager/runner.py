@@ -1,0 +1,463 @@
+"""Run one stage of an artifact's image in a sandbox and collect its outputs.
+
+``run_stage`` is the whole of ``request-pack run``:
+
+1. read the build record and pin the image: the platform's manifest digest comes
+   from ``build/<name>/record.json``; the manifest blob in the OCI layout is
+   hashed to check it, and names the config digest, which is the image id every
+   engine uses. The container is created from ``sha256:<config digest>``, never a
+   tag; an engine image whose id or platform differs is an ``ImageMismatch``;
+2. check the devices (``devices.plan_devices``) and, for a non-native platform,
+   the QEMU binfmt entry, all before any container starts;
+3. start the container in the sandbox (``SANDBOX``): no network, read-only root
+   with a tmpfs for scratch, all capabilities dropped, no-new-privileges, uid
+   1000, dataset read-only, only the output directory writable;
+4. stream the container's log into ``OUT/logs/`` and report progress from the
+   number of lines in ``predictions.jsonl`` (the harness appends and flushes one
+   batch at a time);
+5. record what ran (image, engine, sandbox, devices, times) in ``OUT/run.json``
+   and in system.json's ``sandbox``.
+
+Resuming: after a crash (even ``kill -9``) predictions.jsonl holds whole lines
+plus at most one torn line at its end. ``--resume`` drops the torn tail, refuses
+a file with duplicated ids, and asks the harness to skip the ids already there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
+from .errors import BadInput, CheckFailed, DeviceMissing, ImageMismatch, ImageNotAvailable, StageFailed, ToolMissing
+from .manifest import Manifest
+from .platforms import Platform
+from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
+from .targets import ContainerSpec, Engine, ImageInfo, MountSpec, tar_directory
+
+log = logging.getLogger(__name__)
+
+RECORD_NAME = "record.json"
+RUN_RECORD = "run.json"
+LOG_DIR = "logs"
+CONTAINER_UID = 1000
+DATA_MOUNT = "/data"
+OUT_MOUNT = "/out"
+SCRATCH = "/tmp"
+# Fixed so a result says exactly what confined it; recorded verbatim in system.json.
+SANDBOX: dict[str, object] = {
+    "network": "none",
+    "read_only_rootfs": True,
+    "tmpfs": {SCRATCH: "rw,nosuid,nodev,size=2g"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
+    "ulimits": {"nofile": 20000, "nproc": 4096},
+    "pids_limit": 4096,
+    "dataset": f"{DATA_MOUNT} (read-only)",
+    "output": f"{OUT_MOUNT} (the only writable mount)",
+}
+
+ProgressFn = Callable[[int, int | None], None]
+
+
+# --- the image ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """The image of one platform, pinned by digests from the build record."""
+
+    artifact: str
+    platform: Platform
+    config_digest: str  # "sha256:…": the engine's image id
+    manifest_digest: str | None = None
+    index_digest: str | None = None
+    oci_layout: Path | None = None
+    record: Path | None = None
+
+    @property
+    def image(self) -> str:
+        return self.config_digest
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def _platform_entry(record: dict, platform: Platform, file: Path) -> dict:
+    """The record's entry for one platform; keyed by OCI platform string or a list with 'platform'."""
+    entries = record.get("platforms") or record.get("manifests")
+    if isinstance(entries, dict):
+        entry = entries.get(platform.value)
+    elif isinstance(entries, list):
+        entry = next((e for e in entries if isinstance(e, dict) and Platform.parse(str(e.get("platform", ""))) == platform), None) \
+            if all(isinstance(e, dict) for e in entries) else None
+    else:
+        raise BadInput("no per-platform manifests", file=file, field="platforms")
+    if not isinstance(entry, dict):
+        built = ", ".join(entries if isinstance(entries, dict) else [str(e.get("platform")) for e in entries])
+        raise ImageNotAvailable(f"{platform} was not built (built: {built})", fix=f"request-pack build --platform {platform}")
+    return entry
+
+
+def image_from_record(artifact_dir: Path, name: str, platform: Platform, build_root: Path | None = None) -> ImageRef:
+    """Pin the image of ``platform`` from ``build/<name>/record.json`` (next to the artifacts/ dir by default)."""
+    build_dir = (build_root or default_build_root(artifact_dir)) / name
+    record_path = build_dir / RECORD_NAME
+    if not record_path.is_file():
+        raise ImageNotAvailable(f"no build record at {record_path}", fix=f"request-pack build {artifact_dir}")
+    try:
+        record = json.loads(record_path.read_text())
+    except json.JSONDecodeError as e:
+        raise BadInput(f"not JSON: {e}", file=record_path) from None
+    entry = _platform_entry(record, platform, record_path)
+    manifest_digest = entry.get("manifest_digest") or entry.get("digest")
+    index_digest = record.get("index_digest")
+    layout = build_dir / "oci"
+    config = entry.get("config_digest")
+    if manifest_digest and (layout / "blobs").is_dir():
+        # The manifest blob is content-addressed: hash it, then trust the config digest it names.
+        blob = layout / "blobs" / "sha256" / manifest_digest.split(":", 1)[1]
+        if not blob.is_file():
+            raise ImageNotAvailable(f"manifest {manifest_digest} of {platform} is not in {layout}", fix=f"request-pack build {artifact_dir}")
+        actual = _sha256_file(blob)
+        if actual != manifest_digest:
+            raise ImageMismatch(f"{blob}: sha256 is {actual}, the build record says {manifest_digest}")
+        named = json.loads(blob.read_bytes())["config"]["digest"]
+        if config and config != named:
+            raise ImageMismatch(f"{record_path}: config digest {config} differs from {named} named by manifest {manifest_digest}")
+        config = named
+    if not config:
+        raise BadInput("neither a config digest nor an OCI layout to find it", file=record_path, field=f"platforms.{platform}")
+    return ImageRef(name, platform, config, manifest_digest, index_digest, layout if layout.is_dir() else None, record_path)
+
+
+def default_build_root(artifact_dir: Path) -> Path:
+    """``<repo>/build`` for ``<repo>/artifacts/<name>``; else ``build`` beside the artifact directory."""
+    artifact_dir = artifact_dir.resolve()
+    if artifact_dir.parent.name == "artifacts":
+        return artifact_dir.parent.parent / "build"
+    return artifact_dir.parent / "build"
+
+
+def ensure_image(engine: Engine, ref: ImageRef, scratch: Path) -> ImageInfo:
+    """The engine's image with id ``ref.config_digest``, loaded from the OCI layout if absent."""
+    info = engine.inspect_image(ref.config_digest)
+    if info is None:
+        if ref.oci_layout is None:
+            raise ImageNotAvailable(f"image {ref.config_digest} ({ref.artifact}, {ref.platform}) is not in {engine.name}",
+                                    fix="request-pack build, or load the image")
+        _load_from_layout(engine, ref, scratch)
+        info = engine.inspect_image(ref.config_digest)
+        if info is None:
+            raise ImageMismatch(f"loading {ref.oci_layout} for {ref.platform} did not give image {ref.config_digest}")
+    if info.id != ref.config_digest:
+        raise ImageMismatch(f"engine image id {info.id} is not the pinned {ref.config_digest}")
+    want_variant = ref.platform.variant if ref.platform is Platform.ARMV7 else None
+    if info.architecture != ref.platform.architecture or (want_variant and info.variant != want_variant):
+        raise ImageMismatch(f"image {ref.config_digest} is {info.os}/{info.architecture}/{info.variant}, not {ref.platform}")
+    return info
+
+
+def _load_from_layout(engine: Engine, ref: ImageRef, scratch: Path) -> None:
+    import shutil
+    import subprocess
+
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        raise ToolMissing("skopeo is needed to load the OCI layout into the engine", fix="apt-get install -y skopeo")
+    tar = scratch / f"{ref.config_digest.split(':')[1][:16]}.tar"
+    argv = [skopeo, "copy", "--quiet", f"--override-os={ref.platform.os}", f"--override-arch={ref.platform.architecture}"]
+    if ref.platform.variant:
+        argv.append(f"--override-variant={ref.platform.variant}")
+    argv += [f"oci:{ref.oci_layout}", f"docker-archive:{tar}:request-pack/{ref.artifact}:{ref.platform.slug}"]
+    log.info("+ %s", " ".join(argv))
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ImageNotAvailable(f"skopeo could not export {ref.oci_layout} for {ref.platform}: {proc.stderr.strip()}")
+    try:
+        engine.load_image(tar)
+    finally:
+        tar.unlink(missing_ok=True)
+
+
+def check_emulation(platform: Platform, engine_arch: str | None = None) -> None:
+    """A non-native platform needs its QEMU binfmt entry (``make setup`` / ``qemu/binfmt.sh`` registers it)."""
+    if platform is Platform.native():
+        return
+    entry = Path("/proc/sys/fs/binfmt_misc") / (platform.qemu_binfmt or "")
+    if not entry.is_file() or "enabled" not in entry.read_text():
+        raise ToolMissing(f"{platform} needs QEMU emulation and {entry} is not registered", fix="bash qemu/binfmt.sh")
+
+
+# --- the output directory and resuming ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    done: int
+    torn_bytes: int
+
+
+def prepare_output(out: Path, *, resume: bool) -> ResumeState:
+    """Make ``out`` writable for the container user; on resume repair a torn tail and check for duplicates."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / LOG_DIR).mkdir(exist_ok=True)
+    preds = out / PREDICTIONS_NAME
+    state = ResumeState(0, 0)
+    if preds.exists() and preds.stat().st_size:
+        if not resume:
+            raise BadInput("holds predictions of an earlier run; pass --resume to continue it or choose an empty directory",
+                           file=out)
+        state = repair_predictions(preds)
+    for stale in (METRICS_NAME,):
+        if resume and (out / stale).exists():
+            (out / stale).unlink()  # written at the end of a run; a resumed run rewrites it
+    _hand_to_container_user(out)
+    return state
+
+
+def repair_predictions(preds: Path) -> ResumeState:
+    """Cut a partial last line (a crash mid-write) and refuse duplicated ids."""
+    data = preds.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    torn = len(data) - cut
+    lines = data[:cut].splitlines()
+    ids: set[str] = set()
+    good_end = 0
+    for i, line in enumerate(lines):
+        try:
+            pid = json.loads(line)["id"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            # Only the last line can be torn by a crash; garbage earlier is corruption.
+            if i == len(lines) - 1:
+                torn += len(line) + 1
+                break
+            raise CheckFailed(f"{preds}: line {i + 1} is not a prediction; cannot resume")
+        if pid in ids:
+            raise CheckFailed(f"{preds}: id {pid!r} appears twice; cannot resume")
+        ids.add(pid)
+        good_end += len(line) + 1
+    if torn:
+        log.warning("%s: dropping %d bytes of a torn last line", preds, torn)
+        with preds.open("r+b") as f:
+            f.truncate(good_end)
+    return ResumeState(len(ids), torn)
+
+
+def _hand_to_container_user(out: Path) -> None:
+    for path in [out, *out.rglob("*")]:
+        try:
+            os.chown(path, CONTAINER_UID, CONTAINER_UID, follow_symlinks=False)
+        except PermissionError:
+            # Not root: the engine maps uid 1000 to someone else; open the directory instead.
+            if path.is_dir():
+                path.chmod(0o777)
+
+
+def count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 16), b""))
+    except FileNotFoundError:
+        return 0
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    stage: str
+    dataset: Path
+    out: Path
+    platform: Platform
+    devices: tuple[str, ...] = ()
+    resume: bool = False
+    cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
+    samples: int | None = None  # None: the manifest's count for the stage
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    wall_s: float
+    out: Path
+    container_log: Path
+    record: dict
+
+
+def build_spec(image: str, command: Sequence[str], plan: DevicePlan, *, dataset: str, out: str,
+               remote: bool, env: dict[str, str], run_id: str) -> ContainerSpec:
+    kind = "volume" if remote else "bind"
+    mounts = [MountSpec(dataset, DATA_MOUNT, True, kind), MountSpec(out, OUT_MOUNT, False, kind)]
+    mounts += [MountSpec(h, c, True, "bind") for h, c in plan.mounts]
+    full_env = {"HOME": SCRATCH, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+    full_env.update(e.split("=", 1) for e in plan.env if "=" in e)
+    full_env.update(env)
+    return ContainerSpec(
+        image=image,
+        command=tuple(command),
+        user=str(SANDBOX["user"]),
+        mounts=tuple(mounts),
+        tmpfs=dict(SANDBOX["tmpfs"]),  # type: ignore[arg-type]
+        env=full_env,
+        devices=tuple(n.as_docker() for n in plan.nodes),
+        cdi_devices=plan.native_cdi,
+        group_add=plan.group_add,
+        gpus=plan.gpus,
+        ulimits=dict(SANDBOX["ulimits"]),  # type: ignore[arg-type]
+        pids_limit=int(SANDBOX["pids_limit"]),  # type: ignore[arg-type]
+        labels={"request-pack.run": run_id},
+        name=f"request-pack-{run_id}",
+    )
+
+
+def run_container(engine: Engine, spec: ContainerSpec, out: Path, *, log_name: str = "container.log",
+                  progress: ProgressFn | None = None, total: int | None = None,
+                  on_start: Callable[[str], None] | None = None) -> tuple[int, Path]:
+    """Start, stream the log to ``out/logs``, report progress, wait; always remove the container."""
+    log_path = out / LOG_DIR / log_name
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    container = engine.start(spec)
+    log.info("container %s started from %s", container.id[:12], spec.image)
+    if on_start:
+        on_start(container.id)
+    stop = threading.Event()
+
+    def pump() -> None:
+        with log_path.open("ab") as f:
+            for chunk in container.logs():
+                f.write(chunk)
+                f.flush()
+
+    def poll() -> None:
+        preds = out / PREDICTIONS_NAME
+        while not stop.wait(0.5):
+            if progress:
+                progress(count_lines(preds), total)
+
+    threads = [threading.Thread(target=pump, daemon=True)]
+    if progress and not engine.remote:
+        threads.append(threading.Thread(target=poll, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        code = container.wait()
+    except BaseException:
+        container.kill()
+        raise
+    finally:
+        stop.set()
+        threads[0].join(timeout=10)
+        container.remove()
+    if progress and not engine.remote:
+        progress(count_lines(out / PREDICTIONS_NAME), total)
+    return code, log_path
+
+
+def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str], opts: RunOptions, *,
+                   declared_devices: Sequence = (), progress: ProgressFn | None = None, total: int | None = None,
+                   on_start: Callable[[str], None] | None = None) -> RunResult:
+    """Steps 1-5 of the module doc for an already pinned image and a ready command."""
+    started = time.time()
+    # 2. everything that can be missing is checked before a container exists
+    plan = plan_devices(declared_devices, opts.devices, cdi_dirs=opts.cdi_dirs,
+                        engine_cdi_dirs=engine.native_cdi_dirs, engine_has_gpu_requests=engine.gpu_requests)
+    if engine.remote and plan.nodes:
+        log.info("device nodes are opened on the remote host: %s", ", ".join(n.host for n in plan.nodes))
+    if not opts.dataset.is_dir():
+        raise BadInput("dataset directory does not exist", file=opts.dataset)
+    if not engine.remote:
+        check_emulation(opts.platform)
+    resume_state = prepare_output(opts.out, resume=opts.resume)
+    # 1. the image, by digest
+    info = ensure_image(engine, ref, opts.out / LOG_DIR)
+    run_id = uuid.uuid4().hex[:12]
+    dataset_src, out_src = str(opts.dataset.resolve()), str(opts.out.resolve())
+    if engine.remote:
+        dataset_src, out_src = _ship_to_remote(engine, ref, opts, resume_state)
+    env = {"REQUEST_PACK_IMAGE_DIGEST": ref.manifest_digest or ref.config_digest, **opts.env}
+    spec = build_spec(ref.image, command, plan, dataset=dataset_src, out=out_src, remote=engine.remote, env=env, run_id=run_id)
+    # 3-4.
+    code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
+    if engine.remote:
+        engine.fetch_volume(out_src, ref.image, opts.out)
+    wall = time.time() - started
+    # 5.
+    record = {
+        "run_id": run_id,
+        "stage": opts.stage,
+        "artifact": ref.artifact,
+        "platform": str(opts.platform),
+        "image": {"config_digest": ref.config_digest, "manifest_digest": ref.manifest_digest,
+                  "index_digest": ref.index_digest, "size": info.size, "record": str(ref.record) if ref.record else None},
+        "engine": engine.describe(),
+        "sandbox": {**SANDBOX, "devices": plan.record()},
+        "command": list(command),
+        "resumed_after": resume_state.done if opts.resume else None,
+        "exit_code": code,
+        "wall_s": round(wall, 3),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+    }
+    (opts.out / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    _annotate_system(opts.out / SYSTEM_NAME, record)
+    return RunResult(code, wall, opts.out, log_path, record)
+
+
+def _ship_to_remote(engine: Engine, ref: ImageRef, opts: RunOptions, state: ResumeState) -> tuple[str, str]:
+    """Volumes on the remote engine: the dataset copied in, the output volume kept across --resume."""
+    key = hashlib.sha256(str(opts.out.resolve()).encode()).hexdigest()[:16]
+    data_vol, out_vol = f"request-pack-data-{key}", f"request-pack-out-{key}"
+    engine.make_volume(data_vol, fresh=True)
+    engine.fill_volume(data_vol, ref.image, tar_directory(opts.dataset))
+    engine.make_volume(out_vol, fresh=not opts.resume)
+    if opts.resume and state.done:
+        # The local copy was repaired (torn tail cut); the remote continues from it.
+        engine.fill_volume(out_vol, ref.image, tar_directory(opts.out))
+    _chown_volume(engine, out_vol, ref.image)
+    return data_vol, out_vol
+
+
+def _chown_volume(engine: Engine, volume: str, image: str) -> None:
+    """A fresh volume is root's; the sandbox user must write to it. A root container with no network
+    and the engine's default capabilities (it needs CAP_CHOWN) does that and nothing else."""
+    spec = ContainerSpec(image=image, command=("chown", "-R", f"{CONTAINER_UID}:{CONTAINER_UID}", "/v"), user="0:0",
+                         mounts=(MountSpec(volume, "/v", False, "volume"),), tmpfs={}, env={}, cap_drop=(),
+                         labels={"request-pack": "chown"})
+    container = engine.start(spec)
+    try:
+        if container.wait() != 0:
+            raise CheckFailed(f"could not hand volume {volume} to uid {CONTAINER_UID}")
+    finally:
+        container.remove()
+
+
+def _annotate_system(path: Path, record: dict) -> None:
+    """system.json is the harness's; add what only the runner knows (sandbox, devices, image)."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s is not JSON; leaving it", path)
+        return
+    data["sandbox"] = {**record["sandbox"], "engine": record["engine"], "run_id": record["run_id"]}
+    data["image_digest"] = record["image"]["manifest_digest"] or record["image"]["config_digest"]
+    passed = [n["container"] for n in record["sandbox"]["devices"]["nodes"]] + record["sandbox"]["devices"]["cdi_native"]
+    data["devices"] = sorted(set(data.get("devices") or []) | set(passed))
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
