@@ -281,10 +281,14 @@ def check_nix() -> Check:
         return Check("nix", "nix", Status.MISSING, f"nix {version} installed but show-config failed: {why}", FIX_SETUP)
     config = parse_nix_config(shown)
     sandbox = config.get("sandbox", "?")
+    fallback = config.get("sandbox-fallback", "?")
     group = config.get("build-users-group", "")
-    detail = f"{version}, sandbox {sandbox}, build-users-group {group or '(none)'}"
+    detail = f"{version}, sandbox {sandbox} (fallback {fallback}), build-users-group {group or '(none)'}"
     if sandbox != "true":
         return Check("nix", "nix", Status.MISSING, detail + ": builds are not sandboxed", FIX_SETUP)
+    if fallback != "false":
+        # With fallback on, a sandbox that cannot be set up silently becomes none.
+        return Check("nix", "nix", Status.MISSING, detail + ": may silently build unsandboxed", FIX_SETUP)
     if group and not _group_exists(group):
         return Check("nix", "nix", Status.MISSING, detail + f": group {group} does not exist", FIX_SETUP)
     return Check("nix", "nix", Status.OK, detail)

@@ -179,11 +179,15 @@ step_nix() {
     local conf want
     conf=/etc/nix/nix.conf
     # Empty substituters: there is no binary cache on this network; everything
-    # builds from sources that the flake pins.
+    # builds from sources that the flake pins. Debian's nix has no sandbox shell
+    # compiled in, so builders get the static busybox as /bin/sh; and a sandbox
+    # that cannot be set up must be an error, not a silent unsandboxed build.
     want="$(cat <<'EOF'
 # Written by request-pack scripts/setup.sh; edits are overwritten.
 build-users-group = nixbld
 sandbox = true
+sandbox-fallback = false
+sandbox-paths = /bin/sh=/bin/busybox
 substituters =
 experimental-features = nix-command flakes
 EOF
