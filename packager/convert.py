@@ -266,8 +266,10 @@ def export_pytorch(manifest: Manifest, weights: bytes, dest: Path) -> None:
     opset = conversion.opset or DEFAULT_OPSET
     log.info("export %s at opset %d (torch %s, TorchScript exporter)", conversion.builder, opset, torch.__version__)
     with torch.no_grad(), warnings.catch_warnings():
-        # The exporter warns about Slice constant folding on every run; it is noise here.
+        # The legacy exporter is chosen on purpose (it gives a clean opset-17 graph without
+        # onnxscript); its deprecation and Slice constant-folding warnings are noise here.
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net,
             (dummy,),
