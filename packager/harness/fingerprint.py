@@ -181,6 +181,10 @@ def _macs(model, notes: list[str]) -> int | None:
         out = shapes.get(node.output[0])
         w = shapes.get(node.input[w_index])
         a = shapes.get(node.input[0])
+        if node.op_type == "Gemm" and w and -1 not in w and (not out or -1 in out):
+            # Gemm after a Reshape whose target shape is computed at run time: infer from the weight.
+            total += int(np.prod(w))  # (K, N) or (N, K): one row per image
+            continue
         if not out or not w or -1 in out or -1 in w:
             unknown += 1
             continue

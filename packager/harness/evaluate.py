@@ -1,0 +1,209 @@
+"""One harness run: dataset -> preprocessed tensors -> accuracy pass -> scenarios -> outputs.
+
+Order matters for honest numbers:
+
+1. load the dataset and the model; check the model's input against the
+   configuration before any work (a mismatch names the model file);
+2. decode and preprocess every image in worker processes into the tensor
+   cache; nothing timed has touched a JPEG;
+3. accuracy pass over all samples at the largest batch size, writing
+   predictions.jsonl batch by batch (resumable);
+4. performance scenarios on an in-memory sample set under the power probe;
+5. validation against reference outputs, then metrics.json and system.json;
+   a failed validation or a top-1 under the stage's floor raises after the
+   files are written, so the evidence is on disk either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packager.errors import CheckFailed
+from packager.results import Accuracy, Footprint, LatencyStats, Metrics, Power, ThroughputStats, Validation, accuracy_from
+
+from . import backends
+from .config import HarnessConfig
+from .dataset import Sample, load_dataset, truth
+from .errors import BackendUnavailable, ModelMismatch, OutputMismatch
+from .outputs import (
+    PredictionWriter,
+    collect_system,
+    framework_versions,
+    peak_rss_bytes,
+    predictions_for,
+    write_metrics,
+    write_system,
+)
+from .power import PowerMonitor
+from .preprocess import PREPROCESS_VERSION, Prepared, load_batch, preprocess_all, tensor_sha256
+from .scenarios import ScenarioSettings, choose_driver
+from .validate import compare_outputs
+
+log = logging.getLogger(__name__)
+
+OUTPUTS_NPZ = "outputs.npz"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    metrics: Metrics
+    out_dir: Path
+
+
+def check_model_input(cfg: HarnessConfig, backend: backends.Backend) -> int | None:
+    """Compare the model's declared input with the preprocessing; return its fixed batch size, if any."""
+    info = backend.input
+    dims = list(info.shape)
+    if len(dims) != 4:
+        raise ModelMismatch(f"input {info.name!r} has shape {dims}, expected 4 dims ({cfg.preprocessing.layout})", file=cfg.model_path)
+    if "float" not in info.dtype or "16" in info.dtype:
+        raise ModelMismatch(f"input {info.name!r} is {info.dtype}; the preprocessing produces float32", file=cfg.model_path)
+    want = cfg.preprocessing.shape
+    got = tuple(dims[1:])
+    if any(isinstance(g, int) and g != w for g, w in zip(got, want)):
+        raise ModelMismatch(
+            f"input {info.name!r} has shape {dims} but the preprocessing gives (batch, {', '.join(map(str, want))}) "
+            f"({cfg.preprocessing.layout}, crop {cfg.preprocessing.crop})",
+            file=cfg.model_path,
+        )
+    if cfg.input_name and cfg.input_name != info.name:
+        raise ModelMismatch(f"input is named {info.name!r}, the manifest says {cfg.input_name!r}", file=cfg.model_path)
+    if cfg.input_shape:
+        for i, (g, w) in enumerate(zip(dims, cfg.input_shape)):
+            if isinstance(w, int) and isinstance(g, int) and g != w:
+                raise ModelMismatch(f"input dim {i} is {g}, the manifest says {w} (shape {list(cfg.input_shape)})", file=cfg.model_path)
+    return dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+
+
+def run(cfg: HarnessConfig) -> RunResult:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not cfg.model_path.is_file():
+        raise ModelMismatch("model file does not exist", file=cfg.model_path)
+
+    # 1. dataset and model
+    samples = load_dataset(cfg.dataset, count=cfg.samples, ids=cfg.ids)
+    backend = backends.create(cfg.backend)
+    backend.load(cfg.model_path, cfg.backend_options)
+    fixed_batch = check_model_input(cfg, backend)
+    batch_sizes = list(cfg.batch_sizes)
+    if fixed_batch is not None and any(b != fixed_batch for b in batch_sizes):
+        raise ModelMismatch(f"model has a fixed batch size {fixed_batch}; run.batch_sizes is {batch_sizes}", file=cfg.model_path)
+    fingerprint = _fingerprint(cfg.model_path)
+
+    # 2. preprocessing, outside every timed region
+    prepared = preprocess_all([s.path for s in samples], cfg.preprocessing, cfg.cache_dir, workers=cfg.workers)
+
+    # 3. accuracy pass
+    acc_batch = max(batch_sizes)
+    outputs, predictions = _accuracy_pass(cfg, backend, samples, prepared, acc_batch)
+    accuracy = accuracy_from([predictions[s.id] for s in samples], truth(samples))
+    log.info("top-1 %.4f top-5 %.4f on %d sample(s)", accuracy.top1, accuracy.top5, accuracy.samples)
+
+    # 4. performance scenarios
+    driver = choose_driver(cfg.driver, out / "loadgen")
+    perf = load_batch(prepared[: max(1, min(cfg.performance_samples, len(prepared)))])
+    settings = ScenarioSettings(cfg.warmup, cfg.min_duration_s, cfg.single_stream_queries, cfg.offline_min_samples)
+    latency: LatencyStats | None = None
+    throughput: list[ThroughputStats] = []
+    with PowerMonitor(cfg.power_probe, command=cfg.power_command) as monitor:
+        if "SingleStream" in cfg.scenarios:
+            if fixed_batch not in (None, 1):
+                log.warning("model has fixed batch %s: SingleStream skipped", fixed_batch)
+            else:
+                latency = driver.single_stream(backend, perf, settings)
+                log.info("SingleStream p50 %.2f ms (%s)", latency.p50_s * 1e3, driver.name)
+        if "Offline" in cfg.scenarios:
+            for b in batch_sizes:
+                throughput.append(driver.offline(backend, perf, b, settings))
+                log.info("Offline batch %d: %.1f images/s", b, throughput[-1].images_per_s)
+    power = monitor.reading()
+
+    # 5. validation, outputs
+    validation = None
+    if cfg.reference_outputs is not None:
+        validation = compare_outputs(outputs, cfg.reference_outputs, cfg.atol, label_offset=cfg.label_offset)
+    metrics = Metrics(
+        artifact=cfg.artifact,
+        stage=cfg.stage,  # type: ignore[arg-type]
+        platform=cfg.platform,
+        framework=backend.describe(),
+        dataset_note=cfg.dataset.note or f"{len(samples)} image(s) from {cfg.dataset.root.name} ({cfg.dataset.layout})",
+        accuracy=accuracy,
+        latency=latency,
+        throughput=throughput,
+        power=Power(probe=power.probe, peak_w=power.peak_w, mean_w=power.mean_w, reason=power.reason),
+        footprint=Footprint(model_bytes=cfg.model_path.stat().st_size, peak_rss_bytes=peak_rss_bytes()),
+        price_usd=cfg.price_usd,
+        driver=driver.name,
+        threads=backend.threads(),
+        fingerprint=fingerprint,
+        validation=validation,
+        preprocessing={"version": PREPROCESS_VERSION, "params_sha256": cfg.preprocessing.digest()},
+        loadgen_logs=list(getattr(driver, "log_files", [])),
+    )
+    write_metrics(out, metrics)
+    write_system(out, collect_system(image_digest=cfg.image_digest, frameworks=framework_versions({f"backend:{backend.name}": backend.version})))
+    if validation is not None and not validation.passed:
+        bad = validation.mismatched_ids + [i for i in validation.top1_mismatched_ids if i not in validation.mismatched_ids]
+        raise OutputMismatch(
+            f"{len(bad)} input(s) differ from {validation.reference} beyond atol {validation.atol}: {', '.join(bad[:10])}"
+            + (" ..." if len(bad) > 10 else "")
+            + (f"; {len(validation.missing_ids)} missing from the reference" if validation.missing_ids else ""),
+            bad,
+        )
+    if accuracy.top1 < cfg.min_top1:
+        raise CheckFailed(f"top-1 {accuracy.top1:.4f} is below the {cfg.stage} stage's min_top1 {cfg.min_top1}")
+    return RunResult(metrics, out)
+
+
+def _accuracy_pass(cfg: HarnessConfig, backend, samples: list[Sample], prepared: list[Prepared], batch: int):
+    """Run every sample once; returns raw outputs of this run's samples and all predictions by id."""
+    outputs: dict[str, np.ndarray] = {}
+    with PredictionWriter(cfg.out_dir, resume=cfg.resume) as writer:
+        todo = [(i, s) for i, s in enumerate(samples) if s.id not in writer.done]
+        if len(todo) < len(samples):
+            log.info("skipping %d sample(s) already in predictions.jsonl", len(samples) - len(todo))
+        for k in range(0, len(todo), batch):
+            chunk = todo[k : k + batch]
+            x = load_batch([prepared[i] for i, _ in chunk])
+            n = len(chunk)
+            if n < batch and batch > 1:
+                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # models exported with a fixed batch
+            y = np.asarray(backend.run(x), dtype=np.float32)[:n]
+            _check_output(cfg, y)
+            hashes = [tensor_sha256(x[j]) if i < cfg.input_hash_sample else None for j, (i, _) in enumerate(chunk)]
+            ids = [s.id for _, s in chunk]
+            writer.write(predictions_for(ids, y, label_offset=cfg.label_offset, input_hashes=hashes))
+            for sid, row in zip(ids, y):
+                outputs[sid] = row.reshape(-1)
+        predictions = dict(writer.done)
+    if cfg.save_outputs and outputs:
+        ids = list(outputs)
+        np.savez(Path(cfg.out_dir) / OUTPUTS_NPZ, ids=np.array(ids), outputs=np.stack([outputs[i] for i in ids]))
+    return outputs, predictions
+
+
+def _check_output(cfg: HarnessConfig, y: np.ndarray) -> None:
+    width = int(np.prod(y.shape[1:]))
+    if width not in (cfg.num_classes, cfg.num_classes + cfg.label_offset):
+        raise ModelMismatch(
+            f"output has {width} values per image; model.num_classes is {cfg.num_classes} (label_offset {cfg.label_offset})",
+            file=cfg.model_path,
+        )
+
+
+def _fingerprint(model_path: Path):
+    from packager.results import GraphFingerprint
+
+    from .fingerprint import fingerprint
+
+    try:
+        return GraphFingerprint(**fingerprint(model_path).to_dict())
+    except BackendUnavailable as e:
+        log.warning("no graph fingerprint: %s", e)
+        return None

@@ -1,0 +1,246 @@
+"""SingleStream latency and Offline throughput, in MLPerf's terms.
+
+Two drivers with the same outputs (``LatencyStats`` / ``ThroughputStats`` of
+``packager.results``):
+
+- ``LoadGenDriver``: MLCommons LoadGen (``mlcommons-loadgen``), the field's own
+  load generator. Its summary, detail and accuracy logs are kept in
+  ``<out>/loadgen/<scenario>/`` and its statistics, including the early-stopping
+  percentile estimates, are read back from the detail log.
+- ``BuiltinDriver``: a plain timing loop, used where LoadGen is not importable
+  (or when asked for); ``driver`` in metrics.json says which ran and why.
+
+Both time only ``backend.run`` on tensors already in memory: decoding and
+preprocessing happened before, as in MLPerf's sample library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from packager.results import LatencyStats, ThroughputStats
+
+from .backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ScenarioSettings:
+    warmup: int = 10
+    min_duration_s: float = 0.0
+    single_stream_queries: int = 256
+    offline_min_samples: int = 512
+
+
+def latency_stats(latencies_s: np.ndarray, **extra) -> LatencyStats:
+    lat = np.asarray(latencies_s, dtype=np.float64)
+    return LatencyStats(
+        count=int(lat.size),
+        mean_s=float(lat.mean()),
+        p50_s=float(np.percentile(lat, 50)),
+        p90_s=float(np.percentile(lat, 90)),
+        p99_s=float(np.percentile(lat, 99)),
+        min_s=float(lat.min()),
+        max_s=float(lat.max()),
+        **extra,
+    )
+
+
+def _batches(tensors: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Contiguous batches cycled from the in-memory sample set, built before timing starts."""
+    n = len(tensors)
+    count = max(1, -(-n // batch_size))
+    out = []
+    for b in range(count):
+        idx = [(b * batch_size + i) % n for i in range(batch_size)]
+        out.append(np.ascontiguousarray(tensors[idx]))
+    return out
+
+
+class BuiltinDriver:
+    def __init__(self, reason: str) -> None:
+        self.name = f"builtin ({reason})"
+
+    def single_stream(self, backend: Backend, tensors: np.ndarray, s: ScenarioSettings) -> LatencyStats:
+        singles = [np.ascontiguousarray(t[None]) for t in tensors]
+        for i in range(s.warmup):
+            backend.run(singles[i % len(singles)])
+        lat: list[float] = []
+        start = time.perf_counter()
+        i = 0
+        clock = time.perf_counter_ns
+        while i < s.single_stream_queries or time.perf_counter() - start < s.min_duration_s:
+            x = singles[i % len(singles)]
+            t0 = clock()
+            backend.run(x)
+            lat.append((clock() - t0) * 1e-9)
+            i += 1
+        return latency_stats(np.array(lat))
+
+    def offline(self, backend: Backend, tensors: np.ndarray, batch_size: int, s: ScenarioSettings) -> ThroughputStats:
+        batches = _batches(tensors, batch_size)
+        for i in range(max(1, s.warmup // batch_size)):
+            backend.run(batches[i % len(batches)])
+        done = 0
+        i = 0
+        t0 = time.perf_counter()
+        while done < s.offline_min_samples or time.perf_counter() - t0 < s.min_duration_s:
+            backend.run(batches[i % len(batches)])
+            done += batch_size
+            i += 1
+        dt = time.perf_counter() - t0
+        return ThroughputStats(batch_size=batch_size, samples=done, duration_s=dt, images_per_s=done / dt)
+
+
+class LoadGenDriver:
+    def __init__(self, lg, version: str, log_root: Path) -> None:
+        self._lg = lg
+        self.name = f"mlperf-loadgen {version}"
+        self.log_root = Path(log_root)
+        self.log_files: list[str] = []
+
+    def _start(self, sut, qsl, settings, subdir: str) -> dict:
+        lg = self._lg
+        out = self.log_root / subdir
+        out.mkdir(parents=True, exist_ok=True)
+        lo = lg.LogOutputSettings()
+        lo.outdir = str(out)
+        lo.copy_summary_to_stdout = False
+        ls = lg.LogSettings()
+        ls.log_output = lo
+        ls.enable_trace = False
+        lg.StartTestWithLogSettings(sut, qsl, settings, ls)
+        for f in sorted(out.iterdir()):
+            self.log_files.append(str(f.relative_to(self.log_root.parent)))
+        return _read_detail(out / "mlperf_log_detail.txt")
+
+    def _qsl(self, n: int):
+        return self._lg.ConstructQSL(n, n, lambda idx: None, lambda idx: None)
+
+    def single_stream(self, backend: Backend, tensors: np.ndarray, s: ScenarioSettings) -> LatencyStats:
+        lg = self._lg
+        singles = [np.ascontiguousarray(t[None]) for t in tensors]
+        for i in range(s.warmup):
+            backend.run(singles[i % len(singles)])
+        t0 = time.perf_counter()
+        backend.run(singles[0])
+        expected_ns = max(1, int((time.perf_counter() - t0) * 1e9))
+
+        def issue(queries):
+            for q in queries:
+                backend.run(singles[q.index])
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0)])
+
+        settings = lg.TestSettings()
+        settings.scenario = lg.TestScenario.SingleStream
+        settings.mode = lg.TestMode.PerformanceOnly
+        settings.single_stream_expected_latency_ns = expected_ns
+        settings.min_query_count = s.single_stream_queries
+        settings.min_duration_ms = int(s.min_duration_s * 1000)
+        settings.performance_sample_count_override = len(singles)
+        sut = lg.ConstructSUT(issue, lambda: None)
+        qsl = self._qsl(len(singles))
+        try:
+            d = self._start(sut, qsl, settings, "SingleStream")
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+        ns = 1e-9
+        es = d.get("early_stopping_result", "")
+        return LatencyStats(
+            count=int(d["result_query_count"]),
+            mean_s=d["result_mean_latency_ns"] * ns,
+            p50_s=d["result_50.00_percentile_latency_ns"] * ns,
+            p90_s=d["result_90.00_percentile_latency_ns"] * ns,
+            p99_s=d["result_99.00_percentile_latency_ns"] * ns,
+            min_s=d["result_min_latency_ns"] * ns,
+            max_s=d["result_max_latency_ns"] * ns,
+            early_stopping_p90_s=_early(es, "90.0"),
+            early_stopping_p99_s=_early(es, "99.0"),
+        )
+
+    def offline(self, backend: Backend, tensors: np.ndarray, batch_size: int, s: ScenarioSettings) -> ThroughputStats:
+        lg = self._lg
+        n = len(tensors)
+        batches = _batches(tensors, batch_size)
+        for i in range(max(1, s.warmup // batch_size)):
+            backend.run(batches[i % len(batches)])
+        t0 = time.perf_counter()
+        backend.run(batches[0])
+        qps = batch_size / max(time.perf_counter() - t0, 1e-6)
+        full = np.ascontiguousarray(tensors)
+
+        def issue(queries):
+            # Offline hands over every sample at once; run them in batches of the configured size.
+            for k in range(0, len(queries), batch_size):
+                chunk = queries[k : k + batch_size]
+                idx = [q.index for q in chunk]
+                x = batches[idx[0] // batch_size] if _aligned(idx, batch_size, n) else full[idx]
+                if len(chunk) < batch_size:
+                    x = np.concatenate([x, full[: batch_size - len(chunk)]])  # keep the batch shape fixed
+                backend.run(x)
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in chunk])
+
+        settings = lg.TestSettings()
+        settings.scenario = lg.TestScenario.Offline
+        settings.mode = lg.TestMode.PerformanceOnly
+        # Offline issues one query of max(min_query_count, 1.1 x expected QPS x min duration) samples.
+        settings.offline_expected_qps = qps
+        settings.min_query_count = s.offline_min_samples
+        settings.min_duration_ms = int(s.min_duration_s * 1000)
+        settings.performance_sample_count_override = n
+        sut = lg.ConstructSUT(issue, lambda: None)
+        qsl = self._qsl(n)
+        try:
+            d = self._start(sut, qsl, settings, f"Offline-b{batch_size}")
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+        samples = int(d["generated_samples_per_query"]) * int(d["result_query_count"])
+        ips = float(d["result_samples_per_second"])
+        return ThroughputStats(batch_size=batch_size, samples=samples, duration_s=samples / ips if ips else 0.0, images_per_s=ips)
+
+
+def _aligned(idx: list[int], batch_size: int, n: int) -> bool:
+    """True when a chunk is exactly one of the prebuilt batches (saves a gather copy)."""
+    start = idx[0]
+    return start % batch_size == 0 and len(idx) == batch_size and idx == [(start + i) % n for i in range(batch_size)]
+
+
+def _read_detail(path: Path) -> dict:
+    values = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(":::MLLOG "):
+            rec = json.loads(line[len(":::MLLOG ") :])
+            values[rec["key"]] = rec["value"]
+    return values
+
+
+def _early(text: str, pct: str) -> float | None:
+    m = re.search(rf"Early stopping {re.escape(pct)}th percentile estimate: (\d+)", text)
+    return int(m.group(1)) * 1e-9 if m else None
+
+
+def choose_driver(prefer: str, log_root: Path):
+    """LoadGen when importable (unless 'builtin' is asked for); otherwise the built-in loop and why."""
+    if prefer == "builtin":
+        return BuiltinDriver("requested with --driver builtin")
+    try:
+        import mlperf_loadgen as lg
+    except ImportError as e:
+        return BuiltinDriver(f"mlperf_loadgen not importable: {e}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("mlcommons-loadgen")
+    except PackageNotFoundError:
+        v = "unknown"
+    return LoadGenDriver(lg, v, log_root)
