@@ -45,6 +45,10 @@ class StaleLockError(CheckFailed):
     """``--frozen`` was asked for and the lock does not match the manifest."""
 
 
+class CacheMissError(CheckFailed):
+    """A locked file is not in the content-addressed cache (run ``request-pack fetch``)."""
+
+
 class ReproductionMismatch(IntegrityError):
     """A conversion recipe ran and its output differs from the pinned sha256; ``hint`` says why it may."""
 
