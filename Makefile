@@ -2,6 +2,9 @@
 # is idempotent and quick when nothing is missing, so every target can call it.
 
 SHELL := /bin/bash
+# CI may start make without HOME; the venv and cache live under it.
+HOME ?= $(shell getent passwd $$(id -u) | cut -d: -f6)
+export HOME
 VENV ?= $(or $(REQUEST_PACK_VENV),$(HOME)/.cache/request-pack/venv)
 PY := $(VENV)/bin/python
 export REQUEST_PACK_VENV := $(VENV)

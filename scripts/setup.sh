@@ -31,6 +31,11 @@ APT_PACKAGES=(
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# CI starts us with a trimmed environment; HOME may be missing.
+HOME="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
+# dockerd, groupadd and update-binfmts live in sbin, which a trimmed PATH may lack.
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 VENV="${REQUEST_PACK_VENV:-$HOME/.cache/request-pack/venv}"
 APT_MAX_AGE="${REQUEST_PACK_APT_MAX_AGE:-21600}"
 DOCKERD_LOG="${REQUEST_PACK_DOCKERD_LOG:-/var/log/request-pack-dockerd.log}"
@@ -38,8 +43,9 @@ SKIP=",${REQUEST_PACK_SKIP:-},"
 export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
 export DEBIAN_FRONTEND=noninteractive
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+if [[ -t 1 ]]; then BOLD=$'\033[1m' RED=$'\033[1;31m' OFF=$'\033[0m'; else BOLD= RED= OFF=; fi
+say() { printf '%s[setup]%s %s\n' "$BOLD" "$OFF" "$*"; }
+die() { printf '%s[setup] error:%s %s\n' "$RED" "$OFF" "$*" >&2; exit 1; }
 skipped() { [[ "$SKIP" == *",$1,"* ]]; }
 
 SUMMARY=()
