@@ -89,6 +89,22 @@ def doctor(
     doc.require(report, required)
 
 
+@app.command()
+def convert(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+    allow_other_versions: bool = typer.Option(
+        False, "--allow-other-versions", help="Run even if installed tools differ from the recipe's pins (the hash check still applies)."
+    ),
+) -> None:
+    """Regenerate the model file from its pinned source with the manifest's recipe and check its sha256."""
+    from .cache import Cache
+    from .convert import convert as run_recipe
+
+    result = run_recipe(path, cache=Cache.open(cache) if cache else None, allow_other_versions=allow_other_versions)
+    console.print(f"[green]ok[/green] {result.recipe}: sha256 {result.sha256} reproduced\n{result.path}", highlight=False, soft_wrap=True)
+
+
 # --- signed result bundles (packager.bundle) -------------------------------------
 
 _PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"
@@ -177,21 +193,93 @@ def verify(
     console.print(f"[green]verified[/green] in {report.seconds:.2f} s")
 
 
+
+# --- scoreboard: publish and board ---------------------------------------------------
+
+BOARD_HELP = "Board database URL: sqlite:///FILE (default sqlite:///scoreboard.db) or postgresql://user@host:port/db."
+
+
 @app.command()
-def convert(
-    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
-    allow_other_versions: bool = typer.Option(
-        False, "--allow-other-versions", help="Run even if installed tools differ from the recipe's pins (the hash check still applies)."
-    ),
+def publish(
+    bundles: list[Path] = typer.Argument(..., help="Signed bundles (directories or .tar.gz), or directories of bundles."),
+    board: str = typer.Option("sqlite:///scoreboard.db", "--board", help=BOARD_HELP),
+    trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key (PEM); repeatable."),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: each bundle's labels.tsv)."),
 ) -> None:
-    """Regenerate the model file from its pinned source with the manifest's recipe and check its sha256."""
-    from .cache import Cache
-    from .convert import convert as run_recipe
+    """Verify each bundle fully, then add it to the board (idempotent on the bundle digest)."""
+    from .bundle.keys import TrustStore
+    from .scoreboard.publish import bundles_in, publish_all
 
-    result = run_recipe(path, cache=Cache.open(cache) if cache else None, allow_other_versions=allow_other_versions)
-    console.print(f"[green]ok[/green] {result.recipe}: sha256 {result.sha256} reproduced\n{result.path}", highlight=False, soft_wrap=True)
+    store = TrustStore.load(trust, trust_dir)
+    done = publish_all(bundles_in(bundles), board, store, labels=labels)
+    new = sum(p.inserted for p in done)
+    for p in done:
+        state = "[green]published[/green]" if p.inserted else "[yellow]already on the board[/yellow]"
+        console.print(f"{state} {escape(str(p.bundle))} {p.bundle_digest[:19]}… ({p.row.artifact}, {p.row.platform}, top-1 {p.row.top1:.4f})")
+    console.print(f"{new} new, {len(done) - new} already present")
 
+
+board_app = typer.Typer(help="Query and serve a scoreboard.", no_args_is_help=True)
+app.add_typer(board_app, name="board")
+
+
+@board_app.command("pareto")
+def board_pareto(
+    board: str = typer.Option("sqlite:///scoreboard.db", "--board", help=BOARD_HELP),
+    objectives: str = typer.Option("accuracy:max,latency:min,price:min,power:min", "--objectives", help="name:max|min, comma-separated."),
+    missing: str = typer.Option("worst", "--missing", help="A missing value (e.g. no power probe): 'worst' or 'exclude'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print the Pareto frontier of the board's results."""
+    from rich.table import Table
+
+    from .errors import BadInput
+    from .scoreboard.pareto import Missing
+    from .scoreboard.store import Board
+    from .scoreboard.web import board_view
+
+    try:
+        policy = Missing(missing)
+    except ValueError:
+        raise BadInput(f"--missing {missing!r}: expected 'worst' or 'exclude'") from None
+    with Board(board) as b:
+        view = board_view(b, objectives=objectives, missing=policy)
+    front = set(view.frontier.front)
+    rows = [r for r in view.rows if r.bundle_digest in front]
+    if as_json:
+        out = {
+            "objectives": [str(o) for o in view.objectives],
+            "missing": policy.value,
+            "count": len(view.rows),
+            "frontier": [view.record(r) for r in rows],
+            "excluded": list(view.frontier.excluded),
+        }
+        sys.stdout.write(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        return
+    from .scoreboard.store import OBJECTIVE_COLUMNS
+
+    table = Table(title=f"Pareto frontier: {len(rows)} of {len(view.rows)} results ({', '.join(map(str, view.objectives))}; missing={policy.value})")
+    for col in ["artifact", "platform", *[o.name for o in view.objectives], "bundle"]:
+        table.add_column(col)
+    for r in rows:
+        vals = [getattr(r, OBJECTIVE_COLUMNS[o.name]) for o in view.objectives]
+        table.add_row(r.artifact, r.platform, *["—" if v is None else f"{v:.4g}" for v in vals], r.bundle_digest[:19])
+    console.print(table)
+    if view.frontier.excluded:
+        console.print(f"{len(view.frontier.excluded)} result(s) left out for a missing objective")
+
+
+@board_app.command("serve")
+def board_serve(
+    board: str = typer.Option("sqlite:///scoreboard.db", "--board", help=BOARD_HELP),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve the results table, Pareto plots, result pages, JSON API and CSV export."""
+    from .scoreboard.web import serve
+
+    serve(board, host=host, port=port)
 
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.

@@ -39,7 +39,7 @@ from ..bundle.statement import (
     Statement,
 )
 from ..bundle.verify import Report, verify_bundle
-from ..errors import BadInput, SignatureError, SubjectMismatch
+from ..errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
 from ..manifest import LocalFileSource, Manifest, PypiFileSource, UrlSource
 from .store import Board, ResultRow, now_iso
 
@@ -59,17 +59,23 @@ def publish(bundle: Path, board: Board, trust: TrustStore, *, labels: Path | Non
     """Verify one bundle (directory or .tar.gz) and put it on the board."""
     start = time.perf_counter()
     bundle = Path(bundle)
-    if bundle.is_file():
-        with tempfile.TemporaryDirectory(prefix="request-pack-publish-") as tmp:
-            root = archive.safe_unpack(bundle, Path(tmp) / "bundle")
-            row, detail = _verified_record(bundle, root, trust, labels)
-    elif bundle.is_dir():
-        row, detail = _verified_record(bundle, bundle, trust, labels)
-    else:
-        raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
+    try:
+        if bundle.is_file():
+            with tempfile.TemporaryDirectory(prefix="request-pack-publish-") as tmp:
+                root = archive.safe_unpack(bundle, Path(tmp) / "bundle")
+                row, detail = _verified_record(bundle, root, trust, labels)
+        elif bundle.is_dir():
+            row, detail = _verified_record(bundle, bundle, trust, labels)
+        else:
+            raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
+    except BundleCheckFailed as e:
+        # Keep the class (its exit code) and the report; say which bundle and that nothing was written.
+        e.message = f"{bundle}: not published: {e.message}"
+        e.args = (e.message,)
+        raise
     inserted = board.insert(row, detail)
     seconds = time.perf_counter() - start
-    log.info("%s %s (%s)", "published" if inserted else "already on the board:", bundle, row.bundle_digest[:19])
+    log.debug("%s %s (%s)", "published" if inserted else "already on the board:", bundle, row.bundle_digest[:19])
     return Published(bundle, row.bundle_digest, inserted, row, seconds)
 
 
