@@ -171,6 +171,8 @@ def safe_unpack(archive: Path, dest: Path, limits: Limits = Limits()) -> Path:
                 count += 1
                 if count > limits.max_entries:
                     raise UnsafeArchive(f"{archive.name}: more than {limits.max_entries} entries")
+                if m.isdir() and m.name.strip("/") in ("", "."):
+                    continue  # "./" as written by `tar -C dir .`: the target itself
                 rel = _safe_name(m.name)
                 kind = _kind(m)
                 if kind:

@@ -133,6 +133,8 @@ def sign_result_dir(
     """Write ``envelope.dsse.json`` into ``result_dir`` (replacing an old one); optionally pack the bundle."""
     if not result_dir.is_dir():
         raise BadInput("not a directory", file=result_dir)
+    if archive_path is not None and archive_path.resolve().is_relative_to(result_dir.resolve()):
+        raise BadInput("the archive cannot be written inside the directory it packs", file=archive_path)
     key = load_private_key(key_path, passphrase)
     statement = build_statement(result_dir)
     envelope = sign_statement(statement, key)

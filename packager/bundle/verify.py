@@ -219,21 +219,18 @@ def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, s
         # The keyid is only a hint: an unknown or empty one means "try every trusted key".
         hinted = trust.by_id(sig.keyid) if sig.keyid else None
         candidates = [hinted] if hinted else list(trust.keys)
-        for key in candidates:
-            if key.verifies(raw, message):
-                if require_role and key.role not in (require_role, "any"):
-                    problems.append(f"key {key.keyid[:16]} is trusted as {key.role}, not {require_role}")
-                    continue
-                signer_box.append(key)
-                break
-        else:
+        key = next((k for k in candidates if k.verifies(raw, message)), None)
+        if key is None:
             if hinted:
                 problems.append(f"signature by trusted key {sig.keyid[:16]} does not verify over the PAE (payload or payloadType altered)")
             elif sig.keyid:
                 problems.append(f"signed by key {sig.keyid[:16]}, which is not among the {len(trust)} trusted key(s)")
             else:
                 problems.append(f"signature verifies with none of the {len(trust)} trusted key(s)")
-        if signer_box:
+        elif require_role and key.role not in (require_role, "any"):
+            problems.append(f"key {key.keyid[:16]} is trusted as {key.role}, not {require_role}")
+        else:
+            signer_box.append(key)
             break
     if not signer_box:
         raise SignatureError("; ".join(problems))
@@ -269,6 +266,9 @@ def _check_subjects(b: _Bundle) -> str:
         got = sha256_file(files[name])
         if got != want:
             problems.append(f"{name}: sha256 {got[:16]}… differs from subject {want[:16]}…")
+    labels = st.predicate.labels
+    if labels is not None and labels.name in subjects and subjects[labels.name].sha256 != labels.sha256:
+        problems.append(f"predicate labels digest differs from the {labels.name} subject")
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise SubjectMismatch("; ".join(problems[:3]) + more)

@@ -170,3 +170,20 @@ def test_unpack_refuses_a_nonempty_target(result: Path, tmp_path: Path) -> None:
     (tmp_path / "out" / "x").write_text("")
     with pytest.raises(BadInput, match="not empty"):
         safe_unpack(archive, tmp_path / "out")
+
+
+def test_archive_made_by_gnu_tar_unpacks(result: Path, tmp_path: Path) -> None:
+    # Bundles packed by hand with `tar -C DIR -czf X .` start with a "./" entry.
+    import subprocess
+
+    archive = tmp_path / "gnu.tar.gz"
+    subprocess.run(["tar", "-C", str(result), "-czf", str(archive), "."], check=True)
+    out = safe_unpack(archive, tmp_path / "out")
+    assert list(scan_tree(out).files) == list(scan_tree(result).files)
+
+
+def test_sign_refuses_an_archive_inside_the_result_dir(result: Path, tmp_path: Path) -> None:
+    from packager.bundle.sign import sign_result_dir
+
+    with pytest.raises(BadInput, match="inside the directory it packs"):
+        sign_result_dir(result, tmp_path / "unused.key", archive_path=result / "bundle.tar.gz")

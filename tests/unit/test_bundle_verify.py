@@ -340,3 +340,16 @@ def test_hostile_archive_through_verify(bundle: Path, keys: Keys, tmp_path: Path
     evil.write_bytes(gzip.compress(buf.getvalue()))
     report = _reject(evil, keys, UnsafeArchive, "'..' path component")
     assert [c.status for c in report.checks] == ["fail"] + ["skip"] * 5
+
+
+def test_predicate_labels_digest_must_match_the_labels_subject(bundle: Path, keys: Keys) -> None:
+    from packager.bundle.keys import load_private_key
+    from packager.bundle.sign import sign_statement, write_envelope
+
+    st = build_statement(bundle)
+    assert st.predicate.labels is not None
+    forged = st.model_copy(
+        update={"predicate": st.predicate.model_copy(update={"labels": st.predicate.labels.model_copy(update={"sha256": "0" * 64})})}
+    )
+    write_envelope(bundle, sign_statement(forged, load_private_key(keys.trusted)))
+    _reject(bundle, keys, SubjectMismatch, "predicate labels digest differs from the labels.tsv subject")
