@@ -106,10 +106,11 @@ step_venv() {
     fi
     # Reinstall only when pyproject.toml, the clone's location or the interpreter
     # changed: the editable install points at one clone, and CI uses another.
+    # (-I: do not let the current directory shadow the installed package.)
     local stamp want
     stamp="$VENV/.request-pack-stamp"
     want="$(printf '%s\n%s\n%s\n' "$REPO_ROOT" "$("$VENV/bin/python" -VV)" "$(sha256sum "$REPO_ROOT/pyproject.toml")" | sha256sum | cut -d' ' -f1)"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" - "$REPO_ROOT" <<'EOF'
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -I - "$REPO_ROOT" <<'EOF'
 import sys, pathlib, packager
 sys.exit(0 if pathlib.Path(packager.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) else 1)
 EOF
