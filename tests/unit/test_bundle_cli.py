@@ -16,8 +16,9 @@ from packager.bundle.dsse import ENVELOPE_NAME
 
 from _bundle_fixture import ARTIFACT, make_result_dir, write_image_records
 
-EXE = shutil.which("request-pack")
-BASE = [EXE] if EXE else [sys.executable, "-m", "packager.cli"]
+# The console script of the interpreter running the tests (a venv's, not whichever is first on PATH).
+_SCRIPT = Path(sys.executable).parent / "request-pack"
+BASE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "packager.cli"]
 
 
 def rp(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
