@@ -213,6 +213,7 @@ def verify(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: the bundle's labels.tsv)."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/record.json."),
     role: Optional[str] = typer.Option(None, "--role", help="Require the signer to be trusted as 'author' or 'evaluator'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of a table."),
 ) -> None:
     """Check a bundle's signature, files, image digest, metrics and schemas; exit 10-16 per failure class."""
     from rich.table import Table
@@ -226,6 +227,9 @@ def verify(
     store = TrustStore.load(trust, trust_dir)
 
     def show(report) -> None:  # type: ignore[no-untyped-def]
+        if as_json:
+            sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+            return
         table = Table(title=f"verify {escape(str(report.bundle))}", show_lines=False)
         for col in ("#", "check", "result", "detail"):
             table.add_column(col)
@@ -241,7 +245,8 @@ def verify(
             show(e.report)
         raise
     show(report)
-    console.print(f"[green]verified[/green] in {report.seconds:.2f} s")
+    if not as_json:
+        console.print(f"[green]verified[/green] in {report.seconds:.2f} s")
 
 
 
