@@ -105,6 +105,23 @@ class Report:
     def first_failure(self) -> BundleCheckFailed | None:
         return next((c.error for c in self.checks if c.status == "fail"), None)
 
+    def as_dict(self) -> dict:
+        """JSON-ready summary, e.g. for the scoreboard to store next to a submission."""
+        failure = self.first_failure()
+        return {
+            "bundle": str(self.bundle),
+            "ok": self.ok,
+            "exit_code": failure.return_code if failure else 0,
+            "signer": {"keyid": self.signer.keyid, "role": self.signer.role} if self.signer else None,
+            "index_digest": self.index_digest,
+            "accuracy": self.accuracy.model_dump(mode="json") if self.accuracy else None,
+            "checks": [
+                {"number": c.number, "name": c.name, "status": c.status, "detail": c.detail, "error": type(c.error).__name__ if c.error else None}
+                for c in self.checks
+            ],
+            "seconds": round(self.seconds, 4),
+        }
+
 
 class _Skip(Exception):
     """A check cannot run because an input is unavailable; not a failure in itself."""

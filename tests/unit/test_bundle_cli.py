@@ -138,3 +138,16 @@ def test_passphrase_via_environment(tmp_path: Path) -> None:
     r = rp("sign", result, "--key", tmp_path / "k" / "signing.key", "--passphrase-file", tmp_path / "pass.txt")
     assert r.returncode == 0, r.stderr
     assert rp("verify", result, "--trust", tmp_path / "k" / "signing.pub").returncode == 0
+
+
+def test_json_report(copy: Path, signed: tuple[Path, Path, Path]) -> None:
+    r = rp("verify", copy, "--trust", signed[2], "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["exit_code"] == 0 and report["accuracy"]["samples"] == 200
+    (copy / "logs" / "run.log").write_text("rewritten\n")
+    r = rp("verify", copy, "--trust", signed[2], "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == report["exit_code"] == 12
+    assert [c["status"] for c in report["checks"]] == ["pass", "fail", "pass", "pass", "pass"]
+    assert report["checks"][1]["error"] == "SubjectMismatch"
