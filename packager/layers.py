@@ -1,0 +1,210 @@
+"""What goes into each layer, as ``oci.Entry`` streams: a root filesystem tar, wheels, trees, files.
+
+Standard library only, like ``oci``, so the Nix builder can run it too.
+
+Installing a wheel is unpacking it (PEP 427): ``purelib``/``platlib`` go to
+site-packages, ``scripts`` to ``bin`` with the interpreter filled in, ``data``
+under the prefix; the ``.dist-info`` gets ``INSTALLER`` and a RECORD that
+lists the installed paths. Doing it here instead of running pip in the image
+keeps the layer free of pip's caches and timestamps, and needs no emulation:
+the wheel's bytes are the same on every architecture.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import re
+import tarfile
+import zipfile
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterable, Iterator
+
+from .oci import Entry, _TYPES, clean_path, parent_dirs
+
+PREFIX = "usr/local"
+SITE = "usr/local/lib/python3.11/dist-packages"
+INTERPRETER = "/usr/bin/python3"
+INSTALLER = b"request-pack\n"
+
+# Things a container runtime provides or that leak the build host; never ship them.
+_DROP_EXACT = {"etc/hostname", "etc/resolv.conf", "etc/machine-id", "var/lib/dbus/machine-id"}
+_DROP_UNDER = ("dev/", "proc/", "sys/", "run/", "tmp/", "var/tmp/", "var/log/", "var/cache/apt/",
+               "var/lib/apt/lists/")
+_KEEP_EMPTY_DIRS = {"dev", "proc", "sys", "run", "tmp", "var/tmp", "var/log", "var/cache/apt", "var/lib/apt/lists"}
+
+
+def _dropped(path: str) -> bool:
+    if path in _DROP_EXACT or path.endswith("-old") and path.startswith(("var/lib/dpkg/", "var/cache/debconf/", "etc/")):
+        return True
+    if "/__pycache__/" in path + "/" and path.endswith((".pyc", "__pycache__")):
+        return True
+    return any(path.startswith(p) for p in _DROP_UNDER)
+
+
+def rootfs_entries(tar: tarfile.TarFile) -> Iterator[Entry]:
+    """Entries of an (uncompressed, seekable) root filesystem tar, minus host leftovers and caches."""
+    for m in tar.getmembers():
+        path = clean_path(m.name)
+        if not path or (_dropped(path) and path not in _KEEP_EMPTY_DIRS):
+            continue
+        kind = _TYPES.get(m.type)
+        if kind is None:
+            raise ValueError(f"{m.name}: unsupported tar member type {m.type!r}")
+        mode = m.mode
+        if path in ("tmp", "var/tmp"):
+            mode = 0o1777
+        yield Entry(
+            path=path, kind=kind, mode=mode, uid=m.uid, gid=m.gid, mtime=int(m.mtime),
+            size=m.size if kind == "file" else 0, linkname=m.linkname, devmajor=m.devmajor, devminor=m.devminor,
+            open=(lambda m=m: tar.extractfile(m)) if kind == "file" else None,  # type: ignore[misc]
+        )
+
+
+def file_entry(source: Path, dest: str, *, mode: int = 0o644, epoch: int) -> Entry:
+    source = Path(source)
+    return Entry(clean_path(dest), "file", mode=mode, mtime=epoch, size=source.stat().st_size,
+                 open=lambda: open(source, "rb"))
+
+
+def bytes_entry(data: bytes, dest: str, *, mode: int = 0o644, epoch: int) -> Entry:
+    return Entry(clean_path(dest), "file", mode=mode, mtime=epoch, size=len(data), open=lambda: io.BytesIO(data))
+
+
+def tree_entries(files: Iterable[tuple[Path, str]], *, epoch: int) -> list[Entry]:
+    """Regular files (source, destination) plus their parent directories; modes 0644/0755 only."""
+    out = []
+    for src, dest in files:
+        mode = 0o755 if Path(src).stat().st_mode & 0o111 else 0o644
+        out.append(file_entry(src, dest, mode=mode, epoch=epoch))
+    return parent_dirs([e.path for e in out], mtime=epoch) + out
+
+
+# --- wheels -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstalledWheel:
+    name: str
+    version: str
+    files: int
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _wheel_target(member: str, data_dir: str, dist_name: str) -> str | None:
+    """Installed path (relative to the layer root) of a wheel member, or None to skip it."""
+    if member.endswith("/"):
+        return None
+    if member.startswith(data_dir + "/"):
+        rest = member[len(data_dir) + 1:]
+        scheme, _, sub = rest.partition("/")
+        if scheme in ("purelib", "platlib"):
+            return f"{SITE}/{sub}"
+        if scheme == "scripts":
+            return f"{PREFIX}/bin/{sub}"
+        if scheme == "data":
+            return f"{PREFIX}/{sub}"
+        if scheme == "headers":
+            return f"{PREFIX}/include/python3.11/{dist_name}/{sub}"
+        raise ValueError(f"unknown wheel data scheme {scheme!r} in {member}")
+    return f"{SITE}/{member}"
+
+
+_SCRIPT_SHEBANG = re.compile(rb"^#!python(w)?[^\r\n]*")
+
+
+def _console_scripts(entry_points: str) -> list[tuple[str, str, str]]:
+    out, section = [], None
+    for line in entry_points.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line.strip("[]").strip()
+            continue
+        if section == "console_scripts" and "=" in line:
+            name, _, target = (x.strip() for x in line.partition("="))
+            module, _, func = target.partition(":")
+            out.append((name, module.strip(), func.split("[")[0].strip()))
+    return sorted(out)
+
+
+_LAUNCHER = """#!{python}
+import sys
+from {module} import {head}
+if __name__ == "__main__":
+    sys.exit({func}())
+"""
+
+
+def wheel_entries(wheels: Iterable[Path], stack: ExitStack, *, epoch: int) -> tuple[list[Entry], list[InstalledWheel]]:
+    """Entries of all wheels installed into /usr/local, sorted later by ``oci.normalise``."""
+    entries: list[Entry] = []
+    installed: list[InstalledWheel] = []
+    owner: dict[str, str] = {}
+    for wheel in sorted(wheels, key=lambda p: Path(p).name):
+        zf = stack.enter_context(zipfile.ZipFile(wheel))
+        dist_name, version = Path(wheel).name.split("-")[:2]
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+        dist_info = next((n.filename.split("/")[0] for n in infos if re.fullmatch(r"[^/]+\.dist-info/WHEEL", n.filename)), None)
+        if dist_info is None:
+            raise ValueError(f"{Path(wheel).name}: no .dist-info/WHEEL inside")
+        data_dir = dist_info[: -len(".dist-info")] + ".data"
+        record_rows: list[tuple[str, str, str]] = []
+        for info in sorted(infos, key=lambda i: i.filename):
+            member = info.filename
+            if member in (f"{dist_info}/RECORD", f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s", f"{dist_info}/INSTALLER"):
+                continue
+            target = _wheel_target(member, data_dir, dist_name)
+            if target is None:
+                continue
+            target = clean_path(target)
+            data = zf.read(info)
+            mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+            if member.startswith(data_dir + "/scripts/"):
+                data, n = _SCRIPT_SHEBANG.subn(b"#!" + INTERPRETER.encode(), data, count=1)
+                mode = 0o755
+            if target in owner:
+                raise ValueError(f"{target} is in both {owner[target]} and {Path(wheel).name}")
+            owner[target] = Path(wheel).name
+            entries.append(_bytes(data, target, mode, epoch))
+            record_rows.append((_rel_to_site(target), _record_hash(data), str(len(data))))
+        if f"{dist_info}/entry_points.txt" in zf.namelist():
+            text = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
+            for name, module, func in _console_scripts(text):
+                script = _LAUNCHER.format(python=INTERPRETER, module=module, head=func.split(".")[0], func=func).encode()
+                target = f"{PREFIX}/bin/{name}"
+                entries.append(_bytes(script, target, 0o755, epoch))
+                record_rows.append((_rel_to_site(target), _record_hash(script), str(len(script))))
+        installer_path = f"{SITE}/{dist_info}/INSTALLER"
+        entries.append(_bytes(INSTALLER, installer_path, 0o644, epoch))
+        record_rows.append((_rel_to_site(installer_path), _record_hash(INSTALLER), str(len(INSTALLER))))
+        record_path = f"{SITE}/{dist_info}/RECORD"
+        record_rows.append((_rel_to_site(record_path), "", ""))
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        for row in sorted(record_rows):
+            writer.writerow(row)
+        entries.append(_bytes(buf.getvalue().encode(), record_path, 0o644, epoch))
+        installed.append(InstalledWheel(dist_name, version, len(record_rows)))
+    return parent_dirs([e.path for e in entries], mtime=epoch) + entries, installed
+
+
+def _bytes(data: bytes, path: str, mode: int, epoch: int) -> Entry:
+    return Entry(path, "file", mode=mode, mtime=epoch, size=len(data), open=lambda: io.BytesIO(data))
+
+
+def _rel_to_site(path: str) -> str:
+    p, site = PurePosixPath(path), PurePosixPath(SITE)
+    try:
+        return str(p.relative_to(site))
+    except ValueError:
+        up = len(site.parts) - len(PurePosixPath(PREFIX).parts)
+        return "../" * up + str(p.relative_to(PREFIX))
