@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -179,7 +180,7 @@ def _load_from_layout(engine: Engine, ref: ImageRef, scratch: Path) -> None:
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise ToolMissing("skopeo is needed to load the OCI layout into the engine", fix="apt-get install -y skopeo")
-    tar = scratch / f"{ref.config_digest.split(':')[1][:16]}.tar"
+    tar = scratch / f"image-{ref.config_digest.split(':')[1][:16]}.tar"
     argv = [skopeo, "copy", "--quiet", f"--override-os={ref.platform.os}", f"--override-arch={ref.platform.architecture}"]
     if ref.platform.variant:
         argv.append(f"--override-variant={ref.platform.variant}")
@@ -363,7 +364,10 @@ def run_container(engine: Engine, spec: ContainerSpec, out: Path, *, log_name: s
         raise
     finally:
         stop.set()
-        threads[0].join(timeout=10)
+        threads[0].join(timeout=3)
+        if threads[0].is_alive():
+            # Over ssh the follow stream may outlive the container; take the whole log instead.
+            log_path.write_bytes(container.logs_all())
         container.remove()
     if progress and not engine.remote:
         progress(count_lines(out / PREDICTIONS_NAME), total)
@@ -386,7 +390,8 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str], opts: 
         check_emulation(opts.platform)
     resume_state = prepare_output(opts.out, resume=opts.resume)
     # 1. the image, by digest
-    info = ensure_image(engine, ref, opts.out / LOG_DIR)
+    with tempfile.TemporaryDirectory(prefix="request-pack-load-") as scratch:
+        info = ensure_image(engine, ref, Path(scratch))
     run_id = uuid.uuid4().hex[:12]
     dataset_src, out_src = str(opts.dataset.resolve()), str(opts.out.resolve())
     if engine.remote:

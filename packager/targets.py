@@ -77,6 +77,7 @@ class Container(Protocol):
     id: str
 
     def logs(self) -> Iterator[bytes]: ...
+    def logs_all(self) -> bytes: ...
     def wait(self) -> int: ...
     def kill(self) -> None: ...
     def remove(self) -> None: ...
@@ -108,6 +109,9 @@ class _DockerContainer:
 
     def logs(self) -> Iterator[bytes]:
         return self._c.logs(stream=True, follow=True, stdout=True, stderr=True)
+
+    def logs_all(self) -> bytes:
+        return self._c.logs(stdout=True, stderr=True)
 
     def wait(self) -> int:
         return int(self._c.wait()["StatusCode"])
@@ -179,7 +183,8 @@ class DockerEngine:
     def start(self, spec: ContainerSpec) -> Container:
         from docker.types import DeviceRequest, Mount, Ulimit
 
-        mounts = [Mount(m.target, m.source, type=m.kind, read_only=m.read_only) for m in spec.mounts]
+        # no_copy: docker would otherwise fill an empty volume from the image's directory and reset its owner.
+        mounts = [Mount(m.target, m.source, type=m.kind, read_only=m.read_only, no_copy=m.kind == "volume") for m in spec.mounts]
         kwargs: dict = dict(
             image=spec.image,
             command=list(spec.command),
@@ -258,6 +263,9 @@ class _PodmanContainer:
         assert proc.stdout is not None
         yield from proc.stdout
         proc.wait()
+
+    def logs_all(self) -> bytes:
+        return subprocess.run([*self._e.argv, "logs", self.id], capture_output=True).stdout
 
     def wait(self) -> int:
         out = self._e.cli("wait", self.id)
