@@ -8,6 +8,7 @@
 #
 # Environment:
 #   REQUEST_PACK_VENV        virtualenv path (default $HOME/.cache/request-pack/venv)
+#   REQUEST_PACK_EXTRAS      pyproject extras to install (default test)
 #   REQUEST_PACK_APT_MAX_AGE seconds after which apt lists count as stale (default 21600)
 #   REQUEST_PACK_DOCKERD_LOG dockerd log file (default /var/log/request-pack-dockerd.log)
 #   REQUEST_PACK_SKIP        comma list of steps to skip: apt,venv,docker,binfmt,nix
@@ -39,6 +40,8 @@ export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 VENV="${REQUEST_PACK_VENV:-$HOME/.cache/request-pack/venv}"
 APT_MAX_AGE="${REQUEST_PACK_APT_MAX_AGE:-21600}"
 DOCKERD_LOG="${REQUEST_PACK_DOCKERD_LOG:-/var/log/request-pack-dockerd.log}"
+# pyproject.toml extras installed into the venv; `test` pulls in what the suite needs.
+EXTRAS="${REQUEST_PACK_EXTRAS:-test}"
 SKIP=",${REQUEST_PACK_SKIP:-},"
 export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
 export DEBIAN_FRONTEND=noninteractive
@@ -104,12 +107,12 @@ step_venv() {
         mkdir -p "$(dirname "$VENV")"
         "$py" -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
     fi
-    # Reinstall only when pyproject.toml, the clone's location or the interpreter
+    # Reinstall only when pyproject.toml, the extras, the clone's location or the interpreter
     # changed: the editable install points at one clone, and CI uses another.
     # (-I: do not let the current directory shadow the installed package.)
     local stamp want
     stamp="$VENV/.request-pack-stamp"
-    want="$(printf '%s\n%s\n%s\n' "$REPO_ROOT" "$("$VENV/bin/python" -VV)" "$(sha256sum "$REPO_ROOT/pyproject.toml")" | sha256sum | cut -d' ' -f1)"
+    want="$(printf '%s\n%s\n%s\n%s\n' "$REPO_ROOT" "$EXTRAS" "$("$VENV/bin/python" -VV)" "$(sha256sum "$REPO_ROOT/pyproject.toml")" | sha256sum | cut -d' ' -f1)"
     if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$VENV/bin/python" -I - "$REPO_ROOT" <<'EOF'
 import sys, pathlib, packager
 sys.exit(0 if pathlib.Path(packager.__file__).resolve().is_relative_to(pathlib.Path(sys.argv[1]).resolve()) else 1)
@@ -118,11 +121,11 @@ EOF
         note venv "$VENV (up to date)"
         return
     fi
-    say "pip install -e .[test] into $VENV"
+    say "pip install -e .[$EXTRAS] into $VENV"
     "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    "$VENV/bin/python" -m pip install -e "$REPO_ROOT[test]" >/tmp/request-pack-pip.log 2>&1 || {
+    "$VENV/bin/python" -m pip install -e "$REPO_ROOT[$EXTRAS]" >/tmp/request-pack-pip.log 2>&1 || {
         tail -30 /tmp/request-pack-pip.log >&2
-        die "pip install -e .[test] failed (full log: /tmp/request-pack-pip.log)"
+        die "pip install -e .[$EXTRAS] failed (full log: /tmp/request-pack-pip.log)"
     }
     printf '%s\n' "$want" >"$stamp"
     note venv "$VENV (installed)"
