@@ -15,6 +15,7 @@ export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
 [[ -x "$RP" ]] || { echo "demo: $RP missing; run make setup" >&2; exit 3; }
 [[ -d "$ARTIFACT" ]] || { echo "demo: example artifact $ARTIFACT does not exist yet" >&2; exit 2; }
 
+if [[ -t 1 ]]; then BOLD=$'\033[1m' OFF=$'\033[0m'; else BOLD= OFF=; fi
 COMMANDS="$("$VENV/bin/python" -c 'import typer; from packager.cli import app; print("\n".join(typer.main.get_command(app).commands))')"
 has() { grep -qx "$1" <<<"$COMMANDS"; }
 
@@ -33,7 +34,7 @@ for step in "${STEPS[@]}"; do
         missing+=("${argv[0]}")
         continue
     fi
-    printf '\n\033[1m+ request-pack %s\033[0m\n' "$step"
+    printf '\n%s+ request-pack %s%s\n' "$BOLD" "$step" "$OFF"
     "$RP" "${argv[@]}"
     ran=$((ran + 1))
 done
