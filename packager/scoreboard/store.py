@@ -45,49 +45,56 @@ board_schema = sa.Table(
     sa.Column("applied_at", sa.String(40), nullable=False),
 )
 
-results = sa.Table(
-    "results",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("bundle_digest", sa.String(71), nullable=False, unique=True),
-    sa.Column("artifact", sa.String(200), nullable=False),
-    sa.Column("artifact_version", sa.String(100), nullable=False),
-    sa.Column("manifest_sha256", sa.String(64), nullable=True),
-    sa.Column("model", sa.String(200), nullable=False),
-    sa.Column("framework", sa.String(100), nullable=False),
-    sa.Column("framework_version", sa.String(100), nullable=False),
-    sa.Column("platform", sa.String(50), nullable=False),
-    sa.Column("precision", sa.String(20), nullable=False),
-    sa.Column("device", sa.String(50), nullable=False),
-    sa.Column("stage", sa.String(20), nullable=False),
-    sa.Column("samples", sa.Integer, nullable=False),
-    sa.Column("top1", sa.Float, nullable=False),
-    sa.Column("top5", sa.Float, nullable=False),
-    sa.Column("latency_mean_s", sa.Float, nullable=True),
-    sa.Column("latency_p90_s", sa.Float, nullable=True),
-    sa.Column("throughput_ips", sa.Float, nullable=True),
-    sa.Column("price_usd", sa.Float, nullable=True),
-    sa.Column("power_w", sa.Float, nullable=True),
-    sa.Column("min_top1", sa.Float, nullable=True),
-    sa.Column("image_digest", sa.String(71), nullable=False),
-    sa.Column("key_id", sa.String(64), nullable=False),
-    sa.Column("signer_role", sa.String(20), nullable=False),
-    sa.Column("machine", sa.String(200), nullable=False),
-    sa.Column("published_at", sa.String(40), nullable=False),
-    # Everything the result page shows beyond the summary: the signed predicate,
-    # provenance, build record, manifest text and the envelope, as JSON text.
-    # Never selected for the table, so a 10,000-row page stays cheap.
-    sa.Column("detail", sa.Text, nullable=False),
-)
+
+def _results_table(md: sa.MetaData) -> sa.Table:
+    """The results table as of migration 1; migrations build their own copy so they never see later additions."""
+    return sa.Table(
+        "results",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("bundle_digest", sa.String(71), nullable=False, unique=True),
+        sa.Column("artifact", sa.String(200), nullable=False),
+        sa.Column("artifact_version", sa.String(100), nullable=False),
+        sa.Column("manifest_sha256", sa.String(64), nullable=True),
+        sa.Column("model", sa.String(200), nullable=False),
+        sa.Column("framework", sa.String(100), nullable=False),
+        sa.Column("framework_version", sa.String(100), nullable=False),
+        sa.Column("platform", sa.String(50), nullable=False),
+        sa.Column("precision", sa.String(20), nullable=False),
+        sa.Column("device", sa.String(50), nullable=False),
+        sa.Column("stage", sa.String(20), nullable=False),
+        sa.Column("samples", sa.Integer, nullable=False),
+        sa.Column("top1", sa.Float, nullable=False),
+        sa.Column("top5", sa.Float, nullable=False),
+        sa.Column("latency_mean_s", sa.Float, nullable=True),
+        sa.Column("latency_p90_s", sa.Float, nullable=True),
+        sa.Column("throughput_ips", sa.Float, nullable=True),
+        sa.Column("price_usd", sa.Float, nullable=True),
+        sa.Column("power_w", sa.Float, nullable=True),
+        sa.Column("min_top1", sa.Float, nullable=True),
+        sa.Column("image_digest", sa.String(71), nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=False),
+        sa.Column("signer_role", sa.String(20), nullable=False),
+        sa.Column("machine", sa.String(200), nullable=False),
+        sa.Column("published_at", sa.String(40), nullable=False),
+        # Everything the result page shows beyond the summary: the signed predicate,
+        # provenance, build record, manifest text and the envelope, as JSON text.
+        # Never selected for the table, so a 10,000-row page stays cheap.
+        sa.Column("detail", sa.Text, nullable=False),
+    )
+
+
+results = _results_table(metadata)
 
 
 def _m1_tables(conn: Connection) -> None:
-    metadata.create_all(conn, tables=[results])
+    _results_table(sa.MetaData()).create(conn)
 
 
 def _m2_filter_indexes(conn: Connection) -> None:
+    table = _results_table(sa.MetaData())
     for col in ("image_digest", "artifact", "platform", "manifest_sha256"):
-        sa.Index(f"ix_results_{col}", results.c[col]).create(conn)
+        sa.Index(f"ix_results_{col}", table.c[col]).create(conn)
 
 
 # Append only: a released migration is never edited, a change is a new entry.

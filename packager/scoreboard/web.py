@@ -9,12 +9,13 @@ no CDN and works on a machine without internet access.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -346,7 +347,13 @@ def render_result(row: ResultRow, detail: dict[str, Any], awards: Sequence[Award
 
 def create_app(board_url: str) -> FastAPI:
     board = Board(board_url)
-    app = FastAPI(title="request-pack scoreboard", docs_url="/api/docs", openapi_url="/api/openapi.json")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        board.close()
+
+    app = FastAPI(title="request-pack scoreboard", docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan)
 
     def view_from(request: Request, sort: str, order: str, objectives: str, missing: str) -> BoardView:
         filters = Filters(**{f: request.query_params.get(f, "") for f in FILTER_FIELDS})
@@ -419,10 +426,6 @@ def create_app(board_url: str) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"ok": True, "results": board.count()}
-
-    @app.on_event("shutdown")
-    def _close() -> None:
-        board.close()
 
     return app
 

