@@ -20,9 +20,6 @@ from packager.harness.errors import ModelMismatch, UnsupportedOperator
 from packager.harness.preprocess import PreprocessParams, load_batch, preprocess_all
 from packager.harness.tinynet import build
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/imagenet-sample")
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +28,8 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def images(tmp_path_factory) -> np.ndarray:
-    samples = load_dataset(DatasetSpec(root=SAMPLE), count=24)
+def images(tmp_path_factory, shared_sample) -> np.ndarray:
+    samples = load_dataset(DatasetSpec(root=shared_sample), count=24)
     params = PreprocessParams(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
     return load_batch(preprocess_all([s.path for s in samples], params, tmp_path_factory.mktemp("cache"), workers=2))
 

@@ -15,38 +15,35 @@ from packager.harness.dataset import DatasetSpec, load_dataset
 from packager.harness.errors import ConfigError, CorruptImage, DatasetError, MissingLabel
 from packager.harness.preprocess import PreprocessParams, load_batch, preprocess_all, preprocess_bytes, tensor_sha256
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "imagenet-sample"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/imagenet-sample")
 
 PARAMS = PreprocessParams(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
-def test_labels_tsv_layout_reads_the_shared_sample():
-    samples = load_dataset(DatasetSpec(root=SAMPLE))
+def test_labels_tsv_layout_reads_the_shared_sample(shared_sample):
+    samples = load_dataset(DatasetSpec(root=shared_sample))
     assert len(samples) == 200
     assert samples[0].id == "n01440764_tench.JPEG" and samples[0].label == 0
     assert {s.label for s in samples} == set(range(0, 1000, 5))
-    assert load_dataset(DatasetSpec(root=SAMPLE), count=7)[-1].id == samples[6].id
-    picked = load_dataset(DatasetSpec(root=SAMPLE), ids=[samples[9].id, samples[3].id])
+    assert load_dataset(DatasetSpec(root=shared_sample), count=7)[-1].id == samples[6].id
+    picked = load_dataset(DatasetSpec(root=shared_sample), ids=[samples[9].id, samples[3].id])
     assert [s.id for s in picked] == [samples[9].id, samples[3].id]
     with pytest.raises(DatasetError, match="not in the dataset"):
-        load_dataset(DatasetSpec(root=SAMPLE), ids=["nope.JPEG"])
+        load_dataset(DatasetSpec(root=shared_sample), ids=["nope.JPEG"])
 
 
-def _mini_tsv(tmp_path: Path, n: int = 3) -> Path:
+def _mini_tsv(tmp_path: Path, shared_sample: Path, n: int = 3) -> Path:
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     lines = ["file\twnid\tclass_index\tclass_name"]
-    for s in load_dataset(DatasetSpec(root=SAMPLE), count=n):
+    for s in load_dataset(DatasetSpec(root=shared_sample), count=n):
         shutil.copy(s.path, root / "images" / s.id)
         lines.append(f"{s.id}\tn0\t{s.label}\tx")
     (root / "labels.tsv").write_text("\n".join(lines) + "\n")
     return root
 
 
-def test_image_without_label_is_an_error_naming_the_labels_file(tmp_path):
-    root = _mini_tsv(tmp_path)
+def test_image_without_label_is_an_error_naming_the_labels_file(tmp_path, shared_sample):
+    root = _mini_tsv(tmp_path, shared_sample)
     shutil.copy(next((root / "images").iterdir()), root / "images" / "extra.JPEG")
     with pytest.raises(MissingLabel) as e:
         load_dataset(DatasetSpec(root=root))
@@ -54,18 +51,18 @@ def test_image_without_label_is_an_error_naming_the_labels_file(tmp_path):
     assert e.value.return_code == 2
 
 
-def test_label_without_image_names_the_image(tmp_path):
-    root = _mini_tsv(tmp_path)
+def test_label_without_image_names_the_image(tmp_path, shared_sample):
+    root = _mini_tsv(tmp_path, shared_sample)
     victim = sorted((root / "images").iterdir())[1]
     victim.unlink()
     with pytest.raises(DatasetError, match=victim.name):
         load_dataset(DatasetSpec(root=root))
 
 
-def test_ilsvrc_layout_devkit_ids_map_through_sorted_wnids(tmp_path):
+def test_ilsvrc_layout_devkit_ids_map_through_sorted_wnids(tmp_path, shared_sample):
     root = tmp_path / "val"
     root.mkdir()
-    src = load_dataset(DatasetSpec(root=SAMPLE), count=2)
+    src = load_dataset(DatasetSpec(root=shared_sample), count=2)
     for i, s in enumerate(src, start=1):
         shutil.copy(s.path, root / f"ILSVRC2012_val_{i:08d}.JPEG")
     # A synthetic devkit order: ILSVRC id k <-> the (1001-k)-th wnid in sorted order, so id 1000 is index 0.
@@ -113,8 +110,8 @@ def test_greyscale_images_become_three_channels(tmp_path):
     assert np.allclose(out[0], out[1]) and np.allclose(out[1], out[2])
 
 
-def test_cache_is_keyed_by_image_hash_and_parameters(tmp_path):
-    paths = [s.path for s in load_dataset(DatasetSpec(root=SAMPLE), count=6)]
+def test_cache_is_keyed_by_image_hash_and_parameters(tmp_path, shared_sample):
+    paths = [s.path for s in load_dataset(DatasetSpec(root=shared_sample), count=6)]
     first = preprocess_all(paths, PARAMS, tmp_path, workers=2)
     assert [p.image_sha256 for p in first] == [hashlib.sha256(x.read_bytes()).hexdigest() for x in paths]
     assert all(p.path.name == f"{p.image_sha256}.npy" for p in first)
@@ -128,8 +125,8 @@ def test_cache_is_keyed_by_image_hash_and_parameters(tmp_path):
     assert tensor_sha256(batch[0]) == tensor_sha256(preprocess_bytes(paths[0].read_bytes(), PARAMS))
 
 
-def test_corrupt_image_error_names_the_file_even_from_a_worker(tmp_path):
-    good = [s.path for s in load_dataset(DatasetSpec(root=SAMPLE), count=5)]
+def test_corrupt_image_error_names_the_file_even_from_a_worker(tmp_path, shared_sample):
+    good = [s.path for s in load_dataset(DatasetSpec(root=shared_sample), count=5)]
     bad = tmp_path / "broken.JPEG"
     bad.write_bytes(good[0].read_bytes()[:200])
     with pytest.raises(CorruptImage) as e:
