@@ -210,7 +210,8 @@ def verify(
     bundle: Path = typer.Argument(..., help="Signed bundle: a directory or a .tar.gz."),
     trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key (PEM); repeatable."),
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: the bundle's labels.tsv)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground truth: labels TSV or ILSVRC2012 val.txt (default: the bundle's labels.tsv)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Ground truth from a local dataset directory, laid out as the bundle's manifest says."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/record.json."),
     role: Optional[str] = typer.Option(None, "--role", help="Require the signer to be trusted as 'author' or 'evaluator'."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of a table."),
@@ -239,7 +240,7 @@ def verify(
         console.print(table)
 
     try:
-        report = verify_bundle(bundle, store, labels=labels, artifact=artifact, require_role=role)  # type: ignore[arg-type]
+        report = verify_bundle(bundle, store, labels=labels, dataset=dataset, artifact=artifact, require_role=role)  # type: ignore[arg-type]
     except BundleCheckFailed as e:
         if e.report is not None:
             show(e.report)

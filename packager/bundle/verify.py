@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -145,14 +146,21 @@ def verify_bundle(
     trust: TrustStore,
     *,
     labels: Path | None = None,
+    dataset: Path | None = None,
     artifact: Path | None = None,
     require_role: Role | None = None,
     limits: archive.Limits = archive.Limits(),
 ) -> Report:
-    """Run every check; return the report if all pass, else raise the first failure with ``.report`` set."""
+    """Run every check; return the report if all pass, else raise the first failure with ``.report`` set.
+
+    Ground truth for check 4, first found: ``labels`` (a labels TSV or an
+    ILSVRC2012 ``val.txt``), ``dataset`` (a dataset directory laid out as the
+    bundle's manifest says), else the bundle's own ``labels.tsv``.
+    """
+    truth_source = _TruthSource(labels, dataset)
     start = time.perf_counter()
     if bundle.is_dir():
-        report = _verify_dir(bundle, bundle, trust, labels, artifact, require_role, [], start)
+        report = _verify_dir(bundle, bundle, trust, truth_source, artifact, require_role, [], start)
     elif bundle.is_file():
         with tempfile.TemporaryDirectory(prefix="request-pack-verify-") as tmp:
             root = Path(tmp) / "bundle"
@@ -164,7 +172,7 @@ def verify_bundle(
                 report = Report(bundle, tuple(checks), seconds=time.perf_counter() - start)
             else:
                 pre = [CheckResult(0, CHECK_NAMES[0], "pass", f"unpacked {bundle.name}")]
-                report = _verify_dir(bundle, root, trust, labels, artifact, require_role, pre, start)
+                report = _verify_dir(bundle, root, trust, truth_source, artifact, require_role, pre, start)
     else:
         raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
     failure = report.first_failure()
@@ -178,7 +186,7 @@ def _verify_dir(
     shown: Path,
     root: Path,
     trust: TrustStore,
-    labels: Path | None,
+    truth_source: "_TruthSource",
     artifact: Path | None,
     require_role: Role | None,
     checks: list[CheckResult],
@@ -202,7 +210,7 @@ def _verify_dir(
     _load_files(b)  # once, for checks 3-5
     run(2, lambda: _check_subjects(b))
     run(3, lambda: _check_image(b, artifact))
-    run(4, lambda: _check_metrics(b, labels, accuracy_box))
+    run(4, lambda: _check_metrics(b, truth_source, accuracy_box))
     run(5, lambda: _check_schemas(b))
     digest = b.statement.predicate.image.index_digest if b.statement else None
     return Report(
@@ -345,11 +353,31 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
 # --- 4. metrics ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _TruthSource:
+    labels: Path | None = None
+    dataset: Path | None = None
+
+
+_VAL_LINE = re.compile(r"^(ILSVRC2012_val_\d{8})\.(?:JPEG|jpeg|jpg|JPG)\s+(\d+)$")
+
+
 def read_labels(path: Path) -> dict[str, int]:
-    """file -> class_index from a labels TSV with a header (file, wnid, class_index, class_name)."""
+    """id -> class index from a labels TSV with a header (file, wnid, class_index, class_name),
+    or from an ILSVRC2012 ``val.txt`` (``ILSVRC2012_val_NNNNNNNN.JPEG <index>``, ids are the stems)."""
     truth: dict[str, int] = {}
     with path.open("r", encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
+        first = f.readline()
+        if _VAL_LINE.match(first.strip()):
+            for lineno, line in enumerate([first, *f], start=1):
+                if not line.strip():
+                    continue
+                m = _VAL_LINE.match(line.strip())
+                if not m:
+                    raise ValueError(f"line {lineno}: expected 'ILSVRC2012_val_NNNNNNNN.JPEG <class_index>'")
+                truth[m.group(1)] = int(m.group(2))
+            return truth
+        header = first.rstrip("\n").split("\t")
         if "file" not in header or "class_index" not in header:
             raise ValueError(f"header {header!r} lacks 'file' and 'class_index' columns")
         fi, ci = header.index("file"), header.index("class_index")
@@ -367,12 +395,16 @@ def read_labels(path: Path) -> dict[str, int]:
     return truth
 
 
-def _check_metrics(b: _Bundle, labels: Path | None, accuracy_box: list[Accuracy]) -> str:
+def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy]) -> str:
     st = _statement(b)
     metrics = b.models.get(METRICS_NAME)
     if not isinstance(metrics, Metrics) or b.predictions is None:
         raise _Skip(f"{METRICS_NAME} or {PREDICTIONS_NAME} unreadable (see check 5)")
-    if labels is not None:
+    labels = source.labels
+    if labels is None and source.dataset is not None:
+        truth = _dataset_truth(b, source.dataset)
+        truth_name = f"dataset {source.dataset}"
+    elif labels is not None:
         try:
             truth = read_labels(labels)
         except (OSError, ValueError) as e:
@@ -417,6 +449,16 @@ def _check_metrics(b: _Bundle, labels: Path | None, accuracy_box: list[Accuracy]
     if problems:
         raise MetricsMismatch("; ".join(problems))
     return f"top-1 {got.top1:.4f} ({got.correct_top1}/{got.samples}), top-5 {got.top5:.4f} ({got.correct_top5}/{got.samples}) vs {truth_name}"
+
+
+def _dataset_truth(b: _Bundle, root: Path) -> dict[str, int]:
+    """Ground truth read from a local copy of the dataset, the way the harness reads it."""
+    from ..harness.dataset import DatasetSpec, load_dataset, truth
+
+    manifest = b.models.get(MANIFEST_NAME)
+    ds = getattr(manifest, "dataset", None)
+    spec = DatasetSpec(root=root) if ds is None else DatasetSpec(root=root, layout=ds.layout, labels=ds.labels, images=ds.images, synsets=ds.synsets)
+    return truth(load_dataset(spec))
 
 
 def _expected_samples(b: _Bundle, stage: str, n_labels: int) -> int | None:

@@ -353,3 +353,37 @@ def test_predicate_labels_digest_must_match_the_labels_subject(bundle: Path, key
     )
     write_envelope(bundle, sign_statement(forged, load_private_key(keys.trusted)))
     _reject(bundle, keys, SubjectMismatch, "predicate labels digest differs from the labels.tsv subject")
+
+
+def test_ground_truth_from_the_dataset_directory(bundle: Path, keys: Keys, tmp_path: Path) -> None:
+    # The fixture's labels are the shared ImageNet sample's, so the real dataset directory is its ground truth.
+    from _bundle_fixture import SAMPLE_LABELS
+
+    report = verify_bundle(bundle, keys.store, dataset=SAMPLE_LABELS.parent)
+    assert report.checks[3].detail.endswith(f"vs dataset {SAMPLE_LABELS.parent}")
+    # a dataset whose labels disagree is caught, through the harness's own dataset reader
+    other = tmp_path / "dataset"
+    (other / "images").mkdir(parents=True)
+    rows = SAMPLE_LABELS.read_text().splitlines()
+    out = [rows[0]]
+    for row in rows[1:]:
+        cols = row.split("\t")
+        (other / "images" / cols[0]).symlink_to(SAMPLE_LABELS.parent / "images" / cols[0])
+        cols[2] = str((int(cols[2]) + 7) % 1000)
+        out.append("\t".join(cols))
+    (other / "labels.tsv").write_text("\n".join(out) + "\n")
+    _reject(bundle, keys, MetricsMismatch, "correct_top1 claimed 140, recomputed", dataset=other)
+
+
+def test_ilsvrc_val_txt_ground_truth(tmp_path: Path, keys: Keys) -> None:
+    root = make_result_dir(tmp_path / "ilsvrc", n=300)
+    sign_result_dir(root, keys.trusted)
+    rows = (root / "labels.tsv").read_text().splitlines()[1:]
+    (tmp_path / "val.txt").write_text("".join(f"{r.split(chr(9))[0]} {r.split(chr(9))[2]}\n" for r in rows))
+    # val.txt ids are stems: the fixture's predictions use file names, so every one is unlabeled...
+    _reject(root, keys, MetricsMismatch, "300 prediction(s) have no label", labels=tmp_path / "val.txt")
+    # ...and with stem ids (as the harness writes for the ILSVRC layout) they all match.
+    from packager.bundle.verify import read_labels
+
+    truth = read_labels(tmp_path / "val.txt")
+    assert len(truth) == 300 and all(k.startswith("ILSVRC2012_val_") and not k.endswith(".JPEG") for k in truth)
