@@ -291,6 +291,8 @@ class RunOptions:
     cdi_dirs: tuple[Path, ...] = DEFAULT_CDI_DIRS
     samples: int | None = None  # None: the manifest's count for the stage
     env: dict[str, str] = field(default_factory=dict)
+    # Extra read-only binds (host, container): for running a working copy of the harness against an image.
+    extra_mounts: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -303,10 +305,11 @@ class RunResult:
 
 
 def build_spec(image: str, command: Sequence[str], plan: DevicePlan, *, dataset: str, out: str,
-               remote: bool, env: dict[str, str], run_id: str) -> ContainerSpec:
+               remote: bool, env: dict[str, str], run_id: str, entrypoint: Sequence[str] | None = None,
+               extra_mounts: Sequence[tuple[str, str]] = ()) -> ContainerSpec:
     kind = "volume" if remote else "bind"
     mounts = [MountSpec(dataset, DATA_MOUNT, True, kind), MountSpec(out, OUT_MOUNT, False, kind)]
-    mounts += [MountSpec(h, c, True, "bind") for h, c in plan.mounts]
+    mounts += [MountSpec(h, c, True, "bind") for h, c in (*plan.mounts, *extra_mounts)]
     full_env = {"HOME": SCRATCH, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
     full_env.update(e.split("=", 1) for e in plan.env if "=" in e)
     full_env.update(env)
@@ -325,6 +328,7 @@ def build_spec(image: str, command: Sequence[str], plan: DevicePlan, *, dataset:
         pids_limit=int(SANDBOX["pids_limit"]),  # type: ignore[arg-type]
         labels={"request-pack.run": run_id},
         name=f"request-pack-{run_id}",
+        entrypoint=tuple(entrypoint) if entrypoint is not None else None,
     )
 
 
@@ -374,9 +378,10 @@ def run_container(engine: Engine, spec: ContainerSpec, out: Path, *, log_name: s
     return code, log_path
 
 
-def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str], opts: RunOptions, *,
-                   declared_devices: Sequence = (), progress: ProgressFn | None = None, total: int | None = None,
-                   on_start: Callable[[str], None] | None = None) -> RunResult:
+def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Callable[[ImageInfo], Sequence[str]],
+                   opts: RunOptions, *, declared_devices: Sequence = (), progress: ProgressFn | None = None,
+                   total: int | None = None, on_start: Callable[[str], None] | None = None,
+                   entrypoint: Sequence[str] | None = None) -> RunResult:
     """Steps 1-5 of the module doc for an already pinned image and a ready command."""
     started = time.time()
     # 2. everything that can be missing is checked before a container exists
@@ -397,7 +402,10 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str], opts: 
     if engine.remote:
         dataset_src, out_src = _ship_to_remote(engine, ref, opts, resume_state)
     env = {"REQUEST_PACK_IMAGE_DIGEST": ref.manifest_digest or ref.config_digest, **opts.env}
-    spec = build_spec(ref.image, command, plan, dataset=dataset_src, out=out_src, remote=engine.remote, env=env, run_id=run_id)
+    if callable(command):
+        command = command(info)
+    spec = build_spec(ref.image, command, plan, dataset=dataset_src, out=out_src, remote=engine.remote, env=env,
+                      run_id=run_id, entrypoint=entrypoint, extra_mounts=opts.extra_mounts)
     # 3-4.
     code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
     if engine.remote:
@@ -412,7 +420,8 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str], opts: 
         "image": {"config_digest": ref.config_digest, "manifest_digest": ref.manifest_digest,
                   "index_digest": ref.index_digest, "size": info.size, "record": str(ref.record) if ref.record else None},
         "engine": engine.describe(),
-        "sandbox": {**SANDBOX, "devices": plan.record()},
+        "sandbox": {**SANDBOX, "devices": plan.record(),
+                    "extra_read_only_mounts": [f"{h}:{c}" for h, c in opts.extra_mounts]},
         "command": list(command),
         "resumed_after": resume_state.done if opts.resume else None,
         "exit_code": code,
@@ -466,3 +475,76 @@ def _annotate_system(path: Path, record: dict) -> None:
     passed = [n["container"] for n in record["sandbox"]["devices"]["nodes"]] + record["sandbox"]["devices"]["cdi_native"]
     data["devices"] = sorted(set(data.get("devices") or []) | set(passed))
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# --- one stage of an artifact ---------------------------------------------------------------------
+
+HARNESS_ENTRYPOINT = ("python3", "-m", "packager.harness")
+# Where the build puts the model unless the image says otherwise (label or env REQUEST_PACK_MODEL).
+DEFAULT_IMAGE_MODEL = "/opt/request/model.onnx"
+RUN_CONFIG = "run-config.json"
+
+
+def image_model_path(info: ImageInfo) -> str:
+    for item in info.env:
+        if item.startswith("REQUEST_PACK_MODEL="):
+            return item.split("=", 1)[1]
+    return info.labels.get("org.request-pack.model", DEFAULT_IMAGE_MODEL)
+
+
+def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model: str) -> list[str]:
+    """Arguments of ``python -m packager.harness`` (see packager/harness/__main__.py)."""
+    argv = ["--config", f"{OUT_MOUNT}/{RUN_CONFIG}", "--model", model, "--dataset", DATA_MOUNT, "--out", OUT_MOUNT,
+            "--cache", f"{SCRATCH}/cache", "--stage", opts.stage, "--image-digest", image_digest,
+            "--platform", str(opts.platform)]
+    if opts.samples is not None:
+        argv += ["--samples", str(opts.samples)]
+    if opts.resume:
+        argv.append("--resume")
+    return argv
+
+
+def stage_total(manifest: Manifest, opts: RunOptions) -> int | None:
+    """How many predictions the stage will write, for the progress bar (None when unknown)."""
+    if opts.samples is not None:
+        return opts.samples
+    stage = getattr(manifest.run.stages, opts.stage)
+    if stage.samples is not None:
+        return stage.samples
+    try:
+        from .harness.dataset import DatasetSpec, load_dataset
+
+        ds = manifest.dataset
+        return len(load_dataset(DatasetSpec(opts.dataset, ds.layout, ds.labels, ds.images, ds.synsets)))
+    except Exception as e:  # only the progress bar needs it; the harness reports dataset errors itself
+        log.debug("cannot count the dataset: %s", e)
+        return None
+
+
+def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOptions, *,
+              progress: ProgressFn | None = None, on_start: Callable[[str], None] | None = None) -> RunResult:
+    """Run the harness in the image for one stage; ``StageFailed`` names the stage when it does not pass."""
+    if opts.stage not in ("functional", "full"):
+        raise BadInput(f"stage {opts.stage!r} is not 'functional' or 'full'", field="--stage")
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    digest = ref.manifest_digest or ref.config_digest
+    result = run_in_sandbox(
+        engine, ref, lambda info: harness_argv(manifest, opts, digest, image_model_path(info)), opts,
+        declared_devices=manifest.devices, progress=progress, total=stage_total(manifest, opts),
+        on_start=on_start, entrypoint=HARNESS_ENTRYPOINT)
+    if result.exit_code != 0:
+        tail = _log_tail(result.container_log)
+        hint = " (killed; rerun with --resume to continue)" if result.exit_code in (137, 143) else ""
+        raise StageFailed(opts.stage, f"the harness exited with {result.exit_code}{hint}: {tail}")
+    if not (opts.out / METRICS_NAME).is_file():
+        raise StageFailed(opts.stage, f"the harness wrote no {METRICS_NAME}; see {result.container_log}")
+    return result
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "empty log"

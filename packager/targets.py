@@ -62,6 +62,7 @@ class ContainerSpec:
     pids_limit: int | None = 4096
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
+    entrypoint: tuple[str, ...] | None = None  # None keeps the image's
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class ImageInfo:
     architecture: str
     variant: str | None
     size: int
+    env: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class Container(Protocol):
@@ -174,7 +177,9 @@ class DockerEngine:
             if e.status_code == 404:
                 return None
             raise
-        return ImageInfo(attrs["Id"], attrs.get("Os", ""), attrs.get("Architecture", ""), attrs.get("Variant") or None, int(attrs.get("Size", 0)))
+        cfg = attrs.get("Config") or {}
+        return ImageInfo(attrs["Id"], attrs.get("Os", ""), attrs.get("Architecture", ""), attrs.get("Variant") or None,
+                         int(attrs.get("Size", 0)), tuple(cfg.get("Env") or ()), dict(cfg.get("Labels") or {}))
 
     def load_image(self, tar: Path) -> None:
         with tar.open("rb") as f:
@@ -204,6 +209,8 @@ class DockerEngine:
             name=spec.name,
             pids_limit=spec.pids_limit,
         )
+        if spec.entrypoint is not None:
+            kwargs["entrypoint"] = list(spec.entrypoint)
         if spec.gpus:
             kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
         if spec.cdi_devices:
@@ -318,7 +325,9 @@ class PodmanEngine:
         except subprocess.CalledProcessError:
             return None
         image_id = data["Id"] if data["Id"].startswith("sha256:") else "sha256:" + data["Id"]
-        return ImageInfo(image_id, data.get("Os", ""), data.get("Architecture", ""), data.get("Variant") or None, int(data.get("Size", 0)))
+        cfg = data.get("Config") or {}
+        return ImageInfo(image_id, data.get("Os", ""), data.get("Architecture", ""), data.get("Variant") or None,
+                         int(data.get("Size", 0)), tuple(cfg.get("Env") or ()), dict(cfg.get("Labels") or {}))
 
     def load_image(self, tar: Path) -> None:
         self.cli("load", "-i", str(tar))
@@ -344,6 +353,8 @@ class PodmanEngine:
             args += ["--pids-limit", str(spec.pids_limit)]
         if spec.name:
             args += ["--name", spec.name]
+        if spec.entrypoint is not None:
+            args += ["--entrypoint", json.dumps(list(spec.entrypoint))]
         if spec.gpus:
             raise EngineUnavailable("podman has no --gpus", fix="name the GPU by CDI, e.g. --device nvidia.com/gpu=all")
         try:

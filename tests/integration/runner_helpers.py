@@ -31,6 +31,11 @@ def busybox_tar() -> bytes:
         ti = tarfile.TarInfo("bin/busybox")
         ti.size, ti.mode = len(data), 0o755
         tf.addfile(ti, io.BytesIO(data))
+        for name, target in (("lib", "usr/lib"), ("lib64", "usr/lib64")):
+            # merged /usr, so a host /usr bound read-only brings a working dynamic loader
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname = tarfile.SYMTYPE, target
+            tf.addfile(ti)
         for applet in APPLETS:
             ti = tarfile.TarInfo(f"bin/{applet}")
             ti.type, ti.linkname = tarfile.SYMTYPE, "busybox"
@@ -42,12 +47,13 @@ def busybox_tar() -> bytes:
     return buf.getvalue()
 
 
-def import_busybox(client, tmp: Path) -> str:
+def import_busybox(client, tmp: Path, *, tag: str = "latest", env: dict[str, str] | None = None) -> str:
     """Import the busybox image into the docker daemon of ``client``; return its id (sha256:…)."""
     tar = tmp / "busybox.tar"
     tar.write_bytes(busybox_tar())
-    client.api.import_image_from_file(str(tar), repository=BUSYBOX_REPO, tag="latest", changes=["ENTRYPOINT []"])
-    return client.api.inspect_image(f"{BUSYBOX_REPO}:latest")["Id"]
+    changes = ["ENTRYPOINT []"] + [f"ENV {k}={v}" for k, v in (env or {}).items()]
+    client.api.import_image_from_file(str(tar), repository=BUSYBOX_REPO, tag=tag, changes=changes)
+    return client.api.inspect_image(f"{BUSYBOX_REPO}:{tag}")["Id"]
 
 
 class LoopDevice:
