@@ -489,7 +489,9 @@ def _load_files(b: _Bundle) -> None:
     else:
         b.predictions = _read_predictions(path, b.schema_errors)
     for rel, p in archive.scan_tree(b.root).files.items():
-        if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME:
+        # Other JSON files must parse, except empty ones: LoadGen leaves an
+        # empty mlperf_log_trace.json when tracing is off, and it claims nothing.
+        if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME and p.stat().st_size:
             try:
                 json.loads(p.read_bytes())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
