@@ -141,30 +141,42 @@ class PrivateApt:
         """Refresh the lists; return the sources actually usable.
 
         A mirror mid-sync serves an InRelease that disagrees with its Packages
-        files ("File has unexpected size"); that usually heals within seconds,
-        so retry. If it persists for -updates or -security only, go on without
-        that suite (warned, and recorded in the lock); the base suite is required.
+        files ("File has unexpected size"). If that hits -updates or -security
+        only, go on without that suite (warned, and recorded in the lock: the
+        lock pins what was resolved either way); the base suite is required,
+        and is retried once since a sync usually heals within seconds.
         """
-        failed_suites: set[str] = set()
+        base = self.sources[0].suite
         for attempt in range(1, attempts + 1):
             proc = self._run(["apt-get", "update", "-q"])
             output = proc.stdout + proc.stderr
             failed_suites = set(re.findall(r"^Err:\d+ \S+ ([^/\s]+)", output, flags=re.M))
             errors = [ln for ln in output.splitlines() if ln.startswith(("Err:", "E:"))]
             if proc.returncode == 0 and not errors:
+                self._check_lists()
                 return self.sources
+            if failed_suites and base not in failed_suites:
+                log.warning("%s: %s index is inconsistent on the mirror; resolving without it",
+                            self.arch, ", ".join(sorted(failed_suites)))
+                self.sources = tuple(s for s in self.sources if s.suite not in failed_suites)
+                self._write()
+                continue
             if attempt < attempts:
-                log.warning("apt-get update for %s failed (attempt %d), retrying: %s", self.arch, attempt, "; ".join(errors[:1]))
-                time.sleep(2 * attempt)
-        base = self.sources[0].suite
-        if failed_suites and base not in failed_suites:
-            log.warning("%s: %s index is inconsistent on the mirror; resolving without it", self.arch, ", ".join(sorted(failed_suites)))
-            self.sources = tuple(s for s in self.sources if s.suite not in failed_suites)
-            self._write()
-            return self.update(attempts=1)
+                log.warning("apt-get update for %s failed, retrying: %s", self.arch, "; ".join(errors[:1]))
+                time.sleep(2)
         detail = "; ".join(errors[:3]) or proc.stderr.strip()[-300:]
         raise NetworkUnavailable(f"apt-get update for {self.arch} against {self.sources[0].url} failed: {detail}",
                                  fix="check the network and system.mirror")
+
+    def _check_lists(self) -> None:
+        # apt can end "successfully" with an index missing (ignored fetch); resolving
+        # against a partial index would silently give another package set.
+        lists = self.dir / "state" / "lists"
+        for src in self.sources:
+            stem = _uri_to_filename(f"{src.url}/dists/{src.suite}/{src.component}/binary-{self.arch}/Packages")
+            if not any(p.name.startswith(stem) for p in lists.iterdir()):
+                raise NetworkUnavailable(f"apt-get update for {self.arch} left no index for {src.suite}/{src.component}",
+                                         fix="check the network and system.mirror")
 
     def resolve(self, packages: list[str]) -> list[DebPackage]:
         proc = self._run(["apt-get", "install", "--print-uris", "-y", "-qq", "--no-install-recommends", *packages])
@@ -235,6 +247,12 @@ def _apt_failure(output: str, arch: str) -> str:
     if unable:
         return f"no package {', '.join(unable)} for {arch} in the mirror"
     return f"apt cannot resolve the package set for {arch}: " + " ".join(lines[:4])
+
+
+def _uri_to_filename(uri: str) -> str:
+    """apt's name for a list file: scheme dropped, '/' turned into '_'."""
+    rest = uri.split("://", 1)[-1]
+    return rest.replace("/", "_")
 
 
 def _write_if_changed(path: Path, text: str) -> None:
