@@ -101,6 +101,9 @@ class BuildRecord(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     index_digest: str = OciDigest
+    artifact: str | None = None
+    lock_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of request.lock's bytes")
+    manifest_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="Manifest.digest() of request.yaml")
 
 
 class ProvenanceStatement(BaseModel):

@@ -68,7 +68,7 @@ CHECK_NAMES = {
     0: "archive unpacks safely",
     1: "signature by a trusted key",
     2: "files match subjects",
-    3: "image digest consistent",
+    3: "image, lock, manifest agree",
     4: "metrics recomputed",
     5: "schemas",
 }
@@ -318,19 +318,46 @@ def _check_image(b: _Bundle, artifact: Path | None) -> str:
     problems = [f"{name} says {value}" for name, value in sources.items() if value != claimed]
     if claimed not in prov.sha256_digests():
         problems.append(f"{PROVENANCE_NAME} has no subject with digest {claimed} (has {', '.join(sorted(prov.sha256_digests()))})")
+    bound = _check_record_inputs(b, record, st.predicate.run.artifact, problems)
     local = ""
     if artifact is not None:
         local = _check_artifact(b, artifact, st.predicate.run.artifact, claimed, problems)
     if problems:
         raise ImageDigestMismatch(f"image {claimed}: " + "; ".join(problems))
-    return f"{claimed[:19]}… in statement, build record, provenance{local}"
+    return f"{claimed[:19]}… in statement, build record, provenance{bound}{local}"
+
+
+def _check_record_inputs(b: _Bundle, record: BuildRecord, name: str, problems: list[str]) -> str:
+    """The image was built from the lock and manifest the bundle carries (when the record says which)."""
+    bound = []
+    if record.artifact is not None and record.artifact != name:
+        problems.append(f"{BUILD_RECORD_NAME} is for artifact {record.artifact!r}, the result for {name!r}")
+    lock = b.root / LOCK_NAME
+    if record.lock_sha256 is not None:
+        if not lock.is_file():
+            problems.append(f"{BUILD_RECORD_NAME} pins lock {record.lock_sha256[:16]}… but the bundle has no {LOCK_NAME}")
+        elif sha256_file(lock) != record.lock_sha256:
+            problems.append(f"{LOCK_NAME} is not the lock the image was built from ({BUILD_RECORD_NAME} lock_sha256)")
+        else:
+            bound.append(LOCK_NAME)
+    manifest = b.models.get(MANIFEST_NAME)
+    if record.manifest_sha256 is not None and manifest is not None:
+        if manifest.digest() != record.manifest_sha256:  # type: ignore[attr-defined]
+            problems.append(f"{MANIFEST_NAME} is not the manifest the image was built from ({BUILD_RECORD_NAME} manifest_sha256)")
+        else:
+            bound.append(MANIFEST_NAME)
+    return (", " + " and ".join(bound) + " as built") if bound else ""
 
 
 def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problems: list[str]) -> str:
     if not artifact.is_dir():
         raise BadInput("artifact directory does not exist", file=artifact)
     compared = []
-    record_path = artifact / "build" / name / "record.json"
+    # packager.build writes <repo>/build/<name>/ for <repo>/artifacts/<name>, else build/ beside
+    # the artifact directory; a build/ inside the artifact directory is accepted too.
+    here = artifact.resolve()
+    roots = [here / "build", (here.parent.parent if here.parent.name == "artifacts" else here.parent) / "build"]
+    record_path = next((r / name / "record.json" for r in roots if (r / name / "record.json").is_file()), roots[0] / name / "record.json")
     if record_path.is_file():
         try:
             local = BuildRecord.model_validate_json(record_path.read_bytes())

@@ -115,7 +115,6 @@ def make_result_dir(
         sandbox={"network": "none", "read_only": True},
     )
     (root / "system.json").write_text(system.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    write_image_records(root, index_digest)
     shutil.copyfile(MANIFEST, root / "request.yaml")
     (root / "request.lock").write_text(
         "# request.lock (test fixture)\nlock_version: 1\nmanifest_sha256: "
@@ -123,6 +122,7 @@ def make_result_dir(
         + "\n",
         encoding="utf-8",
     )
+    write_image_records(root, index_digest)
     (root / "logs").mkdir(exist_ok=True)
     (root / "logs" / "run.log").write_text(f"evaluated {len(preds)} images\n", encoding="utf-8")
     (root / "logs" / "harness.json").write_text(json.dumps({"warmup": 10, "threads": 2}) + "\n", encoding="utf-8")
@@ -130,12 +130,19 @@ def make_result_dir(
 
 
 def write_image_records(root: Path, index_digest: str) -> None:
+    """build-record.json (shaped like packager.build's record.json) and a SLSA v1 provenance statement."""
+    from packager.manifest import load_manifest
+
     record = {
+        "record_version": 1,
+        "artifact": ARTIFACT,
         "index_digest": index_digest,
-        "platforms": {"linux/amd64": {"manifest_digest": "sha256:" + "1" * 64, "size": 123456}},
-        "lock_sha256": "2" * 64,
+        "platforms": {"linux/amd64": {"manifest_digest": "sha256:" + "1" * 64, "manifest_size": 1234, "image_size": 123456}},
         "builder": "request-pack 0.1.0",
     }
+    if (root / "request.lock").is_file():
+        record["lock_sha256"] = hashlib.sha256((root / "request.lock").read_bytes()).hexdigest()
+    record["manifest_sha256"] = load_manifest(MANIFEST).digest()
     (root / "build-record.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     provenance = {
         "_type": "https://in-toto.io/Statement/v1",

@@ -44,9 +44,9 @@ def harness_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Trus
     )
     result = run(cfg).out_dir
     # What the runner adds around the harness's outputs.
-    write_image_records(result, INDEX_DIGEST)
     shutil.copyfile(MANIFEST, result / "request.yaml")
     (result / "request.lock").write_text("lock_version: 1\n")
+    write_image_records(result, INDEX_DIGEST)
     shutil.copyfile(SAMPLE_LABELS, result / "labels.tsv")
     pair = generate_keypair(tmp / "keys")
     sign_result_dir(result, pair.private_path)
@@ -59,6 +59,7 @@ def test_harness_result_signs_and_verifies(harness_bundle: tuple[Path, TrustStor
     for target in (result, pack(result, tmp_path / "bundle.tar.gz")):
         report = verify_bundle(target, store)
         assert report.ok and report.accuracy == claimed and claimed.samples == 20
+        assert "request.lock and request.yaml as built" in report.checks[-3].detail
 
 
 def test_harness_result_tampering(harness_bundle: tuple[Path, TrustStore], tmp_path: Path) -> None:

@@ -387,3 +387,37 @@ def test_ilsvrc_val_txt_ground_truth(tmp_path: Path, keys: Keys) -> None:
 
     truth = read_labels(tmp_path / "val.txt")
     assert len(truth) == 300 and all(k.startswith("ILSVRC2012_val_") and not k.endswith(".JPEG") for k in truth)
+
+
+def test_lock_swapped_and_resigned(bundle: Path, keys: Keys) -> None:
+    (bundle / "request.lock").write_text("lock_version: 1\nmanifest_sha256: something else\n")
+    sign_result_dir(bundle, keys.trusted)
+    _reject(bundle, keys, ImageDigestMismatch, "request.lock is not the lock the image was built from")
+
+
+def test_manifest_edited_and_resigned(bundle: Path, keys: Keys) -> None:
+    text = (bundle / "request.yaml").read_text()
+    (bundle / "request.yaml").write_text(text.replace("threads: 2", "threads: 4"))
+    sign_result_dir(bundle, keys.trusted)
+    _reject(bundle, keys, ImageDigestMismatch, "request.yaml is not the manifest the image was built from")
+
+
+def test_build_record_of_another_artifact(bundle: Path, keys: Keys) -> None:
+    record = json.loads((bundle / "build-record.json").read_text())
+    record["artifact"] = "someone-elses-model"
+    (bundle / "build-record.json").write_text(json.dumps(record))
+    sign_result_dir(bundle, keys.trusted)
+    _reject(bundle, keys, ImageDigestMismatch, "is for artifact 'someone-elses-model', the result for 'test-valid'")
+
+
+def test_local_build_in_the_repository_layout(bundle: Path, keys: Keys, tmp_path: Path) -> None:
+    # <repo>/artifacts/<name> with its build record in <repo>/build/<name>/record.json, as packager.build writes it
+    repo = tmp_path / "repo"
+    (repo / "artifacts" / ARTIFACT).mkdir(parents=True)
+    shutil.copyfile(bundle / "request.lock", repo / "artifacts" / ARTIFACT / "request.lock")
+    (repo / "build" / ARTIFACT).mkdir(parents=True)
+    shutil.copyfile(bundle / "build-record.json", repo / "build" / ARTIFACT / "record.json")
+    report = verify_bundle(bundle, keys.store, artifact=repo / "artifacts" / ARTIFACT)
+    assert "local build, local request.lock" in report.checks[2].detail
+    (repo / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=repo / "artifacts" / ARTIFACT)
