@@ -338,6 +338,111 @@ def board_serve(
 
     serve(board, host=host, port=port)
 
+# --- run and evaluate (packager/runner.py, packager/evaluate.py) ------------------------
+
+
+def _progress_bar():  # type: ignore[no-untyped-def]
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task):  # type: ignore[no-untyped-def]
+            return Text(f"{task.speed:.1f} img/s" if task.speed else "")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+
+
+def _progress_fn(bar, description: str):  # type: ignore[no-untyped-def]
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update
+
+
+@app.command("run")
+def run_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    stage: str = typer.Option("functional", "--stage", help="functional or full."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset directory (mounted read-only)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (the only writable mount)."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="linux/amd64, linux/arm64 or linux/arm/v7 (non-native runs under QEMU)."),
+    device: list[str] = typer.Option([], "--device", help="/dev/NODE[:/dev/NAME], vendor.com/class=name (CDI) or gpu; repeatable."),
+    target: Optional[str] = typer.Option(None, "--target", help="local (default) or ssh://user@host[:port]."),
+    engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run whose predictions.jsonl is in --out."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Override the stage's sample count."),
+    cdi_spec_dir: list[Path] = typer.Option([], "--cdi-spec-dir", help="CDI spec directories (default /etc/cdi, /var/run/cdi)."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/record.json is (default: build/ beside artifacts/)."),
+) -> None:
+    """Run one stage of an artifact's image, by digest, in the sandbox."""
+    from .devices import DEFAULT_CDI_DIRS
+    from .errors import BadInput
+    from .manifest import load_manifest
+    from .platforms import Platform
+    from .runner import RunOptions, image_from_record, run_stage
+    from .targets import open_engine
+
+    try:
+        plat = Platform.parse(platform) if platform else Platform.native()
+    except ValueError:
+        raise BadInput(f"unknown platform {platform!r}", field="--platform") from None
+    manifest = load_manifest(artifact)
+    artifact_dir = artifact.parent if artifact.is_file() else artifact
+    ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
+    opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
+                      samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS)
+    with _progress_bar() as bar:
+        result = run_stage(manifest, ref, open_engine(engine, target), opts, progress=_progress_fn(bar, f"{stage} {plat}"))
+    console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
+                  f"outputs in {escape(str(out))}, log {escape(str(result.container_log))}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    artifact: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Evaluator's Ed25519 private key (NAME.key beside NAME.pub); default ~/.config/request-pack/keys/evaluator.key, made once."),
+    out: Path = typer.Option(Path("results"), "--out", help="Result directory: functional/, full/ and the signed bundle."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="Platform to evaluate (default: this machine's)."),
+    device: list[str] = typer.Option([], "--device", help="As for run; repeatable."),
+    target: Optional[str] = typer.Option(None, "--target", help="local (default) or ssh://user@host[:port]."),
+    engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+) -> None:
+    """Build-or-load, digest check, functional stage, full stage, sign, verify, summary."""
+    import os
+
+    from rich.table import Table
+
+    from .errors import BadInput
+    from .evaluate import evaluate
+    from .platforms import Platform
+
+    if dataset is None:
+        env = os.environ.get("REQUEST_PACK_SAMPLE")
+        dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+    try:
+        plat = Platform.parse(platform) if platform else None
+    except ValueError:
+        raise BadInput(f"unknown platform {platform!r}", field="--platform") from None
+    with _progress_bar() as bar:
+        ev = evaluate(artifact, dataset, out, key=key, platform=plat, engine=engine, target=target, devices=tuple(device),
+                      progress=lambda stage: _progress_fn(bar, stage))
+    table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
+    for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for s in ev.stages:
+        table.add_row(s.stage, str(s.samples), f"{s.top1:.4f}", f"{s.top5:.4f}", f"{s.min_top1:.2f}",
+                      f"{s.p50_ms:.2f}" if s.p50_ms is not None else "-",
+                      f"{s.images_per_s:.1f}" if s.images_per_s is not None else "-", f"{s.wall_s:.1f}")
+    console.print(table)
+    console.print(f"[green]signed[/green] with key {ev.keyid[:16]} and [green]verified[/green] in {ev.verify_seconds:.2f} s: "
+                  f"{escape(str(ev.bundle))}")
+    console.print("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ev.timings.items()))
+
+
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.
 

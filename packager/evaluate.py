@@ -1,0 +1,207 @@
+"""``request-pack evaluate``: one command from an artifact to a verified, signed result bundle.
+
+Steps, each failing with the stage's name and the reason:
+
+1. image: the build record of the artifact, else ``request-pack build`` now (and
+   its load into the engine); the image is pinned by digest (``runner.image_from_record``);
+2. digest check: the engine's image id must be the config digest the record's
+   manifest names (``runner.ensure_image``), and the record must match provenance;
+3. functional stage: the manifest's ``run.stages.functional`` count and ``min_top1``;
+4. full stage;
+5. the bundle: build record, provenance, manifest, lock and labels copied beside
+   the full stage's outputs, signed (``bundle.sign``) and verified (``bundle.verify``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInput, CheckFailed, ImageNotAvailable, RequestPackError, StageFailed
+from .manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
+from .platforms import Platform
+from .results import METRICS_NAME, Metrics
+from .runner import ImageRef, ProgressFn, RunOptions, RunResult, default_build_root, image_from_record, run_stage
+from .targets import open_engine
+
+log = logging.getLogger(__name__)
+
+STAGES = ("functional", "full")
+DEFAULT_KEY_DIR = Path.home() / ".config" / "request-pack" / "keys"
+
+
+@dataclass(frozen=True)
+class StageSummary:
+    stage: str
+    samples: int
+    top1: float
+    top5: float
+    min_top1: float
+    p50_ms: float | None
+    images_per_s: float | None
+    wall_s: float
+    out: Path
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    artifact: str
+    platform: Platform
+    image: ImageRef
+    stages: tuple[StageSummary, ...]
+    bundle: Path
+    keyid: str
+    verify_seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _in_stage(stage: str, fn: Callable, *args, **kw):
+    """Re-raise a failure of ``fn`` with the stage's name in front, keeping its exit code."""
+    try:
+        return fn(*args, **kw)
+    except StageFailed:
+        raise
+    except RequestPackError as e:
+        e.message = f"stage {stage!r}: {e.message}"
+        e.args = (e.message,)
+        raise
+
+
+def _image(artifact_dir: Path, name: str, platform: Platform, engine_name: str, build_root: Path | None) -> ImageRef:
+    try:
+        return image_from_record(artifact_dir, name, platform, build_root)
+    except ImageNotAvailable:
+        log.info("no build of %s for %s yet: building", name, platform)
+    from . import build as builder  # only when needed: building pulls in the whole build chain
+
+    opts = builder.BuildOptions(platforms=(platform,), build_root=build_root)
+    result = builder.build(artifact_dir, opts)
+    builder.load_into(result, engine_name)
+    return image_from_record(artifact_dir, name, platform, build_root)
+
+
+def _check_provenance(ref: ImageRef) -> None:
+    """The record's index digest must be a subject of the build's provenance, when there is one."""
+    if ref.record is None:
+        return
+    prov = ref.record.parent / "provenance.json"
+    if not prov.is_file() or not ref.index_digest:
+        return
+    data = json.loads(prov.read_text())
+    digests = {f"sha256:{s.get('digest', {}).get('sha256')}" for s in data.get("subject", [])}
+    if ref.index_digest not in digests:
+        raise CheckFailed(f"{prov}: no subject is the index {ref.index_digest} of {ref.record}")
+
+
+def _summary(stage: str, result: RunResult, min_top1: float) -> StageSummary:
+    m = Metrics.model_validate_json((result.out / METRICS_NAME).read_text())
+    return StageSummary(
+        stage=stage, samples=m.accuracy.samples, top1=m.accuracy.top1, top5=m.accuracy.top5, min_top1=min_top1,
+        p50_ms=m.latency.p50_s * 1e3 if m.latency else None,
+        images_per_s=max((t.images_per_s for t in m.throughput), default=None),
+        wall_s=result.wall_s, out=result.out)
+
+
+def _bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:
+    """What the verifier needs beside the outputs: build record, provenance, manifest, lock, labels."""
+    from .bundle.statement import BUILD_RECORD_NAME, LABELS_NAME, PROVENANCE_NAME
+
+    assert ref.record is not None
+    shutil.copyfile(ref.record, dest / BUILD_RECORD_NAME)
+    prov = ref.record.parent / "provenance.json"
+    if prov.is_file():
+        shutil.copyfile(prov, dest / PROVENANCE_NAME)
+    shutil.copyfile(manifest_path(artifact_dir), dest / MANIFEST_NAME)
+    lock = artifact_dir / LOCK_NAME
+    if lock.is_file():
+        shutil.copyfile(lock, dest / LOCK_NAME)
+    labels = dataset / labels_name
+    if labels.is_file():
+        shutil.copyfile(labels, dest / LABELS_NAME)
+
+
+def evaluator_key(key: Path | None) -> tuple[Path, Path]:
+    """(private, public): the given key and its ``.pub``, or this machine's evaluator key, made once."""
+    from .bundle.keys import generate_keypair
+
+    if key is not None:
+        pub = key.with_suffix(".pub")
+        if not pub.is_file():
+            raise BadInput("no public key beside the private key (expected NAME.pub)", file=pub)
+        return key, pub
+    priv, pub = DEFAULT_KEY_DIR / "evaluator.key", DEFAULT_KEY_DIR / "evaluator.pub"
+    if not priv.is_file():
+        generate_keypair(DEFAULT_KEY_DIR, "evaluator")
+        log.info("made an evaluator key in %s", DEFAULT_KEY_DIR)
+    return priv, pub
+
+
+def evaluate(
+    artifact: Path,
+    dataset: Path,
+    out: Path,
+    *,
+    key: Path | None = None,
+    platform: Platform | None = None,
+    engine: str = "docker",
+    target: str | None = None,
+    devices: tuple[str, ...] = (),
+    build_root: Path | None = None,
+    progress: Callable[[str], ProgressFn] | None = None,
+) -> Evaluation:
+    """Steps 1-5 of the module doc; raises with the failing stage's name."""
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
+    manifest = load_manifest(artifact)
+    platform = platform or Platform.native()
+    if platform not in manifest.platforms:
+        raise BadInput(f"{platform} is not one of the manifest's platforms", field="--platform")
+    if not dataset.is_dir():
+        raise BadInput("dataset directory does not exist", file=dataset)
+    build_root = build_root or default_build_root(artifact_dir)
+
+    # 1-2.
+    ref = _in_stage("image", _image, artifact_dir, manifest.name, platform, engine, build_root)
+    _in_stage("image", _check_provenance, ref)
+    eng = _in_stage("image", open_engine, engine, target)
+    timings["image"] = time.monotonic() - t0
+
+    # 3-4.
+    summaries = []
+    for stage in STAGES:
+        t = time.monotonic()
+        stage_out = out / stage
+        if stage_out.exists():
+            shutil.rmtree(stage_out)
+        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices)
+        min_top1 = getattr(manifest.run.stages, stage).min_top1
+        result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
+        summary = _summary(stage, result, min_top1)
+        if summary.top1 < min_top1:
+            raise StageFailed(stage, f"top-1 {summary.top1:.4f} is below the manifest's min_top1 {min_top1}")
+        summaries.append(summary)
+        timings[stage] = time.monotonic() - t
+
+    # 5.
+    t = time.monotonic()
+    from .bundle.keys import TrustStore
+    from .bundle.sign import sign_result_dir
+    from .bundle.verify import verify_bundle
+
+    bundle_dir = out / "full"
+    _bundle_files(artifact_dir, ref, dataset, manifest.dataset.labels, bundle_dir)
+    priv, pub = evaluator_key(key)
+    archive = out / f"{manifest.name}-{platform.slug}.bundle.tar.gz"
+    signed = _in_stage("sign", sign_result_dir, bundle_dir, priv,
+                       passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None, archive_path=archive)
+    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset, artifact=artifact_dir)
+    timings["sign+verify"] = time.monotonic() - t
+    timings["total"] = time.monotonic() - t0
+    return Evaluation(manifest.name, platform, ref, tuple(summaries), archive, signed.keyid, report.seconds, timings)

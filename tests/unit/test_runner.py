@@ -1,0 +1,148 @@
+"""Runner pieces that need no engine: resume repair, device specs, CDI resolution, build records, CLI exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from packager.cli import app
+from packager.devices import load_cdi_registry, parse_device_spec, plan_devices, resolve_cdi
+from packager.errors import BadInput, CheckFailed, DeviceMissing, ImageMismatch, ImageNotAvailable
+from packager.manifest import Device
+from packager.platforms import Platform
+from packager.runner import SANDBOX, image_from_record, prepare_output, repair_predictions
+
+LINE = '{"id":"%s","output_sha256":"' + "0" * 64 + '","probs":[1.0],"top5":[1]}\n'
+
+
+def test_repair_cuts_a_torn_tail(tmp_path):
+    p = tmp_path / "predictions.jsonl"
+    p.write_text(LINE % "a" + LINE % "b" + '{"id":"c","outp')
+    state = repair_predictions(p)
+    assert state.done == 2 and state.torn_bytes > 0
+    assert p.read_text() == LINE % "a" + LINE % "b"
+
+
+def test_repair_refuses_duplicates(tmp_path):
+    p = tmp_path / "predictions.jsonl"
+    p.write_text(LINE % "a" + LINE % "a")
+    with pytest.raises(CheckFailed, match="twice"):
+        repair_predictions(p)
+
+
+def test_repair_refuses_garbage_before_the_end(tmp_path):
+    p = tmp_path / "predictions.jsonl"
+    p.write_text(LINE % "a" + "garbage\n" + LINE % "b")
+    with pytest.raises(CheckFailed, match="line 2"):
+        repair_predictions(p)
+
+
+def test_earlier_run_needs_resume(tmp_path):
+    (tmp_path / "predictions.jsonl").write_text(LINE % "a")
+    with pytest.raises(BadInput, match="--resume"):
+        prepare_output(tmp_path, resume=False)
+    assert prepare_output(tmp_path, resume=True).done == 1
+
+
+@pytest.mark.parametrize(("spec", "kind", "nodes", "cdi"), [
+    ("/dev/xdevcfg", "accelerator", ["/dev/xdevcfg"], []),
+    ("/dev/loop3:/dev/fpga0", "accelerator", ["/dev/loop3"], []),
+    ("example.com/fpga=board0", "accelerator", [], ["example.com/fpga=board0"]),
+    ("nvidia.com/gpu=all", "gpu", [], ["nvidia.com/gpu=all"]),
+    ("gpu", "gpu", [], []),
+])
+def test_device_specs(spec, kind, nodes, cdi):
+    d = parse_device_spec(spec)
+    assert (d.kind, d.nodes, d.cdi) == (kind, nodes, cdi)
+
+
+@pytest.mark.parametrize("spec", ["/etc/passwd", "/dev/../etc/x", "fpga", "Example.com/x=y"])
+def test_bad_device_specs(spec):
+    with pytest.raises(BadInput):
+        parse_device_spec(spec)
+
+
+def test_absent_required_and_optional_devices():
+    with pytest.raises(DeviceMissing, match="/dev/request-pack-absent"):
+        plan_devices([Device(kind="fpga", nodes=["/dev/request-pack-absent"])])
+    plan = plan_devices([Device(kind="fpga", nodes=["/dev/request-pack-absent"], required=False)])
+    assert plan.nodes == () and plan.skipped == ("/dev/request-pack-absent",)
+
+
+def _spec(tmp_path: Path, **edits) -> Path:
+    d = tmp_path / "cdi"
+    d.mkdir(exist_ok=True)
+    (d / "v.json").write_text(json.dumps({"cdiVersion": "0.5.0", "kind": "example.com/npu",
+                                          "devices": [{"name": "n0", "containerEdits": edits}]}))
+    return d
+
+
+def test_cdi_resolution(tmp_path):
+    d = _spec(tmp_path, deviceNodes=[{"path": "/dev/npu0", "hostPath": "/dev/null"}], env=["NPU=0"],
+              mounts=[{"hostPath": "/etc/hostname", "containerPath": "/etc/npu"}])
+    edits = resolve_cdi("example.com/npu=n0", load_cdi_registry([d]))
+    assert [(n.host, n.container) for n in edits.nodes] == [("/dev/null", "/dev/npu0")]
+    assert edits.env == ("NPU=0",) and edits.mounts == (("/etc/hostname", "/etc/npu"),)
+    with pytest.raises(DeviceMissing, match="n1"):
+        resolve_cdi("example.com/npu=n1", load_cdi_registry([d]))
+
+
+def test_cdi_hooks_need_a_cdi_engine(tmp_path):
+    d = _spec(tmp_path, hooks=[{"hookName": "createContainer", "path": "/bin/true"}])
+    with pytest.raises(DeviceMissing, match="hooks"):
+        resolve_cdi("example.com/npu=n0", load_cdi_registry([d]))
+
+
+def test_cdi_native_when_the_engine_reads_the_dir(tmp_path):
+    d = _spec(tmp_path, deviceNodes=[{"path": "/dev/npu0", "hostPath": "/dev/null"}])
+    plan = plan_devices([], ["example.com/npu=n0"], cdi_dirs=[d], engine_cdi_dirs=[d])
+    assert plan.native_cdi == ("example.com/npu=n0",) and plan.nodes == ()
+    plan = plan_devices([], ["example.com/npu=n0"], cdi_dirs=[d], engine_cdi_dirs=())
+    assert plan.native_cdi == () and [n.container for n in plan.nodes] == ["/dev/npu0"]
+
+
+def _layout(root: Path, config: bytes) -> str:
+    blobs = root / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    cdig = hashlib.sha256(config).hexdigest()
+    (blobs / cdig).write_bytes(config)
+    manifest = json.dumps({"schemaVersion": 2, "config": {"digest": f"sha256:{cdig}", "size": len(config)}, "layers": []}).encode()
+    mdig = hashlib.sha256(manifest).hexdigest()
+    (blobs / mdig).write_bytes(manifest)
+    return f"sha256:{mdig}"
+
+
+def test_image_pinned_through_the_manifest_blob(tmp_path):
+    build = tmp_path / "build"
+    mdig = _layout(build / "a", b'{"architecture":"amd64"}')
+    (build / "a" / "record.json").write_text(json.dumps({"index_digest": "sha256:" + "1" * 64,
+                                                         "platforms": {"linux/amd64": {"manifest_digest": mdig}}}))
+    ref = image_from_record(tmp_path, "a", Platform.AMD64, build)
+    assert ref.config_digest == "sha256:" + hashlib.sha256(b'{"architecture":"amd64"}').hexdigest()
+    assert ref.manifest_digest == mdig
+    with pytest.raises(ImageNotAvailable, match="linux/arm64"):
+        image_from_record(tmp_path, "a", Platform.ARM64, build)
+    blob = build / "a" / "oci" / "blobs" / "sha256" / mdig.split(":")[1]
+    blob.write_bytes(blob.read_bytes() + b" ")
+    with pytest.raises(ImageMismatch, match="sha256"):
+        image_from_record(tmp_path, "a", Platform.AMD64, build)
+
+
+def test_sandbox_settings_are_the_issue_s():
+    assert SANDBOX["network"] == "none" and SANDBOX["read_only_rootfs"] is True
+    assert SANDBOX["cap_drop"] == ["ALL"] and SANDBOX["security_opt"] == ["no-new-privileges"]
+    assert SANDBOX["user"] == "1000:1000" and SANDBOX["ulimits"] == {"nofile": 20000, "nproc": 4096}
+
+
+def test_cli_run_without_a_build_exits_3(tmp_path):
+    src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
+    art = tmp_path / "artifacts" / "test-valid"
+    art.mkdir(parents=True)
+    for f in src.iterdir():
+        (art / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(app, ["run", str(art), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, ImageNotAvailable) and res.exception.return_code == 3
