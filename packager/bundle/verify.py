@@ -204,6 +204,8 @@ def _verify_dir(
         except BundleCheckFailed as e:
             checks.append(CheckResult(number, CHECK_NAMES[number], "fail", str(e), e))
         else:
+            if number in (2, 3, 4) and not b.trusted:
+                detail += " (against an unverified statement)"
             checks.append(CheckResult(number, CHECK_NAMES[number], "pass", detail))
 
     run(1, lambda: _check_signature(b, trust, require_role, signer_box))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -421,3 +420,11 @@ def test_local_build_in_the_repository_layout(bundle: Path, keys: Keys, tmp_path
     assert "local build, local request.lock" in report.checks[2].detail
     (repo / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=repo / "artifacts" / ARTIFACT)
+
+
+def test_checks_after_a_failed_signature_say_they_ran_on_an_unverified_statement(bundle: Path, keys: Keys) -> None:
+    sign_result_dir(bundle, keys.untrusted)
+    report = _reject(bundle, keys, SignatureError, "not among the 1 trusted key(s)")
+    assert [c.status for c in report.checks] == ["fail", "pass", "pass", "pass", "pass"]
+    assert all(c.detail.endswith("(against an unverified statement)") for c in report.checks[1:4])
+    assert report.signer is None
