@@ -149,6 +149,39 @@ def _type_repr(vi) -> list:
     return [tt.elem_type, [d.dim_value if d.HasField("dim_value") else "?" for d in tt.shape.dim]]
 
 
+_MAC_OPS = ("Conv", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul")
+
+
+def _unresolved(m, shapes: dict) -> bool:
+    return any(n.op_type in _MAC_OPS and -1 in shapes.get(n.output[0], [-1]) for n in m.graph.node)
+
+
+def _traced_shapes(model, notes: list[str]) -> dict | None:
+    """Shapes from running the graph once on zeros at batch 1 with the numpy reference executor.
+
+    Exports of TF-style 'same' padding compute Pad's pads from Shape at run time,
+    which static shape inference cannot follow; executing the graph can.
+    """
+    import tempfile
+
+    import onnx
+
+    from .backends.base import BackendOptions
+    from .backends.reference import ReferenceBackend
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            onnx.save(model, str(path))
+            ref = ReferenceBackend()
+            ref.load(path, BackendOptions())
+        dims = [d if isinstance(d, int) and d > 0 else 1 for d in ref.input.shape]
+        return ref.trace_shapes(np.zeros(dims, dtype=np.float32))
+    except Exception as e:  # an operator the reference lacks, a bad graph: MACs stay partial, with a note
+        notes.append(f"shapes could not be traced with the reference executor: {e}")
+        return None
+
+
 def _macs(model, notes: list[str]) -> int | None:
     """Multiply-accumulates per image: shapes from ONNX shape inference with batch set to 1."""
     from onnx import shape_inference
@@ -172,10 +205,14 @@ def _macs(model, notes: list[str]) -> int | None:
         shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
     for t in m.graph.initializer:
         shapes[t.name] = list(t.dims)
+    if _unresolved(m, shapes):
+        traced = _traced_shapes(model, notes)
+        if traced:
+            shapes.update({k: list(v) for k, v in traced.items()})
     total = 0
     unknown = 0
     for node in m.graph.node:
-        if node.op_type not in ("Conv", "ConvInteger", "QLinearConv", "Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+        if node.op_type not in _MAC_OPS:
             continue
         w_index = 3 if node.op_type.startswith("QLinear") else 1
         out = shapes.get(node.output[0])

@@ -422,8 +422,20 @@ class ReferenceBackend(Backend):
         return self._input
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._execute(batch, None)
+
+    def trace_shapes(self, batch: np.ndarray) -> dict[str, tuple[int, ...]]:
+        """Shapes of every tensor computed for ``batch``: exact where ONNX shape inference
+        gives up (TF-style 'same' padding computed from Shape at run time)."""
+        shapes: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in self._consts.items()}
+        self._execute(batch, shapes)
+        return shapes
+
+    def _execute(self, batch: np.ndarray, shapes: dict | None) -> np.ndarray:
         env: dict[str, Any] = dict(self._consts)
         env[self._input.name] = np.asarray(batch, dtype=np.float32)
+        if shapes is not None:
+            shapes[self._input.name] = tuple(batch.shape)
         for node, drop in zip(self._nodes, self._drop_after):
             args = [env[name] if name else None for name in node.inputs]
             try:
@@ -437,6 +449,10 @@ class ReferenceBackend(Backend):
                 env[node.outputs[0]] = result
                 for extra in node.outputs[1:]:
                     env[extra] = None  # optional outputs such as Dropout's mask
+            if shapes is not None:
+                for name in node.outputs:
+                    if env.get(name) is not None:
+                        shapes[name] = tuple(np.shape(env[name]))
             for name in drop:
                 env.pop(name, None)
         return np.asarray(env[self._output], dtype=np.float32)
