@@ -213,6 +213,12 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        # WAL lets the web server read while publishers write. The mode is stored
+        # in the file, so only the first connection ever switches it.
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+        except Exception as e:  # e.g. a read-only directory: rollback journal still works
+            log.debug("could not switch %s to WAL: %s", engine.url, e)
         cur.close()
 
     @sa.event.listens_for(engine, "begin")
@@ -297,9 +303,10 @@ class Board:
             from sqlalchemy.dialects.postgresql import insert
         else:
             from sqlalchemy.dialects.sqlite import insert
-        stmt = insert(results).values(**values).on_conflict_do_nothing(index_elements=["bundle_digest"])
+        # RETURNING, not rowcount: with an implicit RETURNING, drivers disagree on rowcount.
+        stmt = insert(results).values(**values).on_conflict_do_nothing(index_elements=["bundle_digest"]).returning(results.c.id)
         with self._write() as conn, conn.begin():
-            return conn.execute(stmt).rowcount == 1
+            return conn.execute(stmt).first() is not None
 
     # --- reads ---------------------------------------------------------------------
 
