@@ -485,16 +485,28 @@ DEFAULT_IMAGE_MODEL = "/opt/request/model.onnx"
 RUN_CONFIG = "run-config.json"
 
 
-def image_model_path(info: ImageInfo) -> str:
+def _image_env(info: ImageInfo, *names: str) -> str | None:
     for item in info.env:
-        if item.startswith("REQUEST_PACK_MODEL="):
-            return item.split("=", 1)[1]
-    return info.labels.get("org.request-pack.model", DEFAULT_IMAGE_MODEL)
+        key, _, value = item.partition("=")
+        if key in names:
+            return value
+    return None
 
 
-def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model: str) -> list[str]:
+def image_model_path(info: ImageInfo) -> str:
+    """The build sets REQUEST_MODEL (packager/build.py); older test images REQUEST_PACK_MODEL."""
+    return _image_env(info, "REQUEST_MODEL", "REQUEST_PACK_MODEL") or DEFAULT_IMAGE_MODEL
+
+
+def image_config_path(info: ImageInfo) -> str:
+    """The manifest sections baked into the image (REQUEST_CONFIG), else the copy the runner writes to the output."""
+    return _image_env(info, "REQUEST_CONFIG") or f"{OUT_MOUNT}/{RUN_CONFIG}"
+
+
+def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model: str,
+                 config: str = f"{OUT_MOUNT}/{RUN_CONFIG}") -> list[str]:
     """Arguments of ``python -m packager.harness`` (see packager/harness/__main__.py)."""
-    argv = ["--config", f"{OUT_MOUNT}/{RUN_CONFIG}", "--model", model, "--dataset", DATA_MOUNT, "--out", OUT_MOUNT,
+    argv = ["--config", config, "--model", model, "--dataset", DATA_MOUNT, "--out", OUT_MOUNT,
             "--cache", f"{SCRATCH}/cache", "--stage", opts.stage, "--image-digest", image_digest,
             "--platform", str(opts.platform)]
     if opts.samples is not None:
@@ -527,10 +539,11 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     if opts.stage not in ("functional", "full"):
         raise BadInput(f"stage {opts.stage!r} is not 'functional' or 'full'", field="--stage")
     opts.out.mkdir(parents=True, exist_ok=True)
+    # Always written: it says what the stage was asked to do, and images without a baked config read it.
     (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     digest = ref.manifest_digest or ref.config_digest
     result = run_in_sandbox(
-        engine, ref, lambda info: harness_argv(manifest, opts, digest, image_model_path(info)), opts,
+        engine, ref, lambda info: harness_argv(manifest, opts, digest, image_model_path(info), image_config_path(info)), opts,
         declared_devices=manifest.devices, progress=progress, total=stage_total(manifest, opts),
         on_start=on_start, entrypoint=HARNESS_ENTRYPOINT)
     if result.exit_code != 0:

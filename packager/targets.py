@@ -162,6 +162,12 @@ class DockerEngine:
             raise EngineUnavailable(f"docker at {where} does not answer: {e}",
                                     fix="start dockerd, or check the ssh target (ssh -o BatchMode=yes HOST docker version)") from e
 
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except OSError:
+            pass  # an ssh transport whose process already exited
+
     def describe(self) -> dict[str, str]:
         return {"engine": "docker", "version": str(self._version.get("Version")), "api": API_VERSION,
                 "host": self.base_url or "local", "arch": str(self._version.get("Arch"))}

@@ -27,7 +27,8 @@ MARKER = b"REQUEST-PACK-LOOP-" + uuid.uuid4().hex[:8].encode()
 @pytest.fixture(scope="module")
 def busybox(docker_client, tmp_path_factory) -> ImageRef:
     image_id = import_busybox(docker_client, tmp_path_factory.mktemp("bb"))
-    return ImageRef("busybox-test", Platform.native(), image_id)
+    yield ImageRef("busybox-test", Platform.native(), image_id)
+    docker_client.images.remove(image_id, force=True)
 
 
 @pytest.fixture
@@ -145,7 +146,8 @@ def podman_busybox(tmp_path_factory) -> ImageRef:
     out = subprocess.run(["podman", "import", "--change", "ENTRYPOINT []", str(tar), f"{BUSYBOX_REPO}:latest"],
                          check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     image_id = out if out.startswith("sha256:") else "sha256:" + out
-    return ImageRef("busybox-test", Platform.native(), image_id)
+    yield ImageRef("busybox-test", Platform.native(), image_id)
+    subprocess.run(["podman", "rmi", "-f", image_id], capture_output=True)
 
 
 @pytest.mark.podman

@@ -115,6 +115,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(docker_client, tiny_mod
     assert preds.read_bytes().startswith(whole)
     if before is not None:
         assert final[: len(before)] == before
+    docker_client.images.remove(image, force=True)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"]["samples"] == SAMPLES
     run = json.loads((out / "run.json").read_text())

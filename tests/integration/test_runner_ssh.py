@@ -106,7 +106,12 @@ def built_busybox(docker_client, tmp_path_factory):
     manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     record = {"index_digest": None, "platforms": {"linux/amd64": {"manifest_digest": manifest_digest}}}
     (layout.parent / "record.json").write_text(json.dumps(record))
-    return root / "build"
+    yield root / "build"
+    for ref in ("request-pack-test/busybox:latest", "request-pack/busybox-test:linux-amd64"):
+        try:
+            docker_client.images.remove(ref, force=True)
+        except Exception:
+            pass  # already gone
 
 
 def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker_client, tmp_path):
@@ -123,7 +128,10 @@ def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker
     opts = RunOptions(stage="functional", dataset=data, out=tmp_path / "out", platform=Platform.AMD64)
     t0 = time.monotonic()
     engine = open_engine("docker", target)
-    result = run_in_sandbox(engine, ref, ["sh", "-c", "cat /data/labels.tsv > /out/copy.tsv; id -u > /out/uid; uname -n > /out/host"], opts)
+    try:
+        result = run_in_sandbox(engine, ref, ["sh", "-c", "cat /data/labels.tsv > /out/copy.tsv; id -u > /out/uid"], opts)
+    finally:
+        engine.close()
     wall = time.monotonic() - t0
     print(f"remote run over ssh (image load + data + run + fetch): {wall:.2f} s")
     assert result.exit_code == 0, result.container_log.read_text()
