@@ -338,6 +338,46 @@ def board_serve(
 
     serve(board, host=host, port=port)
 
+@app.command("build")
+def build_cmd(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    platform: str = typer.Option("", "--platform", metavar="P,...", help="Build only these platforms (default: the manifest's)."),
+    engine: str = typer.Option("docker", "--engine", help="Engine to load the images into: docker, podman or buildah."),
+    check: bool = typer.Option(False, "--check", help="Build twice from clean layer state and compare the index digests."),
+    fresh_base: bool = typer.Option(False, "--fresh-base", help="With --check: also remake the base root filesystems (minutes under QEMU)."),
+    push: Optional[str] = typer.Option(None, "--push", metavar="HOST:PORT", help="Push the image index to this registry."),
+    no_load: bool = typer.Option(False, "--no-load", help="Write the OCI layout only; do not load into an engine."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Build root (default: build/ beside artifacts/)."),
+) -> None:
+    """Build the multi-arch OCI image of a locked artifact, offline, from the cache."""
+    from . import build as builder
+    from .errors import BadInput
+    from .platforms import Platform
+
+    try:
+        platforms = tuple(Platform.parse(p) for p in platform.split(",") if p.strip())
+    except ValueError as e:
+        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    opts = builder.BuildOptions(platforms=platforms, build_root=out, cache_root=cache, fresh_base=fresh_base)
+    if not no_load:
+        builder.engine_version(engine)  # fail before minutes of work if the engine is down
+    if check:
+        res = builder.check(path, opts)
+        console.print(f"[green]reproducible[/green] index {res.index_digests[0]} (builds took {res.seconds[0]} s and {res.seconds[1]} s)")
+    result = builder.build(path, opts)
+    for img in result.images:
+        cached = sum(1 for i in img.layers if i.cached)
+        console.print(f"{img.platform.value:14} {img.manifest.digest}  {sum(i.size for i in img.layers) / 1e6:7.1f} MB  "
+                      f"({cached}/{len(img.layers)} layers cached)")
+    console.print(f"index {result.index.digest}  ->  {result.layout}  ({result.seconds:.1f} s)")
+    if not no_load:
+        for plat, ref in builder.load_into(result, engine).items():
+            console.print(f"loaded {plat} into {engine} as {ref}")
+    if push:
+        console.print(f"pushed {builder.push_to(result, push)}")
+
+
 # --- run and evaluate (packager/runner.py, packager/evaluate.py) ------------------------
 
 

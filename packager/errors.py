@@ -45,10 +45,6 @@ class StaleLockError(CheckFailed):
     """``--frozen`` was asked for and the lock does not match the manifest."""
 
 
-class CacheMissError(CheckFailed):
-    """A locked file is not in the content-addressed cache (run ``request-pack fetch``)."""
-
-
 class ReproductionMismatch(IntegrityError):
     """A conversion recipe ran and its output differs from the pinned sha256; ``hint`` says why it may."""
 
@@ -56,6 +52,10 @@ class ReproductionMismatch(IntegrityError):
         super().__init__(what, expected, actual)
         self.hint = hint
         self.message = f"{self.message}; {hint}"
+
+
+class CacheMissError(CheckFailed):
+    """A locked file is not in the content-addressed cache (run ``request-pack fetch``)."""
 
 
 # --- exit codes 10-19: one per class of bundle verification failure ------------
@@ -152,42 +152,6 @@ class UnsupportedPlatformError(BadInput):
     """A dependency has no artifact for a platform the manifest lists."""
 
 
-# --- exit code 2: the user gave us something we cannot use --------------------
-
-
-class BadInput(RequestPackError):
-    """Input the user controls is malformed; the message names file and field."""
-
-    return_code = 2
-
-    def __init__(self, message: str, *, file: Path | str | None = None, field: str | None = None) -> None:
-        parts = []
-        if file is not None:
-            parts.append(str(file))
-        if field:
-            parts.append(field)
-        prefix = ": ".join(parts)
-        super().__init__(f"{prefix}: {message}" if prefix else message)
-        self.file = file
-        self.field = field
-
-
-class ManifestError(BadInput):
-    """request.yaml is malformed or violates the schema."""
-
-
-class LockFileError(BadInput):
-    """request.lock is missing or malformed."""
-
-
-class UnpinnedInputError(BadInput):
-    """An input has no exact version or hash and so cannot be locked."""
-
-
-class UnsupportedPlatformError(BadInput):
-    """A dependency has no artifact for a platform the manifest lists."""
-
-
 class KeyFileError(BadInput):
     """A signing or trusted key is unreadable, not Ed25519, or its passphrase is wrong."""
 
@@ -243,3 +207,43 @@ class StageFailed(CheckFailed):
         super().__init__(f"stage {stage!r} failed: {reason}")
         self.stage = stage
         self.reason = reason
+
+
+# --- build (packager/build.py, rootfs.py, oci.py, engine/) -----------------------------
+
+
+class BuildFailed(CheckFailed):
+    """A build step ran and failed: mmdebstrap, a layer, or the engine refusing the image."""
+
+
+class NotReproducible(CheckFailed):
+    """Two builds of the same lock gave different digests; the message names the first differing layer and file."""
+
+
+class TemplateError(BadInput):
+    """A Dockerfile template in dockerfiles/ does not render; the message names the template and line."""
+
+
+class EmulationMissing(EnvironmentMissing):
+    """A foreign platform was requested and its QEMU binfmt entry is absent or disabled."""
+
+
+# --- nix (packager/nix.py) -------------------------------------------------------------
+
+
+class NixInputMismatch(IntegrityError):
+    """A pinned input of a Nix expression does not have the bytes its sha256 says; ``input`` names it."""
+
+    def __init__(self, input: str, path: str, expected: str, actual: str, *, hint: str = "") -> None:
+        super().__init__(f"nix input {input} ({path})", expected, actual)
+        self.input = input
+        if hint:
+            self.message = f"{self.message}; {hint}"
+
+
+class NixNotDeterministic(NotReproducible):
+    """``nix-build --check`` rebuilt the image and got other bytes (nix exit 104); the message names the first difference."""
+
+
+class NixBuildFailed(BuildFailed):
+    """nix evaluated or built the expression and failed for a reason other than an input hash or determinism."""

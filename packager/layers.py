@@ -144,18 +144,18 @@ if __name__ == "__main__":
 """
 
 
-def wheel_entries(wheels: Iterable[Path], stack: ExitStack, *, epoch: int) -> tuple[list[Entry], list[InstalledWheel]]:
-    """Entries of all wheels installed into /usr/local, sorted later by ``oci.normalise``."""
+def wheel_entries(wheels: Iterable[tuple[Path, str]], stack: ExitStack, *, epoch: int) -> tuple[list[Entry], list[InstalledWheel]]:
+    """Entries of all wheels ``(path, wheel file name)`` installed into /usr/local, sorted later by ``oci.normalise``."""
     entries: list[Entry] = []
     installed: list[InstalledWheel] = []
     owner: dict[str, str] = {}
-    for wheel in sorted(wheels, key=lambda p: Path(p).name):
-        zf = stack.enter_context(zipfile.ZipFile(wheel))
-        dist_name, version = Path(wheel).name.split("-")[:2]
+    for path, wheel in sorted(wheels, key=lambda w: w[1]):
+        zf = stack.enter_context(zipfile.ZipFile(path))
+        dist_name, version = wheel.split("-")[:2]
         infos = [i for i in zf.infolist() if not i.is_dir()]
         dist_info = next((n.filename.split("/")[0] for n in infos if re.fullmatch(r"[^/]+\.dist-info/WHEEL", n.filename)), None)
         if dist_info is None:
-            raise ValueError(f"{Path(wheel).name}: no .dist-info/WHEEL inside")
+            raise ValueError(f"{wheel}: no .dist-info/WHEEL inside")
         data_dir = dist_info[: -len(".dist-info")] + ".data"
         record_rows: list[tuple[str, str, str]] = []
         for info in sorted(infos, key=lambda i: i.filename):
@@ -172,8 +172,8 @@ def wheel_entries(wheels: Iterable[Path], stack: ExitStack, *, epoch: int) -> tu
                 data, n = _SCRIPT_SHEBANG.subn(b"#!" + INTERPRETER.encode(), data, count=1)
                 mode = 0o755
             if target in owner:
-                raise ValueError(f"{target} is in both {owner[target]} and {Path(wheel).name}")
-            owner[target] = Path(wheel).name
+                raise ValueError(f"{target} is in both {owner[target]} and {wheel}")
+            owner[target] = wheel
             entries.append(_bytes(data, target, mode, epoch))
             record_rows.append((_rel_to_site(target), _record_hash(data), str(len(data))))
         if f"{dist_info}/entry_points.txt" in zf.namelist():

@@ -38,7 +38,7 @@ MT_CONFIG = "application/vnd.oci.image.config.v1+json"
 MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
-GZIP_LEVEL = 9
+GZIP_LEVEL = 6
 _CHUNK = 1 << 20
 
 Opener = Callable[[], BinaryIO]

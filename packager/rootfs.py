@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Cache, sha256_file
-from .errors import EnvironmentMissing, RequestPackError, ToolMissing
+from .errors import BuildFailed, EmulationMissing, ToolMissing
 from .platforms import Platform
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,6 @@ CUSTOMIZE_HOOKS = (
     'find "$1" -xdev -name __pycache__ -type d -prune -exec rm -rf {} +',
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old',
 )
-
-
-class RootfsError(RequestPackError):
-    """mmdebstrap failed, or installed something other than the lock says."""
-
-    return_code = 1
-
-
-class EmulationMissing(EnvironmentMissing):
-    """A foreign architecture was requested and its QEMU binfmt entry is absent or disabled."""
 
 
 @dataclass(frozen=True)
@@ -152,8 +142,11 @@ def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, 
         installed = Path(tmp) / "installed.txt"
         out = Path(tmp) / "rootfs.tar"
         argv = [mmdebstrap, "--mode=root", "--variant=essential", f"--architectures={platform.debian_arch}",
-                "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr",
                 f"--include={','.join(sorted(d.name for d in debs))}"]
+        if any(d.name == "usr-is-merged" for d in debs):
+            # usr-is-merged asserts a merged /usr; mmdebstrap's hook makes the symlinks first.
+            # With usrmerge locked instead, its postinst does the merge itself.
+            argv.append("--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr")
         argv += [f"--dpkgopt={o}" for o in DPKG_OPTIONS]
         argv += [f"--customize-hook={h}" for h in CUSTOMIZE_HOOKS]
         argv += [
@@ -186,7 +179,7 @@ def _compare_installed(listing: Path, debs: list[Deb], platform: Platform) -> No
             got.add((parts[0], parts[1]))
     extra, missing = sorted(got - want), sorted(want - got)
     if extra or missing:
-        raise RootfsError(f"{platform}: installed set differs from the lock: "
+        raise BuildFailed(f"{platform}: installed set differs from the lock: "
                           f"not locked {[f'{n}={v}' for n, v in extra][:5]}, not installed {[f'{n}={v}' for n, v in missing][:5]}")
 
 
@@ -200,4 +193,4 @@ def _run(argv: list[str], *, cwd: Path | None = None, env: dict | None = None, o
             stdout.close()  # type: ignore[union-attr]
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-8:]
-        raise RootfsError(f"{Path(argv[0]).name} failed (exit {proc.returncode}): " + " | ".join(tail))
+        raise BuildFailed(f"{Path(argv[0]).name} failed (exit {proc.returncode}): " + " | ".join(tail))

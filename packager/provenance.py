@@ -1,0 +1,151 @@
+"""What a build says about itself: an SPDX 2.3 SBOM and a SLSA v1 provenance statement.
+
+The SBOM lists every locked input that ends up in the image (each .deb per
+architecture, each wheel, the model) with its sha256 and a purl; the
+provenance is an in-toto Statement whose subjects are the image index and the
+per-platform manifests, with the lock and every file read from the cache as
+``resolvedDependencies``. Both are plain JSON; ``packager.bundle`` signs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.parse
+from pathlib import Path
+
+from . import __version__, oci
+
+BUILD_TYPE = "https://request-pack.invalid/build/oci-layout/v1"
+BUILDER_ID = f"https://request-pack.invalid/builder/request-pack@{__version__}"
+
+
+def _spdx_id(*parts: str) -> str:
+    return "SPDXRef-" + re.sub(r"[^A-Za-z0-9.-]+", "-", "-".join(parts)).strip("-")
+
+
+def _purl_deb(name: str, version: str, arch: str) -> str:
+    return f"pkg:deb/debian/{name}@{urllib.parse.quote(version, safe='.+~')}?arch={arch}&distro=debian-12"
+
+
+def _purl_pypi(name: str, version: str) -> str:
+    return f"pkg:pypi/{name.lower().replace('_', '-')}@{version}"
+
+
+def inputs(lock, platforms) -> list[dict]:
+    """Every locked file of these platforms plus the model, deduplicated by sha256, in a stable order."""
+    seen: dict[str, dict] = {}
+    m = lock.model
+    seen[m.sha256] = {"kind": "model", "name": m.filename, "version": None, "sha256": m.sha256,
+                      "url": m.source.url or m.source.wheel_url or "NOASSERTION", "purl": None, "platforms": []}
+    for p in platforms:
+        pl = lock.platforms[p.value]
+        for d in pl.debian.packages:
+            e = seen.setdefault(d.sha256, {"kind": "deb", "name": d.name, "version": d.version, "sha256": d.sha256,
+                                           "url": d.url, "filename": d.filename,
+                                           "purl": _purl_deb(d.name, d.version, d.architecture), "platforms": []})
+            e["platforms"].append(p.value)
+        for w in pl.wheels:
+            e = seen.setdefault(w.sha256, {"kind": "wheel", "name": w.name, "version": w.version, "sha256": w.sha256,
+                                           "url": w.url, "filename": w.filename, "purl": _purl_pypi(w.name, w.version),
+                                           "platforms": []})
+            e["platforms"].append(p.value)
+    return sorted(seen.values(), key=lambda e: (e["kind"], e["name"], e["sha256"]))
+
+
+def sbom(manifest, lock, platforms, index: oci.Descriptor, created: float) -> dict:
+    image_id = _spdx_id("image", manifest.name)
+    packages = [{
+        "SPDXID": image_id,
+        "name": manifest.name,
+        "versionInfo": manifest.version,
+        "downloadLocation": "NOASSERTION",
+        "filesAnalyzed": False,
+        "licenseConcluded": "NOASSERTION",
+        "licenseDeclared": manifest.license,
+        "copyrightText": "NOASSERTION",
+        "checksums": [{"algorithm": "SHA256", "checksumValue": index.hex}],
+        "primaryPackagePurpose": "CONTAINER",
+        "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                          "referenceLocator": f"pkg:oci/{manifest.name}@{urllib.parse.quote(index.digest)}"}],
+    }]
+    relationships = [{"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": image_id}]
+    for e in inputs(lock, platforms):
+        sid = _spdx_id(e["kind"], e["name"], e["sha256"][:12])
+        pkg = {
+            "SPDXID": sid,
+            "name": e["name"],
+            "downloadLocation": e["url"] or "NOASSERTION",
+            "filesAnalyzed": False,
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            "checksums": [{"algorithm": "SHA256", "checksumValue": e["sha256"]}],
+            "primaryPackagePurpose": "FILE" if e["kind"] == "model" else "LIBRARY",
+            "comment": f"{e['kind']}" + (f" for {', '.join(e['platforms'])}" if e["platforms"] else ""),
+        }
+        if e["version"]:
+            pkg["versionInfo"] = e["version"]
+        if e.get("filename"):
+            pkg["packageFileName"] = e["filename"]
+        if e["purl"]:
+            pkg["externalRefs"] = [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": e["purl"]}]
+        packages.append(pkg)
+        relationships.append({"spdxElementId": image_id, "relationshipType": "CONTAINS", "relatedSpdxElement": sid})
+    return {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"{manifest.name}-{manifest.version}",
+        "documentNamespace": f"https://request-pack.invalid/spdx/{manifest.name}/{index.hex}",
+        "creationInfo": {"created": oci.rfc3339(int(created)), "creators": [f"Tool: request-pack-{__version__}"]},
+        "packages": packages,
+        "relationships": relationships,
+    }
+
+
+def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images, started: float, finished: float) -> dict:
+    subjects = [{"name": f"{manifest.name}@index", "digest": {"sha256": index.hex}}]
+    subjects += [{"name": f"{manifest.name}@{img.platform.value}", "digest": {"sha256": img.manifest.hex}} for img in images]
+    deps = [{"name": "request.lock", "digest": {"sha256": lock_sha}}]
+    deps += [{"name": e.get("filename") or e["name"], "uri": e["url"], "digest": {"sha256": e["sha256"]}}
+             for e in inputs(lock, [img.platform for img in images])]
+    return {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": subjects,
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {"artifact": manifest.name, "version": manifest.version,
+                                       "platforms": [img.platform.value for img in images]},
+                "internalParameters": {
+                    "manifest_sha256": manifest.digest(),
+                    "source_date_epoch": {img.platform.value: img.epoch for img in images},
+                    "gzip_level": oci.GZIP_LEVEL,
+                    "zlib": oci.zlib_version(),
+                },
+                "resolvedDependencies": deps,
+            },
+            "runDetails": {
+                "builder": {"id": BUILDER_ID, "version": {"request-pack": __version__}},
+                "metadata": {"startedOn": oci.rfc3339(int(started)), "finishedOn": oci.rfc3339(int(finished))},
+                "byproducts": [{"name": f"rootfs {img.platform.value}", "digest": {"sha256": img.rootfs.sha256}} for img in images],
+            },
+        },
+    }
+
+
+def _write(path: Path, doc: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_sbom(path: Path, manifest, lock, platforms, index, created: float) -> None:
+    _write(path, sbom(manifest, lock, platforms, index, created))
+
+
+def write_provenance(path: Path, manifest, lock, lock_sha, index, images, started: float, finished: float) -> None:
+    _write(path, provenance(manifest, lock, lock_sha, index, images, started, finished))
