@@ -17,10 +17,10 @@ from typing import TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadInput
+from ..errors import BadInput, EnvelopeError
 from ..results import METRICS_NAME, SYSTEM_NAME, Metrics, System
 from . import archive
-from .dsse import ENVELOPE_NAME, IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, b64encode, pae
+from .dsse import ENVELOPE_NAME, IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, b64encode, pae, parse_envelope
 from .keys import key_id, load_private_key
 from .statement import (
     BUILD_RECORD_NAME,
@@ -115,6 +115,29 @@ def sign_statement(statement: Statement, key: Ed25519PrivateKey) -> Envelope:
     )
 
 
+def _cosign(result_dir: Path, mine: Envelope) -> Envelope:
+    """Keep the signatures of an existing envelope over the very same statement.
+
+    An evaluator and the artifact's author can then both sign one bundle (the
+    verifier's ``--role`` picks whose signature it requires). If the statement
+    changed, the old signatures cover other bytes and are dropped.
+    """
+    path = result_dir / ENVELOPE_NAME
+    if not path.is_file():
+        return mine
+    try:
+        old = parse_envelope(path.read_bytes(), source=str(path))
+    except EnvelopeError:
+        log.warning("replacing unreadable %s", path)
+        return mine
+    if old.payload_bytes() != mine.payload_bytes():
+        log.info("statement changed: replacing %d old signature(s)", len(old.signatures))
+        return mine
+    new = mine.signatures[0]
+    kept = [sig for sig in old.signatures if sig.keyid != new.keyid]
+    return mine.model_copy(update={"signatures": [*kept, new]})
+
+
 def write_envelope(result_dir: Path, envelope: Envelope) -> Path:
     path = result_dir / ENVELOPE_NAME
     tmp = path.with_name(path.name + ".tmp")
@@ -130,17 +153,21 @@ def sign_result_dir(
     passphrase: bytes | None = None,
     archive_path: Path | None = None,
 ) -> SignedBundle:
-    """Write ``envelope.dsse.json`` into ``result_dir`` (replacing an old one); optionally pack the bundle."""
+    """Write ``envelope.dsse.json`` into ``result_dir``; optionally pack the bundle.
+
+    Signing an unchanged directory again with another key adds a signature
+    (co-signing); any change to the files replaces the envelope.
+    """
     if not result_dir.is_dir():
         raise BadInput("not a directory", file=result_dir)
     if archive_path is not None and archive_path.resolve().is_relative_to(result_dir.resolve()):
         raise BadInput("the archive cannot be written inside the directory it packs", file=archive_path)
     key = load_private_key(key_path, passphrase)
     statement = build_statement(result_dir)
-    envelope = sign_statement(statement, key)
+    envelope = _cosign(result_dir, sign_statement(statement, key))
     path = write_envelope(result_dir, envelope)
-    kid = envelope.signatures[0].keyid
-    log.info("signed %d subjects of %s with key %s", len(statement.subject), result_dir, kid[:16])
+    kid = key_id(key.public_key())
+    log.info("signed %d subjects of %s with key %s (%d signature(s))", len(statement.subject), result_dir, kid[:16], len(envelope.signatures))
     packed = archive.pack(result_dir, archive_path) if archive_path else None
     return SignedBundle(
         directory=result_dir,

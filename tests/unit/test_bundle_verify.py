@@ -423,8 +423,39 @@ def test_local_build_in_the_repository_layout(bundle: Path, keys: Keys, tmp_path
 
 
 def test_checks_after_a_failed_signature_say_they_ran_on_an_unverified_statement(bundle: Path, keys: Keys) -> None:
+    (bundle / "logs" / "run.log").write_text("a different log, so the untrusted key replaces the envelope\n")
     sign_result_dir(bundle, keys.untrusted)
     report = _reject(bundle, keys, SignatureError, "not among the 1 trusted key(s)")
     assert [c.status for c in report.checks] == ["fail", "pass", "pass", "pass", "pass"]
     assert all(c.detail.endswith("(against an unverified statement)") for c in report.checks[1:4])
     assert report.signer is None
+
+
+def test_author_and_evaluator_cosign(bundle: Path, keys: Keys, tmp_path: Path) -> None:
+    from securesystemslib import dsse
+    from securesystemslib.signer import SSlibKey
+
+    from packager.bundle.keys import load_private_key
+
+    author = generate_keypair(tmp_path / "author")
+    sign_result_dir(bundle, author.private_path)  # co-signs: the statement is unchanged
+    env = _envelope(bundle)
+    assert len(env["signatures"]) == 2
+    trust = tmp_path / "trust"
+    (trust / "authors").mkdir(parents=True)
+    (trust / "evaluators").mkdir()
+    shutil.copyfile(author.public_path, trust / "authors" / "author.pub")
+    shutil.copyfile(keys.store.keys[0].source, trust / "evaluators" / "evaluator.pub")
+    store = TrustStore.load([], trust)
+    assert verify_bundle(bundle, store, require_role="author").signer.keyid == author.keyid  # type: ignore[union-attr]
+    assert verify_bundle(bundle, store, require_role="evaluator").signer.keyid == keys.store.keys[0].keyid  # type: ignore[union-attr]
+    # an independent DSSE implementation agrees that both signatures hold (threshold 2)
+    pubs = [SSlibKey.from_crypto(load_private_key(p).public_key(), keyid=k) for p, k in
+            ((author.private_path, author.keyid), (keys.trusted, keys.store.keys[0].keyid))]
+    assert len(dsse.Envelope.from_dict(env).verify(pubs, threshold=2)) == 2
+    # changing a file and signing again replaces both signatures with one
+    (bundle / "logs" / "run.log").write_text("re-run\n")
+    sign_result_dir(bundle, keys.trusted)
+    assert len(_envelope(bundle)["signatures"]) == 1
+    with pytest.raises(SignatureError, match="trusted as evaluator, not author"):
+        verify_bundle(bundle, store, require_role="author")
