@@ -199,8 +199,8 @@ def _plot(spec: PlotSpec, rows: Sequence[ResultRow]) -> Plot:
             "xaxis": {"title": {"text": f"{spec.x.title} ({spec.x.direction.value} is better)"}, "gridcolor": "#eee", "zeroline": False},
             "yaxis": {"title": {"text": f"{spec.y.title} ({spec.y.direction.value} is better)"}, "gridcolor": "#eee", "zeroline": False},
             "height": 420,
-            "margin": {"l": 60, "r": 20, "t": 70, "b": 50},
-            "legend": {"orientation": "h", "y": -0.2},
+            "margin": {"l": 60, "r": 20, "t": 70, "b": 95},
+            "legend": {"orientation": "h", "y": -0.32},
             # No named template: with validate=False plotly would not resolve one.
             "plot_bgcolor": "#fff",
             "hovermode": "closest",
