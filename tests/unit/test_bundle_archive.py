@@ -36,6 +36,12 @@ def test_packing_twice_gives_identical_bytes(result: Path, tmp_path: Path) -> No
 
 def test_packing_ignores_mtimes_owners_and_creation_order(result: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    long_name = "logs/" + "a-rather-long-directory-name/" * 5 + "ünïcode-log-file-name-past-the-100-byte-ustar-limit.txt"
+    base = tmp_path / "base"
+    shutil.copytree(result, base)
+    (base / long_name).parent.mkdir(parents=True)
+    (base / long_name).write_text("long names need PAX records; they must not carry times\n")
+    result = base
     copy = tmp_path / "copy"
     copy.mkdir()
     # Create the files in reverse order, with other mtimes and modes, under another directory name.
@@ -112,6 +118,17 @@ def _special(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInf
     return info, None
 
 
+def _pax_tar(name: str, pax: dict[str, str]) -> bytes:
+    # A PAX extended header silently replaces the name the ustar header shows.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size = 1
+        info.pax_headers = pax
+        tar.addfile(info, io.BytesIO(b"x"))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
 def _oversized() -> bytes:
     info, _ = _file("metrics.json", b"")
     info.size = 4096
@@ -129,6 +146,8 @@ HOSTILE = {
     "oversized-entry": (_oversized, "4096 bytes exceeds the 1024 byte limit"),
     "duplicate-entry": (lambda: _tar([_file("a"), _file("a")]), "duplicate entry"),
     "file-then-dir-through-it": (lambda: _tar([_file("a"), _file("a/b")]), "passes through a non-directory"),
+    "pax-path-override": (lambda: _pax_tar("harmless", {"path": "../../etc/cron.d/evil"}), "'..' path component"),
+    "pax-absolute-path": (lambda: _pax_tar("harmless", {"path": "/etc/evil"}), "absolute path"),
     "not-gzip": (lambda: b"PK\x03\x04 this is a zip", "not a gzip file"),
     "empty-file": (lambda: b"", "not a gzip file"),
     "gzip-of-garbage": (lambda: gzip.compress(b"hello, not a tar" * 100), "not a valid tar archive"),
