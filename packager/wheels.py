@@ -29,7 +29,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,14 +164,3 @@ def _check_transitive_markers(report: dict, platform: Platform) -> None:
                     f"{item['metadata']['name']} needs {req} on {platform.value}, which pip skipped because it judges "
                     f"markers by this host: add {req.name} pinned with ==, with that marker, to python.requirements",
                     field="python.requirements")
-
-
-def download(cache: Cache, wheels: list[Wheel], workers: int = 4) -> None:
-    """Fetch every wheel into the cache (verified); already stored ones cost nothing."""
-    todo = [w for w in wheels if not cache.has(w.sha256)]
-    if not todo:
-        return
-    log.info("downloading %d wheels", len(todo))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(lambda w: cache.fetch_url(w.url, w.sha256, name=w.filename), todo):
-            pass

@@ -6,7 +6,6 @@ so a second run is a warm re-lock; the build reads the same objects.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
