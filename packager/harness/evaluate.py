@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from packager.errors import CheckFailed
-from packager.results import Accuracy, Footprint, LatencyStats, Metrics, Power, ThroughputStats, Validation, accuracy_from
+from packager.results import Footprint, LatencyStats, Metrics, Power, ThroughputStats, accuracy_from
 
 from . import backends
 from .config import HarnessConfig
