@@ -1,0 +1,41 @@
+# The builder of every self-contained request-pack image: run by Debian's static
+# busybox (``${busybox}/bin/sh``) inside the Nix sandbox, with nothing else.
+#
+# 1. unpack Python from the locked .debs (ar + unxz + tar, no maintainer
+#    scripts: the interpreter and its stdlib need none of them);
+# 2. run that interpreter through the unpacked ld.so with LD_LIBRARY_PATH-style
+#    --library-path, so no file of the host or of nixpkgs is used;
+# 3. builder.py assembles the layers and the OCI layout with packager/oci.py and
+#    packager/layers.py, the same code `request-pack build` runs.
+#
+# Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
+# builderPy, planPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# loader (ld.so name), out.
+set -eu
+bb="$busybox/bin/busybox"
+root="$TMPDIR/python"
+lib="$TMPDIR/lib"
+"$bb" mkdir -p "$root" "$lib/packager" "$TMPDIR/ar"
+
+for deb in $pythonDebs; do
+    cd "$TMPDIR/ar"
+    "$bb" ar -x "$deb"
+    member=$(echo data.tar.*)
+    case "$member" in
+        data.tar.xz) "$bb" unxz -c data.tar.xz | "$bb" tar -x -C "$root" ;;
+        data.tar.gz) "$bb" tar -xz -f data.tar.gz -C "$root" ;;
+        data.tar) "$bb" tar -x -f data.tar -C "$root" ;;
+        *) echo "request-pack nix builder: $deb has data member '$member', which busybox cannot unpack" >&2; exit 1 ;;
+    esac
+    "$bb" rm -f data.tar* control.tar* debian-binary
+done
+cd "$TMPDIR"
+
+"$bb" cp "$ociPy" "$lib/packager/oci.py"
+"$bb" cp "$layersPy" "$lib/packager/layers.py"
+: > "$lib/packager/__init__.py"
+
+# -S: no site (nothing to find); -B: write no .pyc into the unpacked tree.
+PYTHONHOME="$root/usr" PYTHONHASHSEED=0 LC_ALL=C \
+    "$root/lib/$libdir/$loader" --library-path "$root/lib/$libdir:$root/usr/lib/$libdir" \
+    "$root/usr/bin/python3.11" -S -B "$builderPy" "$planPath" "$lib" "$out"

@@ -1,0 +1,389 @@
+"""``request-pack nix``: a pinned Nix derivation per artifact, a second builder that witnesses the first.
+
+``generate()`` renders ``nix/<name>/default.nix`` (self-contained, no nixpkgs)
+and ``nix/<name>/dockertools.nix`` (the nixpkgs form) from the lock, with the
+templates in ``nix/templates/``. Every input is a fixed-output store path
+pinned by sha256:
+
+- the locked .debs, wheels and model, read from the content-addressed cache
+  (flat sha256 = the lock's hash, so a changed byte is a hash mismatch);
+- the base root filesystem tar that ``rootfs.build_rootfs`` made with
+  mmdebstrap. Nix cannot run maintainer scripts, so it takes this tar as a
+  pinned input: it witnesses the layers written from it, not the tar itself;
+- Debian's static busybox (the builder) and the builder's own files
+  (``nix/builder.sh``, ``nix/builder.py``, ``packager/oci.py``,
+  ``packager/layers.py``) and the harness files, pinned to the bytes they had
+  at generation time (a later edit is reported as a mismatch naming the file).
+
+In the sandbox, busybox unpacks python3.11 from the locked .debs and runs
+``packager/oci.py`` on the inputs: the same code as ``request-pack build`` but
+another interpreter build, another process, no network and no host files. When
+both give the same index digest, the image is a function of the pinned inputs.
+
+``build()`` runs ``nix-build`` (or ``nix build .#<name>``) and turns nix's
+failures into typed errors: a hash mismatch names the input, exit 104 under
+``--check`` names the first differing layer and file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__, oci
+from .errors import BadInput, CacheMissError, NixBuildFailed, NixInputMismatch, NixNotDeterministic, TemplateError, ToolMissing
+from .platforms import Platform
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NIX_DIR = REPO_ROOT / "nix"
+TEMPLATE_DIR = NIX_DIR / "templates"
+SYSTEM = "x86_64-linux"
+BUILDER_PLATFORM = Platform.AMD64
+BUILDER_LIBDIR = "x86_64-linux-gnu"
+BUILDER_LOADER = "ld-linux-x86-64.so.2"
+# What Debian's python3.11 needs to run oci.py/layers.py: the interpreter, its
+# stdlib, libc, zlib (gzip) and the libraries of the stdlib's C modules.
+BUILDER_DEBS_REQUIRED = ("libc6", "zlib1g", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
+BUILDER_DEBS_OPTIONAL = ("libexpat1", "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1")
+BUSYBOX = Path("/bin/busybox")
+EXIT_HASH_MISMATCH = 102
+EXIT_NOT_DETERMINISTIC = 104
+_STORE_NAME_BAD = re.compile(r"[^A-Za-z0-9+\-._?=]")
+
+
+# --- data --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pin:
+    """One fixed-output input: what a person calls it, where nix reads it, and its hash."""
+
+    label: str
+    store_name: str
+    sha256: str
+    path: str  # absolute source path (cache object, busybox dir) or repo-relative (``rel``)
+    rel: str = ""  # path relative to the repository root, for repository files
+    cache_rel: str = ""  # path relative to the cache root, for files outside cas/ (the base tar)
+
+
+@dataclass(frozen=True)
+class NixExpression:
+    name: str
+    directory: Path
+    default_nix: Path
+    dockertools_nix: Path
+    platforms: tuple[Platform, ...]
+    pins: tuple[Pin, ...]
+
+    def pin_for(self, path: str) -> Pin | None:
+        """The pin whose source is ``path`` (or whose sha256 is its file name)."""
+        for p in self.pins:
+            if path in (p.path, p.rel) or (p.rel and path.endswith("/" + p.rel)) or Path(path).name == p.sha256:
+                return p
+        return None
+
+
+@dataclass(frozen=True)
+class NixBuild:
+    out: Path
+    index_digest: str
+    checked: bool
+
+
+@dataclass(frozen=True)
+class Comparison:
+    equal: bool
+    nix_index: str
+    engine_index: str
+    detail: str
+
+
+# --- NAR hashing (what ``builtins.path { recursive = true; }`` pins) -------------------
+
+
+def _nar_str(data: bytes) -> bytes:
+    return struct.pack("<Q", len(data)) + data + b"\0" * (-len(data) % 8)
+
+
+def _nar(path: Path, h) -> None:
+    st = path.lstat()
+    h.update(_nar_str(b"("))
+    if path.is_symlink():
+        h.update(_nar_str(b"type") + _nar_str(b"symlink") + _nar_str(b"target") + _nar_str(os.readlink(path).encode()))
+    elif path.is_file():
+        h.update(_nar_str(b"type") + _nar_str(b"regular"))
+        if st.st_mode & 0o100:
+            h.update(_nar_str(b"executable") + _nar_str(b""))
+        h.update(_nar_str(b"contents") + struct.pack("<Q", st.st_size))
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        h.update(b"\0" * (-st.st_size % 8))
+    elif path.is_dir():
+        h.update(_nar_str(b"type") + _nar_str(b"directory"))
+        for child in sorted(path.iterdir(), key=lambda p: p.name.encode()):
+            h.update(_nar_str(b"entry") + _nar_str(b"(") + _nar_str(b"name") + _nar_str(child.name.encode()) + _nar_str(b"node"))
+            _nar(child, h)
+            h.update(_nar_str(b")"))
+    else:
+        raise ValueError(f"{path}: not a file, directory or symlink")
+    h.update(_nar_str(b")"))
+
+
+def nar_sha256(path: Path) -> str:
+    """sha256 of the NAR serialisation of ``path``: the hash nix gives a recursive fixed-output path."""
+    h = hashlib.sha256()
+    h.update(_nar_str(b"nix-archive-1"))
+    _nar(Path(path), h)
+    return h.hexdigest()
+
+
+def store_name(name: str) -> str:
+    """A valid store path name (no ``~``, ``:``, leading dot), at most 200 characters."""
+    clean = _STORE_NAME_BAD.sub("_", name).lstrip(".") or "input"
+    return clean[:200]
+
+
+# --- busybox -------------------------------------------------------------------------
+
+
+def is_static_elf(path: Path) -> bool:
+    """True when the ELF file has no PT_INTERP, i.e. needs no dynamic loader (and so no host libc)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def stage_busybox(cache_root: Path, source: Path = BUSYBOX) -> tuple[Path, str]:
+    """``<cache>/nix/busybox-<hash>/bin/{busybox,sh}``: busybox picks its applet from argv[0], and nix
+    runs a builder with argv[0] = its file name, so the builder must be a file called ``sh``."""
+    if not source.is_file():
+        raise ToolMissing(f"{source} not found: the Nix builder is Debian's static busybox", fix="apt-get install -y busybox-static")
+    if not is_static_elf(source):
+        raise ToolMissing(f"{source} is dynamically linked: it would need the host's libc inside the sandbox",
+                          fix="apt-get install -y busybox-static")
+    file_sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    staged = Path(cache_root) / "nix" / f"busybox-{file_sha[:16]}"
+    if not (staged / "bin" / "sh").is_symlink():
+        tmp = staged.with_name(f".{staged.name}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "bin").mkdir(parents=True)
+        shutil.copyfile(source, tmp / "bin" / "busybox")
+        os.chmod(tmp / "bin" / "busybox", 0o555)
+        (tmp / "bin" / "sh").symlink_to("busybox")
+        os.chmod(tmp / "bin", 0o555)
+        shutil.rmtree(staged, ignore_errors=True)
+        os.replace(tmp, staged)
+    return staged, nar_sha256(staged)
+
+
+def _busybox_version() -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"], capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def nix_string(s: str) -> str:
+    out = s.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    return '"' + out.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+def to_nix(value: object, indent: int = 0) -> str:
+    """A Nix literal for a JSON-like value. No floats: Nix would round them on the way back to JSON."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return nix_string(value)
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return "[ ]"
+        return "[\n" + "".join(f"{inner}{to_nix(v, indent + 2)}\n" for v in value) + pad + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{ }"
+        body = "".join(f"{inner}{nix_string(str(k))} = {to_nix(v, indent + 2)};\n" for k, v in sorted(value.items()))
+        return "{\n" + body + pad + "}"
+    raise TypeError(f"no Nix literal for {type(value).__name__} {value!r}")
+
+
+def render(template: str, context: dict, template_dir: Path = TEMPLATE_DIR) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["nix"] = lambda v, indent=0: to_nix(v, indent)
+    try:
+        return env.get_template(template).render(**context)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"{e.message} (line {e.lineno})", file=template_dir / template) from e
+    except jinja2.TemplateError as e:
+        raise TemplateError(str(e), file=template_dir / template) from e
+
+
+# --- generation ------------------------------------------------------------------------------
+
+
+def _repo_pin(path: Path, label: str) -> Pin:
+    rel = path.resolve().relative_to(REPO_ROOT).as_posix()
+    return Pin(label, store_name("request-pack-" + rel.replace("/", "-")), hashlib.sha256(path.read_bytes()).hexdigest(),
+               str(path.resolve()), rel)
+
+
+def _cache_pin(cache, sha256: str, filename: str, label: str) -> Pin:
+    return Pin(label, store_name(filename), sha256, str(cache.object_path(sha256)))
+
+
+def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tuple[Platform, ...] = (),
+             cache_root: Path | None = None, tag: str = "latest") -> NixExpression:
+    """Write ``<out_dir>/default.nix`` and ``dockertools.nix`` (default ``nix/<name>/``) from the lock."""
+    from . import build
+    from .rootfs import build_rootfs
+
+    opts = build.BuildOptions(platforms=platforms, cache_root=cache_root)
+    manifest, lock, lock_path, plats, cache = build.prepare(Path(artifact_dir), opts)
+    lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    builder_lock = lock.platforms.get(BUILDER_PLATFORM.value)
+    if builder_lock is None:
+        raise BadInput(f"the Nix builder runs Python from the {BUILDER_PLATFORM.value} .debs, and the lock has none: "
+                       f"lock {BUILDER_PLATFORM.value} too", file=lock_path, field="platforms")
+    by_name = {d.name: d for d in builder_lock.debian.packages}
+    missing = [n for n in BUILDER_DEBS_REQUIRED if n not in by_name]
+    if missing:
+        raise BadInput(f"the Nix builder's Python needs {', '.join(missing)} in the {BUILDER_PLATFORM.value} lock "
+                       "(add python3 to system.packages)", file=lock_path, field="platforms")
+    pins: list[Pin] = []
+
+    def add(pin: Pin) -> Pin:
+        pins.append(pin)
+        return pin
+
+    python_debs = [add(_cache_pin(cache, d.sha256, d.filename, f"{BUILDER_PLATFORM.value} deb {d.filename}"))
+                   for n in BUILDER_DEBS_REQUIRED + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
+    busybox_dir, busybox_nar = stage_busybox(cache.root)
+    add(Pin("busybox (Debian busybox-static)", "busybox-static", busybox_nar, str(busybox_dir)))
+    code = {key: add(_repo_pin(REPO_ROOT / rel, rel)) for key, rel in
+            (("oci_py", "packager/oci.py"), ("layers_py", "packager/layers.py"),
+             ("builder_py", "nix/builder.py"), ("builder_sh", "nix/builder.sh"))}
+    harness = [(add(_repo_pin(src, src.resolve().relative_to(REPO_ROOT).as_posix())), dest, 0o755 if src.stat().st_mode & 0o111 else 0o644)
+               for src, dest in build.harness_files()]
+    model_pin = add(_cache_pin(cache, lock.model.sha256, lock.model.filename, f"model {lock.model.filename}"))
+    model_config = (oci.canonical_json(manifest.model_dump(mode="json")) + b"\n").decode("utf-8")
+
+    images = []
+    for platform in plats:
+        plat_lock = lock.platforms[platform.value]
+        debs = build.debs_of(lock, platform)
+        paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
+        epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or build.deb_epoch(paths))
+        rootfs = build_rootfs(platform, debs, cache, epoch)
+        rootfs_pin = add(Pin(f"{platform.value} base root filesystem {rootfs.path.name}",
+                             store_name(f"rootfs-{platform.debian_arch}-{rootfs.key[:12]}.tar"), rootfs.sha256, str(rootfs.path),
+                             cache_rel=rootfs.path.resolve().relative_to(cache.root.resolve()).as_posix()))
+        wheel_pins = [(w.filename, add(_cache_pin(cache, w.sha256, w.filename, f"{platform.value} wheel {w.filename}")))
+                      for w in plat_lock.wheels]
+        details = layer_details(lock, platform, rootfs.packages)
+        infos = [build.LayerInfo(role, "", "", 0, 0, False, detail) for role, detail in details]
+        config = json.loads(build.image_config_for(manifest, platform, infos, epoch, lock_sha))
+        config["rootfs"]["diff_ids"] = []
+        images.append({
+            "slug": platform.slug,
+            "platform": oci.platform_json(platform.os, platform.architecture, platform.variant),
+            "epoch": epoch,
+            "config": config,
+            "layers": [_layer(l) for l in [
+                {"role": "base", "rootfs": rootfs_pin},
+                {"role": "wheels", "wheels": [{"filename": fn, "store_name": p.store_name, "sha256": p.sha256} for fn, p in wheel_pins]},
+                {"role": "harness", "files": [{"dest": dest, "mode": mode, "store_name": p.store_name, "rel": p.rel, "sha256": p.sha256}
+                                              for p, dest, mode in harness]},
+                {"role": "model",
+                 "files": [{"dest": build.MODEL_PATH, "mode": 0o644, "store_name": model_pin.store_name, "rel": "", "sha256": model_pin.sha256}],
+                 "data": [{"dest": build.CONFIG_PATH, "mode": 0o644, "text": model_config}]},
+            ]],
+        })
+
+    directory = Path(out_dir) if out_dir else NIX_DIR / manifest.name
+    directory.mkdir(parents=True, exist_ok=True)
+    inside_repo = directory.resolve() == (NIX_DIR / manifest.name).resolve()
+    context = {
+        "name": manifest.name,
+        "version": manifest.version,
+        "lock_rel": _display(lock_path),
+        "lock_sha": lock_sha,
+        "platform_names": ", ".join(p.value for p in plats),
+        "cache_default": nix_string(str(cache.root.resolve())),
+        # inside the repo a relative path keeps the expression movable (and works in the flake's store copy)
+        "src_default": "../.." if inside_repo else nix_string(str(REPO_ROOT)),
+        "busybox": {"version": _busybox_version(), "sha256": busybox_nar, "dirname": busybox_dir.name},
+        "builder_arch": BUILDER_PLATFORM.debian_arch,
+        "python_debs": [{"store_name": p.store_name, "sha256": p.sha256, "label": p.label} for p in python_debs],
+        **{k: p.sha256 for k, p in code.items()},
+        "images": images,
+        "drv_name": store_name(f"{manifest.name}-{manifest.version}-oci"),
+        "system": SYSTEM,
+        "builder_libdir": BUILDER_LIBDIR,
+        "builder_loader": BUILDER_LOADER,
+        "tag": tag,
+        "generator": f"request-pack {__version__}",
+    }
+    default_nix = directory / "default.nix"
+    dockertools_nix = directory / "dockertools.nix"
+    _write(default_nix, render("default.nix.j2", context))
+    _write(dockertools_nix, render("dockertools.nix.j2", context))
+    log.info("wrote %s and %s (%d pinned inputs)", default_nix, dockertools_nix, len(pins))
+    return NixExpression(manifest.name, directory, default_nix, dockertools_nix, tuple(plats), tuple(pins))
+
+
+def _layer(spec: dict) -> dict:
+    return {"rootfs": None, "wheels": [], "files": [], "data": [], **spec}
+
+
+def layer_details(lock, platform: Platform, packages: int) -> list[tuple[str, str]]:
+    """(role, history comment) per layer, as ``build._platform_layers`` words them; the build test compares digests,
+    so a drift here shows up as a differing config."""
+    plat_lock = lock.platforms[platform.value]
+    wheel_names = ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"
+    return [
+        ("base", f"Debian bookworm {platform.debian_arch}, {packages} packages"),
+        ("wheels", wheel_names),
+        ("harness", f"packager.harness {__version__}"),
+        ("model", f"{lock.model.filename} sha256 {lock.model.sha256}"),
+    ]
+
+
+def _display(path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return Path(path).name if Path(path).parent.name else str(path)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
