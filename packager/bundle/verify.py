@@ -176,9 +176,14 @@ def verify_bundle(
                 report = _verify_dir(bundle, root, trust, truth_source, artifact, require_role, pre, start)
     else:
         raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
-    failure = report.first_failure()
-    if failure is not None:
+    failed = next((c for c in report.checks if c.status == "fail"), None)
+    if failed is not None and failed.error is not None:
+        failure = failed.error
         failure.report = report
+        # The one line a script or a person sees: which check, then what.
+        others = sum(c.status == "fail" for c in report.checks) - 1
+        also = f" (+{others} more failed check{'s' if others > 1 else ''})" if others else ""
+        failure.message = f"check {failed.number} ({failed.name}) failed: {failure.message}{also}"
         raise failure
     return report
 
