@@ -146,3 +146,15 @@ def test_cli_run_without_a_build_exits_3(tmp_path):
         (art / f.name).write_bytes(f.read_bytes())
     res = CliRunner().invoke(app, ["run", str(art), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, ImageNotAvailable) and res.exception.return_code == 3
+
+
+def test_cli_evaluate_names_the_failing_stage(tmp_path):
+    """No build and no lock: evaluate tries to build and stops at stage 'image' with the lock error (exit 2)."""
+    src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
+    art = tmp_path / "artifacts" / "test-valid"
+    art.mkdir(parents=True)
+    for f in src.iterdir():
+        (art / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, BadInput) and res.exception.return_code == 2
+    assert "stage 'image'" in str(res.exception) and "request.lock" in str(res.exception)
