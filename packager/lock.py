@@ -74,6 +74,9 @@ class DebianLock(_Wire):
     sources: list[AptSourceEntry]
     packages: list[DebEntry]
 
+    # Sorted here, not only by the resolver, so the bytes cannot depend on how a lock was assembled.
+    _sorted = field_validator("packages")(classmethod(lambda cls, v: sorted(v, key=lambda d: (d.name, d.architecture, d.version))))
+
 
 class WheelEntry(_Wire):
     name: str
@@ -88,6 +91,8 @@ class WheelEntry(_Wire):
 class PlatformLock(_Wire):
     debian: DebianLock
     wheels: list[WheelEntry]
+
+    _sorted = field_validator("wheels")(classmethod(lambda cls, v: sorted(v, key=lambda w: (w.name, w.filename))))
 
 
 class ModelSourceLock(_Wire):
@@ -126,6 +131,8 @@ class DatasetLock(_Wire):
     layout: str
     labels: DatasetFile
     images: list[DatasetFile]
+
+    _sorted = field_validator("images")(classmethod(lambda cls, v: sorted(v, key=lambda f: f.path)))
 
 
 class PythonTarget(_Wire):

@@ -267,3 +267,41 @@ def test_cli_exit_codes(locked) -> None:
     (art / "request.lock").unlink()
     missing = subprocess.run(cmd, capture_output=True, text=True)
     assert missing.returncode == 2 and "request.lock" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# --- golden file -------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).resolve().parents[1] / "data" / "lock-golden" / "request.lock"
+
+
+def _golden_lock() -> Lock:
+    """A lock built from constants only: its bytes are the wire format the build reads."""
+    def deb(name: str, arch: str) -> DebEntry:
+        data = f"{name} {arch}".encode()
+        return DebEntry(name=name, version="1:1.0-1", architecture=arch, filename=f"{name}_1.0-1_{arch}.deb", size=len(data),
+                        sha256=_sha(data), url=f"http://deb.debian.org/debian/pool/main/x/{name}/{name}_1.0-1_{arch}.deb")
+
+    platforms = {}
+    for key, arch in (("linux/arm64", "arm64"), ("linux/amd64", "amd64")):
+        platforms[key] = PlatformLock(
+            debian=DebianLock(arch=arch, suite="bookworm",
+                              sources=[AptSourceEntry(url="http://deb.debian.org/debian", suite="bookworm", component="main")],
+                              packages=[deb("libc6", arch), deb("base-files", arch)]),
+            wheels=[WheelEntry(name="demo", version="1.0", filename="demo-1.0-py3-none-any.whl", size=4, sha256=_sha(b"demo"),
+                               url="https://files.pythonhosted.org/packages/demo-1.0-py3-none-any.whl", requested=True)])
+    model = ModelLock(sha256=_sha(b"onnx"), filename="model.onnx",
+                      source=ModelSourceLock(kind="file", path="model.onnx", sha256=_sha(b"onnx"), size=4))
+    return Lock(lock_version=1, generator="request-pack", artifact="golden", manifest_sha256="0" * 64, model=model,
+                templates={"dockerfiles/image.Dockerfile.j2": _sha(b"template")}, python=PythonTarget(), platforms=platforms)
+
+
+def test_wire_format_matches_the_golden_file() -> None:
+    # Regenerate after a deliberate format change: REQUEST_PACK_UPDATE_GOLDEN=1 pytest tests/unit/test_lock.py
+    import os
+
+    data = _golden_lock().to_bytes()
+    if os.environ.get("REQUEST_PACK_UPDATE_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        GOLDEN.write_bytes(data)
+    assert data == GOLDEN.read_bytes()
+    assert load_lock(GOLDEN) == _golden_lock()
