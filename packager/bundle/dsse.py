@@ -100,4 +100,6 @@ def read_envelope(path: Path) -> Envelope:
         data = path.read_bytes()
     except FileNotFoundError as e:
         raise EnvelopeError(f"{path.name}: missing: the bundle is not signed") from e
+    except OSError as e:
+        raise EnvelopeError(f"{path.name}: cannot read: {e.strerror or e}") from e
     return parse_envelope(data, source=path.name)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -140,6 +141,13 @@ class _Bundle:
     predictions: list[Prediction] | None = None
     labels: dict[str, int] | None = None
     schema_errors: list[str] = field(default_factory=list)
+    tree: archive.Tree | None = None
+
+    def file(self, name: str) -> Path | None:
+        """A regular file of the bundle, by lstat: a symlink named metrics.json is never followed."""
+        if self.tree is None:
+            self.tree = archive.scan_tree(self.root)
+        return self.tree.files.get(name)
 
 
 def verify_bundle(
@@ -235,7 +243,12 @@ def _verify_dir(
 
 
 def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, signer_box: list[TrustedKey]) -> str:
-    b.envelope = read_envelope(b.root / ENVELOPE_NAME)
+    env_path = b.file(ENVELOPE_NAME)
+    if env_path is None:
+        if os.path.lexists(b.root / ENVELOPE_NAME):
+            raise EnvelopeError(f"{ENVELOPE_NAME}: not a regular file (symlink, directory or special file)")
+        raise EnvelopeError(f"{ENVELOPE_NAME}: missing: the bundle is not signed")
+    b.envelope = read_envelope(env_path)
     message = b.envelope.pae()
     # Parse the statement even if no signature verifies, so later checks can
     # still explain what is wrong; `trusted` records whether to believe it.
@@ -279,7 +292,9 @@ def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, s
 
 def _check_subjects(b: _Bundle) -> str:
     st = _statement(b)
-    tree = archive.scan_tree(b.root)
+    b.file(ENVELOPE_NAME)  # scans the tree once
+    tree = b.tree
+    assert tree is not None
     files = {rel: p for rel, p in tree.files.items() if rel != ENVELOPE_NAME}
     subjects = st.file_subjects()
     problems: list[str] = []
@@ -340,9 +355,9 @@ def _check_record_inputs(b: _Bundle, record: BuildRecord, name: str, problems: l
     bound = []
     if record.artifact is not None and record.artifact != name:
         problems.append(f"{BUILD_RECORD_NAME} is for artifact {record.artifact!r}, the result for {name!r}")
-    lock = b.root / LOCK_NAME
+    lock = b.file(LOCK_NAME)
     if record.lock_sha256 is not None:
-        if not lock.is_file():
+        if lock is None:
             problems.append(f"{BUILD_RECORD_NAME} pins lock {record.lock_sha256[:16]}… but the bundle has no {LOCK_NAME}")
         elif sha256_file(lock) != record.lock_sha256:
             problems.append(f"{LOCK_NAME} is not the lock the image was built from ({BUILD_RECORD_NAME} lock_sha256)")
@@ -375,10 +390,10 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
         if local.index_digest != claimed:
             problems.append(f"local build {record_path} says {local.index_digest} (result replayed from another image?)")
     for fname in (LOCK_NAME, MANIFEST_NAME):
-        theirs, ours = b.root / fname, artifact / fname
+        theirs, ours = b.file(fname), artifact / fname
         if ours.is_file():
             compared.append(f"local {fname}")
-            if not theirs.is_file():
+            if theirs is None:
                 problems.append(f"bundle has no {fname} to compare with {ours}")
             elif sha256_file(theirs) != sha256_file(ours):
                 problems.append(f"bundle's {fname} differs from {ours}")
@@ -446,7 +461,7 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
             raise BadInput(str(e), file=labels) from e
         truth_name = str(labels)
     else:
-        if not (b.root / LABELS_NAME).is_file():
+        if b.file(LABELS_NAME) is None:
             raise MetricsMismatch(f"no ground truth: the bundle has no {LABELS_NAME} and neither --labels nor --dataset was given")
         if b.labels is None:
             raise _Skip(f"{LABELS_NAME} unreadable (see check 5)")
@@ -508,20 +523,21 @@ def _expected_samples(b: _Bundle, stage: str, n_labels: int) -> int | None:
 
 def _load_files(b: _Bundle) -> None:
     for name, model in REQUIRED_JSON.items():
-        path = b.root / name
-        if not path.is_file():
-            b.schema_errors.append(f"{name}: missing")
+        path = b.file(name)
+        if path is None:
+            b.schema_errors.append(f"{name}: missing or not a regular file")
             continue
         try:
             b.models[name] = model.model_validate_json(path.read_bytes())
         except ValidationError as e:
             b.schema_errors.append(f"{name}: {_first_error(e)}")
-    path = b.root / PREDICTIONS_NAME
-    if not path.is_file():
-        b.schema_errors.append(f"{PREDICTIONS_NAME}: missing")
+    path = b.file(PREDICTIONS_NAME)
+    if path is None:
+        b.schema_errors.append(f"{PREDICTIONS_NAME}: missing or not a regular file")
     else:
         b.predictions = _read_predictions(path, b.schema_errors)
-    for rel, p in archive.scan_tree(b.root).files.items():
+    assert b.tree is not None
+    for rel, p in b.tree.files.items():
         # Other JSON files must parse, except empty ones: LoadGen leaves an
         # empty mlperf_log_trace.json when tracing is off, and it claims nothing.
         if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME and p.stat().st_size:
@@ -529,8 +545,8 @@ def _load_files(b: _Bundle) -> None:
                 json.loads(p.read_bytes())
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 b.schema_errors.append(f"{rel}: not valid JSON: {e}")
-    manifest = b.root / MANIFEST_NAME
-    if manifest.is_file():
+    manifest = b.file(MANIFEST_NAME)
+    if manifest is not None:
         from ..manifest import Manifest
         from ..yamlsafe import load_yaml
 
@@ -540,8 +556,8 @@ def _load_files(b: _Bundle) -> None:
             b.schema_errors.append(f"{MANIFEST_NAME}: {e}")
         except ValidationError as e:
             b.schema_errors.append(f"{MANIFEST_NAME}: {_first_error(e)}")
-    labels = b.root / LABELS_NAME
-    if labels.is_file():
+    labels = b.file(LABELS_NAME)
+    if labels is not None:
         try:
             b.labels = read_labels(labels)
         except (ValueError, UnicodeDecodeError) as e:

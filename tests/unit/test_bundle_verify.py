@@ -4,6 +4,7 @@ check that owns it, with its own exit code and a message naming what is wrong.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -459,3 +460,16 @@ def test_author_and_evaluator_cosign(bundle: Path, keys: Keys, tmp_path: Path) -
     assert len(_envelope(bundle)["signatures"]) == 1
     with pytest.raises(SignatureError, match="trusted as evaluator, not author"):
         verify_bundle(bundle, store, require_role="author")
+
+
+@pytest.mark.parametrize("name", ["metrics.json", ENVELOPE_NAME])
+def test_symlinked_files_are_never_followed(bundle: Path, keys: Keys, name: str) -> None:
+    # A FIFO or /dev/zero behind a symlink would hang a verifier that read through it.
+    fifo = bundle.parent / "fifo"
+    os.mkfifo(fifo)
+    (bundle / name).unlink()
+    (bundle / name).symlink_to(fifo)
+    expected = (EnvelopeError, "not a regular file") if name == ENVELOPE_NAME else (SubjectMismatch, "metrics.json: symlink or special file")
+    report = _reject(bundle, keys, expected[0], expected[1])
+    if name == "metrics.json":
+        assert "metrics.json: missing or not a regular file" in report.checks[-1].detail
