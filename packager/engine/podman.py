@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ..errors import EngineUnavailable
@@ -15,6 +16,8 @@ class Podman(Engine):
 
     def __init__(self) -> None:
         self.bin = need(self.tool, self.tool)
+        # Debian 12's crun refuses hosts with hybrid cgroups; runc (docker's) runs there.
+        self.runtime = ["--runtime", "runc"] if self.tool == "podman" and shutil.which("runc") else []
 
     def version(self) -> str:
         res = run([self.bin, "version", "--format", "{{.Client.Version}}"], check=False)
@@ -39,7 +42,9 @@ class Podman(Engine):
 
     def run(self, image: str, argv: list[str], *, platform: Platform, entrypoint: str | None = None,
             timeout: float = 600) -> RunResult:
-        cmd = [self.bin, "run", "--rm", "--network", "none", "--pull", "never"]
+        # podman's default nofile limit (1M) is above what many hosts grant root in a sandbox.
+        cmd = [self.bin, *self.runtime, "run", "--rm", "--network", "none", "--pull", "never",
+               "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
         if entrypoint is not None:
             cmd += ["--entrypoint", entrypoint]
         return run(cmd + [image, *argv], check=False, timeout=timeout)
