@@ -112,7 +112,12 @@ def lock_cmd(
     platform: str = typer.Option("", "--platform", metavar="P,...", help="Resolve only these platforms (others keep their entries)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
 ) -> None:
-    """Pin every input (Debian packages, wheels, model, dataset, templates) by sha256 in request.lock."""
+    """Pin every input (Debian packages, wheels, model, dataset, templates) by sha256 in request.lock.
+
+    Resolves against the live Debian mirror and PyPI (the mirror moves: the lock,
+    not the mirror, is the pin) and stores every file in the cache, verified.
+    --frozen never resolves and never touches the network.
+    """
     from .cache import Cache
     from .errors import BadInput
     from .lock import lock
