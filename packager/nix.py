@@ -387,3 +387,155 @@ def _write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NixOptions:
+    platforms: tuple[Platform, ...] = ()
+    out_dir: Path | None = None
+    cache_root: Path | None = None
+    build: bool = False
+    check: bool = False
+    flake: Path | None = None  # build ``<flake>#<name>`` with ``nix build`` instead of ``nix-build <dir>``
+    compare_with: Path | None = None  # an engine-built OCI layout (default build/<name>/oci when present)
+
+
+@dataclass(frozen=True)
+class NixReport:
+    expression: NixExpression
+    build: NixBuild | None
+    comparison: Comparison | None
+
+
+def run(artifact_dir: Path, opts: NixOptions = NixOptions()) -> NixReport:
+    """Generate the expressions; with ``build``/``check``, build them and compare with the engine's layout."""
+    expr = generate(artifact_dir, out_dir=opts.out_dir, platforms=opts.platforms, cache_root=opts.cache_root)
+    if not (opts.build or opts.check):
+        return NixReport(expr, None, None)
+    result = build(expr, flake=opts.flake)
+    if opts.check:
+        result = build(expr, check=True, flake=opts.flake)
+    engine = opts.compare_with
+    if engine is None:
+        from .build import default_build_root
+
+        candidate = default_build_root(Path(artifact_dir)) / expr.name / "oci"
+        engine = candidate if (candidate / "index.json").is_file() else None
+    comparison = compare_layouts(result.out, engine) if engine is not None else None
+    return NixReport(expr, result, comparison)
+
+
+def build(expr: NixExpression, *, check: bool = False, flake: Path | None = None, cache: Path | None = None) -> NixBuild:
+    """Build (or with ``check``, rebuild and compare) the self-contained image; return its store path and index."""
+    if shutil.which("nix-build") is None:
+        raise ToolMissing("nix-build is not installed", fix="scripts/setup.sh (apt-get install -y nix-bin busybox-static)")
+    extra = ["--arg", "cache", nix_string(str(cache))] if cache is not None else []
+    if flake is not None:
+        argv = ["nix", "build", f"path:{Path(flake).resolve()}#{expr.name}", "--no-link", "--json", *extra]
+        argv += ["--rebuild", "--keep-failed"] if check else []
+    else:
+        argv = ["nix-build", str(expr.default_nix), "--no-out-link", *extra]
+        argv += ["--check", "--keep-failed"] if check else []
+    log.info("+ %s", " ".join(argv))
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise _error_for(proc.returncode, proc.stderr, expr, check)
+    if flake is not None:
+        out = Path(json.loads(proc.stdout)[0]["outputs"]["out"])
+    else:
+        out = Path(proc.stdout.strip().splitlines()[-1])
+    return NixBuild(out, layout_index(out), check)
+
+
+_MISMATCH = re.compile(r"store path mismatch in \(possibly filtered\) path added from '([^']+)'")
+_MISSING = re.compile(r"(?:getting status of|opening file) '([^']+)': No such file or directory")
+_NOT_DET = re.compile(r"may not be deterministic: output '([^']+)' differs(?: from '([^']+)')?")
+_FOD = re.compile(r"hash mismatch in fixed-output derivation '([^']+)'")
+
+
+def _error_for(code: int, stderr: str, expr: NixExpression, check: bool) -> Exception:
+    """nix's failure as one of our errors, naming the input or the first differing file."""
+    if m := _MISMATCH.search(stderr):
+        path = m.group(1)
+        pin = expr.pin_for(path)
+        label = pin.label if pin else path
+        actual = nar_sha256(Path(path)) if Path(path).is_dir() else _sha256_file(Path(path))
+        hint = ("the file changed since `request-pack nix` pinned it: regenerate" if pin and pin.rel
+                else "re-fetch it with `request-pack fetch` (the cache holds other bytes than the lock pins)")
+        return NixInputMismatch(label, path, pin.sha256 if pin else "(see nix/<name>/default.nix)", actual, hint=hint)
+    if m := _FOD.search(stderr):
+        return NixInputMismatch(m.group(1), m.group(1), "the pinned hash", "other bytes", hint=_tail(stderr))
+    if m := _MISSING.search(stderr):
+        pin = expr.pin_for(m.group(1))
+        return CacheMissError(f"nix input {pin.label if pin else m.group(1)} is missing ({m.group(1)}): "
+                              "run `request-pack fetch`, or regenerate with `request-pack nix`")
+    if code == EXIT_NOT_DETERMINISTIC or _NOT_DET.search(stderr):
+        m = _NOT_DET.search(stderr)
+        detail = "no output paths in nix's message"
+        if m:
+            first = Path(m.group(1))
+            second = Path(m.group(2)) if m.group(2) else first.with_name(first.name + ".check")
+            detail = compare_layouts(second, first).detail if second.exists() else f"{first} differs from its rebuild"
+        return NixNotDeterministic(f"{expr.name}: nix-build --check rebuilt the image and got other bytes: {detail}")
+    return NixBuildFailed(f"nix {'check' if check else 'build'} of {expr.default_nix} failed (exit {code}): {_tail(stderr)}")
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:])
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- comparing two OCI layouts ----------------------------------------------------------------------
+
+
+def layout_index(layout: Path) -> str:
+    """Digest of the image index an OCI layout's top-level index.json names."""
+    try:
+        top = json.loads((Path(layout) / "index.json").read_text())
+        return top["manifests"][0]["digest"]
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise NixBuildFailed(f"{layout} is not an OCI layout with an image index: {e}") from e
+
+
+def compare_layouts(first: Path, second: Path) -> Comparison:
+    """Equal index digests, or the first differing platform, layer and file (``first`` = nix, ``second`` = engine)."""
+    a_idx, b_idx = layout_index(first), layout_index(second)
+    if a_idx == b_idx:
+        return Comparison(True, a_idx, b_idx, f"identical image index {a_idx}")
+
+    def manifests(root: Path, digest: str) -> dict[str, dict]:
+        return {json.dumps(m.get("platform", {}), sort_keys=True): m for m in oci.read_json_blob(root, digest)["manifests"]}
+
+    ma, mb = manifests(first, a_idx), manifests(second, b_idx)
+    for key in sorted(set(ma) | set(mb)):
+        if key not in ma or key not in mb:
+            return Comparison(False, a_idx, b_idx, f"platform {key} is only in the {'second' if key in mb else 'first'} layout")
+        if ma[key]["digest"] == mb[key]["digest"]:
+            continue
+        da, db = oci.read_json_blob(first, ma[key]["digest"]), oci.read_json_blob(second, mb[key]["digest"])
+        history = oci.read_json_blob(first, da["config"]["digest"]).get("history", [])
+        for i, (la, lb) in enumerate(zip(da["layers"], db["layers"])):
+            if la["digest"] == lb["digest"]:
+                continue
+            role = history[i].get("created_by", f"layer {i}").rsplit(": ", 1)[-1] if i < len(history) else f"layer {i}"
+            diff = oci.first_difference(oci.blob_path(first, la["digest"]), oci.blob_path(second, lb["digest"]))
+            where = f"platform {key}: {role} ({la['digest'][:19]} vs {lb['digest'][:19]})"
+            return Comparison(False, a_idx, b_idx, f"{where}: first differing file {diff}" if diff
+                              else f"{where}: same files, different compressed bytes (zlib?)")
+        if len(da["layers"]) != len(db["layers"]):
+            return Comparison(False, a_idx, b_idx, f"platform {key}: {len(da['layers'])} vs {len(db['layers'])} layers")
+        ca = oci.read_json_blob(first, da["config"]["digest"])
+        cb = oci.read_json_blob(second, db["config"]["digest"])
+        keys = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
+        return Comparison(False, a_idx, b_idx, f"platform {key}: layers equal, image config differs in {', '.join(keys) or 'bytes'}")
+    return Comparison(False, a_idx, b_idx, "manifests equal, index document differs (annotations or order)")
