@@ -383,6 +383,41 @@ def build_cmd(
         console.print(f"pushed {builder.push_to(result, push)}")
 
 
+@app.command("nix")
+def nix_cmd(
+    path: Path = typer.Argument(..., help="Artifact directory or its request.yaml."),
+    platform: str = typer.Option("", "--platform", metavar="P,...", help="Platforms of the image (default: the manifest's)."),
+    build: bool = typer.Option(False, "--build", help="Also build the self-contained derivation (offline, sandboxed)."),
+    check: bool = typer.Option(False, "--check", help="Build, then rebuild with nix-build --check: the bytes must match."),
+    flake: Optional[Path] = typer.Option(None, "--flake", help="Build <FLAKE>#<name> with `nix build` instead of nix-build nix/<name>."),
+    compare: Optional[Path] = typer.Option(None, "--compare", help="OCI layout to compare with (default build/<name>/oci if present)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for default.nix and dockertools.nix (default nix/<name>)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
+) -> None:
+    """Write the pinned Nix expressions of an artifact (nix/<name>/) and optionally build and check them."""
+    from . import nix
+    from .errors import BadInput, CheckFailed
+    from .platforms import Platform
+
+    try:
+        platforms = tuple(Platform.parse(p) for p in platform.split(",") if p.strip())
+    except ValueError as e:
+        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    opts = nix.NixOptions(platforms=platforms, out_dir=out, cache_root=cache, build=build, check=check,
+                          flake=flake, compare_with=compare)
+    report = nix.run(path, opts)
+    console.print(f"wrote {report.expression.default_nix} and {report.expression.dockertools_nix} "
+                  f"({len(report.expression.pins)} pinned inputs)")
+    if report.build is not None:
+        console.print(f"nix: index {report.build.index_digest}  ->  {report.build.out}"
+                      + ("  [green](--check: rebuilt bit for bit)[/green]" if report.build.checked else ""))
+    if report.comparison is not None:
+        if not report.comparison.equal:
+            raise CheckFailed(f"nix-built index {report.comparison.nix_index} differs from the engine's "
+                              f"{report.comparison.engine_index}: {report.comparison.detail}")
+        console.print(f"[green]same as the engine build[/green]: {report.comparison.detail}")
+
+
 # --- run and evaluate (packager/runner.py, packager/evaluate.py) ------------------------
 
 
