@@ -183,22 +183,9 @@ class PrivateApt:
         proc = self._run(["apt-get", "install", "--print-uris", "-y", "-qq", "--no-install-recommends", *packages])
         if proc.returncode != 0:
             raise BadInput(_apt_failure(proc.stdout + proc.stderr, self.arch), field="system.packages")
-        uris: dict[str, tuple[str, int]] = {}
-        for line in proc.stdout.splitlines():
-            if not line.startswith("'"):
-                continue
-            m = _URI_LINE.match(line.rstrip())
-            if not m:
-                # never drop a package silently: the set must stay closed
-                raise EnvironmentMissing(f"cannot parse apt-get --print-uris output for {self.arch}: {line!r}")
-            uris[m["file"]] = (m["url"], int(m["size"]))
-        if not uris:
-            raise EnvironmentMissing(f"apt-get --print-uris for {self.arch} printed no packages: {proc.stdout[-300:]}")
+        uris = parse_print_uris(proc.stdout, self.arch)
         # --print-uris shows only the first hash apt knows (often MD5Sum): read SHA256 from the index.
-        wanted = {}
-        for store_name in uris:
-            name, version, _arch = store_name[: -len(".deb")].split("_")
-            wanted[(urllib.parse.unquote(name), urllib.parse.unquote(version))] = store_name
+        wanted = {name_version(store_name): store_name for store_name in uris}
         stanzas = self._show([f"{n}={v}" for n, v in sorted(wanted)])
         out = []
         for (name, version), store_name in sorted(wanted.items()):
@@ -240,6 +227,28 @@ def resolve(cache: Cache, arch: str, mirror: str, suite: str, packages: list[str
     debs = apt.resolve([*BASE_PACKAGES, *packages])
     log.info("%s: %d debs, %.1f MB", arch, len(debs), sum(d.size for d in debs) / 1e6)
     return Resolution(arch=arch, sources=sources, packages=tuple(sorted(debs, key=lambda d: d.name)))
+
+
+def parse_print_uris(stdout: str, arch: str) -> dict[str, tuple[str, int]]:
+    """``{apt file name: (url, size)}`` from ``apt-get --print-uris`` output."""
+    uris: dict[str, tuple[str, int]] = {}
+    for line in stdout.splitlines():
+        if not line.startswith("'"):
+            continue
+        m = _URI_LINE.match(line.rstrip())
+        if not m:
+            # never drop a package silently: the set must stay closed
+            raise EnvironmentMissing(f"cannot parse apt-get --print-uris output for {arch}: {line!r}")
+        uris[m["file"]] = (m["url"], int(m["size"]))
+    if not uris:
+        raise EnvironmentMissing(f"apt-get --print-uris for {arch} printed no packages: {stdout[-300:]}")
+    return uris
+
+
+def name_version(store_name: str) -> tuple[str, str]:
+    """apt names a download ``name_version_arch.deb`` with ':' (epochs) quoted as %3a."""
+    name, version, _arch = store_name[: -len(".deb")].split("_")
+    return urllib.parse.unquote(name), urllib.parse.unquote(version)
 
 
 def _apt_failure(output: str, arch: str) -> str:

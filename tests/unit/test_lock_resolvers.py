@@ -1,0 +1,85 @@
+"""Parsing what apt and pip print: the texts below were captured from apt 2.6 and pip 23.2 on bookworm."""
+
+from __future__ import annotations
+
+import pytest
+from packaging.requirements import Requirement
+
+from packager.debian import AptSource, name_version, parse_print_uris, sources_for
+from packager.errors import EnvironmentMissing, UnsupportedPlatformError
+from packager.platforms import Platform
+from packager.wheels import _check_transitive_markers, _explain_failure, pip_env
+
+PRINT_URIS = """\
+'http://deb.debian.org/debian/pool/main/b/base-files/base-files_12.4%2bdeb12u15_amd64.deb' base-files_12.4+deb12u15_amd64.deb 70936 MD5Sum:0d863c1ee183c8e006bd085d63f4874f
+'http://deb.debian.org/debian/pool/main/libc/libcap2/libcap2_2.66-4%2bdeb12u3%2bb1_amd64.deb' libcap2_1%3a2.66-4+deb12u3+b1_amd64.deb 27708 MD5Sum:f3075bfe2ad69652ced08bf6c85b461a
+'http://deb.debian.org/debian-security/pool/updates/main/a/apt/apt_2.6.2_amd64.deb' apt_2.6.2_amd64.deb 1373116 
+"""
+
+
+def test_print_uris_including_security_lines_without_a_hash() -> None:
+    uris = parse_print_uris(PRINT_URIS, "amd64")
+    assert len(uris) == 3
+    assert uris["apt_2.6.2_amd64.deb"] == ("http://deb.debian.org/debian-security/pool/updates/main/a/apt/apt_2.6.2_amd64.deb", 1373116)
+    assert name_version("libcap2_1%3a2.66-4+deb12u3+b1_amd64.deb") == ("libcap2", "1:2.66-4+deb12u3+b1")
+
+
+def test_an_unparseable_line_is_an_error_not_a_dropped_package() -> None:
+    with pytest.raises(EnvironmentMissing, match="cannot parse"):
+        parse_print_uris(PRINT_URIS + "'http://x/y.deb' y.deb notasize\n", "amd64")
+    with pytest.raises(EnvironmentMissing, match="no packages"):
+        parse_print_uris("Reading package lists...\n", "amd64")
+
+
+def test_security_suite_sits_beside_the_debian_archive() -> None:
+    assert sources_for("http://deb.debian.org/debian/", "bookworm") == (
+        AptSource("http://deb.debian.org/debian", "bookworm"),
+        AptSource("http://deb.debian.org/debian", "bookworm-updates"),
+        AptSource("http://deb.debian.org/debian-security", "bookworm-security"),
+    )
+    assert [s.suite for s in sources_for("file:///srv/mirror", "bookworm")] == ["bookworm", "bookworm-updates"]
+
+
+def test_preflight_message_for_a_top_level_requirement() -> None:
+    out = ("ERROR: Could not find a version that satisfies the requirement onnxruntime==1.20.1 (from versions: none)\n"
+           "ERROR: No matching distribution found for onnxruntime==1.20.1\n")
+    err = _explain_failure(out, Platform.ARMV7, [Requirement("onnxruntime==1.20.1")])
+    assert isinstance(err, UnsupportedPlatformError) and err.return_code == 2
+    assert str(err).startswith('python.requirements: onnxruntime==1.20.1 has no wheel for linux/arm/v7: '
+                               'use framework "reference" on that platform or drop it')
+
+
+def test_preflight_message_names_the_requirement_that_pulled_a_missing_dependency() -> None:
+    out = ("ERROR: Could not find a version that satisfies the requirement numpy (from onnxconverter-common) (from versions: none)\n"
+           "ERROR: No matching distribution found for numpy\n")
+    err = _explain_failure(out, Platform.ARMV7, [Requirement("onnxconverter-common==1.14.0")])
+    assert "numpy (needed by onnxconverter-common) has no wheel for linux/arm/v7" in str(err)
+
+
+def _report(requires: list[str], installed: list[str]) -> dict:
+    host = {"platform_machine": "x86_64", "sys_platform": "linux", "platform_system": "Linux", "python_version": "3.11",
+            "python_full_version": "3.11.7", "implementation_name": "cpython", "os_name": "posix",
+            "platform_python_implementation": "CPython", "platform_release": "", "platform_version": "",
+            "implementation_version": "3.11.7"}
+    items = [{"metadata": {"name": "top", "version": "1", "requires_dist": requires}}]
+    items += [{"metadata": {"name": n, "version": "1"}} for n in installed]
+    return {"environment": host, "install": items}
+
+
+def test_a_dependency_pip_skipped_by_judging_markers_on_the_host_is_reported() -> None:
+    report = _report(['armhelper>=1; platform_machine == "aarch64"'], [])
+    with pytest.raises(UnsupportedPlatformError, match="armhelper"):
+        _check_transitive_markers(report, Platform.ARM64)
+    _check_transitive_markers(report, Platform.AMD64)  # not needed on amd64
+    _check_transitive_markers(_report(['armhelper>=1; platform_machine == "aarch64"'], ["armhelper"]), Platform.ARM64)
+    _check_transitive_markers(_report(['extra-thing; extra == "gpu"'], []), Platform.ARM64)
+
+
+def test_pip_runs_without_host_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from packager.cache import Cache
+
+    monkeypatch.setenv("PIP_FIND_LINKS", "/opt/wheels")
+    monkeypatch.setenv("PIP_CONSTRAINT", "/etc/xdg/pip/constraints.txt")
+    env = pip_env(Cache.open(tmp_path))
+    assert env["PIP_CONFIG_FILE"] == "/dev/null"
+    assert "PIP_FIND_LINKS" not in env and "PIP_CONSTRAINT" not in env
