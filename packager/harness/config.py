@@ -125,6 +125,7 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
         execution_providers=tuple(eps) if eps else None,
         target=opts.get("target"),
         opt_level=opts.get("opt_level"),
+        extra={"tuning_log": opts["tuning_log"]} if opts.get("tuning_log") else {},
     )
     run = _check_keys("run", data.get("run"))
     stage = o.pop("stage", "functional")

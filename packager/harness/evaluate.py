@@ -87,7 +87,7 @@ def run(cfg: HarnessConfig) -> RunResult:
 
     # 1. dataset and model
     samples = load_dataset(cfg.dataset, count=cfg.samples, ids=cfg.ids)
-    backend = backends.create(cfg.backend)
+    backend = backends.create(cfg.backend, cache_dir=cfg.cache_dir)
     backend.load(cfg.model_path, cfg.backend_options)
     fixed_batch = check_model_input(cfg, backend)
     batch_sizes = list(cfg.batch_sizes)

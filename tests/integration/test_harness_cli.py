@@ -142,6 +142,24 @@ def test_missing_label_exits_2_naming_the_labels_file(tmp_path, tiny, shared_sam
     assert str(ds / "labels.tsv") in p.stderr and labels[-1].split("\t")[0] in p.stderr
 
 
-def test_unknown_backend_and_unimplemented_tvm(tmp_path, tiny, shared_sample):
-    p = harness(tmp_path, "--model", str(tiny), "--dataset", str(shared_sample), "--out", str(tmp_path / "o"), "--backend", "tvm")
-    assert p.returncode == 3 and "tvm" in p.stderr
+def test_tvm_backend_compiles_caches_and_matches_onnxruntime(tmp_path, tiny, shared_sample):
+    pytest.importorskip("tvm")
+    ort_out = tmp_path / "ort"
+    p = harness(tmp_path, "--model", str(tiny), "--dataset", str(shared_sample), "--out", str(ort_out), "--samples", "6",
+                "--scenarios", "Offline", "--batch-sizes", "3", "--save-outputs")
+    assert p.returncode == 0, p.stderr
+    args = ["--model", str(tiny), "--dataset", str(shared_sample), "--samples", "6", "--backend", "tvm", "--scenarios", "Offline",
+            "--batch-sizes", "3", "--offline-samples", "6", "--reference-outputs", str(ort_out / "outputs.npz"), "--atol", "1e-3"]
+    p = harness(tmp_path, *args, "--out", str(tmp_path / "tvm1"))
+    assert p.returncode == 0, p.stderr
+    assert "compiling" in p.stderr
+    m = Metrics.model_validate_json((tmp_path / "tvm1" / METRICS_NAME).read_text())
+    assert m.framework.startswith("tvm ") and m.validation.passed and m.validation.compared == 6
+    assert len(list((tmp_path / "cache" / "tvm").glob("*.so"))) == 1
+    p = harness(tmp_path, *args, "--out", str(tmp_path / "tvm2"))
+    assert p.returncode == 0 and "compiling" not in p.stderr and "from " in p.stderr  # served from the cache
+
+
+def test_unknown_backend_is_a_usage_error(tmp_path, tiny, shared_sample):
+    p = harness(tmp_path, "--model", str(tiny), "--dataset", str(shared_sample), "--out", str(tmp_path / "o"), "--backend", "mxnet")
+    assert p.returncode == 2 and "mxnet" in p.stderr

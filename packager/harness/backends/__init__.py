@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from ..errors import BackendUnavailable, ConfigError
+from pathlib import Path
+
+from ..errors import ConfigError
 from .base import Backend, BackendOptions, InputInfo
 
 NAMES = ("onnxruntime", "reference", "tvm")
 
 
-def create(name: str) -> Backend:
+def create(name: str, *, cache_dir: Path | None = None) -> Backend:
+    """A backend by name; ``cache_dir`` holds compiled modules for backends that compile (tvm)."""
     if name == "onnxruntime":
         from .ort import OrtBackend
 
@@ -18,7 +21,9 @@ def create(name: str) -> Backend:
 
         return ReferenceBackend()
     if name == "tvm":
-        raise BackendUnavailable("the tvm backend is not implemented in this harness yet", fix="use onnxruntime or reference")
+        from .tvm import TvmBackend
+
+        return TvmBackend(cache_dir)
     raise ConfigError(f"unknown backend {name!r} (known: {', '.join(NAMES)})", field="framework.name")
 
 

@@ -431,7 +431,18 @@ class ReferenceBackend(Backend):
         self._execute(batch, shapes)
         return shapes
 
-    def _execute(self, batch: np.ndarray, shapes: dict | None) -> np.ndarray:
+    def static_values(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Values of the computed tensors that depend only on the input's shape, not its data.
+
+        With the batch size fixed these are constants (Shape chains, pads computed
+        for TF-style 'same' padding); compilers that need static pads (TVM's
+        Relax importer) get them folded in by ``fold_constants``.
+        """
+        static: dict[str, np.ndarray] = {}
+        self._execute(batch, None, static)
+        return static
+
+    def _execute(self, batch: np.ndarray, shapes: dict | None, static: dict | None = None) -> np.ndarray:
         env: dict[str, Any] = dict(self._consts)
         env[self._input.name] = np.asarray(batch, dtype=np.float32)
         if shapes is not None:
@@ -449,6 +460,10 @@ class ReferenceBackend(Backend):
                 env[node.outputs[0]] = result
                 for extra in node.outputs[1:]:
                     env[extra] = None  # optional outputs such as Dropout's mask
+            if static is not None and (node.op == "Shape" or all(not i or i in self._consts or i in static for i in node.inputs)):
+                for name in node.outputs:
+                    if env.get(name) is not None:
+                        static[name] = env[name]
             if shapes is not None:
                 for name in node.outputs:
                     if env.get(name) is not None:
@@ -464,3 +479,27 @@ class ReferenceBackend(Backend):
 def _type_name(elem_type: int) -> str:
     np_type = _NP_TYPES.get(elem_type)
     return {np.float32: "float", np.float16: "float16", np.uint8: "uint8", np.int8: "int8"}.get(np_type, str(elem_type))
+
+
+def fold_constants(model_path: Path, input_shape: tuple[int, ...]):
+    """The model with every input-data-independent subgraph replaced by initializers, at a fixed input shape."""
+    import onnx
+    from onnx import numpy_helper
+
+    ref = ReferenceBackend()
+    ref.load(model_path, BackendOptions())
+    static = ref.static_values(np.zeros(input_shape, dtype=np.float32))
+    model = onnx.load(str(model_path))
+    g = model.graph
+    keep = [n for n in g.node if not all(o in static for o in n.output if o)]
+    needed = {i for n in keep for i in n.input} | {o.name for o in g.output}
+    have = {t.name for t in g.initializer}
+    new_inits = [numpy_helper.from_array(np.asarray(static[name]), name) for name in sorted(needed & set(static)) if name not in have]
+    del g.node[:]
+    g.node.extend(keep)
+    g.initializer.extend(new_inits)
+    inp = next(i for i in g.input if i.name not in have)
+    for d, v in zip(inp.type.tensor_type.shape.dim, input_shape):
+        d.dim_value = v
+    log.info("folded %d constant tensor(s); %d node(s) remain", len(new_inits), len(keep))
+    return model

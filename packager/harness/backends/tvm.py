@@ -1,0 +1,133 @@
+"""Apache TVM backend: the ONNX model imported into Relax, compiled for a target, cached.
+
+TVM compiles for static shapes, so each batch size the harness asks for is
+compiled on first use (outside every timed region: scenarios warm up first)
+and the compiled library is cached as a shared object under
+``<cache>/tvm/<key>.so``, the key being the sha256 of the model bytes, the
+target string, the batch size, the opt level and the TVM version. Untuned:
+no tuning log is applied (``framework.options.tuning_log`` is rejected rather
+than silently ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, ConfigError, ModelMismatch
+from .base import Backend, BackendOptions, InputInfo
+
+log = logging.getLogger(__name__)
+
+
+class TvmBackend(Backend):
+    name = "tvm"
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        try:
+            import tvm
+            from tvm import relax  # noqa: F401
+            from tvm.relax.frontend.onnx import from_onnx  # noqa: F401
+        except ImportError as e:
+            raise BackendUnavailable(f"apache-tvm is not importable: {e}", fix="pip install apache-tvm, or use onnxruntime/reference") from None
+        self._tvm = tvm
+        self._cache_dir = cache_dir
+        self._vms: dict[int, object] = {}
+
+    @property
+    def version(self) -> str:
+        return str(self._tvm.__version__)
+
+    def load(self, model_path: Path, options: BackendOptions) -> None:
+        import onnx
+
+        if options.extra.get("tuning_log"):
+            raise ConfigError("the tvm backend does not apply tuning logs yet", field="framework.options.tuning_log")
+        self._path = Path(model_path)
+        data = self._path.read_bytes()
+        self._model_sha = hashlib.sha256(data).hexdigest()
+        try:
+            self._onnx = onnx.load_from_string(data)
+        except Exception as e:
+            raise ModelMismatch(f"cannot parse ONNX model: {e}", file=model_path) from None
+        target = options.target or "llvm"
+        self._target = self._tvm.target.Target(json.dumps(target) if isinstance(target, dict) else target)
+        self._opt_level = 3 if options.opt_level is None else options.opt_level
+        self._threads = options.threads
+        if options.threads:
+            # TVM's runtime pool reads TVM_NUM_THREADS when it first starts; set it before any run.
+            os.environ["TVM_NUM_THREADS"] = str(options.threads)
+        inits = {t.name for t in self._onnx.graph.initializer}
+        inp = next(i for i in self._onnx.graph.input if i.name not in inits)
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in inp.type.tensor_type.shape.dim)
+        self._input = InputInfo(inp.name, dims, "tensor(float)")
+        self._cache = Path(self._cache_dir) if self._cache_dir else None
+
+    @property
+    def input(self) -> InputInfo:
+        return self._input
+
+    def _key(self, batch: int) -> str:
+        text = json.dumps([self._model_sha, str(self._target), batch, self._opt_level, self.version])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _vm(self, batch: int):
+        vm = self._vms.get(batch)
+        if vm is not None:
+            return vm
+        tvm = self._tvm
+        from tvm import relax
+
+        so_path = self._cache / "tvm" / f"{self._key(batch)}.so" if self._cache else None
+        if so_path is None or not so_path.is_file():
+            lib_path = self._compile(batch, so_path)
+        else:
+            log.info("tvm: compiled module for batch %d from %s", batch, so_path)
+            lib_path = so_path
+        lib = tvm.runtime.load_module(str(lib_path))
+        vm = relax.VirtualMachine(lib, tvm.cpu())
+        self._vms[batch] = vm
+        return vm
+
+    def _compile(self, batch: int, so_path: Path | None) -> Path:
+        tvm = self._tvm
+        from tvm.relax.frontend.onnx import from_onnx
+
+        shape = [batch] + [d if isinstance(d, int) else 1 for d in self._input.shape[1:]]
+        log.info("tvm: compiling %s for %s at batch %d (opt level %d)", self._path.name, self._target, batch, self._opt_level)
+        from .reference import fold_constants
+
+        try:
+            # Relax's importer wants static pads; PyTorch exports of 'same' padding compute them from Shape.
+            folded = fold_constants(self._path, tuple(shape))
+            mod = from_onnx(folded, shape_dict={self._input.name: shape}, keep_params_in_input=False)
+            with tvm.transform.PassContext(opt_level=self._opt_level):
+                ex = tvm.compile(mod, target=self._target)
+        except Exception as e:  # TVM raises its own TVMError and friends
+            raise ModelMismatch(f"tvm cannot compile the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=self._path) from None
+        if so_path is None:
+            so_path = Path(tempfile.mkdtemp(prefix="request-pack-tvm-")) / "model.so"
+        so_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = so_path.with_suffix(f".{os.getpid()}.tmp.so")
+        ex.export_library(str(tmp))
+        os.replace(tmp, so_path)
+        return so_path
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        tvm = self._tvm
+        vm = self._vm(int(batch.shape[0]))
+        dev = tvm.cpu()
+        make = getattr(tvm.runtime, "tensor", None) or tvm.nd.array
+        out = vm["main"](make(np.ascontiguousarray(batch, dtype=np.float32), dev))
+        if not hasattr(out, "numpy"):
+            out = out[0]  # a tuple of outputs: the first is the classifier's
+        return out.numpy()
+
+    def threads(self) -> int | None:
+        return self._threads
