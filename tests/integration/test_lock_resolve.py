@@ -93,3 +93,38 @@ def test_onnxruntime_on_armv7_fails_preflight_plainly(tmp_path: Path) -> None:
                                    'use framework "reference" on that platform or drop it')
     assert e.value.return_code == 2
     assert not (art / "request.lock").exists()
+
+
+def _control(path: Path) -> dict[str, str]:
+    out = subprocess.run(["dpkg-deb", "-f", str(path), "Package", "Depends", "Pre-Depends", "Provides", "Essential"],
+                         capture_output=True, text=True, check=True).stdout
+    fields, key = {}, None
+    for line in out.splitlines():
+        if line[:1].isspace() and key:
+            fields[key] += " " + line.strip()
+        else:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _names(clause: str) -> list[str]:
+    # "libc6 (>= 2.34) | libc6.1:any" -> ["libc6", "libc6.1"]
+    return [alt.strip().split(" ")[0].split(":")[0] for alt in clause.split("|")]
+
+
+def test_debian_set_is_closed_under_depends_and_pre_depends(locked_twice) -> None:
+    """What mmdebstrap will need from the flat repository, checked from the .debs themselves."""
+    art, _, _, _, _ = locked_twice
+    cache = Cache.open()
+    current = load_lock(art / "request.lock")
+    for key, pl in current.platforms.items():
+        controls = [_control(cache.path_of(d.sha256, name=d.filename)) for d in pl.debian.packages]
+        provided = {c["Package"] for c in controls}
+        for c in controls:
+            provided |= {p.strip().split(" ")[0] for p in c.get("Provides", "").split(",") if p.strip()}
+        for c in controls:
+            for fld in ("Pre-Depends", "Depends"):
+                for clause in filter(None, (x.strip() for x in c.get(fld, "").split(","))):
+                    assert set(_names(clause)) & provided, f"{key}: {c['Package']} {fld} {clause!r} is not in the locked set"
+        assert all(c["Package"] in {d.name for d in pl.debian.packages} for c in controls)
