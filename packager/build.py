@@ -34,7 +34,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, layers, oci
+from . import __version__, layers, oci, ociplan
 from .cache import Cache
 from .errors import BadInput, NotReproducible
 from .lock import Lock, check_frozen
@@ -62,6 +62,7 @@ ENV = (
 RECORD_NAME = "record.json"
 SBOM_NAME = "sbom.spdx.json"
 PROVENANCE_NAME = "provenance.json"
+PLAN_NAME = "plan.json"  # the stdlib-only recipe (packager.ociplan) another builder can replay
 
 
 @dataclass(frozen=True)
@@ -207,57 +208,48 @@ class _LayerCache:
         return info
 
 
-def _layer(lc: _LayerCache, role: str, key_parts: dict, detail: str, entries_fn, epoch: int) -> LayerInfo:
-    key = lc.key(role, {**key_parts, "epoch": epoch})
-    hit = lc.get(key)
-    if hit is not None:
-        return hit
-    start = time.monotonic()
-    with ExitStack() as stack:
-        layer = oci.write_layer(entries_fn(stack), lc.blobs, epoch)
-    log.info("layer %s: %s, %.1f MB in %.1f s", role, layer.descriptor.digest[:19], layer.descriptor.size / 1e6,
-             time.monotonic() - start)
-    return lc.put(key, role, layer, detail)
+def _cached_writer(lc: _LayerCache, infos: list[LayerInfo]):
+    """An ``ociplan.LayerWriter`` that looks each spec up by its inputs before writing it."""
+
+    def write(spec: dict, epoch: int) -> tuple[oci.Descriptor, str]:
+        role = spec["role"]
+        key = lc.key(role, {"inputs": spec["inputs"], "epoch": epoch})
+        info = lc.get(key)
+        if info is None:
+            start = time.monotonic()
+            with ExitStack() as stack:
+                layer = oci.write_layer(layers.entries_for(spec, stack, epoch), lc.blobs, epoch)
+            log.info("layer %s: %s, %.1f MB in %.1f s", role, layer.descriptor.digest[:19], layer.descriptor.size / 1e6,
+                     time.monotonic() - start)
+            info = lc.put(key, role, layer, spec["detail"])
+        infos.append(info)
+        return oci.Descriptor(oci.MT_LAYER_GZIP, info.digest, info.size), info.diff_id
+
+    return write
 
 
-def _platform_layers(lock: Lock, manifest: Manifest, platform: Platform, cache: Cache, lc: _LayerCache,
-                     epoch: int, rootfs: Rootfs) -> list[LayerInfo]:
+def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cache, epoch: int, rootfs: Rootfs,
+                  lock_sha: str) -> dict:
+    """One platform of the plan: layer specs (inputs by path and hash), config and history."""
     plat_lock = lock.platforms[platform.value]
-
-    def base(stack: ExitStack):
-        tar = stack.enter_context(tarfile.open(rootfs.path, "r:"))
-        return layers.rootfs_entries(tar)
-
-    wheel_paths = [(cache.path_of(w.sha256, size=w.size, name=w.filename), w.filename) for w in plat_lock.wheels]
-
-    def wheels(stack: ExitStack):
-        entries, _ = layers.wheel_entries(wheel_paths, stack, epoch=epoch)
-        return entries
-
-    hfiles = harness_files()
-    harness_key = {p[1]: hashlib.sha256(p[0].read_bytes()).hexdigest() for p in hfiles}
-
-    def harness(stack: ExitStack):
-        return layers.tree_entries(hfiles, epoch=epoch)
-
+    wheels = [(cache.path_of(w.sha256, size=w.size, name=w.filename), w.filename) for w in plat_lock.wheels]
+    hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files()]
     model_path = cache.path_of(lock.model.sha256, name=f"model {lock.model.filename}")
-    config = oci.canonical_json(manifest.model_dump(mode="json")) + b"\n"
-
-    def model(stack: ExitStack):
-        files = [layers.file_entry(model_path, MODEL_PATH, epoch=epoch), layers.bytes_entry(config, CONFIG_PATH, epoch=epoch)]
-        return oci.parent_dirs([e.path for e in files], mtime=epoch) + files
-
-    wheel_names = ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"
-    return [
-        _layer(lc, "base", {"rootfs": rootfs.sha256}, f"Debian bookworm {platform.debian_arch}, {rootfs.packages} packages", base, epoch),
-        _layer(lc, "wheels", {"wheels": sorted(w.sha256 for w in plat_lock.wheels)}, wheel_names, wheels, epoch),
-        _layer(lc, "harness", {"files": harness_key}, f"packager.harness {__version__}", harness, epoch),
-        _layer(lc, "model", {"model": lock.model.sha256, "config": hashlib.sha256(config).hexdigest()},
-               f"{lock.model.filename} sha256 {lock.model.sha256}", model, epoch),
+    config_sha = cache.put_bytes(oci.canonical_json(manifest.model_dump(mode="json")) + b"\n", name=f"{manifest.name} request.json")
+    specs = [
+        {"role": "base", "kind": "rootfs", "tar": str(rootfs.path), "inputs": {"rootfs": rootfs.sha256},
+         "detail": f"Debian bookworm {platform.debian_arch}, {rootfs.packages} packages"},
+        {"role": "wheels", "kind": "wheels", "wheels": [[str(p), n] for p, n in wheels],
+         "inputs": {"wheels": sorted(w.sha256 for w in plat_lock.wheels)},
+         "detail": ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"},
+        {"role": "harness", "kind": "files", "files": [[str(src), dest, mode] for src, dest, mode in hfiles],
+         "inputs": {"files": {dest: [hashlib.sha256(src.read_bytes()).hexdigest(), mode] for src, dest, mode in hfiles}},
+         "detail": f"packager.harness {__version__}"},
+        {"role": "model", "kind": "files",
+         "files": [[str(model_path), MODEL_PATH, 0o644], [str(cache.object_path(config_sha)), CONFIG_PATH, 0o644]],
+         "inputs": {"model": lock.model.sha256, "config": config_sha},
+         "detail": f"{lock.model.filename} sha256 {lock.model.sha256}"},
     ]
-
-
-def image_config_for(manifest: Manifest, platform: Platform, infos: list[LayerInfo], epoch: int, lock_sha: str) -> bytes:
     config = {
         "User": f"{RUNNER_UID}:{RUNNER_UID}",
         "Env": [f"{k}={v}" for k, v in ENV],
@@ -265,9 +257,9 @@ def image_config_for(manifest: Manifest, platform: Platform, infos: list[LayerIn
         "WorkingDir": f"/{APP_DIR}",
         "Labels": labels_for(manifest, lock_sha),
     }
-    history = [{"created_by": f"request-pack {__version__}: {i.role} layer", "comment": i.detail} for i in infos]
-    plat = oci.platform_json(platform.os, platform.architecture, platform.variant)
-    return oci.image_config(plat, [i.diff_id for i in infos], config, history, epoch)
+    history = [{"created_by": f"request-pack {__version__}: {s['role']} layer", "comment": s["detail"]} for s in specs]
+    return {"platform": oci.platform_json(platform.os, platform.architecture, platform.variant), "epoch": epoch,
+            "layers": specs, "config": config, "history": history}
 
 
 def labels_for(manifest: Manifest, lock_sha: str) -> dict[str, str]:
@@ -309,33 +301,31 @@ def prepare(artifact_dir: Path, opts: BuildOptions) -> tuple[Manifest, Lock, Pat
 
 
 def write_layout(manifest: Manifest, lock: Lock, lock_sha: str, platforms: list[Platform], cache: Cache,
-                 out: Path, opts: BuildOptions) -> tuple[oci.Descriptor, list[PlatformImage]]:
+                 out: Path, opts: BuildOptions) -> tuple[oci.Descriptor, list[PlatformImage], dict]:
     """Every platform's layers, configs and manifests, and the index, into the layout ``out``."""
     lc = _LayerCache(cache, reuse=opts.reuse_layers)
     blobs = out / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     images: list[PlatformImage] = []
+    plan = {"plan_version": ociplan.PLAN_VERSION, "tag": opts.tag, "platforms": []}
     for platform in platforms:
         debs = debs_of(lock, platform)
         paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or deb_epoch(paths))
         rootfs = build_rootfs(platform, debs, cache, epoch, fresh=opts.fresh_base)
+        pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
+        infos: list[LayerInfo] = []
         try:
-            infos = _platform_layers(lock, manifest, platform, cache, lc, epoch, rootfs)
+            mdesc, cfg, _ = ociplan.platform_image(pplan, lc.blobs, _cached_writer(lc, infos))
         finally:
             if opts.fresh_base:
                 rootfs.path.unlink(missing_ok=True)
-        for i in infos:
-            oci.link_or_copy(lc.blobs / i.digest.split(":")[1], blobs / i.digest.split(":")[1])
-        cfg = oci.write_blob(blobs, image_config_for(manifest, platform, infos, epoch, lock_sha), oci.MT_CONFIG)
-        layer_descs = [oci.Descriptor(oci.MT_LAYER_GZIP, i.digest, i.size) for i in infos]
-        mdoc = oci.image_manifest(cfg, layer_descs)
-        mdesc = oci.write_blob(blobs, mdoc, oci.MT_MANIFEST,
-                               platform=oci.platform_json(platform.os, platform.architecture, platform.variant))
+        for name in [i.digest for i in infos] + [cfg.digest, mdesc.digest]:
+            oci.link_or_copy(lc.blobs / name.split(":")[1], blobs / name.split(":")[1])
+        plan["platforms"].append(pplan)
         images.append(PlatformImage(platform, mdesc, cfg.digest, tuple(infos), rootfs, epoch))
-    index = oci.write_blob(blobs, oci.image_index([i.manifest for i in images]), oci.MT_INDEX)
-    oci.write_layout(out, index, opts.tag)
-    return index, images
+    index = ociplan.finish(out, [i.manifest for i in images], opts.tag)
+    return index, images, plan
 
 
 def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResult:
@@ -350,7 +340,7 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
     build_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".oci-", dir=build_dir))
     try:
-        index, images = write_layout(manifest, lock, lock_sha, platforms, cache, staging, opts)
+        index, images, plan = write_layout(manifest, lock, lock_sha, platforms, cache, staging, opts)
         layout = build_dir / "oci"
         (build_dir / RECORD_NAME).unlink(missing_ok=True)  # a record never outlives its layout
         old = build_dir / f".oci-old-{os.getpid()}"
@@ -362,6 +352,7 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
         shutil.rmtree(staging, ignore_errors=True)
         raise
     render_dockerfile(build_dir / "Dockerfile", manifest, lock_sha, images, layout)
+    _write_json(build_dir / PLAN_NAME, plan)
     finished = time.time()
     record = make_record(manifest, lock_sha, index, images, started, finished, time.monotonic() - t0)
     provenance.write_sbom(build_dir / SBOM_NAME, manifest, lock, platforms, index, finished)
@@ -445,7 +436,7 @@ def check(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> CheckResul
             scratch = _scratch_cache(cache, Path(tmp) / f"cache{n}")
             start = time.monotonic()
             out = Path(tmp) / f"oci{n}"
-            index, images = write_layout(manifest, lock, lock_sha, platforms, scratch, out,
+            index, images, _ = write_layout(manifest, lock, lock_sha, platforms, scratch, out,
                                          BuildOptions(platforms=tuple(platforms), reuse_layers=False, fresh_base=opts.fresh_base))
             times.append(round(time.monotonic() - start, 1))
             results.append((out, index, images))

@@ -208,3 +208,21 @@ def _rel_to_site(path: str) -> str:
     except ValueError:
         up = len(site.parts) - len(PurePosixPath(PREFIX).parts)
         return "../" * up + str(p.relative_to(PREFIX))
+
+
+# --- layer specs: the JSON form a build plan uses ------------------------------------------------
+
+
+def entries_for(spec: dict, stack: ExitStack, epoch: int) -> Iterable[Entry]:
+    """Entries of one layer spec: ``{"kind": "rootfs", "tar": path}``,
+    ``{"kind": "wheels", "wheels": [[path, wheel file name], ...]}`` or
+    ``{"kind": "files", "files": [[source path, destination, mode], ...]}``."""
+    kind = spec["kind"]
+    if kind == "rootfs":
+        return rootfs_entries(stack.enter_context(tarfile.open(spec["tar"], "r:")))
+    if kind == "wheels":
+        return wheel_entries([(Path(p), name) for p, name in spec["wheels"]], stack, epoch=epoch)[0]
+    if kind == "files":
+        files = [file_entry(Path(src), dest, mode=int(mode), epoch=epoch) for src, dest, mode in spec["files"]]
+        return parent_dirs([e.path for e in files], mtime=epoch) + files
+    raise ValueError(f"unknown layer kind {kind!r}")

@@ -217,3 +217,28 @@ def test_missing_binfmt_is_an_environment_error(tmp_path):
     assert err.value.return_code == 3 and "binfmt" in str(err.value)
     (tmp_path / foreign.qemu_binfmt).write_text("enabled\ninterpreter /usr/libexec/qemu\nflags: F\n")
     check_emulation(foreign, binfmt_dir=tmp_path)
+
+
+def test_a_plan_replays_with_the_standard_library_alone(tmp_path):
+    """``python3 -S -m packager.ociplan``: no site-packages (no pydantic), as in the Nix builder."""
+    import subprocess
+    import sys
+
+    from packager import ociplan
+
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"weights")
+    wheel = _wheel(tmp_path)
+    plan = {"plan_version": 1, "tag": "t", "platforms": [{
+        "platform": oci.platform_json("linux", "arm64", "v8"), "epoch": EPOCH,
+        "layers": [{"kind": "wheels", "wheels": [[str(wheel), wheel.name]]},
+                   {"kind": "files", "files": [[str(src), "/opt/request/model.onnx", 0o644]]}],
+        "config": {"User": "1000:1000"}, "history": [{"created_by": "a"}, {"created_by": "b"}],
+    }]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    in_process = ociplan.execute(plan, tmp_path / "a")
+    repo = Path(ociplan.__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-S", "-E", "-m", "packager.ociplan", str(tmp_path / "plan.json"), str(tmp_path / "b")],
+                         cwd=repo, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == in_process.digest
+    assert (tmp_path / "b" / "index.json").read_bytes() == (tmp_path / "a" / "index.json").read_bytes()
