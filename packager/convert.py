@@ -346,14 +346,18 @@ def convert(
     if actual != manifest.model.sha256:
         installed = ", ".join(f"{n} {v}" for n, v in versions)
         differing = mismatch_message(checks, where="installed versions differ from the recipe's pins")
-        hint = differing or (
-            f"the installed versions match the pins ({installed}), so the recipe itself is not reproducible here"
-        )
+        if differing:
+            hint = differing + "; install the versions in model.conversion.requirements to reproduce the pinned file"
+        else:
+            hint = (
+                f"the installed versions match the pins ({installed}), so the difference lies elsewhere "
+                "(a wrong model.sha256, or an unpinned influence such as the Python build or CPU)"
+            )
         raise ReproductionMismatch(
             f"{file}: model.sha256 (recipe {conversion.recipe}, output kept at {path})",
             manifest.model.sha256,
             actual,
-            hint=hint + "; conversion.requirements must match what is installed",
+            hint=hint,
         )
     log.info("%s: reproduced %s", manifest.name, actual)
     return ConversionResult(path=path, sha256=actual, recipe=conversion.recipe, versions=versions)

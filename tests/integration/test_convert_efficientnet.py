@@ -99,7 +99,7 @@ def test_allowed_other_version_is_named_when_the_hash_differs(cache_dir: Path, t
         d["model"]["conversion"]["requirements"] = ["torch==2.12.0", "onnx==1.20.1", "efficientnet-lite-pytorch==0.1.0"]
 
     art = _edited(tmp_path, edit)
-    with pytest.raises(ReproductionMismatch, match=r"torch==2.12.0 is pinned but torch 2.13.0\S* is installed"):
+    with pytest.raises(ReproductionMismatch, match=r"torch==2.12.0 is pinned but torch 2.13.0\S* is installed; install the versions in model.conversion.requirements"):
         convert(art, cache=Cache.open(cache_dir), allow_other_versions=True)
 
 
