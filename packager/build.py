@@ -84,6 +84,7 @@ class PlatformImage:
     layers: tuple[LayerInfo, ...]
     rootfs: Rootfs
     epoch: int
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ def write_layout(manifest: Manifest, lock: Lock, lock_sha: str, platforms: list[
     images: list[PlatformImage] = []
     plan = {"plan_version": ociplan.PLAN_VERSION, "tag": opts.tag, "platforms": []}
     for platform in platforms:
+        t0 = time.monotonic()
         debs = debs_of(lock, platform)
         paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or deb_epoch(paths))
@@ -323,7 +325,8 @@ def write_layout(manifest: Manifest, lock: Lock, lock_sha: str, platforms: list[
         for name in [i.digest for i in infos] + [cfg.digest, mdesc.digest]:
             oci.link_or_copy(lc.blobs / name.split(":")[1], blobs / name.split(":")[1])
         plan["platforms"].append(pplan)
-        images.append(PlatformImage(platform, mdesc, cfg.digest, tuple(infos), rootfs, epoch))
+        images.append(PlatformImage(platform, mdesc, cfg.digest, tuple(infos), rootfs, epoch,
+                                    round(time.monotonic() - t0, 2)))
     index = ociplan.finish(out, [i.manifest for i in images], opts.tag)
     return index, images, plan
 
@@ -384,6 +387,8 @@ def make_record(manifest: Manifest, lock_sha: str, index: oci.Descriptor, images
                 "uncompressed_size": sum(i.uncompressed_size for i in img.layers),
                 "source_date_epoch": img.epoch,
                 "rootfs_sha256": img.rootfs.sha256,
+                "rootfs_cached": img.rootfs.cached,
+                "build_seconds": img.seconds,
                 "layers": [{"role": i.role, "digest": i.digest, "diff_id": i.diff_id, "size": i.size,
                             "cached": i.cached, "detail": i.detail} for i in img.layers],
             }
@@ -397,6 +402,7 @@ def make_record(manifest: Manifest, lock_sha: str, index: oci.Descriptor, images
             "mmdebstrap": _tool_version(["mmdebstrap", "--version"]),
             "host": f"{host.system()} {host.machine()}",
         },
+        "engine": None,
         "times": {"started": oci.rfc3339(int(started)), "finished": oci.rfc3339(int(finished)), "seconds": round(seconds, 2)},
     }
 
@@ -486,6 +492,9 @@ def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dic
 
             raise BuildFailed(f"{engine_name} rewrote {img.platform}: image id {image_id}, we wrote config {img.config_digest}")
         loaded[img.platform.value] = ref
+    # The record says which engine holds the images, and its version.
+    record = {**result.record, "engine": {"name": engine_name, "version": engine.version(), "loaded": loaded}}
+    _write_json(result.build_dir / RECORD_NAME, record)
     return loaded
 
 

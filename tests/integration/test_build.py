@@ -198,3 +198,25 @@ def test_engine_down_is_an_environment_error(artifact, tmp_path):
     assert res.returncode == 3, res.stderr
     assert "docker" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.docker
+def test_rendered_dockerfile_builds_the_same_files_natively(built, tmp_path):
+    native = Platform.native()
+    tag = f"request-pack-test/dockerfile:{native.slug}"
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    subprocess.run(["docker", "build", "-q", "--target", native.slug, "-t", tag, "."], cwd=built.build_dir, env=env,
+                   check=True, capture_output=True, timeout=900)
+    try:
+        docker = get_engine("docker")
+        res = docker.run(tag, ["-c", f"id -u; sha256sum {build.MODEL_PATH}"], platform=native, entrypoint="sh")
+        ours = docker.run(local_ref(built.name, native), ["-c", f"id -u; sha256sum {build.MODEL_PATH}"],
+                          platform=native, entrypoint="sh") if docker.image_id(local_ref(built.name, native)) else None
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.split("\n")
+        assert lines[0] == "1000"
+        assert lines[1].split()[0] == json.loads((built.build_dir / build.RECORD_NAME).read_text())["platforms"][native.value]["layers"][3]["detail"].split()[-1]
+        if ours is not None:
+            assert ours.stdout == res.stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True)
