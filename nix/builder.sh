@@ -5,11 +5,12 @@
 #    scripts: the interpreter and its stdlib need none of them);
 # 2. run that interpreter through the unpacked ld.so with LD_LIBRARY_PATH-style
 #    --library-path, so no file of the host or of nixpkgs is used;
-# 3. builder.py assembles the layers and the OCI layout with packager/oci.py and
-#    packager/layers.py, the same code `request-pack build` runs.
+# 3. python3 -m packager.ociplan executes the build plan (the one
+#    `request-pack build` executes, with store paths for cache paths): layers,
+#    configs, manifests, index, with packager/oci.py and packager/layers.py.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
-# builderPy, planPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# ociplanPy, planPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
 # loader (ld.so name), out.
 set -eu
 bb="$busybox/bin/busybox"
@@ -33,9 +34,10 @@ cd "$TMPDIR"
 
 "$bb" cp "$ociPy" "$lib/packager/oci.py"
 "$bb" cp "$layersPy" "$lib/packager/layers.py"
+"$bb" cp "$ociplanPy" "$lib/packager/ociplan.py"
 : > "$lib/packager/__init__.py"
 
 # -S: no site (nothing to find); -B: write no .pyc into the unpacked tree.
-PYTHONHOME="$root/usr" PYTHONHASHSEED=0 LC_ALL=C \
+PYTHONHOME="$root/usr" PYTHONPATH="$lib" PYTHONHASHSEED=0 LC_ALL=C \
     "$root/lib/$libdir/$loader" --library-path "$root/lib/$libdir:$root/usr/lib/$libdir" \
-    "$root/usr/bin/python3.11" -S -B "$builderPy" "$planPath" "$lib" "$out"
+    "$root/usr/bin/python3.11" -S -B -m packager.ociplan "$planPath" "$out"

@@ -212,6 +212,8 @@ def nix_string(s: str) -> str:
 def to_nix(value: object, indent: int = 0) -> str:
     """A Nix literal for a JSON-like value. No floats: Nix would round them on the way back to JSON."""
     pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, NixRef):
+        return value.binding
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -249,23 +251,77 @@ def render(template: str, context: dict, template_dir: Path = TEMPLATE_DIR) -> s
 # --- generation ------------------------------------------------------------------------------
 
 
-def _repo_pin(path: Path, label: str) -> Pin:
-    rel = path.resolve().relative_to(REPO_ROOT).as_posix()
-    return Pin(label, store_name("request-pack-" + rel.replace("/", "-")), hashlib.sha256(path.read_bytes()).hexdigest(),
-               str(path.resolve()), rel)
+@dataclass(frozen=True)
+class NixRef:
+    """A Nix expression (an input's binding) where the plan has a host path."""
+
+    binding: str
 
 
-def _cache_pin(cache, sha256: str, filename: str, label: str) -> Pin:
-    return Pin(label, store_name(filename), sha256, str(cache.object_path(sha256)))
+class _Pins:
+    """The fixed-output inputs of one expression, each bound once to a ``let`` name."""
+
+    def __init__(self, cache, labels: dict[str, str]) -> None:
+        self.cache = cache
+        self.labels = labels  # cas sha256 -> what the lock calls it
+        self.pins: list[Pin] = []
+        self.bindings: dict[str, str] = {}  # source path -> binding
+
+    def ref(self, path: str | Path, *, name: str, label: str = "") -> NixRef:
+        path = str(Path(path).resolve())
+        if path in self.bindings:
+            return NixRef(self.bindings[path])
+        p = Path(path)
+        cas = (self.cache.root / "cas" / "sha256").resolve()
+        if p.parent.parent == cas:
+            pin = Pin(label or self.labels.get(p.name, name), store_name(name), p.name, path)
+        elif p.is_relative_to(REPO_ROOT):
+            rel = p.relative_to(REPO_ROOT).as_posix()
+            pin = Pin(label or rel, store_name("request-pack-" + rel.replace("/", "-")), _sha256_file(p), path, rel=rel)
+        elif p.is_relative_to(self.cache.root.resolve()):
+            rel = p.relative_to(self.cache.root.resolve()).as_posix()
+            pin = Pin(label or rel, store_name(name), _sha256_file(p), path, cache_rel=rel)
+        else:
+            raise BadInput(f"build input {path} is neither in the cache ({self.cache.root}) nor in the repository",
+                           field="plan")
+        binding = f"in{len(self.pins)}"
+        self.pins.append(pin)
+        self.bindings[path] = binding
+        return NixRef(binding)
+
+    def context(self) -> list[dict]:
+        return [{"binding": self.bindings[p.path], "label": p.label, "store_name": p.store_name, "sha256": p.sha256,
+                 "rel": p.rel, "cache_rel": p.cache_rel} for p in self.pins]
+
+
+def _with_refs(spec: dict, pins: _Pins, platform: Platform) -> dict:
+    """A layer spec of ``build.platform_plan`` with every host path replaced by its pinned input."""
+    out = dict(spec)
+    if spec["kind"] == "rootfs":
+        out["tar"] = pins.ref(spec["tar"], name=f"rootfs-{platform.debian_arch}-{Path(spec['tar']).stem[:12]}.tar",
+                              label=f"{platform.value} base root filesystem (mmdebstrap) {Path(spec['tar']).name}")
+    elif spec["kind"] == "wheels":
+        out["wheels"] = [[pins.ref(path, name=fname), fname] for path, fname in spec["wheels"]]
+    elif spec["kind"] == "files":
+        out["files"] = [[pins.ref(src, name=Path(dest).name), dest, mode] for src, dest, mode in spec["files"]]
+    else:
+        raise BadInput(f"unknown layer kind {spec['kind']!r} in the build plan", field="plan")
+    return out
 
 
 def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tuple[Platform, ...] = (),
              cache_root: Path | None = None, tag: str = "latest") -> NixExpression:
-    """Write ``<out_dir>/default.nix`` and ``dockertools.nix`` (default ``nix/<name>/``) from the lock."""
+    """Write ``<out_dir>/default.nix`` and ``dockertools.nix`` (default ``nix/<name>/``) from the lock.
+
+    The plan is ``build.platform_plan``'s, the one ``request-pack build`` executes,
+    with each cache or repository path replaced by a fixed-output store path of
+    the same bytes; the derivation executes it with ``packager/ociplan.py``.
+    """
     from . import build
+    from .lock import locked_objects
     from .rootfs import build_rootfs
 
-    opts = build.BuildOptions(platforms=platforms, cache_root=cache_root)
+    opts = build.BuildOptions(platforms=platforms, cache_root=cache_root, tag=tag)
     manifest, lock, lock_path, plats, cache = build.prepare(Path(artifact_dir), opts)
     lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
     builder_lock = lock.platforms.get(BUILDER_PLATFORM.value)
@@ -277,56 +333,26 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     if missing:
         raise BadInput(f"the Nix builder's Python needs {', '.join(missing)} in the {BUILDER_PLATFORM.value} lock "
                        "(add python3 to system.packages)", file=lock_path, field="platforms")
-    pins: list[Pin] = []
-
-    def add(pin: Pin) -> Pin:
-        pins.append(pin)
-        return pin
-
-    python_debs = [add(_cache_pin(cache, d.sha256, d.filename, f"{BUILDER_PLATFORM.value} deb {d.filename}"))
+    pins = _Pins(cache, {o.sha256: o.name for o in locked_objects(lock)})
+    python_debs = [pins.ref(cache.object_path(d.sha256), name=d.filename, label=f"{BUILDER_PLATFORM.value} deb {d.filename}")
                    for n in BUILDER_DEBS_REQUIRED + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
+    code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
+            (("oci_py", "packager/oci.py"), ("layers_py", "packager/layers.py"), ("ociplan_py", "packager/ociplan.py"),
+             ("builder_sh", "nix/builder.sh"), ("tree_py", "nix/tree.py"))}
     busybox_dir, busybox_nar = stage_busybox(cache.root)
-    add(Pin("busybox (Debian busybox-static)", "busybox-static", busybox_nar, str(busybox_dir)))
-    code = {key: add(_repo_pin(REPO_ROOT / rel, rel)) for key, rel in
-            (("oci_py", "packager/oci.py"), ("layers_py", "packager/layers.py"),
-             ("builder_py", "nix/builder.py"), ("builder_sh", "nix/builder.sh"))}
-    harness = [(add(_repo_pin(src, src.resolve().relative_to(REPO_ROOT).as_posix())), dest, 0o755 if src.stat().st_mode & 0o111 else 0o644)
-               for src, dest in build.harness_files()]
-    model_pin = add(_cache_pin(cache, lock.model.sha256, lock.model.filename, f"model {lock.model.filename}"))
-    model_config = (oci.canonical_json(manifest.model_dump(mode="json")) + b"\n").decode("utf-8")
-
-    images = []
-    for platform in plats:
-        plat_lock = lock.platforms[platform.value]
+    plan_platforms, images = [], []
+    for i, platform in enumerate(plats):
         debs = build.debs_of(lock, platform)
         paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or build.deb_epoch(paths))
         rootfs = build_rootfs(platform, debs, cache, epoch)
-        rootfs_pin = add(Pin(f"{platform.value} base root filesystem {rootfs.path.name}",
-                             store_name(f"rootfs-{platform.debian_arch}-{rootfs.key[:12]}.tar"), rootfs.sha256, str(rootfs.path),
-                             cache_rel=rootfs.path.resolve().relative_to(cache.root.resolve()).as_posix()))
-        wheel_pins = [(w.filename, add(_cache_pin(cache, w.sha256, w.filename, f"{platform.value} wheel {w.filename}")))
-                      for w in plat_lock.wheels]
-        details = layer_details(lock, platform, rootfs.packages)
-        infos = [build.LayerInfo(role, "", "", 0, 0, False, detail) for role, detail in details]
-        config = json.loads(build.image_config_for(manifest, platform, infos, epoch, lock_sha))
-        config["rootfs"]["diff_ids"] = []
-        images.append({
-            "slug": platform.slug,
-            "platform": oci.platform_json(platform.os, platform.architecture, platform.variant),
-            "epoch": epoch,
-            "config": config,
-            "layers": [_layer(l) for l in [
-                {"role": "base", "rootfs": rootfs_pin},
-                {"role": "wheels", "wheels": [{"filename": fn, "store_name": p.store_name, "sha256": p.sha256} for fn, p in wheel_pins]},
-                {"role": "harness", "files": [{"dest": dest, "mode": mode, "store_name": p.store_name, "rel": p.rel, "sha256": p.sha256}
-                                              for p, dest, mode in harness]},
-                {"role": "model",
-                 "files": [{"dest": build.MODEL_PATH, "mode": 0o644, "store_name": model_pin.store_name, "rel": "", "sha256": model_pin.sha256}],
-                 "data": [{"dest": build.CONFIG_PATH, "mode": 0o644, "text": model_config}]},
-            ]],
-        })
+        pplan = build.platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
+        plan_platforms.append({**pplan, "layers": [_with_refs(s, pins, platform) for s in pplan["layers"]]})
+        images.append({"index": i, "slug": platform.slug.replace("-", "_"), "created": oci.rfc3339(epoch),
+                       "architecture": platform.architecture})
+    from .ociplan import PLAN_VERSION
 
+    plan = {"plan_version": PLAN_VERSION, "tag": tag, "platforms": plan_platforms}
     directory = Path(out_dir) if out_dir else NIX_DIR / manifest.name
     directory.mkdir(parents=True, exist_ok=True)
     inside_repo = directory.resolve() == (NIX_DIR / manifest.name).resolve()
@@ -341,39 +367,23 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         "src_default": "../.." if inside_repo else nix_string(str(REPO_ROOT)),
         "busybox": {"version": _busybox_version(), "sha256": busybox_nar, "dirname": busybox_dir.name},
         "builder_arch": BUILDER_PLATFORM.debian_arch,
-        "python_debs": [{"store_name": p.store_name, "sha256": p.sha256, "label": p.label} for p in python_debs],
-        **{k: p.sha256 for k, p in code.items()},
+        "pins": pins.context(),
+        "python_debs": [r.binding for r in python_debs],
+        **{k: r.binding for k, r in code.items()},
+        "plan": plan,
         "images": images,
         "drv_name": store_name(f"{manifest.name}-{manifest.version}-oci"),
         "system": SYSTEM,
         "builder_libdir": BUILDER_LIBDIR,
         "builder_loader": BUILDER_LOADER,
-        "tag": tag,
-        "generator": f"request-pack {__version__}",
     }
     default_nix = directory / "default.nix"
     dockertools_nix = directory / "dockertools.nix"
     _write(default_nix, render("default.nix.j2", context))
     _write(dockertools_nix, render("dockertools.nix.j2", context))
-    log.info("wrote %s and %s (%d pinned inputs)", default_nix, dockertools_nix, len(pins))
-    return NixExpression(manifest.name, directory, default_nix, dockertools_nix, tuple(plats), tuple(pins))
-
-
-def _layer(spec: dict) -> dict:
-    return {"rootfs": None, "wheels": [], "files": [], "data": [], **spec}
-
-
-def layer_details(lock, platform: Platform, packages: int) -> list[tuple[str, str]]:
-    """(role, history comment) per layer, as ``build._platform_layers`` words them; the build test compares digests,
-    so a drift here shows up as a differing config."""
-    plat_lock = lock.platforms[platform.value]
-    wheel_names = ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"
-    return [
-        ("base", f"Debian bookworm {platform.debian_arch}, {packages} packages"),
-        ("wheels", wheel_names),
-        ("harness", f"packager.harness {__version__}"),
-        ("model", f"{lock.model.filename} sha256 {lock.model.sha256}"),
-    ]
+    all_pins = tuple(pins.pins) + (Pin("busybox (Debian busybox-static)", "busybox-static", busybox_nar, str(busybox_dir)),)
+    log.info("wrote %s and %s (%d pinned inputs)", default_nix, dockertools_nix, len(all_pins))
+    return NixExpression(manifest.name, directory, default_nix, dockertools_nix, tuple(plats), all_pins)
 
 
 def _display(path: Path) -> str:
