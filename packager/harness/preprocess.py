@@ -213,8 +213,9 @@ def preprocess_all(paths: Sequence[Path], params: PreprocessParams, cache_root: 
     if n <= 1 or len(jobs) < 4:
         results = [_prepare_one(j) for j in jobs]
     else:
-        # fork keeps start-up cheap; the workers only touch Pillow and numpy.
-        ctx = multiprocessing.get_context("fork")
+        # spawn, not fork: the model (and its runtime's thread pool) may already be loaded, and
+        # forking a process with live threads can deadlock in the child.
+        ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(n) as pool:
             results = pool.map(_prepare_one, jobs, chunksize=max(1, len(jobs) // (n * 8)))
     for p, _, err in results:
