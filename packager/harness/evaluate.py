@@ -172,8 +172,8 @@ def _accuracy_pass(cfg: HarnessConfig, backend, samples: list[Sample], prepared:
             chunk = todo[k : k + batch]
             x = load_batch([prepared[i] for i, _ in chunk])
             n = len(chunk)
-            if n < batch and batch > 1:
-                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # models exported with a fixed batch
+            if n < batch and (backend.static_batch or isinstance(backend.input.shape[0], int)):
+                x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # fixed-batch models, or one compile per size
             y = np.asarray(backend.run(x), dtype=np.float32)[:n]
             _check_output(cfg, y)
             hashes = [tensor_sha256(x[j]) if i < cfg.input_hash_sample else None for j, (i, _) in enumerate(chunk)]

@@ -33,6 +33,8 @@ class Backend(abc.ABC):
     """A loaded model. ``run`` takes a float32 batch and returns the float32 output batch."""
 
     name: str = "abstract"
+    # True when each new batch size costs a compilation (tvm): callers pad short batches instead.
+    static_batch: bool = False
 
     @property
     @abc.abstractmethod

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 class TvmBackend(Backend):
     name = "tvm"
+    static_batch = True
 
     def __init__(self, cache_dir: Path | None = None) -> None:
         try:
