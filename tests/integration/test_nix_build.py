@@ -1,0 +1,120 @@
+"""The Nix derivation of a real artifact, built in the sandbox: the second builder must agree with the first.
+
+``build-small`` (Debian python3 + numpy, one wheel, the harness, a model) is
+locked with a model of fresh random bytes, so its store path is new on every
+run and Nix really reads the cache for it. amd64 only: the builder's Python is
+the amd64 one, and the base root filesystem comes from the normal cache (made
+once per machine by mmdebstrap, ~35 s).
+
+Measured here: engine build ~20 s, nix build ~25 s, --check ~25 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from packager import build, nix
+from packager.errors import NixInputMismatch
+from packager.platforms import Platform
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from build_helpers import locked_copy  # noqa: E402
+
+pytestmark = [pytest.mark.nix, pytest.mark.network, pytest.mark.slow]
+AMD64 = (Platform.AMD64,)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("nix-build")
+
+
+@pytest.fixture(scope="module")
+def artifact(root) -> Path:
+    return locked_copy(root, model=b"request-pack nix integration model " + os.urandom(16))
+
+
+@pytest.fixture(scope="module")
+def expr(artifact, root) -> nix.NixExpression:
+    return nix.generate(artifact, out_dir=root / "nix" / "build-small", platforms=AMD64)
+
+
+@pytest.fixture(scope="module")
+def engine(artifact, root) -> build.BuildResult:
+    return build.build(artifact, build.BuildOptions(platforms=AMD64, build_root=root / "build"))
+
+
+def _mirror_cache(expr: nix.NixExpression, cache_root: Path, dest: Path) -> None:
+    """A second cache with the same objects (hard links: same bytes, no copies of the big tar)."""
+    for pin in expr.pins:
+        src = Path(pin.path)
+        if not src.is_relative_to(cache_root):
+            continue
+        target = dest / src.relative_to(cache_root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, target, symlinks=True)
+        else:
+            os.link(src, target)
+
+
+# Runs first: the random model is not yet in the store, so Nix must read (and hash) the cache file.
+def test_a_changed_byte_of_a_cached_input_is_a_clear_error_naming_it(expr, artifact, root):
+    from packager.cache import Cache
+    from packager.manifest import load_manifest
+
+    cache = Cache.open()
+    bad = root / "bad-cache"
+    _mirror_cache(expr, cache.root.resolve(), bad)
+    model_sha = load_manifest(artifact).model.sha256
+    obj = bad / "cas" / "sha256" / model_sha[:2] / model_sha
+    data = bytearray(obj.read_bytes())
+    obj.unlink()  # a hard link: write a new file, never through the link into the real cache
+    data[-1] ^= 0x01
+    obj.write_bytes(bytes(data))
+    with pytest.raises(NixInputMismatch) as err:
+        nix.build(expr, cache=bad)
+    assert err.value.input == "model model.onnx"
+    assert model_sha in str(err.value) and str(obj) in str(err.value)
+    print(f"\n{err.value}")
+
+
+def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
+    result = nix.build(expr)
+    comparison = nix.compare_layouts(result.out, engine.layout)
+    assert comparison.equal, comparison.detail
+    assert result.index_digest == engine.index.digest == engine.record["index_digest"]
+    print(f"\nnix and engine: {result.index_digest}")
+
+
+def test_nix_build_check_rebuilds_bit_for_bit(expr, engine):
+    result = nix.build(expr, check=True)
+    assert result.checked and result.index_digest == engine.index.digest
+
+
+def test_flake_exposes_the_same_package(expr, engine, root):
+    # A flake of its own (flake.nix + nix/<name>): the repository's nix/ holds no generated test expression.
+    flake = root / "flake"
+    (flake / "nix").mkdir(parents=True)
+    shutil.copyfile(nix.REPO_ROOT / "flake.nix", flake / "flake.nix")
+    shutil.copytree(expr.directory, flake / "nix" / expr.name)
+    result = nix.build(expr, flake=flake)
+    assert result.index_digest == engine.index.digest
+    shown = subprocess.run(["nix", "flake", "show", "--json", f"path:{flake}"], capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "build-small" in json.loads(shown.stdout)["packages"]["x86_64-linux"]
+
+
+def test_cli_generates_builds_and_compares(artifact, root, engine):
+    out = subprocess.run([sys.executable, "-m", "packager.cli", "nix", str(artifact), "--platform", "linux/amd64",
+                          "--out", str(root / "nix-cli" / "build-small"), "--build",
+                          "--compare", str(engine.layout)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "same as the engine build" in out.stdout and engine.index.digest in out.stdout.replace("\n", "")
