@@ -311,3 +311,53 @@ def test_compare_layouts_names_the_first_differing_layer_and_file(tmp_path):
     diff = nix.compare_layouts(tmp_path / "a", tmp_path / "b")
     assert not diff.equal
     assert "model layer" in diff.detail and "opt/b.txt: content differs" in diff.detail
+
+
+# --- flake and command line --------------------------------------------------------------------------
+
+
+@pytest.mark.nix
+def test_flake_lists_generated_artifacts_and_pins_nixpkgs_like_nixpkgs_nix(synthetic, tmp_path):
+    art, cache = synthetic
+    flake = tmp_path / "flake"
+    (flake / "nix").mkdir(parents=True)
+    shutil.copyfile(nix.REPO_ROOT / "flake.nix", flake / "flake.nix")
+    shutil.copyfile(nix.NIX_DIR / "nixpkgs.nix", flake / "nix" / "nixpkgs.nix")
+    nix.generate(art, out_dir=flake / "nix" / "build-small", platforms=(Platform.AMD64,), cache_root=cache.root)
+    # Evaluating the package must not fetch nixpkgs (no network here; substituters are off).
+    drv = _nix("nix", "eval", "--raw", f"path:{flake}#packages.x86_64-linux.build-small.drvPath")
+    assert drv.returncode == 0, drv.stderr
+    assert drv.stdout.startswith("/nix/store/") and drv.stdout.endswith("-build-small-0.1.0-oci.drv")
+    names = _nix("nix", "eval", "--json", f"path:{flake}#nixpkgsImages.x86_64-linux", "--apply", "builtins.attrNames")
+    assert names.returncode == 0, names.stderr
+    assert json.loads(names.stdout) == ["build-small"]
+    pin = _nix("nix", "eval", "--json", f"path:{flake}#lib.nixpkgsPin")
+    assert pin.returncode == 0, pin.stderr
+    text = (nix.NIX_DIR / "nixpkgs.nix").read_text()
+    assert json.loads(pin.stdout) == {"rev": re.search(r'rev \? "([0-9a-f]{40})"', text).group(1),
+                                      "narHash": re.search(r'narHash \? "(sha256-[A-Za-z0-9+/=]+)"', text).group(1)}
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "packager.cli", "nix", *args], capture_output=True, text=True)
+
+
+def test_cli_missing_lock_is_bad_input(synthetic, tmp_path):
+    art, cache = synthetic
+    (art / "request.lock").unlink()
+    out = _cli(str(art), "--cache", str(cache.root), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "request.lock" in out.stdout + out.stderr
+    assert not (tmp_path / "o" / "default.nix").exists()
+
+
+def test_cli_corrupt_cache_object_is_named_before_nix_runs(synthetic, tmp_path):
+    art, cache = synthetic
+    wheel = next(p for p in (cache.root / "cas" / "sha256").rglob("*") if p.is_file() and not p.name.endswith(".json")
+                 and cache.describe(p.name) == {} and p.read_bytes().startswith(b"PK"))
+    os.chmod(wheel, 0o644)
+    wheel.write_bytes(wheel.read_bytes() + b"!")
+    out = _cli(str(art), "--platform", "linux/amd64", "--cache", str(cache.root), "--out", str(tmp_path / "o"), "--build")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "packaging-24.2-py3-none-any.whl" in (out.stdout + out.stderr).replace("\n", "")
+    assert not (tmp_path / "o" / "default.nix").exists()
