@@ -135,7 +135,8 @@ class ResultRow:
     published_at: str
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies, and the API serialises 10,000 of these.
+        return {f: getattr(self, f) for f in ROW_FIELDS}
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
@@ -333,7 +334,14 @@ class Board:
         if limit is not None:
             q = q.limit(limit).offset(offset)
         with self.engine.connect() as conn:
-            return [ResultRow(*r) for r in conn.execute(q)]
+            fetched = conn.execute(q).all()  # fetchall: one driver call instead of one per row
+        return [ResultRow(*r) for r in fetched]
+
+    def change_token(self) -> tuple[int, int]:
+        """(row count, highest id): rows are only ever appended, so an unchanged token means unchanged rows."""
+        with self.engine.connect() as conn:
+            n, top = conn.execute(sa.select(sa.func.count(), sa.func.max(results.c.id)).select_from(results)).one()
+        return int(n or 0), int(top or 0)
 
     def count(self, filters: Filters = Filters()) -> int:
         q = sa.select(sa.func.count()).select_from(results)

@@ -15,21 +15,23 @@ import io
 import json
 import logging
 import math
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import jinja2
+import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from ..errors import BadInput
 from .badges import Award, Evidence, Tolerances
-from .pareto import Direction, Frontier, Missing, Objective, parse_objectives, pareto_front
-from .store import FILTER_FIELDS, OBJECTIVE_COLUMNS, ROW_FIELDS, SORT_FIELDS, Board, Filters, ResultRow, objective_values
+from .pareto import Direction, Frontier, Missing, Objective, parse_objectives, pareto_front_columns
+from .store import FILTER_FIELDS, OBJECTIVE_COLUMNS, ROW_FIELDS, SORT_FIELDS, Board, Filters, ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +83,66 @@ class BoardView:
     rows: tuple[ResultRow, ...]
     total: int  # rows on the board, before filters
     frontier: Frontier
-    awards: dict[str, tuple[Award, ...]]
+    evidence: Evidence
     facets: dict[str, list[str]]
 
-    def on_frontier(self, row: ResultRow) -> bool:
-        return row.bundle_digest in self._front
-
-    @property
-    def _front(self) -> frozenset[str]:
+    @cached_property
+    def front(self) -> frozenset[str]:
         return frozenset(self.frontier.front)  # type: ignore[arg-type]
+
+    def on_frontier(self, row: ResultRow) -> bool:
+        return row.bundle_digest in self.front
+
+    def awards(self, row: ResultRow) -> tuple[Award, ...]:
+        """Badges are computed for the rows actually shown or exported, not for the whole board up front."""
+        return self.evidence.awards(row)
 
     def record(self, row: ResultRow) -> dict[str, Any]:
         return row.to_json() | {
             "pareto": self.on_frontier(row),
-            "badges": [a.badge.value for a in self.awards[row.bundle_digest] if a.awarded],
+            "badges": [a.badge.value for a in self.awards(row) if a.awarded],
         }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every row of the board with what is derived from all of them (badge evidence, filter menus).
+
+    The web app keeps one and reloads it only when ``Board.change_token``
+    moves, so a page view of an unchanged 10,000-result board costs one
+    COUNT/MAX query instead of reading every row again.
+    """
+
+    token: tuple[int, int]
+    rows: tuple[ResultRow, ...]
+    evidence: Evidence
+    facets: dict[str, list[str]]
+
+    @classmethod
+    def load(cls, board: Board) -> "Snapshot":
+        token = board.change_token()
+        rows = tuple(board.rows())
+        facets = {f: sorted({getattr(r, f) for r in rows}) for f in FILTER_FIELDS}
+        return cls(token, rows, Evidence(rows), facets)
+
+
+class _SnapshotCache:
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self.current: Snapshot | None = None
+        self.lock = threading.Lock()
+
+    def get(self) -> Snapshot:
+        token = self.board.change_token()
+        with self.lock:
+            if self.current is None or self.current.token != token:
+                self.current = Snapshot.load(self.board)
+            return self.current
+
+
+def columns_of(rows: Sequence[ResultRow], objectives: Iterable[str]) -> dict[str, np.ndarray]:
+    """Objective values column-wise (None → NaN), the form the frontier code wants."""
+    return {name: np.array([getattr(r, OBJECTIVE_COLUMNS[name]) for r in rows], dtype=np.float64) for name in objectives}
 
 
 def board_view(
@@ -106,16 +153,17 @@ def board_view(
     descending: bool = True,
     objectives: str = DEFAULT_OBJECTIVES,
     missing: Missing = Missing.WORST,
+    snapshot: "Snapshot | None" = None,
 ) -> BoardView:
     if sort not in SORT_FIELDS:
         raise BadInput(f"cannot sort by {sort!r}", field="sort")
     objs = parse_objectives(objectives, known=OBJECTIVE_COLUMNS)
-    everything = board.rows()
-    rows = [r for r in everything if filters.matches(r)]
+    snap = snapshot or Snapshot.load(board)
+    everything = snap.rows
+    active = filters.active()
+    rows = [r for r in everything if all(getattr(r, k) == v for k, v in active.items())] if active else list(everything)
     rows.sort(key=lambda r: (getattr(r, sort) is None, _sort_key(getattr(r, sort), descending)))
-    frontier = pareto_front([(r.bundle_digest, objective_values(r, [o.name for o in objs])) for r in rows], objs, missing=missing)
-    evidence = Evidence(everything)
-    facets: dict[str, list[str]] = {f: sorted({getattr(r, f) for r in everything}) for f in FILTER_FIELDS}
+    frontier = pareto_front_columns([r.bundle_digest for r in rows], columns_of(rows, [o.name for o in objs]), objs, missing=missing)
     return BoardView(
         filters=filters,
         sort=sort,
@@ -124,8 +172,8 @@ def board_view(
         rows=tuple(rows),
         total=len(everything),
         frontier=frontier,
-        awards={r.bundle_digest: evidence.awards(r) for r in rows},
-        facets=facets,
+        evidence=snap.evidence,
+        facets=snap.facets,
     )
 
 
@@ -156,23 +204,26 @@ def pareto_plots(rows: Sequence[ResultRow]) -> list[Plot]:
 
 def _plot(spec: PlotSpec, rows: Sequence[ResultRow]) -> Plot:
     objs = (Objective(spec.x.objective, spec.x.direction), Objective(spec.y.objective, spec.y.direction))
-    drawn = []
-    for r in rows:
-        v = objective_values(r, [spec.x.objective, spec.y.objective])
-        if v[spec.x.objective] is not None and v[spec.y.objective] is not None:
-            drawn.append((r, v))
-    front = set(pareto_front([(r.bundle_digest, v) for r, v in drawn], objs).front)
+    cols = columns_of(rows, [spec.x.objective, spec.y.objective])
+    xs, ys = cols[spec.x.objective], cols[spec.y.objective]
+    keep = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+    drawn = [(rows[i], {spec.x.objective: float(xs[i]), spec.y.objective: float(ys[i])}) for i in keep]
+    front = set(
+        pareto_front_columns(
+            [rows[i].bundle_digest for i in keep], {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs
+        ).front
+    )
     kind = "scattergl" if len(drawn) > WEBGL_THRESHOLD else "scatter"
 
-    def trace(name: str, members: list[tuple[ResultRow, dict[str, float | None]]], frontier: bool) -> dict[str, Any]:
+    def trace(name: str, members: list[tuple[ResultRow, dict[str, float]]], frontier: bool) -> dict[str, Any]:
         if frontier:
             members = sorted(members, key=lambda m: (m[1][spec.x.objective], m[1][spec.y.objective]))
         return {
             "type": kind,
             "name": name,
             "mode": "lines+markers" if frontier else "markers",
-            "x": [m[1][spec.x.objective] * spec.x.scale for m in members],  # type: ignore[operator]
-            "y": [m[1][spec.y.objective] * spec.y.scale for m in members],  # type: ignore[operator]
+            "x": [m[1][spec.x.objective] * spec.x.scale for m in members],
+            "y": [m[1][spec.y.objective] * spec.y.scale for m in members],
             "customdata": [m[0].bundle_digest for m in members],
             "text": [f"{m[0].artifact} · {m[0].platform} · {m[0].framework} {m[0].precision}" for m in members],
             "hovertemplate": "%{text}<br>" + f"{spec.x.title}: %{{x:.4g}}<br>{spec.y.title}: %{{y:.4g}}<extra>{name}</extra>",
@@ -319,11 +370,7 @@ def render_index(view: BoardView, *, page: int = 1, page_size: int = DEFAULT_PAG
     pages = max(1, math.ceil(len(view.rows) / page_size))
     page = min(max(page, 1), pages)
     shown = view.rows[(page - 1) * page_size : page * page_size]
-    front = view._front
-    table = [
-        (r, r.bundle_digest in front, [a for a in view.awards[r.bundle_digest] if a.awarded])
-        for r in shown
-    ]
+    table = [(r, view.on_frontier(r), [a for a in view.awards(r) if a.awarded]) for r in shown]
     return templates().get_template("index.html").render(
         view=view,
         plots=list(zip(plots, html_plots)),
@@ -347,6 +394,7 @@ def render_result(row: ResultRow, detail: dict[str, Any], awards: Sequence[Award
 
 def create_app(board_url: str) -> FastAPI:
     board = Board(board_url)
+    snapshots = _SnapshotCache(board)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -362,7 +410,7 @@ def create_app(board_url: str) -> FastAPI:
         except ValueError:
             raise HTTPException(400, f"missing must be one of {[m.value for m in Missing]}") from None
         try:
-            return board_view(board, filters, sort=sort, descending=(order != "asc"), objectives=objectives, missing=miss)
+            return board_view(board, filters, sort=sort, descending=(order != "asc"), objectives=objectives, missing=miss, snapshot=snapshots.get())
         except BadInput as e:
             raise HTTPException(400, str(e)) from e
 
@@ -406,7 +454,7 @@ def create_app(board_url: str) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"no result {digest} on this board")
         row, detail = found
-        return row, detail, Evidence(board.rows()).awards(row)
+        return row, detail, snapshots.get().evidence.awards(row)
 
     @app.get("/api/results/{digest}")
     def api_result(digest: str) -> JSONResponse:
