@@ -218,8 +218,3 @@ def dominates(a: Mapping[str, float | None], b: Mapping[str, float | None], obje
     """The definition, one pair at a time (used by the brute-force check and for explanations)."""
     g = _goodness([(0, a), (1, b)], objectives)
     return bool(np.all(g[0] >= g[1]) and np.any(g[0] > g[1]))
-
-
-def staircase(xy: Sequence[tuple[float, float]], x_dir: Direction, y_dir: Direction) -> list[tuple[float, float]]:
-    """Frontier points of a 2-D plot in drawing order (by x, best-x last) for a step line."""
-    return sorted(xy, key=lambda p: p[0], reverse=x_dir is Direction.MAX)

@@ -62,6 +62,16 @@ def test_frontier_matches_brute_force(seed: int) -> None:
             assert set(got.excluded) == {key for key, v in pts if any(v[o.name] is None for o in objs)}
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3, 4])
+@pytest.mark.parametrize("grid", [2, 7, 10_000])
+def test_larger_boards_per_dimension_match_brute_force(dims: int, grid: int) -> None:
+    """Several blocks of the blocked algorithm, and the 2-D sweep with heavy ties and duplicates."""
+    rng = random.Random(dims * 100 + grid)
+    pts = random_points(rng, 700, grid=grid, p_missing=0.15)
+    objs = OBJS[:dims]
+    assert list(pareto_front(pts, objs).front) == brute_force(pts, objs)
+
+
 def test_frontier_is_mutually_non_dominated_and_dominates_the_rest() -> None:
     rng = random.Random(1234)
     pts = random_points(rng, 300, grid=50, p_missing=0.2)
