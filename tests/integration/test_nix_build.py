@@ -118,3 +118,20 @@ def test_cli_generates_builds_and_compares(artifact, root, engine):
                           "--compare", str(engine.layout)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "same as the engine build" in out.stdout and engine.index.digest in out.stdout.replace("\n", "")
+
+
+@pytest.mark.emulation
+def test_all_three_platforms_agree_without_emulating_anything(artifact, root):
+    """arm64 and arm/v7 layers are written by the amd64 builder from their pinned base tars and wheels.
+
+    The base tars are the ones `request-pack build` made (under QEMU, cached by
+    the lock's .debs, e.g. by tests/integration/test_build.py); Nix itself runs
+    nothing foreign.
+    """
+    everything = (Platform.AMD64, Platform.ARM64, Platform.ARMV7)
+    engine3 = build.build(artifact, build.BuildOptions(platforms=everything, build_root=root / "build3"))
+    expr3 = nix.generate(artifact, out_dir=root / "nix3" / "build-small", platforms=everything)
+    result = nix.build(expr3)
+    comparison = nix.compare_layouts(result.out, engine3.layout)
+    assert comparison.equal, comparison.detail
+    print(f"\nthree platforms, nix and engine: {result.index_digest}")
