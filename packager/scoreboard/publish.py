@@ -41,6 +41,7 @@ from ..bundle.statement import (
 from ..bundle.verify import Report, verify_bundle
 from ..errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
 from ..manifest import LocalFileSource, Manifest, PypiFileSource, UrlSource
+from ..results import METRICS_NAME
 from .store import Board, ResultRow, now_iso
 
 log = logging.getLogger(__name__)
@@ -223,11 +224,16 @@ def bundles_in(paths: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         p = Path(p)
-        if p.is_dir() and not (p / ENVELOPE_NAME).exists():
-            members = sorted(c for c in p.iterdir() if (c / ENVELOPE_NAME).exists() or c.name.endswith(".tar.gz"))
+        # A result directory (signed or not: verify will say it is unsigned) is one bundle.
+        if p.is_dir() and not _looks_like_bundle(p):
+            members = sorted(c for c in p.iterdir() if (c.is_dir() and _looks_like_bundle(c)) or c.name.endswith(".tar.gz"))
             if not members:
                 raise BadInput("neither a bundle nor a directory of bundles", file=p)
             out.extend(members)
         else:
             out.append(p)
     return out
+
+
+def _looks_like_bundle(d: Path) -> bool:
+    return (d / ENVELOPE_NAME).exists() or (d / METRICS_NAME).exists()

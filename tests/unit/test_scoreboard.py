@@ -158,6 +158,17 @@ def test_tampered_bundles_are_refused_and_nothing_is_written(tmp_path: Path, key
     assert board.count() == 0
 
 
+def test_an_unsigned_result_directory_is_refused_as_unsigned(tmp_path: Path, trust, board: Board) -> None:
+    from packager.errors import EnvelopeError
+    from packager.scoreboard.publish import bundles_in
+
+    d = synthetic.write_result_dir(tmp_path / "unsigned", synthetic.Spec())
+    assert bundles_in([d]) == [d] and bundles_in([tmp_path]) == [d]
+    with pytest.raises(EnvelopeError, match="not signed"):
+        publish(d, board, trust)
+    assert board.count() == 0
+
+
 def test_claimed_metrics_that_do_not_follow_from_predictions_are_refused(tmp_path: Path, keys, trust, board: Board) -> None:
     from packager.errors import MetricsMismatch
 
