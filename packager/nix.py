@@ -38,7 +38,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__, oci
+from . import oci
 from .errors import BadInput, CacheMissError, NixBuildFailed, NixInputMismatch, NixNotDeterministic, TemplateError, ToolMissing
 from .platforms import Platform
 
@@ -88,7 +88,8 @@ class NixExpression:
     def pin_for(self, path: str) -> Pin | None:
         """The pin whose source is ``path`` (or whose sha256 is its file name)."""
         for p in self.pins:
-            if path in (p.path, p.rel) or (p.rel and path.endswith("/" + p.rel)) or Path(path).name == p.sha256:
+            if (path in (p.path, p.rel) or Path(path).name == p.sha256
+                    or any(rel and path.endswith("/" + rel) for rel in (p.rel, p.cache_rel))):
                 return p
         return None
 
@@ -379,8 +380,9 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     }
     default_nix = directory / "default.nix"
     dockertools_nix = directory / "dockertools.nix"
-    _write(default_nix, render("default.nix.j2", context))
-    _write(dockertools_nix, render("dockertools.nix.j2", context))
+    texts = render("default.nix.j2", context), render("dockertools.nix.j2", context)  # both, before writing either
+    _write(default_nix, texts[0])
+    _write(dockertools_nix, texts[1])
     all_pins = tuple(pins.pins) + (Pin("busybox (Debian busybox-static)", "busybox-static", busybox_nar, str(busybox_dir)),)
     log.info("wrote %s and %s (%d pinned inputs)", default_nix, dockertools_nix, len(all_pins))
     return NixExpression(manifest.name, directory, default_nix, dockertools_nix, tuple(plats), all_pins)
