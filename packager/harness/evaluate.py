@@ -39,7 +39,7 @@ from .outputs import (
     write_system,
 )
 from .power import PowerMonitor
-from .preprocess import PREPROCESS_VERSION, Prepared, load_batch, preprocess_all, tensor_sha256
+from .preprocess import PREPROCESS_VERSION, Prepared, load_batch, load_tensor, preprocess_all, tensor_sha256
 from .scenarios import ScenarioSettings, choose_driver
 from .validate import compare_outputs
 
@@ -98,14 +98,14 @@ def run(cfg: HarnessConfig) -> RunResult:
     # 2. preprocessing, outside every timed region
     prepared = preprocess_all([s.path for s in samples], cfg.preprocessing, cfg.cache_dir, workers=cfg.workers)
 
-    # 3. accuracy pass
+    # 3. accuracy pass (LoadGen's AccuracyOnly mode when LoadGen drives)
+    driver = choose_driver(cfg.driver, out / "loadgen")
     acc_batch = max(batch_sizes)
-    outputs, predictions = _accuracy_pass(cfg, backend, samples, prepared, acc_batch)
+    outputs, predictions = _accuracy_pass(cfg, backend, driver, samples, prepared, acc_batch)
     accuracy = accuracy_from([predictions[s.id] for s in samples], truth(samples))
     log.info("top-1 %.4f top-5 %.4f on %d sample(s)", accuracy.top1, accuracy.top5, accuracy.samples)
 
     # 4. performance scenarios
-    driver = choose_driver(cfg.driver, out / "loadgen")
     perf = load_batch(prepared[: max(1, min(cfg.performance_samples, len(prepared)))])
     settings = ScenarioSettings(cfg.warmup, cfg.min_duration_s, cfg.single_stream_queries, cfg.offline_min_samples)
     latency: LatencyStats | None = None
@@ -161,29 +161,39 @@ def run(cfg: HarnessConfig) -> RunResult:
     return RunResult(metrics, out)
 
 
-def _accuracy_pass(cfg: HarnessConfig, backend, samples: list[Sample], prepared: list[Prepared], batch: int):
-    """Run every sample once; returns raw outputs of this run's samples and all predictions by id."""
+def _accuracy_pass(cfg: HarnessConfig, backend, driver, samples: list[Sample], prepared: list[Prepared], batch: int):
+    """Run every sample once (through the driver); returns this run's raw outputs and all predictions by id."""
     outputs: dict[str, np.ndarray] = {}
+    pad = backend.static_batch or isinstance(backend.input.shape[0], int)
     with PredictionWriter(cfg.out_dir, resume=cfg.resume) as writer:
-        todo = [(i, s) for i, s in enumerate(samples) if s.id not in writer.done]
+        todo = [i for i, s in enumerate(samples) if s.id not in writer.done]
         if len(todo) < len(samples):
             log.info("skipping %d sample(s) already in predictions.jsonl", len(samples) - len(todo))
-        for k in range(0, len(todo), batch):
-            chunk = todo[k : k + batch]
-            x = load_batch([prepared[i] for i, _ in chunk])
-            n = len(chunk)
-            if n < batch and (backend.static_batch or isinstance(backend.input.shape[0], int)):
+
+        def run_batch(positions, x: np.ndarray) -> np.ndarray:
+            n = len(positions)
+            if n < batch and pad:
                 x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # fixed-batch models, or one compile per size
             y = np.asarray(backend.run(x), dtype=np.float32)[:n]
             _check_output(cfg, y)
-            hashes = [tensor_sha256(x[j]) if i < cfg.input_hash_sample else None for j, (i, _) in enumerate(chunk)]
-            ids = [s.id for _, s in chunk]
-            writer.write(predictions_for(ids, y, label_offset=cfg.label_offset, input_hashes=hashes))
+            index = [todo[p] for p in positions]
+            hashes = [tensor_sha256(x[j]) if i < cfg.input_hash_sample else None for j, i in enumerate(index)]
+            ids = [samples[i].id for i in index]
+            preds = predictions_for(ids, y, label_offset=cfg.label_offset, input_hashes=hashes)
+            writer.write(preds)
             for sid, row in zip(ids, y):
                 outputs[sid] = row.reshape(-1)
+            return np.array([p.top5[0] for p in preds], dtype=np.int64)
+
+        if todo:
+            if hasattr(driver, "log_root"):
+                qsl = Path(driver.log_root) / "Accuracy"
+                qsl.mkdir(parents=True, exist_ok=True)
+                (qsl / "qsl_ids.tsv").write_text("".join(f"{k}\t{samples[i].id}\n" for k, i in enumerate(todo)), encoding="utf-8")
+            driver.accuracy(len(todo), lambda p: load_tensor(prepared[todo[p]]), run_batch, batch)
         predictions = dict(writer.done)
     if cfg.save_outputs and outputs:
-        ids = list(outputs)
+        ids = [s.id for s in samples if s.id in outputs]
         np.savez(Path(cfg.out_dir) / OUTPUTS_NPZ, ids=np.array(ids), outputs=np.stack([outputs[i] for i in ids]))
     return outputs, predictions
 

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,11 @@ from packager.results import LatencyStats, ThroughputStats
 from .backends.base import Backend
 
 log = logging.getLogger(__name__)
+
+ACCURACY_SET = 512  # tensors held in memory at once during the accuracy pass (about 300 MB at 224x224)
+
+# Runs one batch of the accuracy pass (sample positions, their tensors) and returns top-1 per sample.
+RunBatch = Callable[[Sequence[int], np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,12 @@ class BuiltinDriver:
             i += 1
         dt = time.perf_counter() - t0
         return ThroughputStats(batch_size=batch_size, samples=done, duration_s=dt, images_per_s=done / dt)
+
+
+    def accuracy(self, n: int, load: Callable[[int], np.ndarray], run_batch: RunBatch, batch_size: int) -> None:
+        for k in range(0, n, batch_size):
+            idx = list(range(k, min(n, k + batch_size)))
+            run_batch(idx, np.stack([load(i) for i in idx]))
 
 
 class LoadGenDriver:
@@ -212,6 +224,48 @@ class LoadGenDriver:
         samples = int(d["generated_samples_per_query"]) * int(d["result_query_count"])
         ips = float(d["result_samples_per_second"])
         return ThroughputStats(batch_size=batch_size, samples=samples, duration_s=samples / ips if ips else 0.0, images_per_s=ips)
+
+
+    def accuracy(self, n: int, load: Callable[[int], np.ndarray], run_batch: RunBatch, batch_size: int) -> None:
+        """LoadGen's AccuracyOnly mode (Offline): every sample once, top-1 class as the response.
+
+        ``mlperf_log_accuracy.json`` then holds each sample's top-1 (int64) by
+        ``qsl_idx``; ``qsl_ids.tsv`` beside it maps those indices to sample ids.
+        Samples are loaded (from the tensor cache) in LoadGen's sets of at most
+        ``ACCURACY_SET`` tensors, which bounds memory on the full validation set.
+        """
+        lg = self._lg
+        store: dict[int, np.ndarray] = {}
+
+        def load_samples(idxs):
+            for i in idxs:
+                store[i] = load(i)
+
+        def unload_samples(idxs):
+            for i in idxs:
+                store.pop(i, None)
+
+        def issue(queries):
+            qs = sorted(queries, key=lambda q: q.index)  # deterministic batches within LoadGen's set
+            for k in range(0, len(qs), batch_size):
+                chunk = qs[k : k + batch_size]
+                idx = [q.index for q in chunk]
+                top1 = np.ascontiguousarray(run_batch(idx, np.stack([store[i] for i in idx])), dtype=np.int64)
+                base = top1.ctypes.data
+                lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, base + 8 * j, 8) for j, q in enumerate(chunk)])
+
+        settings = lg.TestSettings()
+        settings.scenario = lg.TestScenario.Offline
+        settings.mode = lg.TestMode.AccuracyOnly
+        settings.offline_expected_qps = 1.0
+        settings.performance_sample_count_override = min(n, ACCURACY_SET)
+        sut = lg.ConstructSUT(issue, lambda: None)
+        qsl = lg.ConstructQSL(n, min(n, ACCURACY_SET), load_samples, unload_samples)
+        try:
+            self._start(sut, qsl, settings, "Accuracy")
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
 
 
 def _aligned(idx: list[int], batch_size: int, n: int) -> bool:
