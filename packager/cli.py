@@ -271,15 +271,15 @@ def publish(
 ) -> None:
     """Verify each bundle fully, then add it to the board (idempotent on the bundle digest)."""
     from .bundle.keys import TrustStore
-    from .scoreboard.publish import bundles_in, publish_all
+    from .scoreboard.publish import bundles_in, publish_iter
 
     store = TrustStore.load(trust, trust_dir)
-    done = publish_all(bundles_in(bundles), board, store, labels=labels)
-    new = sum(p.inserted for p in done)
-    for p in done:
+    new = present = 0
+    for p in publish_iter(bundles_in(bundles), board, store, labels=labels):
+        new, present = new + p.inserted, present + (not p.inserted)
         state = "[green]published[/green]" if p.inserted else "[yellow]already on the board[/yellow]"
         console.print(f"{state} {escape(str(p.bundle))} {p.bundle_digest[:19]}… ({p.row.artifact}, {p.row.platform}, top-1 {p.row.top1:.4f})")
-    console.print(f"{new} new, {len(done) - new} already present")
+    console.print(f"{new} new, {present} already present")
 
 
 board_app = typer.Typer(help="Query and serve a scoreboard.", no_args_is_help=True)

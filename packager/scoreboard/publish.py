@@ -21,7 +21,7 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,10 +80,19 @@ def publish(bundle: Path, board: Board, trust: TrustStore, *, labels: Path | Non
     return Published(bundle, row.bundle_digest, inserted, row, seconds)
 
 
-def publish_all(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Published]:
-    """Publish several bundles through one connection pool; stops at the first refused bundle."""
+def publish_iter(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, labels: Path | None = None) -> Iterator[Published]:
+    """Publish several bundles through one connection pool, yielding each as it lands.
+
+    Stops at the first refused bundle (raising its check's error); the ones
+    before it stay published, and a caller printing as it goes has said so.
+    """
     with Board(board_url) as board:
-        return [publish(b, board, trust, labels=labels) for b in bundles]
+        for b in bundles:
+            yield publish(b, board, trust, labels=labels)
+
+
+def publish_all(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Published]:
+    return list(publish_iter(bundles, board_url, trust, labels=labels))
 
 
 # --- the verified record ----------------------------------------------------------
