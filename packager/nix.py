@@ -304,7 +304,9 @@ def _with_refs(spec: dict, pins: _Pins, platform: Platform) -> dict:
     elif spec["kind"] == "wheels":
         out["wheels"] = [[pins.ref(path, name=fname), fname] for path, fname in spec["wheels"]]
     elif spec["kind"] == "files":
-        out["files"] = [[pins.ref(src, name=Path(dest).name), dest, mode] for src, dest, mode in spec["files"]]
+        out["files"] = [[pins.ref(src, name=Path(dest).name, label=pins.labels.get(Path(src).name, f"{spec['role']} layer file {dest}")
+                                  if not Path(src).resolve().is_relative_to(REPO_ROOT) else ""), dest, mode]
+                        for src, dest, mode in spec["files"]]
     else:
         raise BadInput(f"unknown layer kind {spec['kind']!r} in the build plan", field="plan")
     return out
@@ -444,6 +446,8 @@ def build(expr: NixExpression, *, check: bool = False, flake: Path | None = None
     """Build (or with ``check``, rebuild and compare) the self-contained image; return its store path and index."""
     if shutil.which("nix-build") is None:
         raise ToolMissing("nix-build is not installed", fix="scripts/setup.sh (apt-get install -y nix-bin busybox-static)")
+    if flake is not None and cache is not None:
+        raise BadInput("a flake's outputs take no arguments: build another cache with nix-build (no --flake)", field="--flake")
     extra = ["--arg", "cache", nix_string(str(cache))] if cache is not None else []
     if flake is not None:
         argv = ["nix", "build", f"path:{Path(flake).resolve()}#{expr.name}", "--no-link", "--json", *extra]
