@@ -6,7 +6,7 @@ Order matters for honest numbers:
    configuration before any work (a mismatch names the model file);
 2. decode and preprocess every image in worker processes into the tensor
    cache; nothing timed has touched a JPEG;
-3. accuracy pass over all samples at the largest batch size, writing
+3. accuracy pass over all samples at the largest batch size (LoadGen AccuracyOnly when LoadGen drives), writing
    predictions.jsonl batch by batch (resumable);
 4. performance scenarios on an in-memory sample set under the power probe;
 5. validation against reference outputs, then metrics.json and system.json;
