@@ -319,7 +319,8 @@ def _ops(opset: int) -> dict[str, Callable[[Node, list], Any]]:
         "Add": lambda n, a: a[0] + a[1],
         "Sub": lambda n, a: a[0] - a[1],
         "Mul": lambda n, a: a[0] * a[1],
-        "Div": lambda n, a: a[0] / a[1] if a[0].dtype.kind == "f" else a[0] // a[1],
+        # ONNX integer Div truncates toward zero, like C; Python's // floors.
+        "Div": lambda n, a: a[0] / a[1] if a[0].dtype.kind == "f" else np.trunc(a[0] / a[1]).astype(a[0].dtype),
         "MatMul": lambda n, a: np.matmul(a[0], a[1]),
         "Gemm": lambda n, a: _gemm(a[0], a[1], a[2] if len(a) > 2 else None, n.attrs),
         "BatchNormalization": lambda n, a: _batchnorm(*a[:5], n.attrs),
