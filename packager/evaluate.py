@@ -73,9 +73,14 @@ def _in_stage(stage: str, fn: Callable, *args, **kw):
         raise
 
 
-def _image(artifact_dir: Path, name: str, platform: Platform, engine_name: str, build_root: Path | None) -> ImageRef:
+def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platform, engine_name: str,
+           build_root: Path | None) -> ImageRef:
     try:
-        return image_from_record(artifact_dir, name, platform, build_root)
+        ref = image_from_record(artifact_dir, name, platform, build_root)
+        recorded = json.loads(ref.record.read_text()).get("manifest_sha256") if ref.record else None
+        if recorded in (None, manifest_digest):
+            return ref
+        log.info("the build of %s was made from another request.yaml (%s): rebuilding", name, recorded[:12])
     except ImageNotAvailable:
         log.info("no build of %s for %s yet: building", name, platform)
     from . import build as builder  # only when needed: building pulls in the whole build chain
@@ -168,7 +173,7 @@ def evaluate(
     build_root = build_root or default_build_root(artifact_dir)
 
     # 1-2.
-    ref = _in_stage("image", _image, artifact_dir, manifest.name, platform, engine, build_root)
+    ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root)
     _in_stage("image", _check_provenance, ref)
     eng = _in_stage("image", open_engine, engine, target)
     timings["image"] = time.monotonic() - t0
