@@ -40,7 +40,7 @@ from ..bundle.statement import (
 )
 from ..bundle.verify import Report, verify_bundle
 from ..errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
-from ..manifest import LocalFileSource, Manifest, PypiFileSource, UrlSource
+from ..manifest import Manifest, PypiFileSource, UrlSource
 from ..results import METRICS_NAME
 from .store import Board, ResultRow, now_iso
 
@@ -166,7 +166,7 @@ def _manifest(text: str | None, shown: Path) -> Manifest | None:
 
 
 def model_name(manifest: Manifest | None) -> str:
-    """A human name for the network: the PyPI package, the URL's file, or the local file, without suffix."""
+    """A human name for the network: the PyPI package, the URL's file without suffix, else the artifact's name."""
     if manifest is None:
         return "unknown"
     src = manifest.model.source
@@ -175,8 +175,7 @@ def model_name(manifest: Manifest | None) -> str:
     if isinstance(src, UrlSource):
         name = src.filename or src.url.rstrip("/").rsplit("/", 1)[-1]
         return name.rsplit(".", 1)[0] if "." in name else name
-    if isinstance(src, LocalFileSource):
-        return Path(src.path).stem
+    # A file shipped inside the artifact has no name of its own beyond "model.onnx": the artifact names it.
     return manifest.name
 
 
@@ -192,7 +191,10 @@ def _row(
     m = p.metrics
     env = p.environment
     throughput = max((t.images_per_s for t in m.throughput), default=None)
-    framework_version = env.frameworks.get(m.framework) or (manifest.framework.version if manifest else "")
+    # The harness describes the backend ("onnxruntime 1.20.1 (CPUExecutionProvider)");
+    # the filter wants the framework's name, the version comes from what the image had.
+    framework = manifest.framework.name if manifest else (m.framework.split() or ["unknown"])[0]
+    framework_version = env.frameworks.get(framework) or (manifest.framework.version if manifest else "")
     if manifest is not None:
         device = next((d.kind for d in manifest.devices if d.required), manifest.devices[0].kind if manifest.devices else "cpu")
         min_top1 = getattr(manifest.run.stages, p.stage).min_top1
@@ -205,7 +207,7 @@ def _row(
         artifact_version=manifest.version if manifest else "",
         manifest_sha256=hashlib.sha256(manifest_text.encode()).hexdigest() if manifest_text else None,
         model=model_name(manifest),
-        framework=m.framework,
+        framework=framework,
         framework_version=framework_version,
         platform=m.platform,
         precision=manifest.model.precision if manifest else "unknown",

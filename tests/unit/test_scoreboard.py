@@ -126,6 +126,21 @@ def test_publish_verifies_stores_the_signed_numbers_and_is_idempotent(tmp_path: 
     assert first.bundle_digest == "sha256:" + hashlib.sha256(payload).hexdigest()
 
 
+def test_a_bundle_shaped_like_the_runners_publishes(tmp_path: Path, keys, trust, board: Board) -> None:
+    """The bundle engineer's fixture (runner-shaped files, logs/, request.lock), signed with their signer."""
+    from _bundle_fixture import make_result_dir
+
+    d = make_result_dir(tmp_path / "runner", n=60)
+    sign_result_dir(d, keys["author"])
+    row = publish(d, board, trust).row
+    metrics = json.loads((d / METRICS_NAME).read_text())
+    assert (row.framework, row.framework_version) == ("onnxruntime", "1.20.1")
+    assert row.top1 == metrics["accuracy"]["top1"] and row.samples == 60
+    assert row.model == "test-valid" and row.precision == "fp32"  # a local model file is named by its artifact
+    assert row.machine.startswith("Intel") and row.power_w is None and row.latency_p90_s == 0.0135
+    assert board.get(row.bundle_digest)[1]["lock_sha256"] is not None
+
+
 def test_a_tar_gz_bundle_publishes_as_the_same_result(tmp_path: Path, keys, trust, board: Board) -> None:
     b = bundle(tmp_path, "b", keys["author"])
     packed = archive.pack(b, tmp_path / "b.tar.gz")
