@@ -242,3 +242,20 @@ def test_a_plan_replays_with_the_standard_library_alone(tmp_path):
                          cwd=repo, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == in_process.digest
     assert (tmp_path / "b" / "index.json").read_bytes() == (tmp_path / "a" / "index.json").read_bytes()
+
+
+def test_check_diagnosis_names_platform_layer_and_file(tmp_path):
+    from packager import build
+
+    def image(out: Path, config: bytes) -> build.PlatformImage:
+        blobs = out / "blobs" / "sha256"
+        base = oci.write_layer(_entries(), blobs, EPOCH)
+        model = oci.write_layer([_file("opt/request/model.onnx", config)], blobs, EPOCH)
+        infos = tuple(build.LayerInfo(role, l.descriptor.digest, l.diff_id, l.descriptor.size, l.uncompressed_size, False)
+                      for role, l in (("base", base), ("model", model)))
+        desc = oci.Descriptor(oci.MT_MANIFEST, "sha256:" + hashlib.sha256(config).hexdigest(), 1)
+        return build.PlatformImage(Platform.ARM64, desc, "sha256:" + "0" * 64, infos, None, EPOCH)  # type: ignore[arg-type]
+
+    a, b = image(tmp_path / "a", b"one"), image(tmp_path / "b", b"two")
+    text = build._diagnose(tmp_path / "a", [a], tmp_path / "b", [b])
+    assert "linux/arm64 model layer" in text and "opt/request/model.onnx: content differs" in text
