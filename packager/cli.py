@@ -369,18 +369,18 @@ def build_cmd(
         builder.engine_version(engine)  # fail before minutes of work if the engine is down
     if check:
         res = builder.check(path, opts)
-        console.print(f"[green]reproducible[/green] index {res.index_digests[0]} (builds took {res.seconds[0]} s and {res.seconds[1]} s)")
+        console.print(f"[green]reproducible[/green] index {res.index_digests[0]} (builds took {res.seconds[0]} s and {res.seconds[1]} s)", soft_wrap=True)
     result = builder.build(path, opts)
     for img in result.images:
         cached = sum(1 for i in img.layers if i.cached)
         console.print(f"{img.platform.value:14} {img.manifest.digest}  {sum(i.size for i in img.layers) / 1e6:7.1f} MB  "
-                      f"({cached}/{len(img.layers)} layers cached)")
-    console.print(f"index {result.index.digest}  ->  {result.layout}  ({result.seconds:.1f} s)")
+                      f"({cached}/{len(img.layers)} layers cached)", soft_wrap=True)
+    console.print(f"index {result.index.digest}  ->  {result.layout}  ({result.seconds:.1f} s)", soft_wrap=True)
     if not no_load:
         for plat, ref in builder.load_into(result, engine).items():
-            console.print(f"loaded {plat} into {engine} as {ref}")
+            console.print(f"loaded {plat} into {engine} as {ref}", soft_wrap=True)
     if push:
-        console.print(f"pushed {builder.push_to(result, push)}")
+        console.print(f"pushed {builder.push_to(result, push)}", soft_wrap=True)
 
 
 @app.command("nix")
