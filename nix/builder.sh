@@ -5,12 +5,14 @@
 #    scripts: the interpreter and its stdlib need none of them);
 # 2. run that interpreter through the unpacked ld.so with LD_LIBRARY_PATH-style
 #    --library-path, so no file of the host or of nixpkgs is used;
-# 3. python3 -m packager.ociplan executes the build plan (the one
+# 3. nix/witness.py checks every base tar against the locked .debs (each file a
+#    .deb ships is there with the .deb's bytes);
+# 4. python3 -m packager.ociplan executes the build plan (the one
 #    `request-pack build` executes, with store paths for cache paths): layers,
 #    configs, manifests, index, with packager/oci.py and packager/layers.py.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
-# ociplanPy, planPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# ociplanPy, witnessPy, planPath, witnessPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
 # loader (ld.so name), out.
 set -eu
 bb="$busybox/bin/busybox"
@@ -38,6 +40,10 @@ cd "$TMPDIR"
 : > "$lib/packager/__init__.py"
 
 # -S: no site (nothing to find); -B: write no .pyc into the unpacked tree.
-PYTHONHOME="$root/usr" PYTHONPATH="$lib" PYTHONHASHSEED=0 LC_ALL=C \
-    "$root/lib/$libdir/$loader" --library-path "$root/lib/$libdir:$root/usr/lib/$libdir" \
-    "$root/usr/bin/python3.11" -S -B -m packager.ociplan "$planPath" "$out"
+python() {
+    PYTHONHOME="$root/usr" PYTHONPATH="$lib" PYTHONHASHSEED=0 LC_ALL=C \
+        "$root/lib/$libdir/$loader" --library-path "$root/lib/$libdir:$root/usr/lib/$libdir" \
+        "$root/usr/bin/python3.11" -S -B "$@"
+}
+python "$witnessPy" "$witnessPath"
+python -m packager.ociplan "$planPath" "$out"

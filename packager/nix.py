@@ -322,7 +322,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     """
     from . import build
     from .lock import locked_objects
-    from .rootfs import build_rootfs
+    from .rootfs import DPKG_OPTIONS, build_rootfs
 
     opts = build.BuildOptions(platforms=platforms, cache_root=cache_root, tag=tag)
     manifest, lock, lock_path, plats, cache = build.prepare(Path(artifact_dir), opts)
@@ -341,9 +341,9 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
                    for n in BUILDER_DEBS_REQUIRED + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
     code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
             (("oci_py", "packager/oci.py"), ("layers_py", "packager/layers.py"), ("ociplan_py", "packager/ociplan.py"),
-             ("builder_sh", "nix/builder.sh"), ("tree_py", "nix/tree.py"))}
+             ("builder_sh", "nix/builder.sh"), ("tree_py", "nix/tree.py"), ("witness_py", "nix/witness.py"))}
     busybox_dir, busybox_nar = stage_busybox(cache.root)
-    plan_platforms, images = [], []
+    plan_platforms, images, witness = [], [], []
     for i, platform in enumerate(plats):
         debs = build.debs_of(lock, platform)
         paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
@@ -351,6 +351,10 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         rootfs = build_rootfs(platform, debs, cache, epoch)
         pplan = build.platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
         plan_platforms.append({**pplan, "layers": [_with_refs(s, pins, platform) for s in pplan["layers"]]})
+        # Every locked .deb is an input too: nix/witness.py checks the base tar's files against them.
+        witness.append({"platform": platform.value, "tar": plan_platforms[-1]["layers"][0]["tar"],
+                        "debs": [pins.ref(cache.object_path(d.sha256), name=d.filename) for d in debs],
+                        "dpkg_options": list(DPKG_OPTIONS)})
         images.append({"index": i, "slug": platform.slug.replace("-", "_"), "created": oci.rfc3339(epoch),
                        "architecture": platform.architecture})
     from .ociplan import PLAN_VERSION
@@ -374,6 +378,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         "python_debs": [r.binding for r in python_debs],
         **{k: r.binding for k, r in code.items()},
         "plan": plan,
+        "witness": witness,
         "images": images,
         "drv_name": store_name(f"{manifest.name}-{manifest.version}-oci"),
         "system": SYSTEM,

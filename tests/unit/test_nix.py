@@ -361,3 +361,59 @@ def test_cli_corrupt_cache_object_is_named_before_nix_runs(synthetic, tmp_path):
     assert out.returncode == 1, out.stdout + out.stderr
     assert "packaging-24.2-py3-none-any.whl" in (out.stdout + out.stderr).replace("\n", "")
     assert not (tmp_path / "o" / "default.nix").exists()
+
+
+# --- nix/witness.py: the base tar against the .debs (pure Python) -----------------------------------
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path, data in files.items():
+            info = tarfile.TarInfo(path)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _real_deb(files: dict[str, bytes]) -> bytes:
+    import lzma
+
+    def member(name: str, data: bytes) -> bytes:
+        head = (name.encode().ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"100644".ljust(8)
+                + str(len(data)).encode().ljust(10) + b"`\n")
+        return head + data + (b"\n" if len(data) % 2 else b"")
+
+    return (b"!<arch>\n" + member("debian-binary", b"2.0\n") + member("control.tar.xz", lzma.compress(_tar({})))
+            + member("data.tar.xz", lzma.compress(_tar(files))))
+
+
+def _witness():
+    sys.path.insert(0, str(nix.NIX_DIR))
+    try:
+        import witness
+    finally:
+        sys.path.remove(str(nix.NIX_DIR))
+    return witness
+
+
+def test_witness_accepts_a_base_made_of_the_debs_and_names_a_changed_file(tmp_path):
+    from packager.rootfs import DPKG_OPTIONS
+
+    w = _witness()
+    deb = tmp_path / "0000-tool_1.0_amd64.deb"
+    deb.write_bytes(_real_deb({"./bin/tool": b"tool v1", "./usr/share/doc/tool/changelog.gz": b"log",
+                               "./usr/share/doc/tool/copyright": b"(c)", "./etc/tool.conf": b"a=1"}))
+    good = {"usr/bin/tool": b"tool v1", "usr/share/doc/tool/copyright": b"(c)", "etc/tool.conf": b"a=2",
+            "etc/passwd": b"root:x:0:0::/root:/bin/sh"}
+    spec = {"platform": "linux/amd64", "debs": [str(deb)], "dpkg_options": list(DPKG_OPTIONS)}
+    (tmp_path / "good.tar").write_bytes(_tar(good))
+    line = w.witness({**spec, "tar": str(tmp_path / "good.tar")})
+    assert "2 files with their .deb's bytes, 1 dropped by dpkg path-excludes, 1 conffiles" in line
+    assert "1 files not from any .deb" in line
+    (tmp_path / "bad.tar").write_bytes(_tar({**good, "usr/bin/tool": b"tool v2"}))
+    with pytest.raises(w.WitnessFailed, match="usr/bin/tool differs from its bytes in tool_1.0_amd64.deb"):
+        w.witness({**spec, "tar": str(tmp_path / "bad.tar")})
+    (tmp_path / "short.tar").write_bytes(_tar({k: v for k, v in good.items() if "copyright" not in k}))
+    with pytest.raises(w.WitnessFailed, match="copyright of tool_1.0_amd64.deb is missing"):
+        w.witness({**spec, "tar": str(tmp_path / "short.tar")})
