@@ -28,7 +28,11 @@ APT_PACKAGES=(
     nix-bin
     # python and general tooling
     python3 python3-venv python3-pip git make curl ca-certificates apt-utils
-    dpkg-dev jq
+    dpkg-dev jq util-linux gpgv
+    # scoreboard: a real PostgreSQL for the store tests, Debian's chromium for the browser test
+    postgresql chromium
+    # runner: an sshd of the tests' own stands in for a remote board
+    openssh-server openssh-client
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
