@@ -2,27 +2,29 @@
 
 ``generate()`` renders ``nix/<name>/default.nix`` (self-contained, no nixpkgs)
 and ``nix/<name>/dockertools.nix`` (the nixpkgs form) from the lock, with the
-templates in ``nix/templates/``. Every input is a fixed-output store path
-pinned by sha256:
+templates in ``nix/templates/``. The recipe is ``build.platform_plan``'s, the
+plan ``request-pack build`` executes, with every host path replaced by a
+fixed-output store path pinned by sha256:
 
-- the locked .debs, wheels and model, read from the content-addressed cache
-  (flat sha256 = the lock's hash, so a changed byte is a hash mismatch);
+- the locked .debs, wheels and model (and the model's request.json), read from
+  the content-addressed cache: the flat sha256 Nix checks is the lock's hash;
 - the base root filesystem tar that ``rootfs.build_rootfs`` made with
-  mmdebstrap. Nix cannot run maintainer scripts, so it takes this tar as a
-  pinned input: it witnesses the layers written from it, not the tar itself;
-- Debian's static busybox (the builder) and the builder's own files
-  (``nix/builder.sh``, ``nix/builder.py``, ``packager/oci.py``,
-  ``packager/layers.py``) and the harness files, pinned to the bytes they had
-  at generation time (a later edit is reported as a mismatch naming the file).
+  mmdebstrap. Nix cannot run maintainer scripts, so the tar is an input;
+  ``nix/witness.py`` checks in the sandbox that each file a locked .deb ships
+  is in it with the .deb's bytes;
+- Debian's static busybox (the builder, pinned by NAR hash), ``nix/builder.sh``,
+  ``nix/witness.py``, ``packager/{oci,layers,ociplan}.py`` and the harness
+  files, pinned to the bytes they had at generation time.
 
-In the sandbox, busybox unpacks python3.11 from the locked .debs and runs
-``packager/oci.py`` on the inputs: the same code as ``request-pack build`` but
-another interpreter build, another process, no network and no host files. When
-both give the same index digest, the image is a function of the pinned inputs.
+In the sandbox, busybox unpacks python3.11 from the locked amd64 .debs and runs
+``python3 -m packager.ociplan`` on the plan: the code ``request-pack build``
+runs, but another interpreter build, another process, no network and no host
+files. When both give the same index digest, the image is a function of the
+pinned inputs.
 
-``build()`` runs ``nix-build`` (or ``nix build .#<name>``) and turns nix's
-failures into typed errors: a hash mismatch names the input, exit 104 under
-``--check`` names the first differing layer and file.
+``build()`` runs ``nix-build`` (or ``nix build <flake>#<name>``) and turns
+nix's failures into typed errors: a hash mismatch names the input as the lock
+does; exit 104 under ``--check`` names the first differing layer and file.
 """
 
 from __future__ import annotations
