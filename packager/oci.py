@@ -364,7 +364,7 @@ class Difference:
 
 
 def _members(blob: Path) -> Iterator[tuple[tarfile.TarInfo, str | None]]:
-    with tarfile.open(blob, mode="r|gz") as tar:
+    with tarfile.open(blob, mode="r|*") as tar:  # layer blobs (gzip) and plain rootfs tars alike
         for m in tar:
             digest = None
             if m.isfile():

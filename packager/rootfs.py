@@ -162,12 +162,27 @@ def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, 
         if fresh:
             kept = store / f"{key}.fresh-{os.getpid()}.tar"
             os.replace(out, kept)
+            _compare_with_cached(store, key, kept, digest, platform)
             return Rootfs(platform, kept, digest, key, len(debs), seconds, cached=False)
         meta = {"sha256": digest, "packages": len(debs), "seconds": seconds, "arch": platform.debian_arch, "epoch": epoch}
         (store / f"{key}.json").write_text(json.dumps(meta, sort_keys=True))
         os.replace(out, final)  # last: a tar present means complete
     log.info("rootfs %s: %d packages in %.0f s, sha256 %s", platform, len(debs), seconds, digest[:16])
     return Rootfs(platform, final, digest, key, len(debs), seconds, cached=False)
+
+
+def _compare_with_cached(store: Path, key: str, fresh: Path, digest: str, platform: Platform) -> None:
+    """A remade base must equal the cached one byte for byte; otherwise name the first differing file."""
+    meta = store / f"{key}.json"
+    if not meta.is_file() or json.loads(meta.read_text())["sha256"] == digest:
+        return
+    from .errors import NotReproducible
+    from .oci import first_difference
+
+    diff = first_difference(store / f"{key}.tar", fresh)
+    fresh.unlink(missing_ok=True)
+    raise NotReproducible(f"{platform}: remade base root filesystem differs from the cached one "
+                          f"({json.loads(meta.read_text())['sha256'][:16]} vs {digest[:16]}): first difference {diff}")
 
 
 def _compare_installed(listing: Path, debs: list[Deb], platform: Platform) -> None:
