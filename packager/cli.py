@@ -370,7 +370,7 @@ def build_cmd(
     if check:
         res = builder.check(path, opts)
         console.print(f"[green]reproducible[/green] index {res.index_digests[0]} (builds took {res.seconds[0]} s and {res.seconds[1]} s)", soft_wrap=True)
-    result = builder.build(path, opts)
+    result = builder.build(path, builder.BuildOptions(platforms=platforms, build_root=out, cache_root=cache))
     for img in result.images:
         cached = sum(1 for i in img.layers if i.cached)
         console.print(f"{img.platform.value:14} {img.manifest.digest}  {sum(i.size for i in img.layers) / 1e6:7.1f} MB  "
