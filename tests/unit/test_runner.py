@@ -158,3 +158,19 @@ def test_cli_evaluate_names_the_failing_stage(tmp_path):
     res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, BadInput) and res.exception.return_code == 2
     assert "stage 'image'" in str(res.exception) and "request.lock" in str(res.exception)
+
+
+def test_harness_argv_by_digest_and_short_scenarios_when_emulated(tmp_path):
+    from packager.manifest import load_manifest
+    from packager.runner import RunOptions, harness_argv
+
+    manifest = load_manifest(Path(__file__).resolve().parents[1] / "data" / "manifest-valid")
+    native = Platform.native()
+    other = next(p for p in Platform if p is not native)
+    for plat, emulated in ((native, False), (other, True)):
+        opts = RunOptions(stage="full", dataset=tmp_path, out=tmp_path, platform=plat, resume=True, samples=5)
+        argv = harness_argv(manifest, opts, "sha256:" + "a" * 64, "/opt/request/model.onnx", "/opt/request/request.json")
+        assert argv[argv.index("--image-digest") + 1] == "sha256:" + "a" * 64
+        assert argv[argv.index("--config") + 1] == "/opt/request/request.json"
+        assert argv[argv.index("--stage") + 1] == "full" and "--resume" in argv and argv[argv.index("--samples") + 1] == "5"
+        assert ("--queries=32" in argv) is emulated
