@@ -29,6 +29,8 @@ APT_PACKAGES=(
     # python and general tooling
     python3 python3-venv python3-pip git make curl ca-certificates apt-utils
     dpkg-dev jq util-linux gpgv
+    # the harness's compatibility test runs under Debian's own numpy/onnx/Pillow (what armv7 images use)
+    python3-onnx python3-numpy python3-pil
     # scoreboard: a real PostgreSQL for the store tests, Debian's chromium for the browser test
     postgresql chromium
     # runner: an sshd of the tests' own stands in for a remote board
