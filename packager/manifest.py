@@ -101,7 +101,7 @@ class TensorSpec(_Strict):
 class Conversion(_Strict):
     """How the pinned source becomes the pinned ONNX file, so anyone can redo it."""
 
-    recipe: Literal["pytorch-state-dict-to-onnx", "onnxruntime-quantize-static", "onnxruntime-preprocess"]
+    recipe: Literal["pytorch-state-dict-to-onnx", "onnxruntime-quantize-static", "onnxruntime-preprocess", "pytorch-seeded-to-onnx"]
     requirements: list[str] = Field(min_length=1, description="pinned 'name==version' the recipe runs with")
     builder: str | None = Field(None, description="'module:callable' that builds the network")
     args: dict[str, Any] = Field(default_factory=dict)
