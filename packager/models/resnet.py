@@ -82,7 +82,11 @@ def seeded(builder: Any, seed: int, *args: Any, **kwargs: Any) -> Any:
     net = builder(*args, **kwargs)
     with torch.no_grad():
         for mod in net.modules():
-            if isinstance(mod, nn.BatchNorm2d):
+            if isinstance(mod, nn.Conv2d):
+                # torchvision's initialisation: with torch's default the signal fades layer by
+                # layer and every image gets nearly the same logits, which would test little.
+                nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu", generator=gen)
+            elif isinstance(mod, nn.BatchNorm2d):
                 c = mod.num_features
                 mod.weight.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
                 mod.bias.copy_(torch.randn(c, generator=gen) * 0.1)
