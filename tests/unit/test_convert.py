@@ -250,7 +250,9 @@ def test_example_artifacts_validate() -> None:
     assert ort.model == armv7.model  # one model file, two ways to run it
     assert [p.value for p in ort.platforms] == ["linux/amd64", "linux/arm64"]
     assert [p.value for p in armv7.platforms] == ["linux/arm/v7"]
-    assert armv7.python.requirements == [] and armv7.framework.name == "reference"
+    # numpy and onnx come from Debian on armv7 (no wheels exist); only the harness's pydantic is a wheel.
+    wheel_names = {r.split("==")[0] for r in armv7.python.requirements}
+    assert not wheel_names & {"numpy", "onnx", "onnxruntime", "pillow"} and armv7.framework.name == "reference"
 
 
 def test_onnxruntime_pin_matches_framework_version() -> None:
