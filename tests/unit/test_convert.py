@@ -118,9 +118,10 @@ def test_no_conversion_is_bad_input(tmp_path: Path) -> None:
         cv.convert(art, cache=Cache.open(tmp_path / "c"))
 
 
-def test_quantize_recipe_is_not_supported_yet(tmp_path: Path) -> None:
-    art = _artifact_copy(tmp_path, lambda d: d["model"]["conversion"].update(recipe="onnxruntime-quantize-static"))
-    with pytest.raises(BadInput, match="model.conversion.recipe: recipe 'onnxruntime-quantize-static' is not supported yet") as e:
+def test_preprocess_recipe_is_not_supported_yet(tmp_path: Path) -> None:
+    # onnxruntime-quantize-static is implemented now (tests/unit/test_convert_recipes.py).
+    art = _artifact_copy(tmp_path, lambda d: d["model"]["conversion"].update(recipe="onnxruntime-preprocess"))
+    with pytest.raises(BadInput, match="model.conversion.recipe: recipe 'onnxruntime-preprocess' is not supported yet") as e:
         cv.convert(art, cache=Cache.open(tmp_path / "c"))
     assert e.value.return_code == 2
 
