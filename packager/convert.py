@@ -18,6 +18,12 @@ Recipe ``pytorch-state-dict-to-onnx``, step by step:
 5. export with the TorchScript exporter (``dynamo=False``) at the pinned opset,
    string dims of ``model.input.shape`` becoming dynamic axes;
 6. compare the sha256 with ``model.sha256``, then store the file in the cache.
+
+Recipe ``onnxruntime-quantize-static`` chains onto that one: its fp32 input is
+made by the steps above and pinned by ``args.fp32_sha256``, and its calibration
+images are wheel members pinned one by one (see its section below). Recipe
+``pytorch-seeded-to-onnx`` is for networks without pretrained weights to pin:
+the source is a seed, and the result is only good for equivalence checks.
 """
 
 from __future__ import annotations
