@@ -516,7 +516,11 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
     if opts.platform is not Platform.native():
         # Under QEMU latency and throughput say nothing about the board (16-30x slower, jittery):
         # keep the scenarios short; accuracy is still computed on every sample.
-        argv += [f"--{k}={v}" for k, v in EMULATED_SCENARIOS.items()]
+        # A handful of samples asked for means a handful of queries too: the reference backend
+        # takes seconds per image under QEMU.
+        cap = opts.samples or manifest.run.stages.functional.samples if opts.stage == "functional" else opts.samples
+        sizes = {k: (min(v, cap) if cap and k != "warmup" else v) for k, v in EMULATED_SCENARIOS.items()}
+        argv += [f"--{k}={v}" for k, v in sizes.items()]
     if opts.resume:
         argv.append("--resume")
     return argv

@@ -19,12 +19,28 @@ if [[ -t 1 ]]; then BOLD=$'\033[1m' OFF=$'\033[0m'; else BOLD= OFF=; fi
 COMMANDS="$("$VENV/bin/python" -c 'import typer; from packager.cli import app; print("\n".join(typer.main.get_command(app).commands))')"
 has() { grep -qx "$1" <<<"$COMMANDS"; }
 
-# Each step: the subcommand, then its arguments. Extend as commands land.
+# Each step: the subcommand, then its arguments. The committed lock is used as
+# it is (fetch + lock --frozen): re-locking would resolve against the moving
+# Debian mirror and could change it.
+DEMO_OUT="${DEMO_OUT:-$REPO_ROOT/demo-out}"
+NAME="$(basename "$ARTIFACT")"
+PLATFORM_SLUG="linux-$(uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/' -e 's/armv7l/arm-v7/')"
+KEY="$DEMO_OUT/keys/evaluator.key"
+BUNDLE="$DEMO_OUT/results/$NAME-$PLATFORM_SLUG.bundle.tar.gz"
+BOARD="sqlite:///$DEMO_OUT/scoreboard.db"
+mkdir -p "$DEMO_OUT"
+[[ -f "$KEY" ]] || "$RP" keygen --out "$DEMO_OUT/keys" --name evaluator
+rm -rf "$DEMO_OUT/results"
 STEPS=(
     "doctor"
     "validate $ARTIFACT"
-    "lock $ARTIFACT"
+    "fetch $ARTIFACT"
     "lock --frozen $ARTIFACT"
+    "build $ARTIFACT"
+    "evaluate $ARTIFACT --key $KEY --out $DEMO_OUT/results"
+    "verify $BUNDLE --trust $DEMO_OUT/keys/evaluator.pub"
+    "publish $BUNDLE --board $BOARD --trust $DEMO_OUT/keys/evaluator.pub"
+    "board pareto --board $BOARD"
 )
 
 ran=0; missing=()

@@ -173,4 +173,5 @@ def test_harness_argv_by_digest_and_short_scenarios_when_emulated(tmp_path):
         assert argv[argv.index("--image-digest") + 1] == "sha256:" + "a" * 64
         assert argv[argv.index("--config") + 1] == "/opt/request/request.json"
         assert argv[argv.index("--stage") + 1] == "full" and "--resume" in argv and argv[argv.index("--samples") + 1] == "5"
-        assert ("--queries=32" in argv) is emulated
+        # Emulated scenarios are short, and no longer than the samples asked for.
+        assert ("--queries=5" in argv and "--offline-samples=5" in argv) is emulated
