@@ -57,7 +57,9 @@ SCRATCH = "/tmp"
 SANDBOX: dict[str, object] = {
     "network": "none",
     "read_only_rootfs": True,
-    "tmpfs": {SCRATCH: "rw,nosuid,nodev,size=2g"},
+    # exec: TVM links the compiled model into a .so in scratch and dlopens it; docker's
+    # tmpfs default is noexec. The root filesystem stays read-only, so nothing persists.
+    "tmpfs": {SCRATCH: "rw,exec,nosuid,nodev,size=2g"},
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
     "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
