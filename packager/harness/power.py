@@ -19,6 +19,8 @@ Nothing here ever makes up a number: a probe that cannot read gives
 
 from __future__ import annotations
 
+import abc
+
 import glob
 import logging
 import shlex
@@ -49,11 +51,11 @@ class Unavailable(Exception):
     """The probe's hardware or command is absent; the message is the recorded reason."""
 
 
-class _Reader:
+class _Reader(abc.ABC):
     """Returns instantaneous watts (or None for the first RAPL read, which has no interval yet)."""
 
-    def read(self) -> float | None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self) -> float | None: ...
 
 
 class RaplReader(_Reader):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -28,7 +29,8 @@ from packager.results import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE_LABELS = Path("/work/shared/data/imagenet-sample/labels.tsv")
+# CI clones the repository with shared/ beside it (see tests/conftest.py's shared_sample).
+SAMPLE_LABELS = Path(os.environ.get("REQUEST_PACK_SAMPLE", REPO.parent / "shared" / "data" / "imagenet-sample")) / "labels.tsv"
 MANIFEST = REPO / "tests" / "data" / "manifest-valid" / "request.yaml"
 ARTIFACT = "test-valid"
 INDEX_DIGEST = "sha256:" + hashlib.sha256(b"request-pack test image index").hexdigest()

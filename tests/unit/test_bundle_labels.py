@@ -8,7 +8,7 @@ import pytest
 
 from packager.bundle.labels import read_labels
 
-SAMPLE = Path("/work/shared/data/imagenet-sample/labels.tsv")
+from _bundle_fixture import SAMPLE_LABELS as SAMPLE
 
 
 def test_the_shared_sample_reads_as_file_to_index() -> None:
