@@ -6,6 +6,7 @@ raise ``packager.errors`` exceptions and log through ``logging``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -18,6 +19,7 @@ from rich.markup import escape
 
 from . import __version__
 from .errors import RequestPackError
+from .platforms import Platform
 
 app = typer.Typer(
     name="request-pack",
@@ -49,6 +51,22 @@ def main(
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_time=False, show_path=False)],
     )
+
+
+def _platforms_option(text: str) -> tuple[Platform, ...]:
+    """``--platform linux/amd64,linux/arm64``; empty means the manifest's platforms."""
+    return tuple(p for p in (_platform_option(item) for item in text.split(",")) if p is not None)
+
+
+def _platform_option(text: str | None) -> Optional[Platform]:
+    from .errors import BadInput
+
+    if not text or not text.strip():
+        return None
+    try:
+        return Platform.parse(text)
+    except ValueError:
+        raise BadInput(f"unknown platform {text.strip()!r}", field="--platform") from None
 
 
 @app.command()
@@ -119,14 +137,9 @@ def lock_cmd(
     --frozen never resolves and never touches the network.
     """
     from .cache import Cache
-    from .errors import BadInput
     from .lock import lock
-    from .platforms import Platform
 
-    try:
-        platforms = [Platform.parse(p) for p in platform.split(",") if p.strip()]
-    except ValueError as e:
-        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    platforms = list(_platforms_option(platform))
     result = lock(path, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
     console.print(_lock_table(result))
 
@@ -357,20 +370,16 @@ def build_cmd(
 ) -> None:
     """Build the multi-arch OCI image of a locked artifact, offline, from the cache."""
     from . import build as builder
-    from .errors import BadInput
-    from .platforms import Platform
 
-    try:
-        platforms = tuple(Platform.parse(p) for p in platform.split(",") if p.strip())
-    except ValueError as e:
-        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    platforms = _platforms_option(platform)
     opts = builder.BuildOptions(platforms=platforms, build_root=out, cache_root=cache, fresh_base=fresh_base)
     if not no_load:
         builder.engine_version(engine)  # fail before minutes of work if the engine is down
     if check:
         res = builder.check(path, opts)
         console.print(f"[green]reproducible[/green] index {res.index_digests[0]} (builds took {res.seconds[0]} s and {res.seconds[1]} s)", soft_wrap=True)
-    result = builder.build(path, builder.BuildOptions(platforms=platforms, build_root=out, cache_root=cache))
+    # --fresh-base is for the comparison only: the build that is kept reuses the bases --check made.
+    result = builder.build(path, dataclasses.replace(opts, fresh_base=False))
     for img in result.images:
         cached = sum(1 for i in img.layers if i.cached)
         console.print(f"{img.platform.value:14} {img.manifest.digest}  {sum(i.size for i in img.layers) / 1e6:7.1f} MB  "
@@ -396,13 +405,9 @@ def nix_cmd(
 ) -> None:
     """Write the pinned Nix expressions of an artifact (nix/<name>/) and optionally build and check them."""
     from . import nix
-    from .errors import BadInput, CheckFailed
-    from .platforms import Platform
+    from .errors import CheckFailed
 
-    try:
-        platforms = tuple(Platform.parse(p) for p in platform.split(",") if p.strip())
-    except ValueError as e:
-        raise BadInput(f"unknown platform ({e})", field="--platform") from None
+    platforms = _platforms_option(platform)
     opts = nix.NixOptions(platforms=platforms, out_dir=out, cache_root=cache, build=build, check=check,
                           flake=flake, compare_with=compare)
     report = nix.run(path, opts)
@@ -459,16 +464,12 @@ def run_cmd(
 ) -> None:
     """Run one stage of an artifact's image, by digest, in the sandbox."""
     from .devices import DEFAULT_CDI_DIRS
-    from .errors import BadInput
     from .manifest import load_manifest
     from .platforms import Platform
     from .runner import RunOptions, image_from_record, run_stage
     from .targets import open_engine
 
-    try:
-        plat = Platform.parse(platform) if platform else Platform.native()
-    except ValueError:
-        raise BadInput(f"unknown platform {platform!r}", field="--platform") from None
+    plat = _platform_option(platform) or Platform.native()
     manifest = load_manifest(artifact)
     artifact_dir = artifact.parent if artifact.is_file() else artifact
     ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
@@ -496,17 +497,12 @@ def evaluate_cmd(
 
     from rich.table import Table
 
-    from .errors import BadInput
     from .evaluate import evaluate
-    from .platforms import Platform
 
     if dataset is None:
         env = os.environ.get("REQUEST_PACK_SAMPLE")
         dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
-    try:
-        plat = Platform.parse(platform) if platform else None
-    except ValueError:
-        raise BadInput(f"unknown platform {platform!r}", field="--platform") from None
+    plat = _platform_option(platform)
     with _progress_bar() as bar:
         ev = evaluate(artifact, dataset, out, key=key, platform=plat, engine=engine, target=target, devices=tuple(device),
                       progress=lambda stage: _progress_fn(bar, stage))
