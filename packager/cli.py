@@ -269,6 +269,39 @@ def verify(
 
 
 
+# --- export (packager/mlperf.py) --------------------------------------------------------
+
+
+@app.command("export")
+def export_cmd(
+    sources: list[Path] = typer.Argument(..., help="Signed bundles (.tar.gz or directories) or harness run directories."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) directory for the submission tree."),
+    mlperf: bool = typer.Option(False, "--mlperf", help="Write an MLPerf-Inference-style submission tree (open division)."),
+    trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key to verify bundles with; repeatable."),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Export bundles without verifying their signature first."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground truth (labels TSV or val.txt) when a source has no labels.tsv."),
+    submitter: str = typer.Option("request-pack", "--submitter", help="Submitter (organisation) name in the tree."),
+    status: str = typer.Option("rdi", "--status", help="System status: available, preview or rdi."),
+) -> None:
+    """Turn result bundles or run directories into an MLPerf-Inference-style submission tree."""
+    from .errors import BadInput
+    from .mlperf import ExportOptions, export_mlperf
+
+    if not mlperf:
+        raise BadInput("the only export format is --mlperf", field="--mlperf")
+    opts = ExportOptions(submitter=submitter, trust=tuple(trust), trust_dir=trust_dir, verify=not no_verify,
+                         labels=labels, status=status)
+    report = export_mlperf(sources, out, opts)
+    for e in report.entries:
+        perf = "LoadGen logs" if e.performance_logs else "[yellow]no performance logs[/yellow]"
+        console.print(f"{escape(e.system)}/{escape(e.model)}/{e.scenario}: top-1 {e.accuracy.top1:.4f} "
+                      f"({e.accuracy.correct_top1}/{e.accuracy.samples}), {perf}", soft_wrap=True)
+    for e in report.without_performance_logs:
+        console.print(f"[yellow]note[/yellow] {escape(e.model)}/{e.scenario}: {escape(e.reason or '')}", soft_wrap=True)
+    console.print(f"[green]wrote[/green] {len(report.files)} files: {escape(str(report.root / report.division / report.submitter))}")
+
+
 # --- scoreboard: publish and board ---------------------------------------------------
 
 BOARD_HELP = "Board database URL: sqlite:///FILE (default sqlite:///scoreboard.db) or postgresql://user@host:port/db."
