@@ -524,8 +524,12 @@ def evaluate_cmd(
     device: list[str] = typer.Option([], "--device", help="As for run; repeatable."),
     target: Optional[str] = typer.Option(None, "--target", help="local (default) or ssh://user@host[:port]."),
     engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+    stage: str = typer.Option("all", "--stage", help="functional, full or all; the last stage run is signed and verified."),
+    resume: bool = typer.Option(False, "--resume", help="Continue each stage's predictions.jsonl in --out (a requeued job)."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="HOST/REPO@sha256:DIGEST", help="Pull this index or manifest from a registry, by digest, instead of building."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/record.json is (default: build/ beside artifacts/)."),
 ) -> None:
-    """Build-or-load, digest check, functional stage, full stage, sign, verify, summary."""
+    """Build-or-pull, digest check, functional stage, full stage, sign, verify, summary."""
     import os
 
     from rich.table import Table
@@ -538,7 +542,8 @@ def evaluate_cmd(
     plat = _platform_option(platform)
     with _progress_bar() as bar:
         ev = evaluate(artifact, dataset, out, key=key, platform=plat, engine=engine, target=target, devices=tuple(device),
-                      progress=lambda stage: _progress_fn(bar, stage))
+                      progress=lambda stage: _progress_fn(bar, stage), stages=stage, resume=resume, image=image,
+                      build_root=build_root)
     table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
     for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
         table.add_column(col, justify="right" if col != "stage" else "left")

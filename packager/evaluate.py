@@ -3,13 +3,21 @@
 Steps, each failing with the stage's name and the reason:
 
 1. image: the build record of the artifact, else ``request-pack build`` now (and
-   its load into the engine); the image is pinned by digest (``runner.image_from_record``);
+   its load into the engine); the image is pinned by digest (``runner.image_from_record``).
+   With ``--image host/repo@sha256:…`` nothing is built: the index (or manifest) is read
+   from the registry, hashed, and must be the one the build record names; the image is
+   copied from the registry into the engine (``engine.registry``);
 2. digest check: the engine's image id must be the config digest the record's
    manifest names (``runner.ensure_image``), and the record must match provenance;
 3. functional stage: the manifest's ``run.stages.functional`` count and ``min_top1``;
 4. full stage;
 5. the bundle: build record, provenance, manifest, lock and labels copied beside
-   the full stage's outputs, signed (``bundle.sign``) and verified (``bundle.verify``).
+   the last stage's outputs, signed (``bundle.sign``) and verified (``bundle.verify``).
+
+``stages`` picks 3, 4 or both: a farm can run the quick functional stage alone and
+still gets a signed, verified bundle of it (the statement records the stage).
+``resume`` is passed to each stage's run, so a requeued job continues the
+predictions.jsonl it left with no lost or duplicated line.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInput, CheckFailed, ImageNotAvailable, RequestPackError, StageFailed
+from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, RequestPackError, StageFailed
 from .manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
 from .platforms import Platform
 from .results import METRICS_NAME, Metrics
@@ -33,6 +41,7 @@ from .targets import open_engine
 log = logging.getLogger(__name__)
 
 STAGES = ("functional", "full")
+STAGE_CHOICES = {"functional": ("functional",), "full": ("full",), "all": STAGES}
 DEFAULT_KEY_DIR = Path.home() / ".config" / "request-pack" / "keys"
 
 
@@ -89,6 +98,34 @@ def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platfo
     result = builder.build(artifact_dir, opts)
     builder.load_into(result, engine_name)
     return image_from_record(artifact_dir, name, platform, build_root)
+
+
+def _image_from_registry(artifact_dir: Path, name: str, platform: Platform, reference: str,
+                         build_root: Path | None) -> ImageRef:
+    """Pin the image by the registry's (hashed) manifests; the build record must name the same image.
+
+    The record and provenance are what the bundle's verifier checks the image
+    against, so a pulled image still needs them: a farm copies ``build/<name>/``'s
+    two small JSON files along with the artifact, not the layout."""
+    import dataclasses
+
+    from .engine.registry import parse_reference, resolve
+
+    reg = parse_reference(reference)
+    pulled = resolve(reg, platform)
+    try:
+        ref = image_from_record(artifact_dir, name, platform, build_root)
+    except ImageNotAvailable as e:
+        raise ImageNotAvailable(f"--image needs the build record of {reference} to sign its results: {e.message}",
+                                fix=f"copy build/{name}/record.json and provenance.json from the builder, or pass --build-root") from e
+    if pulled.index_digest is not None and ref.index_digest != pulled.index_digest:
+        raise ImageMismatch(f"{reference} is index {pulled.index_digest}; the build record {ref.record} names {ref.index_digest}")
+    if ref.manifest_digest and ref.manifest_digest != pulled.manifest_digest:
+        raise ImageMismatch(f"{reference}: {platform} manifest {pulled.manifest_digest}; the build record names {ref.manifest_digest}")
+    if ref.config_digest != pulled.config_digest:
+        raise ImageMismatch(f"{reference}: {platform} config {pulled.config_digest}; the build record names {ref.config_digest}")
+    # No layout: the engine gets the image from the registry, never from a local build.
+    return dataclasses.replace(ref, oci_layout=None, source=pulled.source, source_args=pulled.skopeo_args())
 
 
 def _check_provenance(ref: ImageRef) -> None:
@@ -159,8 +196,13 @@ def evaluate(
     devices: tuple[str, ...] = (),
     build_root: Path | None = None,
     progress: Callable[[str], ProgressFn] | None = None,
+    stages: str = "all",
+    resume: bool = False,
+    image: str | None = None,
 ) -> Evaluation:
-    """Steps 1-5 of the module doc; raises with the failing stage's name."""
+    """Steps 1-5 of the module doc; raises with the failing stage's name.
+
+    ``stages`` is functional, full or all; ``image`` a registry reference by digest."""
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
@@ -170,22 +212,27 @@ def evaluate(
         raise BadInput(f"{platform} is not one of the manifest's platforms", field="--platform")
     if not dataset.is_dir():
         raise BadInput("dataset directory does not exist", file=dataset)
+    if stages not in STAGE_CHOICES:
+        raise BadInput(f"stage {stages!r} is not one of {', '.join(STAGE_CHOICES)}", field="--stage")
     build_root = build_root or default_build_root(artifact_dir)
 
     # 1-2.
-    ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root)
+    if image is not None:
+        ref = _in_stage("image", _image_from_registry, artifact_dir, manifest.name, platform, image, build_root)
+    else:
+        ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root)
     _in_stage("image", _check_provenance, ref)
     eng = _in_stage("image", open_engine, engine, target)
     timings["image"] = time.monotonic() - t0
 
     # 3-4.
     summaries = []
-    for stage in STAGES:
+    for stage in STAGE_CHOICES[stages]:
         t = time.monotonic()
         stage_out = out / stage
-        if stage_out.exists():
+        if stage_out.exists() and not resume:
             shutil.rmtree(stage_out)
-        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices)
+        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume)
         min_top1 = getattr(manifest.run.stages, stage).min_top1
         result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
         summary = _summary(stage, result, min_top1)
@@ -200,10 +247,12 @@ def evaluate(
     from .bundle.sign import sign_result_dir
     from .bundle.verify import verify_bundle
 
-    bundle_dir = out / "full"
+    last = STAGE_CHOICES[stages][-1]
+    bundle_dir = out / last
     _bundle_files(artifact_dir, ref, dataset, manifest.dataset.labels, bundle_dir)
     priv, pub = evaluator_key(key)
-    archive = out / f"{manifest.name}-{platform.slug}.bundle.tar.gz"
+    suffix = "" if last == "full" else f"-{last}"
+    archive = out / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"
     signed = _in_stage("sign", sign_result_dir, bundle_dir, priv,
                        passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None, archive_path=archive)
     report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset, artifact=artifact_dir)

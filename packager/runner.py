@@ -86,6 +86,9 @@ class ImageRef:
     index_digest: str | None = None
     oci_layout: Path | None = None
     record: Path | None = None
+    # A registry source instead of the layout ("docker://host/repo@sha256:<manifest>"), for --image.
+    source: str | None = None
+    source_args: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -160,13 +163,13 @@ def ensure_image(engine: Engine, ref: ImageRef, scratch: Path) -> ImageInfo:
     """The engine's image with id ``ref.config_digest``, loaded from the OCI layout if absent."""
     info = engine.inspect_image(ref.config_digest)
     if info is None:
-        if ref.oci_layout is None:
+        if ref.oci_layout is None and ref.source is None:
             raise ImageNotAvailable(f"image {ref.config_digest} ({ref.artifact}, {ref.platform}) is not in {engine.name}",
                                     fix="request-pack build, or load the image")
-        _load_from_layout(engine, ref, scratch)
+        _load_from_source(engine, ref, scratch)
         info = engine.inspect_image(ref.config_digest)
         if info is None:
-            raise ImageMismatch(f"loading {ref.oci_layout} for {ref.platform} did not give image {ref.config_digest}")
+            raise ImageMismatch(f"loading {ref.source or ref.oci_layout} for {ref.platform} did not give image {ref.config_digest}")
     if info.id != ref.config_digest:
         raise ImageMismatch(f"engine image id {info.id} is not the pinned {ref.config_digest}")
     want_variant = ref.platform.variant if ref.platform is Platform.ARMV7 else None
@@ -175,22 +178,27 @@ def ensure_image(engine: Engine, ref: ImageRef, scratch: Path) -> ImageInfo:
     return info
 
 
-def _load_from_layout(engine: Engine, ref: ImageRef, scratch: Path) -> None:
+def _load_from_source(engine: Engine, ref: ImageRef, scratch: Path) -> None:
+    """The OCI layout (or, for --image, the registry) as a docker-archive tar, then ``engine.load_image``:
+    the same path serves a local engine and one over ssh."""
     import shutil
     import subprocess
 
     skopeo = shutil.which("skopeo")
     if skopeo is None:
-        raise ToolMissing("skopeo is needed to load the OCI layout into the engine", fix="apt-get install -y skopeo")
+        raise ToolMissing("skopeo is needed to load the image into the engine", fix="apt-get install -y skopeo")
     tar = scratch / f"image-{ref.config_digest.split(':')[1][:16]}.tar"
     argv = [skopeo, "copy", "--quiet", f"--override-os={ref.platform.os}", f"--override-arch={ref.platform.architecture}"]
     if ref.platform.variant:
         argv.append(f"--override-variant={ref.platform.variant}")
-    argv += [f"oci:{ref.oci_layout}", f"docker-archive:{tar}:request-pack/{ref.artifact}:{ref.platform.slug}"]
+    src = ref.source or f"oci:{ref.oci_layout}"
+    argv += [*ref.source_args, src, f"docker-archive:{tar}:request-pack/{ref.artifact}:{ref.platform.slug}"]
     log.info("+ %s", " ".join(argv))
+    t0 = time.monotonic()
     proc = subprocess.run(argv, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise ImageNotAvailable(f"skopeo could not export {ref.oci_layout} for {ref.platform}: {proc.stderr.strip()}")
+        raise ImageNotAvailable(f"skopeo could not copy {src} for {ref.platform}: {proc.stderr.strip()}")
+    log.info("copied %s (%.0f MB) in %.1f s", src, tar.stat().st_size / 1e6, time.monotonic() - t0)
     try:
         engine.load_image(tar)
     finally:

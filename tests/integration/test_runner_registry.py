@@ -1,0 +1,151 @@
+"""``evaluate --image REGISTRY/REPO@sha256:…``: the image comes from a real registry, by digest.
+
+A ``docker-registry`` (Debian's distribution 2.8) serves on a free 127.0.0.1 port
+from a temporary directory. The example artifact is copied with a version of its
+own, so its image (the version is a label in the config) exists nowhere else; it
+is built without loading into any engine and pushed. ``evaluate`` must then read
+the index from the registry, copy the platform's image into docker and find the
+config digest the registry's manifest names; a requeued ``--resume`` continues a
+torn predictions.jsonl. A tag and an unknown digest are refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not Path(exe).exists():
+        pytest.fail("docker-registry is not installed (apt-get install -y docker-registry)", pytrace=False)
+    d = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    (d / "config.yml").write_text(f"""\
+version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {d}/data
+http:
+  addr: 127.0.0.1:{port}
+  secret: request-pack-test
+""")
+    proc = subprocess.Popen([exe, "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL, stderr=open(d / "log", "wb"))
+    url = f"http://127.0.0.1:{port}/v2/"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"docker-registry exited: {(d / 'log').read_text()[-500:]}", pytrace=False)
+            time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def pushed(registry, tmp_path_factory, docker_client):
+    """(artifact dir, index digest, config digest of amd64): built, pushed, in no engine."""
+    root = tmp_path_factory.mktemp("pushed")
+    art = root / "artifacts" / ARTIFACT.name
+    shutil.copytree(ARTIFACT, art)
+    manifest = art / "request.yaml"
+    text = manifest.read_text()
+    assert "\nversion: 1.0.0\n" in text
+    manifest.write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+registry.{uuid.uuid4().hex[:12]}\n"))
+    t0 = time.monotonic()
+    for step in (["lock", str(art)], ["fetch", str(art)],
+                 ["build", str(art), "--platform", "linux/amd64", "--no-load", "--push", registry]):
+        res = _cli(*step, cwd=root)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    print(f"lock + fetch + build + push: {time.monotonic() - t0:.1f} s")
+    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    config = record["platforms"]["linux/amd64"]["config_digest"]
+    yield art, record["index_digest"], config
+    try:
+        docker_client.images.remove(config, force=True)
+    except Exception:
+        pass  # the test failed before pulling
+
+
+def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, docker_client, tmp_path):
+    import docker.errors
+
+    art, index, config = pushed
+    root = art.parent.parent
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(config)  # so the run below cannot use anything but the registry's image
+    keys = tmp_path / "keys"
+    assert _cli("keygen", "--out", str(keys), cwd=root).returncode == 0
+    out = tmp_path / "results"
+    image = f"{registry}/request-pack/{art.name}@{index}"
+    t0 = time.monotonic()
+    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--dataset", str(shared_sample),
+               "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
+    print(f"evaluate --image (pull + functional + sign + verify): {time.monotonic() - t0:.1f} s")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert docker_client.images.get(config).id == config
+    run = json.loads((out / "functional" / "run.json").read_text())
+    assert run["image"]["config_digest"] == config and run["image"]["index_digest"] == index
+    assert not (out / "full").exists()
+    bundle = out / f"{art.name}-linux-amd64-functional.bundle.tar.gz"
+    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "functional" in (out / "functional" / "metrics.json").read_text()
+
+    # A requeued job: 7 whole lines and a torn eighth survive; --resume finishes the other 13 exactly once.
+    preds = out / "functional" / "predictions.jsonl"
+    lines = preds.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 20
+    preds.write_bytes(b"".join(lines[:7]) + lines[7][:25])
+    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
+               "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    ids = [json.loads(line)["id"] for line in preds.read_text().splitlines()]
+    assert len(ids) == 20 and len(set(ids)) == 20
+    assert [json.loads(line)["id"] for line in lines[:7]] == ids[:7]
+    assert json.loads((out / "functional" / "run.json").read_text())["resumed_after"] == 7
+    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_evaluate_refuses_tags_and_unknown_digests(registry, pushed, shared_sample, tmp_path):
+    art, _, _ = pushed
+    root = art.parent.parent
+    res = _cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}:latest", "--stage", "functional",
+               "--dataset", str(shared_sample), "--out", str(tmp_path / "r"), cwd=root)
+    assert res.returncode == 2 and "by digest only" in res.stderr, res.stderr
+    res = _cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}@sha256:{'0' * 64}", "--stage", "functional",
+               "--dataset", str(shared_sample), "--out", str(tmp_path / "r"), cwd=root)
+    assert res.returncode == 3 and "stage 'image'" in res.stderr, res.stderr
