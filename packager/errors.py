@@ -247,3 +247,10 @@ class NixNotDeterministic(NotReproducible):
 
 class NixBuildFailed(BuildFailed):
     """nix evaluated or built the expression and failed for a reason other than an input hash or determinism."""
+
+
+# --- farm (packager/farm/) ---------------------------------------------------------------
+
+
+class ClusterUnavailable(EnvironmentMissing):
+    """No usable kubeconfig, or the Kubernetes API server cannot be reached or refuses us."""
