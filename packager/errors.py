@@ -152,6 +152,14 @@ class UnsupportedPlatformError(BadInput):
     """A dependency has no artifact for a platform the manifest lists."""
 
 
+class NoWheelError(UnsupportedPlatformError):
+    """A top-level requirement (``requirement``, its canonical name) has no wheel for a platform."""
+
+    def __init__(self, message: str, *, requirement: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.requirement = requirement
+
+
 class KeyFileError(BadInput):
     """A signing or trusted key is unreadable, not Ed25519, or its passphrase is wrong."""
 

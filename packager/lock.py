@@ -27,14 +27,15 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
-from . import debian, wheels
+from . import debian, sourcebuild, wheels
 from .cache import Cache, sha256_file
 from .errors import (BadInput, CacheMissError, EnvironmentMissing, IntegrityError, LockFileError, ManifestError, NetworkUnavailable,
                      StaleLockError, UnpinnedInputError, UnsupportedPlatformError)
 from .manifest import LOCK_NAME, Manifest, _parse_pinned, load_manifest, manifest_path
 from .platforms import Platform
+from .sourcebuild import SourceBuildLock
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,20 @@ class WheelEntry(_Wire):
     filename: str
     size: int = Field(ge=0)
     sha256: Sha256
-    url: str
+    url: str | None = Field(None, description="where to download it; absent for a wheel built from its sdist")
     requested: bool
+    build: SourceBuildLock | None = Field(None, description="how the wheel is built from its sdist (no wheel on PyPI)")
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> "WheelEntry":
+        if (self.url is None) == (self.build is None):
+            raise ValueError("a wheel has either a url or a build recipe")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler):
+        # a downloaded wheel's entry keeps the bytes it had before built wheels existed
+        return {k: v for k, v in handler(self).items() if not (k in ("url", "build") and v is None)}
 
 
 class PlatformLock(_Wire):
@@ -225,6 +238,8 @@ def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[Locke
         pl = lock.platforms[key]
         out += [LockedObject(f"{key} deb {d.filename}", d.sha256, d.size, d.url) for d in pl.debian.packages]
         out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url) for w in pl.wheels]
+        out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url)
+                for w in pl.wheels if w.build for f in w.build.inputs()]
     return out
 
 
@@ -305,7 +320,9 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
     if templates != current.templates:
         changed = sorted(set(templates.items()) ^ set(current.templates.items()))
         raise StaleLockError(f"{lock_path}: stale: template {changed[0][0]} changed since it was locked: run `request-pack lock`")
-    # 5. every file the build reads is in the cache with the locked bytes
+    # 5. every file the build reads is in the cache with the locked bytes; a wheel built
+    #    from its sdist is rebuilt offline from the cached inputs if absent, and must match
+    ensure_built_wheels(current, [p.value for p in platforms], cache)
     for obj in locked_objects(current, [p.value for p in platforms]):
         cache.path_of(obj.sha256, size=obj.size, verify=True, name=obj.name)
     # 6. the dataset, when given, is the one pinned
@@ -317,6 +334,13 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
             bad = _first_dataset_difference(current.dataset, actual)
             raise IntegrityError(f"dataset file {Path(dataset) / bad}", "the locked bytes", "different or missing bytes")
     return LockResult(path=lock_path, lock=current, changed=False, frozen=True, summary=summarize(current))
+
+
+def ensure_built_wheels(current: Lock, platforms: list[str], cache: Cache) -> None:
+    for key in sorted(platforms):
+        for w in current.platforms[key].wheels:
+            if w.build is not None:
+                sourcebuild.ensure(cache, w.build, name=w.name, version=w.version, expected_sha256=w.sha256)
 
 
 def summarize(current: Lock) -> tuple[PlatformSummary, ...]:
@@ -367,9 +391,13 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
     if any(manifest.requirements_for(p) for p in selected):
         wheels.check_pip()
 
+    sdists: dict[Platform, list[sourcebuild.Sdist]] = {}
+
     def wheels_of(plat: Platform) -> list[wheels.Wheel] | UnsupportedPlatformError:
         try:
-            return wheels.resolve(cache, plat, manifest.requirements_for(plat))
+            # a top-level requirement without a wheel here comes from its sdist if a recipe can build it
+            whs, sdists[plat] = sourcebuild.resolve(cache, plat, manifest.requirements_for(plat))
+            return whs
         except UnsupportedPlatformError as e:
             return e
 
@@ -410,11 +438,23 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
         wheel_entries = [WheelEntry(name=w.name, version=w.version, filename=w.filename,
                                     size=cache.object_path(w.sha256).stat().st_size, sha256=w.sha256,
                                     url=w.url, requested=w.requested) for w in whs]
+        wheel_entries += _built_wheels(manifest, plat, sdists.get(plat, []), cache)
         out[plat.value] = PlatformLock(
             debian=DebianLock(arch=res.arch, suite=manifest.system.suite,
                               sources=[AptSourceEntry(url=s.url, suite=s.suite, component=s.component) for s in res.sources],
                               packages=deb_entries),
             wheels=wheel_entries)
+    return out
+
+
+def _built_wheels(manifest: Manifest, plat: Platform, sdists: list[sourcebuild.Sdist], cache: Cache) -> list[WheelEntry]:
+    """Pin and build (or reuse from the cache) the wheels of requirements PyPI has only as sdists here."""
+    out = []
+    for sd in sdists:
+        recipe = sourcebuild.plan(cache, plat, sd, mirror=manifest.system.mirror, suite=manifest.system.suite)
+        built = sourcebuild.build_wheel(cache, recipe, name=sd.name, version=sd.version)
+        out.append(WheelEntry(name=sd.name, version=sd.version, filename=built.filename, size=built.size,
+                              sha256=built.sha256, requested=True, build=recipe))
     return out
 
 
@@ -566,6 +606,7 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
         log.info("downloading %d files", len(todo))
         with ThreadPoolExecutor(max_workers=6) as pool:
             list(pool.map(lambda o: cache.fetch_url(o.url, o.sha256, name=o.name, size=o.size), todo))
+    ensure_built_wheels(current, list(current.platforms), cache)
     return check_frozen(manifest, lock_path, cache, [Platform(k) for k in current.platforms])
 
 

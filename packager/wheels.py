@@ -37,7 +37,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from .cache import Cache
-from .errors import EnvironmentMissing, NetworkUnavailable, ToolMissing, UnsupportedPlatformError
+from .errors import EnvironmentMissing, NetworkUnavailable, NoWheelError, ToolMissing, UnsupportedPlatformError
 from .platforms import Platform
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,10 @@ def _explain_failure(output: str, platform: Platform, requirements: list[Require
         if name in top and not origin:
             req = top[name]
             pin = f"{req.name}{req.specifier}"
-            return UnsupportedPlatformError(
+            return NoWheelError(
                 f'{pin} has no wheel for {platform.value}: use framework "reference" on that platform or drop it '
                 f"(e.g. add ; platform_machine != '{platform.uname_machine}' to the requirement)",
-                field="python.requirements")
+                requirement=name, field="python.requirements")
         via = f" (needed by {origin})" if origin else ""
         return UnsupportedPlatformError(
             f"{spec}{via} has no wheel for {platform.value}: pin a version that has one, take it from Debian "
