@@ -557,6 +557,116 @@ def evaluate_cmd(
     console.print("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ev.timings.items()))
 
 
+# --- farm: Slurm and Kubernetes ----------------------------------------------------------
+
+farm_app = typer.Typer(help="Evaluate many artifacts on a board farm (Slurm) or a cluster (Kubernetes Jobs).",
+                       no_args_is_help=True)
+app.add_typer(farm_app, name="farm")
+
+
+@farm_app.command("submit")
+def farm_submit(
+    artifacts: list[Path] = typer.Argument(..., help="Artifact directories (or their request.yaml)."),
+    engine: str = typer.Option("slurm", "--engine", help="slurm or kubernetes."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="Slurm partition (default: the cluster's)."),
+    stage: str = typer.Option("all", "--stage", help="functional, full or all."),
+    platform: list[str] = typer.Option([], "--platform", help="Only these platforms (repeatable); default: each manifest's."),
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="HOST:PORT", help="Registry the boards pull images from, by digest."),
+    results: Path = typer.Option(Path("farm-results"), "--results", help="Shared results location: one directory per job key."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory as the boards see it (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Evaluator's signing key the boards use (NAME.key beside NAME.pub)."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/ is (default: build/ beside artifacts/)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="kubernetes: write the Job manifests only."),
+    namespace: str = typer.Option("request-pack", "--namespace", help="kubernetes: namespace of the Jobs."),
+) -> None:
+    """Build and push each image by digest, plan one job per (artifact, platform, device need), submit."""
+    import os
+
+    from .errors import BadInput
+    from .farm import jobs as farm_jobs
+    from .farm.images import ensure_images
+
+    if engine not in ("slurm", "kubernetes"):
+        raise BadInput(f"engine {engine!r} is not slurm or kubernetes", field="--engine")
+    if not registry:
+        raise BadInput("a farm pulls images by digest from a registry: pass --registry HOST:PORT", field="--registry")
+    if stage not in farm_jobs.STAGES:
+        raise BadInput(f"stage {stage!r} is not one of {', '.join(farm_jobs.STAGES)}", field="--stage")
+    plats = tuple(p for p in (_platform_option(t) for t in platform) if p is not None) or None
+    images = ensure_images(artifacts, registry, build_root=build_root, platforms=plats)
+    jobs = farm_jobs.plan(artifacts, images, stage=stage, platforms=plats)  # type: ignore[arg-type]
+    if engine == "kubernetes":
+        from .farm import kubernetes
+
+        paths = kubernetes.submit(jobs, out=results, dry_run=dry_run, namespace=namespace)
+        for p in paths:
+            console.print(f"{'wrote' if dry_run else 'applied'} {escape(str(p))}")
+        return
+    if dry_run:
+        raise BadInput("--dry-run is for --engine kubernetes; Slurm's own check is sbatch --test-only", field="--dry-run")
+    from .farm.slurm import submit
+
+    if dataset is None:
+        env = os.environ.get("REQUEST_PACK_SAMPLE")
+        dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+    root = build_root
+    if root is None:
+        from .build import default_build_root
+
+        root = default_build_root(jobs[0].artifact_dir)
+    for s in submit(jobs, results=results, dataset=dataset, build_root=root, signing_key=key, partition=partition):
+        what = {"submitted": f"[green]submitted[/green] as job {s.job_id}", "done": "[blue]done[/blue] (verified result)",
+                "queued": f"[yellow]queued[/yellow] already as job {s.job_id}"}[s.action]
+        console.print(f"{what}: {s.job.name} ({s.job.artifact}, {s.job.platform}, {s.job.stage}) key {s.job.key[:12]}")
+
+
+@farm_app.command("status")
+def farm_status(
+    results: Path = typer.Option(Path("farm-results"), "--results", help="Results location given to submit."),
+) -> None:
+    """One row per job: Slurm state, board, elapsed, and how far its results directory is."""
+    from rich.table import Table
+
+    from .farm.slurm import status
+
+    table = Table(title=f"farm jobs in {results}")
+    for col in ("job", "id", "state", "board", "elapsed", "stage", "restarts", "attempts", "verified"):
+        table.add_column(col)
+    for r in status(results):
+        table.add_row(r.name, r.job_id or "-", r.state, r.node or "-",
+                      f"{r.elapsed_s:.0f} s" if r.elapsed_s is not None else "-", r.stage, str(r.restarts),
+                      str(r.attempts), "yes" if r.verified else "no")
+    console.print(table)
+
+
+@farm_app.command("collect")
+def farm_collect(
+    results: Path = typer.Option(Path("farm-results"), "--results", help="Results location given to submit."),
+    board: str = typer.Option("sqlite:///scoreboard.db", "--board", help=BOARD_HELP),
+    trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key (PEM); repeatable."),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: each bundle's labels.tsv)."),
+) -> None:
+    """Verify every bundle, publish the good ones, report the bad and the missing ones with the reason."""
+    from .bundle.keys import TrustStore
+    from .errors import CheckFailed
+    from .farm.collect import collect_iter, summary
+
+    rows = []
+    for c in collect_iter(results, board, TrustStore.load(trust, trust_dir), labels=labels):
+        rows.append(c)
+        where = escape(str(c.bundle or c.job_dir))
+        if c.ok:
+            state = "[green]published[/green]" if c.outcome == "published" else "[yellow]already on the board[/yellow]"
+            console.print(f"{state} {where} ({c.artifact}, {c.platform}, top-1 {c.top1:.4f})")
+        else:
+            console.print(f"[red]{c.outcome}[/red] {where}: {escape(c.reason)}")
+    counts = summary(rows)
+    console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    if counts.get("bad"):
+        raise CheckFailed(f"{counts['bad']} bundle(s) failed verification and were not published")
+
+
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.
 
