@@ -200,7 +200,9 @@ class LoadGenDriver:
                 if _aligned(idx, batch_size, n):
                     x = batches[idx[0] // batch_size]
                 else:
-                    np.take(full, idx, axis=0, out=buf[: len(idx)])
+                    # mode="raise" (the default) routes `out` through a fresh temporary of the batch's size
+                    # (7 ms instead of 1 ms at 32x3x224x224 here); LoadGen's indices are always in range.
+                    np.take(full, idx, axis=0, out=buf[: len(idx)], mode="clip")
                     buf[len(idx) :] = full[0]  # a short last batch keeps the batch shape fixed
                     x = buf
                 backend.run(x)
