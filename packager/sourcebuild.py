@@ -287,7 +287,10 @@ def ensure(cache: Cache, build: SourceBuildLock, *, name: str, version: str, exp
         return BuiltWheel(name, version, _wheel_name(cache, expected_sha256), expected_sha256, path.stat().st_size, 0.0, cached=True)
     built = build_wheel(cache, build, name=name, version=version)
     if built.sha256 != expected_sha256:
-        here = toolchain_versions(Platform(build.target))
+        try:
+            here = toolchain_versions(Platform(build.target))
+        except ToolMissing:
+            here = {}
         diff = sorted(k for k in set(here) | set(build.toolchain) if here.get(k) != build.toolchain.get(k))
         hint = (f"the toolchain differs from the locked one ({', '.join(f'{k} {build.toolchain.get(k)} -> {here.get(k)}' for k in diff)})"
                 if diff else "same toolchain versions: the build is not reproducible")
@@ -309,6 +312,7 @@ def build_wheel(cache: Cache, build: SourceBuildLock, *, name: str, version: str
         meta = json.loads(index.read_text())
         if cache.has(meta["sha256"]):
             return BuiltWheel(name, version, meta["filename"], meta["sha256"], meta["size"], meta["seconds"], cached=True)
+    inputs = {f.sha256: cache.path_of(f.sha256, size=f.size, verify=True, name=f.filename) for f in build.inputs()}
     _check_host()
     here = toolchain_versions(platform)
     if here != build.toolchain:
@@ -317,7 +321,6 @@ def build_wheel(cache: Cache, build: SourceBuildLock, *, name: str, version: str
     for tool in (f"{triplet}-gcc", f"{triplet}-g++"):
         if shutil.which(tool) is None:
             raise ToolMissing(f"{tool} is not installed", fix=f"apt-get install -y g++-{triplet}")
-    inputs = {f.sha256: cache.path_of(f.sha256, size=f.size, verify=True, name=f.filename) for f in build.inputs()}
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sourcebuild-", dir=cache.subdir("tmp")) as tmp:
         work = Path(tmp)

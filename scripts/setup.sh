@@ -35,6 +35,8 @@ APT_PACKAGES=(
     postgresql chromium
     # runner: an sshd of the tests' own stands in for a remote board
     openssh-server openssh-client
+    # sourcebuild: LoadGen's wheels for arm64/armv7, cross-compiled with the host's python3.11
+    g++-aarch64-linux-gnu g++-arm-linux-gnueabihf python3.11
 )
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
