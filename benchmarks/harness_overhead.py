@@ -112,7 +112,8 @@ def main() -> int:
     ap.add_argument("--artifact", type=Path, help=f"artifact whose model and preprocessing to use (default {DEFAULT_ARTIFACT.name})")
     ap.add_argument("--model", type=Path, help="ONNX model file (with --artifact: that artifact's preprocessing)")
     ap.add_argument("--tiny", action="store_true", help="the tiny fixed-seed test net instead")
-    ap.add_argument("--dataset", type=Path, default=Path(os.environ.get("REQUEST_PACK_SAMPLE", REPO.parent / "shared" / "data" / "imagenet-sample")))
+    sample = os.environ.get("REQUEST_PACK_SAMPLE", REPO.parent / "shared" / "data" / "imagenet-sample")
+    ap.add_argument("--dataset", type=Path, default=Path(sample))
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--queries", type=int, default=200, help="SingleStream queries per side and round")
@@ -153,7 +154,8 @@ def main() -> int:
                 res["bare_ips"].append(bare_offline(sess, name, batches, args.samples, 10))
             else:
                 res["harness_ips"].append(driver.offline(backend, tensors, args.batch, settings).images_per_s)
-        print(f"round {r + 1} ({order[0]} first): p50 bare {res['bare_p50'][-1] * 1e3:.3f} ms, harness {res['harness_p50'][-1] * 1e3:.3f} ms; "
+        print(f"round {r + 1} ({order[0]} first): "
+              f"p50 bare {res['bare_p50'][-1] * 1e3:.3f} ms, harness {res['harness_p50'][-1] * 1e3:.3f} ms; "
               f"b{args.batch} bare {res['bare_ips'][-1]:.1f}, harness {res['harness_ips'][-1]:.1f} images/s; "
               f"load {os.getloadavg()[0]:.2f}", flush=True)
     print(_load("after"))

@@ -48,7 +48,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import BadInput, MetricsMismatch, RequestPackError
+from .errors import BadInput, MetricsMismatch
 from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Accuracy, Metrics, Prediction, System, accuracy_from
 
 log = logging.getLogger(__name__)
@@ -219,13 +219,9 @@ def _open(source: Path, opts: ExportOptions, scratch: Path) -> _Result:
     if (root / MANIFEST).is_file():
         from .yamlsafe import load_yaml
 
-        try:
-            manifest = load_yaml(root / MANIFEST)
-        except RequestPackError:
-            raise
-        except Exception as e:  # noqa: BLE001 - any parse failure is bad input naming the file
-            raise ExportError(f"not YAML: {e}", file=root / MANIFEST) from None
-    return _Result(source, root, metrics, system, preds, acc, truth_name, signed, signer, manifest if isinstance(manifest, dict) else None)
+        manifest = load_yaml(root / MANIFEST)  # BadInput naming the file and line
+    return _Result(source, root, metrics, system, preds, acc, truth_name, signed, signer,
+                   manifest if isinstance(manifest, dict) else None)
 
 
 def _uses_loadgen(m: Metrics) -> bool:
@@ -417,7 +413,7 @@ def user_conf(model: str, scenario: str, detail: dict | None, r: _Result) -> str
                   else ", ".join(f"batch {t.batch_size}: {t.samples} samples" for t in m.throughput))
         return (f"# No MLPerf LoadGen ran ({m.driver}), so no LoadGen setting applied.\n"
                 f"# The built-in timing loop ran {counts} of {scenario} after the warm-up.\n")
-    lines = [f"# The LoadGen TestSettings the harness set for this run, read back from its mlperf_log_detail.txt.\n"]
+    lines = ["# The LoadGen TestSettings the harness set for this run, read back from its mlperf_log_detail.txt.\n"]
     for key, name in _USER_CONF_KEYS.items():
         if key in detail:
             lines.append(f"{model}.{scenario}.{name} = {detail[key]}\n")
@@ -467,6 +463,8 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
         figure = f"Offline throughput: {best.images_per_s:.1f} images/s at batch {best.batch_size} ({best.samples} samples)"
         if others:
             figure += f"; other batch sizes measured (images/s): {others}"
+    provenance = (f"signed bundle, verified, signer {r.signer[:16]}" if r.signer
+                  else "signed, NOT verified (--no-verify)" if r.signed else "unsigned run directory")
     lines = [
         f"# {model} / {scenario} on {sysname}",
         "",
@@ -477,7 +475,7 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
         f"- driver: {m.driver}",
         f"- {figure}",
         f"- accuracy: top-1 {m.accuracy.top1:.4f}, top-5 {m.accuracy.top5:.4f} on {m.accuracy.samples} images ({m.dataset_note})",
-        f"- source: {r.source.name} ({'signed bundle, verified, signer ' + r.signer[:16] if r.signer else 'signed, NOT verified (--no-verify)' if r.signed else 'unsigned run directory'})",
+        f"- source: {r.source.name} ({provenance})",
     ]
     if perf_reason:
         lines.append(f"- performance logs: none. {perf_reason}")
@@ -491,7 +489,8 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
         + ("LoadGen AccuracyOnly run (Offline mode, every sample once); the same run serves both scenarios. "
            "`mlperf_log_accuracy.json` holds each sample's top-1 class as a little-endian int64, "
            "and `qsl_ids.tsv` maps qsl_idx to image ids."
-           if not perf_reason else "no LoadGen accuracy log (the built-in driver writes none); accuracy.txt is recomputed from predictions.jsonl."),
+           if not perf_reason
+           else "no LoadGen accuracy log (the built-in driver writes none); accuracy.txt is recomputed from predictions.jsonl."),
         "",
         "Reproduce: `request-pack evaluate artifacts/<name>` with the request.yaml and request.lock in code/"
         f"{model}/ (see its README).",
