@@ -593,6 +593,10 @@ def farm_submit(
     if stage not in farm_jobs.STAGES:
         raise BadInput(f"stage {stage!r} is not one of {', '.join(farm_jobs.STAGES)}", field="--stage")
     plats = tuple(p for p in (_platform_option(t) for t in platform) if p is not None) or None
+    if engine == "slurm" and not dry_run:
+        from .farm.slurm import check_request
+
+        check_request(artifacts, plats, partition=partition)  # before building: an impossible job fails now
     images = ensure_images(artifacts, registry, build_root=build_root, platforms=plats)
     jobs = farm_jobs.plan(artifacts, images, stage=stage, platforms=plats)  # type: ignore[arg-type]
     if engine == "kubernetes":
@@ -630,12 +634,12 @@ def farm_status(
     from .farm.slurm import status
 
     table = Table(title=f"farm jobs in {results}")
-    for col in ("job", "id", "state", "board", "elapsed", "stage", "restarts", "attempts", "verified"):
-        table.add_column(col)
+    for col in ("artifact", "platform", "key", "id", "state", "board", "elapsed", "stage", "restarts", "verified"):
+        table.add_column(col, overflow="fold")
     for r in status(results):
-        table.add_row(r.name, r.job_id or "-", r.state, r.node or "-",
+        table.add_row(r.artifact, r.platform, r.key[:8], r.job_id or "-", r.state, r.node or "-",
                       f"{r.elapsed_s:.0f} s" if r.elapsed_s is not None else "-", r.stage, str(r.restarts),
-                      str(r.attempts), "yes" if r.verified else "no")
+                      "yes" if r.verified else "no")
     console.print(table)
 
 

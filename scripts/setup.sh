@@ -35,6 +35,8 @@ APT_PACKAGES=(
     postgresql chromium
     # runner: an sshd of the tests' own stands in for a remote board
     openssh-server openssh-client
+    # farm: the tests start a real Slurm cluster on 127.0.0.1 (slurmctld, several slurmd, munged)
+    slurm-wlm slurm-client munge
     # sourcebuild: LoadGen's wheels for arm64/armv7, cross-compiled with the host's python3.11
     g++-aarch64-linux-gnu g++-arm-linux-gnueabihf python3.11
 )

@@ -1,7 +1,7 @@
 """The one place that decides whether a marked test can run here.
 
 A test marked ``docker``, ``podman``, ``emulation``, ``nix``, ``network``,
-``browser``, ``database``, ``gpu`` or ``fpga`` runs only when the capability is
+``browser``, ``database``, ``slurm``, ``gpu`` or ``fpga`` runs only when the capability is
 really present. When it is absent:
 
 * ``gpu`` / ``fpga`` tests skip with the reason (no such hardware is normal);
@@ -99,7 +99,14 @@ def _probe_database() -> str | None:
     return None if found else "PostgreSQL server binaries (initdb) not installed (fix: make setup)"
 
 
+def _probe_slurm() -> str | None:
+    # The tests start their own munged, slurmctld and slurmd (packager/farm/localslurm.py).
+    missing = [t for t in ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo", "scontrol") if not shutil.which(t)]
+    return f"{', '.join(missing)} not installed (fix: apt-get install -y slurm-wlm munge; make setup)" if missing else None
+
+
 PROBES = {
+    "slurm": _probe_slurm,
     "docker": _probe_docker,
     "podman": _probe_podman,
     "emulation": _probe_emulation,

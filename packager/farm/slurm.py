@@ -27,12 +27,14 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, EnvironmentMissing, RequestPackError
-from .jobs import FarmJob
+from ..manifest import MANIFEST_NAME, load_manifest
+from ..platforms import Platform
+from .jobs import ARCH_FEATURE, DeviceNeed, FarmJob
 from .store import (
     ATTEMPTS_NAME, JOB_NAME, SCRIPT_NAME, SUBMISSIONS_NAME, JobSpec, append_line, bundles, done_record, job_dirs, now,
     read_lines,
@@ -99,25 +101,45 @@ def nodes(partition: str | None = None, *, env: dict[str, str] | None = None) ->
     return list(out.values())
 
 
-def check_placeable(jobs: Sequence[FarmJob], offered: Sequence[Node], partition: str | None) -> None:
+Need = tuple[str, Platform, DeviceNeed]  # (artifact name, platform, devices): what placement depends on
+
+
+def needs_of(artifacts: Iterable[Path], platforms: Iterable[Platform] | None = None) -> list[Need]:
+    """What the jobs of ``artifacts`` will ask of the boards, known before any image is built."""
+    wanted = set(platforms) if platforms is not None else None
+    out: list[Need] = []
+    for path in artifacts:
+        manifest = load_manifest(path.parent if path.name == MANIFEST_NAME else path)
+        out += [(manifest.name, p, DeviceNeed.of(manifest)) for p in manifest.platforms if wanted is None or p in wanted]
+    return out
+
+
+def check_placeable(needs: Iterable[Need | FarmJob], offered: Sequence[Node], partition: str | None) -> None:
     """Step 3: every job has at least one board with its features and GPU count, whatever its state now."""
     where = f"partition {partition}" if partition else "the cluster"
     if not offered:
         raise UnplaceableJob(f"{where} has no nodes", field="--partition")
-    for job in jobs:
-        want = {job.arch_feature, *job.devices.features}
-        fits = [n for n in offered if want <= n.features and n.gpus >= job.devices.gpus]
+    for need in needs:
+        artifact, platform, devices = (need.artifact, need.platform, need.devices) if isinstance(need, FarmJob) else need
+        want = {ARCH_FEATURE[platform], *devices.features}
+        fits = [n for n in offered if want <= n.features and n.gpus >= devices.gpus]
         if not fits:
             have = sorted({f for n in offered for f in n.features})
             gpus = max(n.gpus for n in offered)
             raise UnplaceableJob(
-                f"{job.artifact} on {job.platform}: no node of {where} has feature(s) {'&'.join(sorted(want))}"
-                + (f" and {job.devices.gpus} GPU(s)" if job.devices.gpus else "")
+                f"{artifact} on {platform}: no node of {where} has feature(s) {'&'.join(sorted(want))}"
+                + (f" and {devices.gpus} GPU(s)" if devices.gpus else "")
                 + f" (features offered: {', '.join(have) or 'none'}; most GPUs on a node: {gpus}); it would pend for ever",
                 field="--platform")
         if not any(n.state.rstrip("*~#!%$@^-").lower() in ("idle", "mixed", "allocated", "completing") for n in fits):
-            log.warning("%s: every node that fits is unavailable now (%s); it will wait for one",
-                        job.name, ", ".join(f"{n.name}={n.state}" for n in fits))
+            log.warning("%s on %s: every node that fits is unavailable now (%s); it will wait for one",
+                        artifact, platform, ", ".join(f"{n.name}={n.state}" for n in fits))
+
+
+def check_request(artifacts: Iterable[Path], platforms: Iterable[Platform] | None = None, *,
+                  partition: str | None = None, env: dict[str, str] | None = None) -> None:
+    """Refuse an impossible request before anything is built or pushed."""
+    check_placeable(needs_of(artifacts, platforms), nodes(partition, env=env), partition)
 
 
 # --- the queue -----------------------------------------------------------------------------
@@ -315,7 +337,9 @@ def status(results: Path, *, env: dict[str, str] | None = None) -> list[JobStatu
         if q is not None:
             state, node, restarts = q.state, q.node, q.restarts
             if q.start:
-                elapsed = (q.end if q.end and q.end >= q.start else time.time()) - q.start
+                # A running job's end_time is its limit (far away when unlimited), not an end.
+                ended = q.end if q.state not in LIVE_STATES and q.end and q.end >= q.start else None
+                elapsed = (ended or time.time()) - q.start
         elif job_id in comp:
             c = comp[job_id]
             state, node = c.get("JobState", "unknown"), c.get("NodeList", "")
