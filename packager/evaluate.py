@@ -22,6 +22,7 @@ predictions.jsonl it left with no lost or duplicated line.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -184,6 +185,27 @@ def evaluator_key(key: Path | None) -> tuple[Path, Path]:
     return priv, pub
 
 
+def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform: Platform, devices: tuple[str, ...],
+                stages: tuple[str, ...], resume: bool, progress: Callable[[str], ProgressFn] | None,
+                timings: dict[str, float]) -> list[StageSummary]:
+    """Steps 3-4: each stage in turn; one below its min_top1 stops the evaluation."""
+    summaries = []
+    for stage in stages:
+        t = time.monotonic()
+        stage_out = out / stage
+        if stage_out.exists() and not resume:
+            shutil.rmtree(stage_out)
+        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume)
+        min_top1 = getattr(manifest.run.stages, stage).min_top1
+        result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
+        summary = _summary(stage, result, min_top1)
+        if summary.top1 < min_top1:
+            raise StageFailed(stage, f"top-1 {summary.top1:.4f} is below the manifest's min_top1 {min_top1}")
+        summaries.append(summary)
+        timings[stage] = time.monotonic() - t
+    return summaries
+
+
 def evaluate(
     artifact: Path,
     dataset: Path,
@@ -224,22 +246,9 @@ def evaluate(
     _in_stage("image", _check_provenance, ref)
     eng = _in_stage("image", open_engine, engine, target)
     timings["image"] = time.monotonic() - t0
-
-    # 3-4.
-    summaries = []
-    for stage in STAGE_CHOICES[stages]:
-        t = time.monotonic()
-        stage_out = out / stage
-        if stage_out.exists() and not resume:
-            shutil.rmtree(stage_out)
-        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume)
-        min_top1 = getattr(manifest.run.stages, stage).min_top1
-        result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
-        summary = _summary(stage, result, min_top1)
-        if summary.top1 < min_top1:
-            raise StageFailed(stage, f"top-1 {summary.top1:.4f} is below the manifest's min_top1 {min_top1}")
-        summaries.append(summary)
-        timings[stage] = time.monotonic() - t
+    with contextlib.closing(eng):  # over ssh: end the transport's ssh sessions while the board still answers
+        summaries = _run_stages(manifest, ref, eng, dataset, out, platform, devices, STAGE_CHOICES[stages], resume,
+                                progress, timings)
 
     # 5.
     t = time.monotonic()

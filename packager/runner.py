@@ -461,8 +461,9 @@ def _ship_to_remote(engine: Engine, ref: ImageRef, opts: RunOptions, state: Resu
 def _chown_volume(engine: Engine, volume: str, image: str) -> None:
     """A fresh volume is root's; the sandbox user must write to it. A root container with no network
     and the engine's default capabilities (it needs CAP_CHOWN) does that and nothing else."""
-    spec = ContainerSpec(image=image, command=("chown", "-R", f"{CONTAINER_UID}:{CONTAINER_UID}", "/v"), user="0:0",
-                         mounts=(MountSpec(volume, "/v", False, "volume"),), tmpfs={}, env={}, cap_drop=(),
+    # The entrypoint is replaced: an artifact's image starts the harness.
+    spec = ContainerSpec(image=image, command=(), entrypoint=("chown", "-R", f"{CONTAINER_UID}:{CONTAINER_UID}", "/v"),
+                         user="0:0", mounts=(MountSpec(volume, "/v", False, "volume"),), tmpfs={}, env={}, cap_drop=(),
                          labels={"request-pack": "chown"})
     container = engine.start(spec)
     try:

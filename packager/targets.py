@@ -20,6 +20,7 @@ import logging
 import shutil
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,7 @@ class Engine(Protocol):
     gpu_requests: bool
 
     def describe(self) -> dict[str, str]: ...
+    def close(self) -> None: ...
     def inspect_image(self, ref: str) -> ImageInfo | None: ...
     def load_image(self, tar: Path) -> None: ...
     def start(self, spec: ContainerSpec) -> Container: ...
@@ -140,6 +142,62 @@ class _DockerContainer:
         return stream
 
 
+def _track_ssh_pools(client) -> list:
+    """With ``use_ssh_client`` the SDK makes a new connection pool (one ``ssh … docker system
+    dial-stdio`` per connection) for every request and keeps none, so ``client.close()`` closes
+    nothing. The idle ssh sessions pile up past sshd's MaxSessions (10: "Session open refused by
+    peer"), and the pools' finalizers close them at interpreter exit, when the transport is long
+    gone, printing BrokenPipeError tracebacks. So: keep the pools, end each one as soon as its one
+    request has given its connection back, and end the rest in ``close()``."""
+    adapter = client.api.get_adapter("http+docker://ssh")
+    pools: list = []
+    lock = threading.Lock()
+    make = adapter.get_connection
+
+    def done(pool) -> bool:
+        # A pool serves one request, so a connection back in its queue means the request is over
+        # (the SDK's pool does not count the connections it makes: num_connections stays 0).
+        return pool.pool is None or any(c is not None for c in list(pool.pool.queue))
+
+    def get_connection(*args, **kwargs):
+        pool = make(*args, **kwargs)
+        with lock:
+            finished = [p for p in pools if done(p)]
+            pools[:] = [p for p in pools if p not in finished] + [pool]
+        for p in finished:
+            _close_ssh_pool(p)
+        return pool
+
+    adapter.get_connection = get_connection
+    return pools
+
+
+def _close_ssh_pool(pool) -> None:
+    """End each connection's ssh process; a closed stdin makes the SDK's later close a no-op."""
+    import queue
+
+    conns = []
+    while pool.pool is not None:
+        try:
+            conns.append(pool.pool.get(block=False))
+        except queue.Empty:
+            break
+    for conn in filter(None, conns):
+        proc = getattr(getattr(conn, "sock", None), "proc", None)
+        if proc is None:
+            continue
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass  # the process already exited: nothing to flush into
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    pool.close()
+
+
 class DockerEngine:
     name = "docker"
     native_cdi_dirs: tuple[Path, ...] = ()  # 20.10 has no CDI; devices.py resolves specs itself
@@ -154,6 +212,7 @@ class DockerEngine:
         try:
             if base_url:
                 self.client = docker.DockerClient(base_url=base_url, version=API_VERSION, use_ssh_client=self.remote, timeout=600)
+                self._ssh_pools = _track_ssh_pools(self.client) if self.remote else []
             else:
                 self.client = docker.from_env(version=API_VERSION, timeout=600)
             self._version = self.client.version()
@@ -163,6 +222,8 @@ class DockerEngine:
                                     fix="start dockerd, or check the ssh target (ssh -o BatchMode=yes HOST docker version)") from e
 
     def close(self) -> None:
+        for pool in getattr(self, "_ssh_pools", ()):
+            _close_ssh_pool(pool)
         try:
             self.client.close()
         except OSError:
@@ -312,6 +373,9 @@ class PodmanEngine:
             self._version = json.loads(self.cli("version", "--format", "json"))
         except (subprocess.CalledProcessError, json.JSONDecodeError) as e:
             raise EngineUnavailable(f"podman does not work here: {e}") from e
+
+    def close(self) -> None:
+        pass  # every call is its own process
 
     def cli(self, *args: str) -> str:
         log.debug("+ %s", " ".join([*self.argv, *args]))

@@ -6,7 +6,8 @@ PATH, because ssh reads ~/.ssh from the passwd entry, not $HOME, and the docker
 SDK offers no way to pass ``-F``. The image reaches the remote engine the way it
 would reach a board: exported from the OCI layout the build record names, then
 ``load``ed over ssh; the dataset goes into a volume with put_archive and the
-outputs come back with get_archive.
+outputs come back with get_archive. ``evaluate --target`` does the same with a
+real artifact, from the build record to a verified bundle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -141,3 +144,61 @@ def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker
     assert run["engine"]["host"] == target
     assert run["image"]["manifest_digest"] == ref.manifest_digest
     assert docker_client.api.inspect_image(ref.config_digest)["Id"] == ref.config_digest
+
+
+ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "efficientnet-lite0-ort"
+
+
+@pytest.fixture(scope="module")
+def built_artifact(tmp_path_factory, docker_client):
+    """The example artifact with a version of its own (a label in the config, so its image exists
+    nowhere else), locked and built for amd64 without loading it into any engine."""
+    root = tmp_path_factory.mktemp("ssh-eval")
+    art = root / "artifacts" / ARTIFACT.name
+    shutil.copytree(ARTIFACT, art)
+    text = (art / "request.yaml").read_text()
+    assert "\nversion: 1.0.0\n" in text
+    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+ssh.{uuid.uuid4().hex[:12]}\n"))
+    for step in (["lock", str(art)], ["fetch", str(art)], ["build", str(art), "--platform", "linux/amd64", "--no-load"]):
+        res = subprocess.run([sys.executable, "-m", "packager.cli", *step], cwd=root, capture_output=True, text=True)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    config = record["platforms"]["linux/amd64"]["config_digest"]
+    yield art, config
+    try:
+        docker_client.images.remove(config, force=True)
+    except Exception:
+        pass  # never loaded: the test failed before
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_evaluate_over_ssh(ssh_target, built_artifact, shared_sample, docker_client, tmp_path):
+    import docker.errors
+
+    target, _ = ssh_target
+    art, config = built_artifact
+    root = art.parent.parent
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(config)  # the board must get the image over ssh
+    keys = tmp_path / "keys"
+    cli = [sys.executable, "-m", "packager.cli"]
+    assert subprocess.run([*cli, "keygen", "--out", str(keys)], cwd=root, capture_output=True).returncode == 0
+    out = tmp_path / "results"
+    t0 = time.monotonic()
+    res = subprocess.run([*cli, "evaluate", str(art), "--target", target, "--stage", "functional", "--dataset", str(shared_sample),
+                          "--out", str(out), "--key", str(keys / "signing.key")], cwd=root, capture_output=True, text=True)
+    print(f"evaluate over ssh (image save/load + functional + sign + verify): {time.monotonic() - t0:.1f} s")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "Traceback" not in res.stderr and "Broken pipe" not in res.stderr, res.stderr[-3000:]
+    assert docker_client.images.get(config).id == config
+    run = json.loads((out / "functional" / "run.json").read_text())
+    assert run["engine"]["host"] == target and run["image"]["config_digest"] == config
+    metrics = json.loads((out / "functional" / "metrics.json").read_text())
+    assert metrics["accuracy"]["samples"] == 20 and metrics["accuracy"]["top1"] >= 0.5
+    system = json.loads((out / "functional" / "system.json").read_text())
+    assert system["sandbox"]["network"] == "none" and system["sandbox"]["engine"]["host"] == target
+    bundle = out / f"{art.name}-linux-amd64-functional.bundle.tar.gz"
+    ok = subprocess.run([*cli, "verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample)],
+                        cwd=root, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
