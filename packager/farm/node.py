@@ -8,8 +8,9 @@
    e.g. its board was taken down, but the engine kept the container) is removed
    before anything resumes, so no two writers share ``predictions.jsonl``.
 4. ``request-pack evaluate ARTIFACT --image REF --platform P --stage S --resume
-   --out RESULTS/<key>/`` runs as a child; a SIGTERM from Slurm is passed on as
-   SIGINT, which the runner answers by killing its container.
+   --out RESULTS/<key>/`` runs as a child; on a SIGTERM from Slurm the child gets
+   SIGINT and the key's containers are removed at once (the engine, not the job,
+   holds them, so Slurm's kill would not reach them).
 5. The bundle it wrote is verified again here with the signer's public key and
    only then ``done.json`` is written (atomically), naming the bundle's sha256.
 
@@ -105,7 +106,14 @@ def run_job(job_json: Path) -> int:
         argv = evaluate_argv(spec, job_dir)
         log.info("+ %s", " ".join(argv))
         child = subprocess.Popen(argv)
-        signal.signal(signal.SIGTERM, lambda *_: child.send_signal(signal.SIGINT))
+
+        def stop(*_: object) -> None:
+            # Slurm is ending the job (cancel, requeue, board down): the container lives in the
+            # engine, not in the job, so end it now, as a board losing power would.
+            child.send_signal(signal.SIGINT)
+            remove_stale_containers(job_dir)
+
+        signal.signal(signal.SIGTERM, stop)
         code = child.wait()
         if code != 0:
             _attempt(job_dir, "failed", exit_code=code, removed_containers=stale)
