@@ -1,0 +1,195 @@
+"""The rendered Job's pod, run as a kubelet would run it, on the real image pulled from a real registry by digest.
+
+No Kubernetes can run here, so the unit tests validate the YAML against the API's
+schemas; this test checks what a schema cannot: that the containers' command and
+arguments work inside the image the farm names. The example artifact is built and
+pushed to a ``docker-registry`` on 127.0.0.1; ``farm.kubernetes.submit --dry-run``
+writes the Job; the test pulls the Job's ``image`` string as it is and runs each
+container of the pod, init containers first, with ``docker run`` options read
+from the YAML (user and group, read-only root, capabilities, no privilege
+escalation, the volume mounts with their read-only flags); a field the
+translation does not know fails the test. Then a replaced pod: the full stage's
+predictions are torn mid-line and the pod runs again; ``--resume`` must finish
+them with no id lost or repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from packager.farm import kubernetes as k8s
+from packager.farm.jobs import plan
+from packager.manifest import load_manifest
+from packager.platforms import Platform
+
+pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+SUBSET = 60  # images of the shared sample: the full stage runs on all of them, twice
+# Fields of a container and its securityContext that the docker translation below honours;
+# anything else in the YAML would run untested, so it fails the test instead.
+KNOWN_CONTAINER = {"name", "image", "imagePullPolicy", "command", "args", "securityContext", "volumeMounts",
+                   "terminationMessagePolicy", "resources"}
+KNOWN_SECURITY = {"runAsNonRoot", "runAsUser", "runAsGroup", "readOnlyRootFilesystem", "allowPrivilegeEscalation",
+                  "privileged", "capabilities", "seccompProfile"}
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+    if not Path(exe).exists():
+        pytest.fail("docker-registry is not installed (apt-get install -y docker-registry)", pytrace=False)
+    d = tmp_path_factory.mktemp("registry")
+    port = _free_port()
+    (d / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                                  f"    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: k8s-test\n")
+    proc = subprocess.Popen([exe, "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=open(d / "log", "wb"))
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"docker-registry exited: {(d / 'log').read_text()[-500:]}", pytrace=False)
+            time.sleep(0.1)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
+    """The Job of the example artifact (amd64, stage all) whose image is in the registry only."""
+    root = tmp_path_factory.mktemp("k8s-pod")
+    art = root / "artifacts" / ARTIFACT.name
+    shutil.copytree(ARTIFACT, art)
+    # A version of its own, so the image (the version is a config label) exists in no engine yet.
+    text = (art / "request.yaml").read_text()
+    assert "\nversion: 1.0.0\n" in text
+    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+k8s.{uuid.uuid4().hex[:12]}\n"))
+    for step in (["lock", str(art)], ["fetch", str(art)],
+                 ["build", str(art), "--platform", "linux/amd64", "--no-load", "--push", registry]):
+        res = _cli(*step, cwd=root)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    image = f"{registry}/request-pack/{art.name}@{record['index_digest']}"
+    jobs = plan([art], {(art.name, Platform.AMD64): image}, stage="all", platforms=[Platform.AMD64])
+    path, = k8s.submit(jobs, out=root / "k8s", dry_run=True)
+    config = record["platforms"]["linux/amd64"]["config_digest"]
+    yield yaml.safe_load(path.read_text()), config
+    subprocess.run(["docker", "image", "rm", "--force", config], capture_output=True)
+
+
+def _subset(sample: Path, dest: Path, n: int) -> Path:
+    """The first ``n`` images of the sample, copied (a bind mount cannot follow links out of it)."""
+    (dest / "images").mkdir(parents=True)
+    header, *rows = (sample / "labels.tsv").read_text().splitlines()
+    for row in rows[:n]:
+        shutil.copy2(sample / "images" / row.split("\t", 1)[0], dest / "images")
+    (dest / "labels.tsv").write_text("\n".join([header, *rows[:n]]) + "\n")
+    for extra in ("synsets.tsv",):
+        if (sample / extra).is_file():
+            shutil.copy2(sample / extra, dest / extra)
+    return dest
+
+
+def _docker_run(pod: dict, container: dict, volumes: dict[str, Path], name: str) -> list[str]:
+    assert set(container) <= KNOWN_CONTAINER, set(container) - KNOWN_CONTAINER
+    sc = container["securityContext"]
+    assert set(sc) <= KNOWN_SECURITY, set(sc) - KNOWN_SECURITY
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}  # docker's default profile
+    assert sc["privileged"] is False and sc["runAsNonRoot"] is True and sc["runAsUser"] != 0
+    argv = ["docker", "run", "--rm", "--name", name, "--network", "none", "--pull", "never",
+            "--user", f"{sc['runAsUser']}:{sc['runAsGroup']}", "--group-add", str(pod["securityContext"]["fsGroup"])]
+    if sc["readOnlyRootFilesystem"]:
+        argv.append("--read-only")
+    if sc["allowPrivilegeEscalation"] is False:
+        argv += ["--security-opt", "no-new-privileges"]
+    for cap in sc["capabilities"]["drop"]:
+        argv += ["--cap-drop", cap]
+    for mount in container["volumeMounts"]:
+        argv += ["-v", f"{volumes[mount['name']]}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}"]
+    command = container["command"]
+    return argv + ["--entrypoint", command[0], container["image"], *command[1:], *container["args"]]
+
+
+def _run_pod(doc: dict, volumes: dict[str, Path]) -> None:
+    """Init containers in order, then the container, each to completion: a pod with restartPolicy Never."""
+    pod = doc["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        res = subprocess.run(_docker_run(pod, container, volumes, f"rp-k8s-{uuid.uuid4().hex[:8]}"),
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, f"{container['name']}: {(res.stdout + res.stderr)[-3000:]}"
+
+
+def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shared_sample, tmp_path):
+    doc, config = job_yaml
+    pod = doc["spec"]["template"]["spec"]
+    image = pod["containers"][0]["image"]
+    assert subprocess.run(["docker", "image", "inspect", config], capture_output=True).returncode != 0
+    pulled = subprocess.run(["docker", "pull", "--quiet", image], capture_output=True, text=True, timeout=600)
+    assert pulled.returncode == 0, pulled.stderr
+    assert subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
+                          capture_output=True, text=True).stdout.strip() == config
+
+    # The results claim: owned by root, group-writable for the pod's fsGroup, as the kubelet leaves it.
+    results, scratch = tmp_path / "results", tmp_path / "scratch"
+    results.mkdir()
+    scratch.mkdir()
+    os.chown(results, 0, pod["securityContext"]["fsGroup"])
+    results.chmod(0o2775)
+    scratch.chmod(0o1777)  # an emptyDir is world-writable
+    volumes = {"dataset": _subset(shared_sample, tmp_path / "dataset", SUBSET), "results": results, "scratch": scratch}
+    t0 = time.monotonic()
+    _run_pod(doc, volumes)
+    print(f"pod (functional init container + full container): {time.monotonic() - t0:.1f} s")
+
+    job_dir = results / doc["metadata"]["name"]
+    manifest = load_manifest(ARTIFACT)
+    for stage, samples in (("functional", 20), ("full", SUBSET)):
+        metrics = json.loads((job_dir / stage / "metrics.json").read_text())
+        assert metrics["accuracy"]["samples"] == samples
+        # The manifest's thresholds (0.5 functional, 0.65 full); chance is 0.001.
+        assert metrics["accuracy"]["top1"] >= getattr(manifest.run.stages, stage).min_top1
+        system = json.loads((job_dir / stage / "system.json").read_text())
+        assert system["image_digest"] == image.rsplit("@", 1)[1]
+
+    # A replaced pod (node lost mid-write): 25 whole lines and a torn 26th survive.
+    preds = job_dir / "full" / "predictions.jsonl"
+    lines = preds.read_bytes().splitlines(keepends=True)
+    assert len(lines) == SUBSET
+    preds.write_bytes(b"".join(lines[:25]) + lines[25][:30])
+    t0 = time.monotonic()
+    _run_pod(doc, volumes)
+    print(f"replacement pod (functional all resumed, full from 25): {time.monotonic() - t0:.1f} s")
+    ids = [json.loads(line)["id"] for line in preds.read_text().splitlines()]
+    assert len(ids) == SUBSET and len(set(ids)) == SUBSET
+    assert [json.loads(line)["id"] for line in lines[:25]] == ids[:25]
+    assert len((job_dir / "functional" / "predictions.jsonl").read_text().splitlines()) == 20
