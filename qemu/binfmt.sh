@@ -7,6 +7,12 @@
 set -euo pipefail
 
 BINFMT_DIR="${BINFMT_DIR:-/proc/sys/fs/binfmt_misc}"
+# Where we note which interpreter file each F entry holds open (see interpreter_id).
+STATE_DIR="${REQUEST_PACK_BINFMT_STATE:-/var/lib/request-pack/binfmt}"
+# QEMU before 8.2 hands an emulated process the host's own /proc/cpuinfo (x86 on this
+# machine); onnxruntime's cpuinfo library then crashes on import under linux/arm64
+# (qemu/README.md, "onnxruntime under QEMU 7.2"). scripts/setup.sh installs a newer one.
+QEMU_MIN_VERSION="${QEMU_MIN_VERSION:-8.2}"
 
 # binfmt entry -> Debian architecture name (for arch-test) and uname -m of that arch.
 declare -A DEBIAN_ARCH=([qemu-aarch64]=arm64 [qemu-arm]=armhf)
@@ -46,6 +52,19 @@ register_with_fix_binary() {
     printf '%s' "$line" >"$BINFMT_DIR/register"
 }
 
+# An F entry keeps the file it opened at registration: upgrading qemu-user replaces the file
+# on disk but not the interpreter the kernel runs. Device, inode and mtime of the file the
+# path resolves to tell whether the registration predates the installed QEMU.
+interpreter_id() {
+    stat -L -c '%d:%i:%Y' "$1" 2>/dev/null || echo missing
+}
+
+qemu_version() {
+    # Debian's *-binfmt-P names make QEMU read its argv as (program, argv0, ...): ask the
+    # file they point at. "qemu-aarch64 version 10.0.2 (Debian ...)" -> 10.0.2
+    "$(readlink -f "$1")" --version 2>/dev/null | sed -n '1s/^.* version \([0-9][0-9.]*\).*$/\1/p'
+}
+
 summary=()
 for entry in "${wanted[@]}"; do
     if [[ ! -e "$BINFMT_DIR/$entry" ]]; then
@@ -63,6 +82,19 @@ for entry in "${wanted[@]}"; do
         flags="$(sed -n 's/^flags: //p' "$BINFMT_DIR/$entry")"
     fi
     [[ "$(head -1 "$BINFMT_DIR/$entry")" == enabled ]] || die "$entry is registered but not enabled"
+    interpreter="$(sed -n 's/^interpreter //p' "$BINFMT_DIR/$entry")"
+    version="$(qemu_version "$interpreter")"
+    [[ -n "$version" ]] || die "$entry: cannot read the version of $interpreter"
+    if ! printf '%s\n%s\n' "$QEMU_MIN_VERSION" "$version" | sort -V -C; then
+        die "$entry: QEMU $version is older than $QEMU_MIN_VERSION (onnxruntime crashes under it on linux/arm64); run scripts/setup.sh, which installs qemu-user from bookworm-backports"
+    fi
+    mkdir -p "$STATE_DIR"
+    if [[ "$(cat "$STATE_DIR/$entry" 2>/dev/null)" != "$(interpreter_id "$interpreter")" ]]; then
+        log "$entry: (re)registering so that the kernel holds the installed QEMU $version"
+        register_with_fix_binary "$entry"
+        interpreter_id "$interpreter" >"$STATE_DIR/$entry"
+        flags="$(sed -n 's/^flags: //p' "$BINFMT_DIR/$entry")"
+    fi
     # Registered is not the same as working: run a tiny foreign binary.
     if command -v arch-test >/dev/null; then
         arch-test "${DEBIAN_ARCH[$entry]}" >/dev/null 2>&1 \
@@ -74,5 +106,5 @@ done
 if (( ${#wanted[@]} == 0 )); then
     echo "no emulation needed on $host"
 else
-    echo "enabled: ${summary[*]} (host $host)"
+    echo "enabled: ${summary[*]} (host $host, qemu $version)"
 fi

@@ -11,7 +11,7 @@
 #   REQUEST_PACK_EXTRAS      pyproject extras to install (default test)
 #   REQUEST_PACK_APT_MAX_AGE seconds after which apt lists count as stale (default 21600)
 #   REQUEST_PACK_DOCKERD_LOG dockerd log file (default /var/log/request-pack-dockerd.log)
-#   REQUEST_PACK_SKIP        comma list of steps to skip: apt,venv,docker,binfmt,nix
+#   REQUEST_PACK_SKIP        comma list of steps to skip: apt,qemu,venv,docker,binfmt,nix
 set -euo pipefail
 
 # Everything the project needs from Debian. Add to this list (one per line,
@@ -171,6 +171,46 @@ step_docker() {
     note docker "server $(docker version --format '{{.Server.Version}}' 2>/dev/null) (DOCKER_API_VERSION=$DOCKER_API_VERSION)"
 }
 
+# --- QEMU from bookworm-backports ----------------------------------------------
+
+# bookworm's qemu-user-static 7.2 passes the host's x86 /proc/cpuinfo to emulated arm64
+# processes; onnxruntime's bundled cpuinfo then writes through a NULL cache array and
+# segfaults on `import onnxruntime` (qemu/README.md). QEMU 8.2+ emulates an aarch64
+# /proc/cpuinfo. The pinned build is the one the emulated tests' figures come from; when
+# backports has moved on, the newest there is taken (qemu/binfmt.sh checks the floor).
+QEMU_BACKPORTS_VERSION="1:10.0.2+ds-2+deb13u1~bpo12+1"
+QEMU_MIN_DEB_VERSION="1:8.2"
+BACKPORTS_SOURCES=/etc/apt/sources.list.d/request-pack-bookworm-backports.sources
+
+step_qemu() {
+    local have
+    have="$(dpkg-query -W -f='${Version}' qemu-user 2>/dev/null || true)"
+    if [[ -n "$have" ]] && dpkg --compare-versions "$have" ge "$QEMU_MIN_DEB_VERSION"; then
+        note qemu "qemu-user $have"
+        return
+    fi
+    [[ $EUID -eq 0 ]] || die "qemu-user >= $QEMU_MIN_DEB_VERSION is missing; run this script as root"
+    if [[ ! -f "$BACKPORTS_SOURCES" ]]; then
+        # Backports are pinned at priority 100 by their Release file: nothing else on the
+        # machine moves to them unless asked for by name, as below.
+        printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+            'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' >"$BACKPORTS_SOURCES"
+    fi
+    local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+    say "apt-get update (bookworm-backports for qemu-user)"
+    "${apt[@]}" update -qq || die "apt-get update failed"
+    local v="$QEMU_BACKPORTS_VERSION" pkgs=(qemu-user qemu-user-static qemu-user-binfmt)
+    say "apt-get install ${pkgs[*]} $v from bookworm-backports"
+    if ! "${apt[@]}" install -y -qq --no-install-recommends "${pkgs[@]/%/=$v}" >/tmp/request-pack-apt.log 2>&1; then
+        say "qemu-user $v is gone from bookworm-backports; taking the newest there"
+        "${apt[@]}" install -y -qq --no-install-recommends -t bookworm-backports "${pkgs[@]}" >/tmp/request-pack-apt.log 2>&1 || {
+            tail -30 /tmp/request-pack-apt.log >&2
+            die "installing qemu-user from bookworm-backports failed (full log: /tmp/request-pack-apt.log)"
+        }
+    fi
+    note qemu "installed qemu-user $(dpkg-query -W -f='${Version}' qemu-user) from bookworm-backports"
+}
+
 # --- QEMU binfmt --------------------------------------------------------------
 
 step_binfmt() {
@@ -224,8 +264,9 @@ EOF
 # --- main ---------------------------------------------------------------------
 
 START=$SECONDS
-for step in apt venv docker binfmt nix; do
-    if skipped "$step"; then
+for step in apt qemu venv docker binfmt nix; do
+    # qemu is an apt step: whoever skips apt skips it too.
+    if skipped "$step" || { [[ "$step" == qemu ]] && skipped apt; }; then
         note "$step" "skipped (REQUEST_PACK_SKIP)"
         continue
     fi
