@@ -49,5 +49,10 @@ def test_armv7_artifact_functional_stage_under_qemu(tmp_path: Path, shared_sampl
     assert len(predictions) == 3 and metrics["accuracy"]["samples"] == 3
     # The real EfficientNet-Lite0 gets these three sample images right (it scores 178/200 on amd64).
     assert metrics["accuracy"]["correct_top5"] == 3, metrics["accuracy"]
+    # LoadGen drives the scenarios in the image too (its armv7 wheel is cross-built from the sdist).
+    assert metrics["driver"] == "mlperf-loadgen 6.0.17", metrics["driver"]
+    logs = {Path(p).name for p in metrics["loadgen_logs"]}
+    assert {"mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"} <= logs, logs
+    assert all((out / p).is_file() for p in metrics["loadgen_logs"]), metrics["loadgen_logs"]
     print(f"\narmv7 functional stage, 3 images under QEMU: {elapsed:.0f} s; "
           f"SingleStream p50 {metrics['latency']['p50_s'] * 1e3:.0f} ms (emulated)")
