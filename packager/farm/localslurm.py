@@ -128,6 +128,7 @@ class LocalCluster:
         lines = [
             "ClusterName=requestpack", "SlurmctldHost=localhost(127.0.0.1)", f"SlurmctldPort={self.ctld_port}",
             "SlurmUser=root", "SlurmdUser=root", "AuthType=auth/munge", "CredType=cred/munge",
+            # ReturnToService=1: a board an admin set DOWN stays down while its slurmd still answers.
             # A requeued job waits out the old credential's lifetime (default 120 s) before it may start again.
             f"AuthInfo=socket={munge_socket},cred_expire={self.cred_expire}",
             f"StateSaveLocation={r / 'state'}", f"SlurmdSpoolDir={r / 'spool' / '%n'}",
@@ -135,7 +136,7 @@ class LocalCluster:
             f"SlurmctldLogFile={r / 'log' / 'slurmctld.log'}", f"SlurmdLogFile={r / 'log' / 'slurmd-%n.log'}",
             "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
             "SelectType=select/cons_tres", "SelectTypeParameters=CR_CPU", "SchedulerType=sched/backfill",
-            "GresTypes=gpu", "JobRequeue=1", "ReturnToService=2", f"KillWait={self.kill_wait}",
+            "GresTypes=gpu", "JobRequeue=1", "ReturnToService=1", f"KillWait={self.kill_wait}",
             # The scheduler reacts within a second, so a few hundred short jobs are not paced by it.
             "SchedulerParameters=sched_interval=1,default_queue_depth=1000,batch_sched_delay=0",
             "MessageTimeout=30", "SlurmdTimeout=300", "InactiveLimit=0", "MinJobAge=3600", "MaxJobCount=100000",
