@@ -16,9 +16,8 @@ The layout is the one MLCommons' submission checker reads for the v5.1 round
         accuracy/accuracy.txt                                  always: recomputed from predictions.jsonl
         accuracy/mlperf_log_{accuracy.json,summary.txt,detail.txt}, qsl_ids.tsv   only with LoadGen
 
-The division is always ``open``: our models are not MLCommons' closed reference
-models, and the sample datasets are not the full validation set. Nothing is
-made up: a run whose image had no LoadGen (the built-in driver) gets no
+The division is always ``open``: our models are not MLCommons' closed reference models.
+Nothing is made up: a run whose image had no LoadGen (the built-in driver) gets no
 performance logs, and its README says why; the export report lists it.
 
 Steps for each source, in order:
@@ -30,8 +29,7 @@ Steps for each source, in order:
    models; top-1/top-5 are recomputed from the predictions and the labels and
    must equal metrics.json's claim; with LoadGen, its accuracy log must give
    the same top-1 per sample;
-3. the tree is written into a private directory beside ``--out`` and renamed
-   into place only when complete.
+3. the tree is written beside ``--out`` and renamed into place only when complete.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -96,7 +94,7 @@ class ExportReport:
     division: str
     submitter: str
     entries: tuple[ScenarioEntry, ...]
-    files: tuple[str, ...] = field(default=())  # every file written, relative to root
+    files: tuple[str, ...]  # every file written, relative to root
 
     @property
     def without_performance_logs(self) -> tuple[ScenarioEntry, ...]:
@@ -257,11 +255,13 @@ def _check_loadgen_accuracy(root: Path, preds: Sequence[Prediction]) -> None:
 
 
 def system_name(r: _Result) -> str:
-    """Hardware + software stack, as MLPerf systems are named: platform, CPU, visible cores, backend."""
+    """Hardware + software stack, as MLPerf systems are named: platform, CPU, visible cores, backend, image."""
     plat = r.metrics.platform.replace("linux/", "").replace("/", "")
     cpu = r.system.cpu_model or UNKNOWN
     backend = r.metrics.framework.split(" (")[0].replace(" ", "-")
-    return _safe_component(f"{plat}_{cpu}_{r.system.cores}c_{backend}")
+    # Each image is its own software stack; a run on the host (no image) is another.
+    image = f"_img-{r.system.image_digest.removeprefix('sha256:')[:12]}" if r.system.image_digest else ""
+    return _safe_component(f"{plat}_{cpu}_{r.system.cores}c_{backend}{image}")
 
 
 def model_name(r: _Result) -> str:
@@ -291,10 +291,8 @@ def systems_json(r: _Result, opts: ExportOptions, name: str) -> dict:
     backend = m.framework.split(" (")[0]
     others = [f"{k} {v}" for k, v in sorted(fw.items()) if not backend.startswith(k)]
     others.append(f"Python {s.python}")
-    if not _uses_loadgen(m):
-        others.append("no MLPerf LoadGen (built-in timing loop)")
     accel = [d for d in s.devices if "nvidia" in d or "accel" in d or "renderD" in d or "xocl" in d]
-    sw = [f"request-pack harness, driver: {m.driver}", f"threads: {m.threads if m.threads is not None else UNKNOWN}"]
+    sw = ["request-pack harness (its driver and threads are in each measurement's README)"]
     if s.image_digest:
         sw.append(f"OCI image {s.image_digest}")
     if s.sandbox:
@@ -322,13 +320,9 @@ def systems_json(r: _Result, opts: ExportOptions, name: str) -> dict:
         "host_network_card_count": UNKNOWN,
         "accelerators_per_node": len(accel),
         "accelerator_model_name": ", ".join(accel) if accel else "N/A",
-        "accelerator_memory_capacity": "N/A" if not accel else UNKNOWN,
-        "accelerator_memory_configuration": "N/A" if not accel else UNKNOWN,
-        "accelerator_frequency": "N/A" if not accel else UNKNOWN,
-        "accelerator_host_interconnect": "N/A" if not accel else UNKNOWN,
-        "accelerator_interconnect": "N/A" if not accel else UNKNOWN,
-        "accelerator_interconnect_topology": "N/A" if not accel else UNKNOWN,
-        "accelerator_on-chip_memories": "N/A" if not accel else UNKNOWN,
+        **{f"accelerator_{k}": UNKNOWN if accel else "N/A" for k in (
+            "memory_capacity", "memory_configuration", "frequency", "host_interconnect", "interconnect",
+            "interconnect_topology", "on-chip_memories")},
         "cooling": UNKNOWN,
         "framework": m.framework,
         "operating_system": f"{s.os}, Linux {s.kernel}",
@@ -471,7 +465,8 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
         f"Open division: {model} is not an MLCommons closed reference model (it stands beside `{CLOSED_BENCHMARK}`, "
         "see model_mapping.json), and the accuracy below is on the dataset the run was given.",
         "",
-        f"- artifact: {m.artifact}, stage {m.stage}, platform {m.platform}, framework {m.framework}",
+        f"- artifact: {m.artifact}, stage {m.stage}, platform {m.platform}, framework {m.framework}, "
+        f"threads {m.threads if m.threads is not None else UNKNOWN}",
         f"- driver: {m.driver}",
         f"- {figure}",
         f"- accuracy: top-1 {m.accuracy.top1:.4f}, top-5 {m.accuracy.top5:.4f} on {m.accuracy.samples} images ({m.dataset_note})",
@@ -518,8 +513,8 @@ def _code_readme(r: _Result, model: str) -> str:
     return "\n".join(lines)
 
 
-def _write_result(w: _Writer, r: _Result, base: str, opts: ExportOptions) -> list[ScenarioEntry]:
-    sysname, model = system_name(r), model_name(r)
+def _write_result(w: _Writer, r: _Result, base: str, sysname: str) -> list[ScenarioEntry]:
+    model = model_name(r)
     entries = []
     for rel in (MANIFEST, LOCK):
         if (r.root / rel).is_file() and f"{base}/code/{model}/{rel}" not in w.files:
@@ -578,15 +573,20 @@ def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = Expo
             mapping: dict[str, str] = {}
             for r in results:
                 sysname, model = system_name(r), model_name(r)
+                desc = systems_json(r, opts, sysname)
+                n = 1
+                while sysname in systems and systems[sysname] != {**desc, "system_name": sysname}:
+                    n += 1  # same name, other hardware or software: a system of its own
+                    sysname = f"{system_name(r)}_{n}"
+                systems[sysname] = {**desc, "system_name": sysname}
                 for sc in scenarios(r.metrics):
                     key = (sysname, model, sc)
                     if key in seen:
                         raise ExportError(f"{model}/{sc} on {sysname} also comes from {seen[key]}; export one result per "
                                           "system, model and scenario", file=r.source)
                     seen[key] = str(r.source)
-                systems.setdefault(sysname, systems_json(r, opts, sysname))
                 mapping[model] = CLOSED_BENCHMARK
-                entries += _write_result(w, r, base, opts)
+                entries += _write_result(w, r, base, sysname)
             for sysname, desc in systems.items():
                 w.json(f"{base}/systems/{sysname}.json", desc)
             w.json(f"{base}/model_mapping.json", mapping)

@@ -288,3 +288,18 @@ def test_hostile_archive_is_refused_by_the_safe_unpacker(tmp_path):
     p = _cli("--mlperf", str(evil), "--out", str(tmp_path / "out2"), "--no-verify")
     assert p.returncode == UnsafeArchive.return_code, p.stderr
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_same_name_other_hardware_is_a_system_of_its_own(runs, tmp_path):
+    data, _, bi = runs
+    other = tmp_path / "other-host"
+    shutil.copytree(bi, other)
+    s = json.loads((other / "system.json").read_text())
+    s["memory_bytes"] = 4 * 2**30
+    (other / "system.json").write_text(json.dumps(s))
+    report = export_mlperf([bi, other], tmp_path / "out", ExportOptions(labels=data / "labels.tsv"))
+    systems = sorted(p.stem for p in (tmp_path / "out" / "open" / "request-pack" / "systems").glob("*.json"))
+    assert len(systems) == 2 and systems[1] == systems[0] + "_2"
+    desc = json.loads((tmp_path / "out" / "open" / "request-pack" / "systems" / f"{systems[1]}.json").read_text())
+    assert desc["system_name"] == systems[1] and desc["host_memory_capacity"] == "4.0 GiB"
+    assert {e.system for e in report.entries} == set(systems)
