@@ -11,6 +11,11 @@ offline check that a build can proceed. It fails when the lock is missing
 (bad input, exit 2), stale against the manifest or the templates (exit 1), or
 when a locked file is absent from the cache or has the wrong bytes (exit 1).
 The build reads files from the cache only, by the hashes recorded here.
+
+A wheel PyPI lacks for a platform may be built from its sdist (``sourcebuild``):
+its entry has no ``url`` but a ``build`` recipe pinning the sdist and every
+build input. ``fetch`` and ``--frozen`` rebuild it offline from the cached
+inputs when the wheel itself is absent, and fail if the bytes differ.
 """
 
 from __future__ import annotations
