@@ -51,6 +51,13 @@ def inputs(lock, platforms) -> list[dict]:
                                            "url": w.url, "filename": w.filename, "purl": _purl_pypi(w.name, w.version),
                                            "platforms": []})
             e["platforms"].append(p.value)
+            # A wheel built from its sdist has no download location of its own: what it was
+            # made from (sdist, build backend wheels, target headers) is what a verifier fetches.
+            for f in (w.build.inputs() if w.build else ()):
+                e = seen.setdefault(f.sha256, {"kind": "build-input", "name": f.filename, "version": None,
+                                               "sha256": f.sha256, "url": f.url, "filename": f.filename,
+                                               "purl": None, "platforms": []})
+                e["platforms"].append(p.value)
     return sorted(seen.values(), key=lambda e: (e["kind"], e["name"], e["sha256"]))
 
 
@@ -109,7 +116,9 @@ def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images, sta
     subjects = [{"name": f"{manifest.name}@index", "digest": {"sha256": index.hex}}]
     subjects += [{"name": f"{manifest.name}@{img.platform.value}", "digest": {"sha256": img.manifest.hex}} for img in images]
     deps = [{"name": "request.lock", "digest": {"sha256": lock_sha}}]
-    deps += [{"name": e.get("filename") or e["name"], "uri": e["url"], "digest": {"sha256": e["sha256"]}}
+    # SLSA ResourceDescriptor: ``uri`` is optional, but when present it must be a string.
+    deps += [{"name": e.get("filename") or e["name"], **({"uri": e["url"]} if e["url"] else {}),
+              "digest": {"sha256": e["sha256"]}}
              for e in inputs(lock, [img.platform for img in images])]
     return {
         "_type": "https://in-toto.io/Statement/v1",
