@@ -2,9 +2,9 @@
 
 No Kubernetes can run here, so the unit tests validate the YAML against the API's
 schemas; this test checks what a schema cannot: that the containers' command and
-arguments work inside the image the farm names. The example artifact is built and
-pushed to a ``docker-registry`` on 127.0.0.1; ``farm.kubernetes.submit --dry-run``
-writes the Job; the test pulls the Job's ``image`` string as it is and runs each
+arguments work inside the image the farm names. ``request-pack farm submit --engine
+kubernetes --dry-run`` builds the example artifact, pushes it to a ``docker-registry``
+on 127.0.0.1 and writes the Job; the test pulls the Job's ``image`` string as it is and runs each
 container of the pod, init containers first, with ``docker run`` options read
 from the YAML (user and group, read-only root, capabilities, no privilege
 escalation, the volume mounts with their read-only flags); a field the
@@ -30,9 +30,7 @@ import pytest
 import yaml
 
 from packager.farm import kubernetes as k8s
-from packager.farm.jobs import plan
 from packager.manifest import load_manifest
-from packager.platforms import Platform
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
@@ -85,7 +83,8 @@ def registry(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
-    """The Job of the example artifact (amd64, stage all) whose image is in the registry only."""
+    """The Job ``request-pack farm submit --engine kubernetes --dry-run`` writes for the example
+    artifact (amd64, stage all), whose image it built and pushed, and which no engine holds."""
     root = tmp_path_factory.mktemp("k8s-pod")
     art = root / "artifacts" / ARTIFACT.name
     shutil.copytree(ARTIFACT, art)
@@ -93,16 +92,29 @@ def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
     text = (art / "request.yaml").read_text()
     assert "\nversion: 1.0.0\n" in text
     (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+k8s.{uuid.uuid4().hex[:12]}\n"))
-    for step in (["lock", str(art)], ["fetch", str(art)],
-                 ["build", str(art), "--platform", "linux/amd64", "--no-load", "--push", registry]):
+    for step in (["lock", str(art)], ["fetch", str(art)]):
         res = _cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    t0 = time.monotonic()
+    res = _cli("farm", "submit", str(art), "--engine", "kubernetes", "--dry-run", "--registry", registry,
+               "--platform", "linux/amd64", "--stage", "all", "--results", str(root / "k8s"), cwd=root)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    print(f"farm submit --engine kubernetes --dry-run (build + push + render): {time.monotonic() - t0:.1f} s")
+    written = sorted((root / "k8s").glob("*.job.yaml"))
+    assert len(written) == 1 and written[0].name in res.stdout.replace("\n", "")
+    assert (root / "k8s" / k8s.NETWORK_POLICY_FILE).is_file()
     record = json.loads((root / "build" / art.name / "record.json").read_text())
-    image = f"{registry}/request-pack/{art.name}@{record['index_digest']}"
-    jobs = plan([art], {(art.name, Platform.AMD64): image}, stage="all", platforms=[Platform.AMD64])
-    path, = k8s.submit(jobs, out=root / "k8s", dry_run=True)
+    doc = yaml.safe_load(written[0].read_text())
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        f"{registry}/request-pack/{art.name}@{record['index_digest']}"
+    # Dry run again: the same file, byte for byte (the name and content derive from the inputs).
+    before = written[0].read_bytes()
+    res = _cli("farm", "submit", str(art), "--engine", "kubernetes", "--dry-run", "--registry", registry,
+               "--platform", "linux/amd64", "--stage", "all", "--results", str(root / "k8s"), cwd=root)
+    assert res.returncode == 0 and sorted((root / "k8s").glob("*.job.yaml")) == written
+    assert written[0].read_bytes() == before
     config = record["platforms"]["linux/amd64"]["config_digest"]
-    yield yaml.safe_load(path.read_text()), config
+    yield doc, config
     subprocess.run(["docker", "image", "rm", "--force", config], capture_output=True)
 
 
