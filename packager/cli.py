@@ -578,6 +578,8 @@ def farm_submit(
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/ is (default: build/ beside artifacts/)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="kubernetes: write the Job manifests only."),
     namespace: str = typer.Option("request-pack", "--namespace", help="kubernetes: namespace of the Jobs."),
+    fpga_resource: Optional[str] = typer.Option(None, "--fpga-resource", help="kubernetes: the FPGA device plugin's resource name (kubectl describe node)."),
+    accelerator_resource: Optional[str] = typer.Option(None, "--accelerator-resource", help="kubernetes: the accelerator's device-plugin resource name."),
 ) -> None:
     """Build and push each image by digest, plan one job per (artifact, platform, device need), submit."""
     import os
@@ -602,7 +604,8 @@ def farm_submit(
     if engine == "kubernetes":
         from .farm import kubernetes
 
-        paths = kubernetes.submit(jobs, out=results, dry_run=dry_run, namespace=namespace)
+        paths = kubernetes.submit(jobs, out=results, dry_run=dry_run, namespace=namespace,
+                                  fpga_resource=fpga_resource, accelerator_resource=accelerator_resource)
         for p in paths:
             console.print(f"{'wrote' if dry_run else 'applied'} {escape(str(p))}")
         return
