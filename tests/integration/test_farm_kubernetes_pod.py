@@ -24,6 +24,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -81,8 +82,16 @@ def registry(tmp_path_factory):
         proc.wait(timeout=10)
 
 
+@dataclass(frozen=True)
+class Submitted:
+    doc: dict  # the Job
+    config: str  # config digest of its amd64 image
+    argv: list[str]  # the farm submit command line, without --dry-run
+    root: Path
+
+
 @pytest.fixture(scope="module")
-def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
+def job_yaml(registry, tmp_path_factory) -> Submitted:
     """The Job ``request-pack farm submit --engine kubernetes --dry-run`` writes for the example
     artifact (amd64, stage all), whose image it built and pushed, and which no engine holds."""
     root = tmp_path_factory.mktemp("k8s-pod")
@@ -95,9 +104,10 @@ def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
     for step in (["lock", str(art)], ["fetch", str(art)]):
         res = _cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    argv = ["farm", "submit", str(art), "--engine", "kubernetes", "--registry", registry, "--platform", "linux/amd64",
+            "--stage", "all", "--results", str(root / "k8s")]
     t0 = time.monotonic()
-    res = _cli("farm", "submit", str(art), "--engine", "kubernetes", "--dry-run", "--registry", registry,
-               "--platform", "linux/amd64", "--stage", "all", "--results", str(root / "k8s"), cwd=root)
+    res = _cli(*argv, "--dry-run", cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     print(f"farm submit --engine kubernetes --dry-run (build + push + render): {time.monotonic() - t0:.1f} s")
     written = sorted((root / "k8s").glob("*.job.yaml"))
@@ -109,12 +119,11 @@ def job_yaml(registry, tmp_path_factory) -> tuple[dict, str]:
         f"{registry}/request-pack/{art.name}@{record['index_digest']}"
     # Dry run again: the same file, byte for byte (the name and content derive from the inputs).
     before = written[0].read_bytes()
-    res = _cli("farm", "submit", str(art), "--engine", "kubernetes", "--dry-run", "--registry", registry,
-               "--platform", "linux/amd64", "--stage", "all", "--results", str(root / "k8s"), cwd=root)
+    res = _cli(*argv, "--dry-run", cwd=root)
     assert res.returncode == 0 and sorted((root / "k8s").glob("*.job.yaml")) == written
     assert written[0].read_bytes() == before
     config = record["platforms"]["linux/amd64"]["config_digest"]
-    yield doc, config
+    yield Submitted(doc, config, argv, root)
     subprocess.run(["docker", "image", "rm", "--force", config], capture_output=True)
 
 
@@ -162,7 +171,7 @@ def _run_pod(doc: dict, volumes: dict[str, Path]) -> None:
 
 
 def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shared_sample, tmp_path):
-    doc, config = job_yaml
+    doc, config = job_yaml.doc, job_yaml.config
     pod = doc["spec"]["template"]["spec"]
     image = pod["containers"][0]["image"]
     assert subprocess.run(["docker", "image", "inspect", config], capture_output=True).returncode != 0
@@ -205,3 +214,14 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     assert len(ids) == SUBSET and len(set(ids)) == SUBSET
     assert [json.loads(line)["id"] for line in lines[:25]] == ids[:25]
     assert len((job_dir / "functional" / "predictions.jsonl").read_text().splitlines()) == 20
+
+
+def test_cli_apply_without_a_cluster_exits_3(job_yaml, tmp_path):
+    """Without --dry-run and with no kubeconfig, the CLI says so in one line and exits 3, after writing the Jobs."""
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "missing-kubeconfig"))
+    res = subprocess.run([sys.executable, "-m", "packager.cli", *job_yaml.argv], cwd=job_yaml.root, env=env,
+                         capture_output=True, text=True)
+    assert res.returncode == 3, res.stdout + res.stderr
+    assert "no usable kubeconfig" in res.stderr and str(tmp_path / "missing-kubeconfig") in res.stderr
+    assert "Traceback" not in res.stderr
