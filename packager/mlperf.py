@@ -536,7 +536,7 @@ def _write_result(w: _Writer, r: _Result, base: str, sysname: str) -> list[Scena
             for name in ("mlperf_log_accuracy.json", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "qsl_ids.tsv"):
                 w.copy(f"{res}/accuracy/{name}", acc / name)
         else:
-            reason = (f"The run used the built-in timing loop, not MLPerf LoadGen ({r.metrics.driver}); "
+            reason = (f"The run used the built-in timing loop, not MLPerf LoadGen (metrics.json: driver {r.metrics.driver!r}); "
                       "its figures are in the source's metrics.json, and no LoadGen log is written in their place.")
         w.text(f"{res}/accuracy/accuracy.txt", accuracy_text(r))
         w.text(f"{meas}/user.conf", user_conf(model, scenario, detail, r))
