@@ -35,14 +35,17 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
 5. Stage ``all`` runs ``functional`` as an init container before ``full``, so a
    failing functional stage fails the pod before the full stage starts. The
    manifest's ``min_top1`` is **not** enforced in the pod (the harness does not
-   know it; evaluate checks it after a stage): ``farm collect`` checks it.
+   know it; evaluate checks it after a stage): the signing step below must.
 6. The harness always gets ``--resume``: a pod the Job replaces (node lost,
    preempted) continues the predictions.jsonl on the results claim, dropping a
    torn last line; ``podReplacementPolicy: Failed`` keeps two pods from writing
    it at once. Disruptions do not count against ``backoffLimit``; the harness's
    exit codes 2 (bad input) and 3 (missing environment) fail the Job at once.
-7. Nothing in the pod signs: the key never enters the cluster. ``farm collect``
-   (or a post step) bundles, signs and verifies each ``<job name>/<stage>``.
+7. Nothing in the pod signs: the evaluator's key never enters the cluster. The
+   stage directories on the claim are unsigned harness outputs; a step outside
+   the cluster must copy them off, check ``min_top1``, and bundle, sign and
+   verify them as evaluate's step 5 does. That step is not written yet: ``farm
+   collect`` reads the signed bundles Slurm jobs leave under ``RESULTS/<key>/``.
 
 Idempotency holds while the Job object exists (``ttlSecondsAfterFinished``, a
 week by default); a job resubmitted after that finds its predictions on the
