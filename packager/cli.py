@@ -500,7 +500,7 @@ def run_cmd(
     from .manifest import load_manifest
     from .platforms import Platform
     from .runner import RunOptions, image_from_record, run_stage
-    from .targets import open_engine
+    from .engine import get_engine
 
     plat = _platform_option(platform) or Platform.native()
     manifest = load_manifest(artifact)
@@ -509,7 +509,7 @@ def run_cmd(
     opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
                       samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS)
     with _progress_bar() as bar:
-        result = run_stage(manifest, ref, open_engine(engine, target), opts, progress=_progress_fn(bar, f"{stage} {plat}"))
+        result = run_stage(manifest, ref, get_engine(engine, target), opts, progress=_progress_fn(bar, f"{stage} {plat}"))
     console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
                   f"outputs in {escape(str(out))}, log {escape(str(result.container_log))}")
 
@@ -616,12 +616,7 @@ def farm_submit(
     if dataset is None:
         env = os.environ.get("REQUEST_PACK_SAMPLE")
         dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
-    root = build_root
-    if root is None:
-        from .build import default_build_root
-
-        root = default_build_root(jobs[0].artifact_dir)
-    for s in submit(jobs, results=results, dataset=dataset, build_root=root, signing_key=key, partition=partition):
+    for s in submit(jobs, results=results, dataset=dataset, build_root=build_root, signing_key=key, partition=partition):
         what = {"submitted": f"[green]submitted[/green] as job {s.job_id}", "done": "[blue]done[/blue] (verified result)",
                 "queued": f"[yellow]queued[/yellow] already as job {s.job_id}"}[s.action]
         console.print(f"{what}: {s.job.name} ({s.job.artifact}, {s.job.platform}, {s.job.stage}) key {s.job.key[:12]}")

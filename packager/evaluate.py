@@ -37,7 +37,7 @@ from .manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
 from .platforms import Platform
 from .results import METRICS_NAME, Metrics
 from .runner import ImageRef, ProgressFn, RunOptions, RunResult, default_build_root, image_from_record, run_stage
-from .targets import open_engine
+from .engine import get_engine
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ def evaluate(
     else:
         ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root)
     _in_stage("image", _check_provenance, ref)
-    eng = _in_stage("image", open_engine, engine, target)
+    eng = _in_stage("image", get_engine, engine, target)
     timings["image"] = time.monotonic() - t0
     with contextlib.closing(eng):  # over ssh: end the transport's ssh sessions while the board still answers
         summaries = _run_stages(manifest, ref, eng, dataset, out, platform, devices, STAGE_CHOICES[stages], resume,

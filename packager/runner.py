@@ -29,7 +29,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 import time
 import uuid
@@ -42,7 +41,7 @@ from .errors import BadInput, CheckFailed, DeviceMissing, ImageMismatch, ImageNo
 from .manifest import Manifest
 from .platforms import Platform
 from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
-from .targets import ContainerSpec, Engine, ImageInfo, MountSpec, tar_directory
+from .engine import ContainerSpec, Engine, ImageInfo, MountSpec, tar_directory
 
 log = logging.getLogger(__name__)
 
@@ -159,50 +158,29 @@ def default_build_root(artifact_dir: Path) -> Path:
     return artifact_dir.parent / "build"
 
 
-def ensure_image(engine: Engine, ref: ImageRef, scratch: Path) -> ImageInfo:
-    """The engine's image with id ``ref.config_digest``, loaded from the OCI layout if absent."""
+def ensure_image(engine: Engine, ref: ImageRef) -> ImageInfo:
+    """The engine's image with id ``ref.config_digest``, loaded from the OCI layout (or the registry) if absent."""
     info = engine.inspect_image(ref.config_digest)
     if info is None:
         if ref.oci_layout is None and ref.source is None:
             raise ImageNotAvailable(f"image {ref.config_digest} ({ref.artifact}, {ref.platform}) is not in {engine.name}",
                                     fix="request-pack build, or load the image")
-        _load_from_source(engine, ref, scratch)
+        source = ref.source or f"oci:{ref.oci_layout}"
+        t0 = time.monotonic()
+        loaded = engine.load_source(source, ref.platform, f"request-pack/{ref.artifact}:{ref.platform.slug}",
+                                    src_args=ref.source_args)
+        log.info("loaded %s into %s in %.1f s", source, engine.name, time.monotonic() - t0)
+        if loaded != ref.config_digest:
+            raise ImageMismatch(f"loading {source} for {ref.platform} gave image {loaded}, not {ref.config_digest}")
         info = engine.inspect_image(ref.config_digest)
         if info is None:
-            raise ImageMismatch(f"loading {ref.source or ref.oci_layout} for {ref.platform} did not give image {ref.config_digest}")
+            raise ImageMismatch(f"loading {source} for {ref.platform} did not give image {ref.config_digest}")
     if info.id != ref.config_digest:
         raise ImageMismatch(f"engine image id {info.id} is not the pinned {ref.config_digest}")
     want_variant = ref.platform.variant if ref.platform is Platform.ARMV7 else None
     if info.architecture != ref.platform.architecture or (want_variant and info.variant != want_variant):
         raise ImageMismatch(f"image {ref.config_digest} is {info.os}/{info.architecture}/{info.variant}, not {ref.platform}")
     return info
-
-
-def _load_from_source(engine: Engine, ref: ImageRef, scratch: Path) -> None:
-    """The OCI layout (or, for --image, the registry) as a docker-archive tar, then ``engine.load_image``:
-    the same path serves a local engine and one over ssh."""
-    import shutil
-    import subprocess
-
-    skopeo = shutil.which("skopeo")
-    if skopeo is None:
-        raise ToolMissing("skopeo is needed to load the image into the engine", fix="apt-get install -y skopeo")
-    tar = scratch / f"image-{ref.config_digest.split(':')[1][:16]}.tar"
-    argv = [skopeo, "copy", "--quiet", f"--override-os={ref.platform.os}", f"--override-arch={ref.platform.architecture}"]
-    if ref.platform.variant:
-        argv.append(f"--override-variant={ref.platform.variant}")
-    src = ref.source or f"oci:{ref.oci_layout}"
-    argv += [*ref.source_args, src, f"docker-archive:{tar}:request-pack/{ref.artifact}:{ref.platform.slug}"]
-    log.info("+ %s", " ".join(argv))
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise ImageNotAvailable(f"skopeo could not copy {src} for {ref.platform}: {proc.stderr.strip()}")
-    log.info("copied %s (%.0f MB) in %.1f s", src, tar.stat().st_size / 1e6, time.monotonic() - t0)
-    try:
-        engine.load_image(tar)
-    finally:
-        tar.unlink(missing_ok=True)
 
 
 def check_emulation(platform: Platform, engine_arch: str | None = None) -> None:
@@ -405,8 +383,7 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
         check_emulation(opts.platform)
     resume_state = prepare_output(opts.out, resume=opts.resume)
     # 1. the image, by digest
-    with tempfile.TemporaryDirectory(prefix="request-pack-load-") as scratch:
-        info = ensure_image(engine, ref, Path(scratch))
+    info = ensure_image(engine, ref)
     run_id = uuid.uuid4().hex[:12]
     dataset_src, out_src = str(opts.dataset.resolve()), str(opts.out.resolve())
     if engine.remote:

@@ -19,7 +19,8 @@ from packager.errors import DeviceMissing
 from packager.manifest import Device
 from packager.platforms import Platform
 from packager.runner import ImageRef, RunOptions, run_in_sandbox
-from packager.targets import DockerEngine, PodmanEngine
+from packager.engine.docker import Docker
+from packager.engine.podman import Podman
 
 MARKER = b"REQUEST-PACK-LOOP-" + uuid.uuid4().hex[:8].encode()
 
@@ -58,7 +59,7 @@ PROBE = (
 @pytest.mark.docker
 def test_sandbox_is_enforced_and_recorded(busybox, tmp_path):
     opts = _opts(tmp_path)
-    result = run_in_sandbox(DockerEngine(), busybox, ["sh", "-c", PROBE], opts)
+    result = run_in_sandbox(Docker(), busybox, ["sh", "-c", PROBE], opts)
     out = opts.out
     assert result.exit_code == 0, (out / "logs" / "container.log").read_text()
     assert (out / "uid").read_text().strip() == "1000"
@@ -81,7 +82,7 @@ def test_sandbox_is_enforced_and_recorded(busybox, tmp_path):
 def test_loop_device_passed_through_with_its_group(busybox, loop, tmp_path):
     opts = _opts(tmp_path, devices=(f"{loop.path}:/dev/fpga0",))
     cmd = "ls -ln /dev/fpga0 > /out/ls; head -c %d /dev/fpga0 > /out/first_bytes; id -G > /out/groups" % len(MARKER)
-    result = run_in_sandbox(DockerEngine(), busybox, ["sh", "-c", cmd], opts)
+    result = run_in_sandbox(Docker(), busybox, ["sh", "-c", cmd], opts)
     assert result.exit_code == 0, result.container_log.read_text()
     assert (opts.out / "first_bytes").read_bytes() == MARKER
     gid = str(os.stat(loop.path).st_gid)
@@ -95,7 +96,7 @@ def test_required_device_absent_fails_before_start(busybox, tmp_path, docker_cli
     before = len(docker_client.containers.list(all=True, filters={"label": "request-pack.run"}))
     declared = [Device(kind="fpga", nodes=["/dev/request-pack-no-such-fpga"])]
     with pytest.raises(DeviceMissing, match="request-pack-no-such-fpga") as e:
-        run_in_sandbox(DockerEngine(), busybox, ["true"], _opts(tmp_path), declared_devices=declared)
+        run_in_sandbox(Docker(), busybox, ["true"], _opts(tmp_path), declared_devices=declared)
     assert e.value.return_code == 3
     assert len(docker_client.containers.list(all=True, filters={"label": "request-pack.run"})) == before
     assert not (tmp_path / "out").exists()
@@ -123,7 +124,7 @@ def test_cdi_name_resolved_for_docker(busybox, loop, tmp_path):
     """docker 20.10 has no CDI: the spec in a temporary CDI dir is resolved into --device by us."""
     spec = _cdi_spec(tmp_path / "cdi", loop.path)
     opts = _opts(tmp_path, devices=("example.com/fpga=board0",), cdi_dirs=(tmp_path / "cdi",))
-    result = run_in_sandbox(DockerEngine(), busybox, ["sh", "-c", CDI_PROBE], opts)
+    result = run_in_sandbox(Docker(), busybox, ["sh", "-c", CDI_PROBE], opts)
     assert result.exit_code == 0, result.container_log.read_text()
     assert (opts.out / "first_bytes").read_bytes() == MARKER
     assert (opts.out / "env").read_text().strip() == "board0"
@@ -136,7 +137,7 @@ def test_cdi_name_unknown_is_device_missing(busybox, tmp_path):
     _cdi_spec(tmp_path / "cdi", "/dev/null")
     opts = _opts(tmp_path, devices=("example.com/fpga=board9",), cdi_dirs=(tmp_path / "cdi",))
     with pytest.raises(DeviceMissing, match="board9"):
-        run_in_sandbox(DockerEngine(), busybox, ["true"], opts)
+        run_in_sandbox(Docker(), busybox, ["true"], opts)
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +157,7 @@ def test_cdi_name_native_on_podman(podman_busybox, loop, tmp_path):
     spec = _cdi_spec(Path("/var/run/cdi"), loop.path)
     try:
         opts = _opts(tmp_path, devices=("example.com/fpga=board0",), cdi_dirs=(Path("/var/run/cdi"),))
-        result = run_in_sandbox(PodmanEngine(), podman_busybox, ["sh", "-c", CDI_PROBE + "; id -u > /out/uid"], opts)
+        result = run_in_sandbox(Podman(), podman_busybox, ["sh", "-c", CDI_PROBE + "; id -u > /out/uid"], opts)
     finally:
         spec.unlink()
     assert result.exit_code == 0, result.container_log.read_text()
@@ -171,4 +172,4 @@ def test_cdi_name_native_on_podman(podman_busybox, loop, tmp_path):
 def test_root_only_node_is_refused_before_start(busybox, loop, tmp_path):
     os.chmod(loop.path, 0o600)
     with pytest.raises(DeviceMissing, match="cannot open it"):
-        run_in_sandbox(DockerEngine(), busybox, ["true"], _opts(tmp_path, devices=(loop.path,)))
+        run_in_sandbox(Docker(), busybox, ["true"], _opts(tmp_path, devices=(loop.path,)))

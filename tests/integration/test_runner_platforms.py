@@ -15,7 +15,7 @@ import pytest
 
 from packager.platforms import Platform
 from packager.runner import RunOptions, image_from_record, run_in_sandbox
-from packager.targets import DockerEngine
+from packager.engine.docker import Docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def build_root(tmp_path_factory) -> Path:
 
 
 def test_each_platform_runs_and_reports_its_machine(build_root, tmp_path):
-    engine = DockerEngine()
+    engine = Docker()
     data = tmp_path / "data"
     data.mkdir()
     seen: dict[Platform, dict] = {}

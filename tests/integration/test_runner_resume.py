@@ -24,7 +24,7 @@ from packager.manifest import Manifest
 from packager.platforms import Platform
 from packager.results import read_predictions
 from packager.runner import ImageRef, RunOptions, run_stage
-from packager.targets import DockerEngine
+from packager.engine.docker import Docker
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = 60
@@ -73,7 +73,7 @@ def test_kill_9_then_resume_loses_and_duplicates_nothing(docker_client, tiny_mod
     out = tmp_path / "out"
     opts = RunOptions(stage="functional", dataset=shared_sample, out=out, platform=Platform.native(),
                       env=env, extra_mounts=mounts)
-    engine = DockerEngine()
+    engine = Docker()
     preds = out / "predictions.jsonl"
     killed_at: list[int] = []
 

@@ -27,7 +27,7 @@ from runner_helpers import import_busybox
 
 from packager.platforms import Platform
 from packager.runner import image_from_record, run_in_sandbox, RunOptions
-from packager.targets import open_engine
+from packager.engine import get_engine
 
 pytestmark = [pytest.mark.docker]
 
@@ -130,7 +130,7 @@ def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker
     (data / "labels.tsv").write_text("file\tclass_index\na.JPEG\t7\n")
     opts = RunOptions(stage="functional", dataset=data, out=tmp_path / "out", platform=Platform.AMD64)
     t0 = time.monotonic()
-    engine = open_engine("docker", target)
+    engine = get_engine("docker", target)
     try:
         result = run_in_sandbox(engine, ref, ["sh", "-c", "cat /data/labels.tsv > /out/copy.tsv; id -u > /out/uid"], opts)
     finally:
