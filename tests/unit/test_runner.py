@@ -175,3 +175,62 @@ def test_harness_argv_by_digest_and_short_scenarios_when_emulated(tmp_path):
         assert argv[argv.index("--stage") + 1] == "full" and "--resume" in argv and argv[argv.index("--samples") + 1] == "5"
         # Emulated scenarios are short, and no longer than the samples asked for.
         assert ("--queries=5" in argv and "--offline-samples=5" in argv) is emulated
+
+
+# --- registry references, the engine factory, evaluate's options (no daemon, no registry) ---
+
+
+def test_image_references_are_by_digest_only():
+    from packager.engine.registry import parse_reference
+
+    digest = "sha256:" + "ab" * 32
+    ref = parse_reference(f"127.0.0.1:5000/request-pack/a@{digest}")
+    assert (ref.repository, ref.digest, ref.host, ref.tls_verify) == ("127.0.0.1:5000/request-pack/a", digest, "127.0.0.1:5000", False)
+    assert parse_reference(f"registry.example.org/x/y@{digest}").tls_verify is True
+    assert parse_reference(f"localhost/y@{digest}").tls_verify is False
+    for text, why in ((f"127.0.0.1:5000/request-pack/a:latest", "names a tag"), ("request-pack/a", "is not"),
+                      (f"127.0.0.1:5000/a@sha256:{'ab' * 31}", "is not"), (f"a@{digest}", "is not")):
+        with pytest.raises(BadInput, match=why) as e:
+            parse_reference(text)
+        assert e.value.return_code == 2 and "--image" in str(e.value)
+
+
+@pytest.mark.parametrize(("entry", "platform"), [
+    ({"os": "linux", "architecture": "arm64"}, Platform.ARM64),
+    ({"os": "linux", "architecture": "arm64", "variant": "v8"}, Platform.ARM64),
+    ({"os": "linux", "architecture": "arm", "variant": "v7"}, Platform.ARMV7),
+    ({"os": "linux", "architecture": "amd64"}, Platform.AMD64),
+    ({"os": "linux", "architecture": "s390x"}, None),
+])
+def test_index_entries_match_platforms(entry, platform):
+    from packager.engine.registry import _matches
+
+    assert [p for p in Platform if _matches({"platform": entry}, p)] == ([platform] if platform else [])
+
+
+def test_engine_factory_refuses_what_it_cannot_do():
+    from packager.engine import get_engine
+    from packager.engine.docker import Docker
+    from packager.errors import EngineUnavailable
+
+    assert get_engine("docker", "ssh://root@127.0.0.1:2222") == Docker("ssh://root@127.0.0.1:2222")
+    assert get_engine("docker", "ssh://root@b").remote and not get_engine("docker").remote
+    with pytest.raises(EngineUnavailable, match="ssh transport"):
+        get_engine("podman", "ssh://root@b")
+    with pytest.raises(EngineUnavailable, match="unknown target"):
+        get_engine("docker", "tcp://b:2375")
+    with pytest.raises(EngineUnavailable, match="unknown engine"):
+        get_engine("lxc")
+
+
+def test_cli_evaluate_refuses_an_unknown_stage_and_a_tag(tmp_path):
+    src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
+    art = tmp_path / "artifacts" / "test-valid"
+    art.mkdir(parents=True)
+    for f in src.iterdir():
+        (art / f.name).write_bytes(f.read_bytes())
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--stage", "quick"])
+    assert isinstance(res.exception, BadInput) and "--stage" in str(res.exception)
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--stage", "functional",
+                                   "--image", "127.0.0.1:5000/request-pack/test-valid:latest"])
+    assert isinstance(res.exception, BadInput) and "stage 'image'" in str(res.exception) and "tag" in str(res.exception)
