@@ -616,12 +616,7 @@ def farm_submit(
     if dataset is None:
         env = os.environ.get("REQUEST_PACK_SAMPLE")
         dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
-    root = build_root
-    if root is None:
-        from .build import default_build_root
-
-        root = default_build_root(jobs[0].artifact_dir)
-    for s in submit(jobs, results=results, dataset=dataset, build_root=root, signing_key=key, partition=partition):
+    for s in submit(jobs, results=results, dataset=dataset, build_root=build_root, signing_key=key, partition=partition):
         what = {"submitted": f"[green]submitted[/green] as job {s.job_id}", "done": "[blue]done[/blue] (verified result)",
                 "queued": f"[yellow]queued[/yellow] already as job {s.job_id}"}[s.action]
         console.print(f"{what}: {s.job.name} ({s.job.artifact}, {s.job.platform}, {s.job.stage}) key {s.job.key[:12]}")

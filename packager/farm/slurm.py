@@ -210,6 +210,12 @@ class Submission:
     job_id: str | None
 
 
+def _default_build_root(artifact_dir: Path) -> Path:
+    from ..build import default_build_root
+
+    return default_build_root(artifact_dir)
+
+
 def job_script(spec: JobSpec, job_dir: Path) -> str:
     """The batch script: the board's name comes from Slurm at run time; everything else is in job.json."""
     return (
@@ -238,7 +244,7 @@ def submit(
     *,
     results: Path,
     dataset: Path,
-    build_root: Path,
+    build_root: Path | None = None,
     signing_key: Path | None = None,
     partition: str | None = None,
     python: str | None = None,
@@ -265,7 +271,8 @@ def submit(
             log.info("%s: job %s is %s; not submitted again", job.name, live[job.key].job_id, live[job.key].state)
             out.append(Submission(job, job_dir, "queued", live[job.key].job_id))
             continue
-        spec = JobSpec.of(job, dataset=dataset, build_root=build_root, signing_key=signing_key,
+        root = build_root or _default_build_root(job.artifact_dir)
+        spec = JobSpec.of(job, dataset=dataset, build_root=root, signing_key=signing_key,
                           python=python or sys.executable)
         spec.dump(job_dir / JOB_NAME)
         (job_dir / SCRIPT_NAME).write_text(job_script(spec, job_dir))
