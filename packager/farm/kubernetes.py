@@ -35,7 +35,7 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
 5. Stage ``all`` runs ``functional`` as an init container before ``full``, so a
    failing functional stage fails the pod before the full stage starts. The
    manifest's ``min_top1`` is **not** enforced in the pod (the harness does not
-   know it; evaluate checks it after a stage): the signing step below must.
+   know it; evaluate checks it after a stage): ``seal`` does, before signing.
 6. The harness always gets ``--resume``: a pod the Job replaces (node lost,
    preempted) continues the predictions.jsonl on the results claim, dropping a
    torn last line; ``podReplacementPolicy: Failed`` keeps two pods from writing
@@ -44,8 +44,8 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
 7. Nothing in the pod signs: the evaluator's key never enters the cluster. The
    stage directories on the claim are unsigned harness outputs; a step outside
    the cluster must copy them off, check ``min_top1``, and bundle, sign and
-   verify them as evaluate's step 5 does. That step is not written yet: ``farm
-   collect`` reads the signed bundles Slurm jobs leave under ``RESULTS/<key>/``.
+   verify them as evaluate's step 5 does: ``seal`` (``farm collect`` reads the
+   signed bundles Slurm jobs leave under ``RESULTS/<key>/`` and does not call it yet).
 
 Idempotency holds while the Job object exists (``ttlSecondsAfterFinished``, a
 week by default); a job resubmitted after that finds its predictions on the
@@ -64,7 +64,7 @@ from typing import Any, Literal
 import yaml
 
 from ..build import CONFIG_PATH, MODEL_PATH
-from ..errors import BadInput, ClusterUnavailable, ToolMissing
+from ..errors import BadInput, ClusterUnavailable, ImageMismatch, StageFailed, ToolMissing
 from ..platforms import Platform
 from ..runner import CONTAINER_UID, DATA_MOUNT, HARNESS_ENTRYPOINT, OUT_MOUNT, SANDBOX, SCRATCH
 from .jobs import FarmJob
@@ -418,3 +418,60 @@ def submit(jobs: list[FarmJob], *, out: Path, dry_run: bool, namespace: str = DE
         log.info("%d Job(s) created, %d already submitted", created,
                  sum(1 for a in applied if a.outcome == "exists" and a.name != NETWORK_POLICY_NAME))
     return paths
+
+
+# --- after the pods -------------------------------------------------------------------------
+
+
+def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, key: Path | None = None,
+         build_root: Path | None = None) -> Path:
+    """Bundle, sign and verify the outputs of the Job written at ``job_file``, copied off the results
+    claim to ``results/<job name>/<stage>``; returns the ``.bundle.tar.gz`` beside the stages.
+
+    What evaluate does after its stages, outside the cluster: every stage's top-1 against the
+    manifest's ``min_top1``, the Job's image against the local build record, then the build
+    record, provenance, manifest, lock and labels beside the last stage's outputs, signed with
+    the evaluator's key and verified with its public half.
+    """
+    from ..bundle.keys import TrustStore
+    from ..bundle.sign import sign_result_dir
+    from ..bundle.verify import verify_bundle
+    from ..evaluate import _bundle_files, evaluator_key
+    from ..manifest import load_manifest
+    from ..results import METRICS_NAME, Metrics
+    from ..runner import image_from_record
+
+    doc = yaml.safe_load(Path(job_file).read_text())
+    if not isinstance(doc, dict) or doc.get("kind") != "Job":
+        raise BadInput("not a Job written by farm submit --engine kubernetes", file=job_file)
+    name, notes = doc["metadata"]["name"], doc["metadata"].get("annotations") or {}
+    manifest = load_manifest(artifact_dir)
+    if notes.get(f"{LABEL_PREFIX}/manifest-sha256") != manifest.digest():
+        raise BadInput(f"the Job was planned from another request.yaml than {artifact_dir}'s", file=job_file,
+                       field=f"metadata.annotations.{LABEL_PREFIX}/manifest-sha256")
+    platform = Platform.parse(notes[f"{LABEL_PREFIX}/platform"])
+    pod = doc["spec"]["template"]["spec"]
+    stages = [c["name"] for c in pod.get("initContainers", []) + pod["containers"]]
+    job_dir = Path(results) / name
+    for stage in stages:
+        metrics_path = job_dir / stage / METRICS_NAME
+        if not metrics_path.is_file():
+            raise StageFailed(stage, f"no {metrics_path}: the pod has not finished this stage")
+        top1 = Metrics.model_validate_json(metrics_path.read_bytes()).accuracy.top1
+        min_top1 = getattr(manifest.run.stages, stage).min_top1
+        if top1 < min_top1:
+            raise StageFailed(stage, f"top-1 {top1:.4f} is below the manifest's min_top1 {min_top1}")
+    ref = image_from_record(artifact_dir, manifest.name, platform, build_root)
+    ran = notes[f"{LABEL_PREFIX}/image"].rsplit("@", 1)[1]
+    if ref.index_digest != ran:
+        raise ImageMismatch(f"the Job ran image {ran}, the build record {ref.record} names {ref.index_digest}")
+    last = stages[-1]
+    _bundle_files(Path(artifact_dir), ref, dataset, manifest.dataset.labels, job_dir / last)
+    priv, pub = evaluator_key(key)
+    suffix = "" if last == "full" else f"-{last}"
+    archive = job_dir / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"
+    sign_result_dir(job_dir / last, priv, passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None,
+                    archive_path=archive)
+    verify_bundle(archive, TrustStore.load([pub]), dataset=dataset, artifact=Path(artifact_dir))
+    log.info("sealed %s: %s", name, archive)
+    return archive

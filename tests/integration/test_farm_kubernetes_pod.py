@@ -215,6 +215,18 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     assert [json.loads(line)["id"] for line in lines[:25]] == ids[:25]
     assert len((job_dir / "functional" / "predictions.jsonl").read_text().splitlines()) == 20
 
+    # Outside the cluster: min_top1 checked, bundled, signed and verified; then verified again by the CLI.
+    from packager.bundle.keys import generate_keypair
+
+    generate_keypair(tmp_path / "keys", "evaluator")
+    art = job_yaml.root / "artifacts" / ARTIFACT.name
+    job_file = job_yaml.root / "k8s" / f"{doc['metadata']['name']}.job.yaml"
+    bundle = k8s.seal(job_file, results, artifact_dir=art, dataset=volumes["dataset"], key=tmp_path / "keys" / "evaluator.key")
+    assert bundle == job_dir / f"{art.name}-linux-amd64.bundle.tar.gz" and bundle.is_file()
+    ok = _cli("verify", str(bundle), "--trust", str(tmp_path / "keys" / "evaluator.pub"), "--dataset", str(volumes["dataset"]),
+              "--artifact", str(art), cwd=job_yaml.root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
 
 def test_cli_apply_without_a_cluster_exits_3(job_yaml, tmp_path):
     """Without --dry-run and with no kubeconfig, the CLI says so in one line and exits 3, after writing the Jobs."""

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from packager.build import CONFIG_PATH, MODEL_PATH
-from packager.errors import BadInput, ClusterUnavailable
+from packager.errors import BadInput, ClusterUnavailable, StageFailed
 from packager.farm import kubernetes as k8s
 from packager.farm.jobs import FarmJob, plan
 from packager.manifest import load_manifest
@@ -300,3 +300,16 @@ def test_apply_against_an_unreachable_server_is_environment_missing(all_jobs, tm
     with pytest.raises(ClusterUnavailable, match="unreachable") as e:
         k8s.submit(all_jobs[:1], out=tmp_path / "out", dry_run=False)
     assert e.value.return_code == 3 and "\n" not in str(e.value)
+
+
+def test_seal_refuses_unfinished_pods_and_other_manifests(all_jobs, tmp_path):
+    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0-ort" and j.platform is Platform.AMD64)
+    job_file, = k8s.submit([job], out=tmp_path / "k8s", dry_run=True)
+    with pytest.raises(StageFailed, match="'functional'.*has not finished") as e:
+        k8s.seal(job_file, tmp_path / "results", artifact_dir=job.artifact_dir, dataset=tmp_path)
+    assert e.value.return_code == 1
+    other = REPO / "artifacts" / "efficientnet-lite0-ort-int8"
+    with pytest.raises(BadInput, match="another request.yaml"):
+        k8s.seal(job_file, tmp_path / "results", artifact_dir=other, dataset=tmp_path)
+    with pytest.raises(BadInput, match="not a Job"):
+        k8s.seal(tmp_path / "k8s" / k8s.NETWORK_POLICY_FILE, tmp_path / "results", artifact_dir=job.artifact_dir, dataset=tmp_path)
