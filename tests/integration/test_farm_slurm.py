@@ -4,11 +4,12 @@ a GPU job placed by GRES, impossible requests refused at submit, collection onto
 The module starts its own cluster on 127.0.0.1 (munged, slurmctld, one ``slurmd -N`` per
 board: two amd64, two armv7, one amd64 with ``gpu:1``) and its own docker-registry; the
 artifacts are copied from artifacts/ so their build goes to a temporary build root.
-Four sample images. The armv7 copy is re-locked with a functional stage of 4 samples
-and batch sizes 1 and 2: its accuracy pass then runs in two batches under QEMU (the
-board is taken down between them, and the requeued job must resume from line 3 of
-predictions.jsonl on the other armv7 board), and its emulated scenarios stay at four
-queries (the runner caps them at the stage's sample count), so the test stays short.
+Four sample images. The armv7 copy is re-locked with a functional stage of 2 samples
+and batch size 1: its accuracy pass then runs in two batches under QEMU (the board is
+taken down between them, and the requeued job must resume from line 2 of
+predictions.jsonl on the other armv7 board), and its emulated scenarios stay at two
+queries (the runner caps them at the stage's sample count): the reference backend
+takes seconds per image under QEMU, so this keeps the test to minutes.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ BOARDS = (
     Board("gpu-a", ("amd64",), gpus=1),
 )
 IMAGES = 4
+ARMV7_SAMPLES = 2
 TIMEOUT = 900
 
 
@@ -101,8 +103,9 @@ def workspace(tmp_path_factory, shared_sample, cluster):
         steps = [["fetch", str(art)]]
         if name == "efficientnet-lite0-armv7":
             text = (art / "request.yaml").read_text()
-            for old, new in (("  batch_sizes: [1, 4]\n", "  batch_sizes: [1, 2]\n"),
-                             ("    functional: {samples: 20, min_top1: 0.5}\n", "    functional: {samples: 4, min_top1: 0.5}\n")):
+            for old, new in (("  batch_sizes: [1, 4]\n", "  batch_sizes: [1]\n"),
+                             ("    functional: {samples: 20, min_top1: 0.5}\n",
+                              f"    functional: {{samples: {ARMV7_SAMPLES}, min_top1: 0.5}}\n")):
                 assert old in text, f"{name}/request.yaml no longer has {old!r}: update this test"
                 text = text.replace(old, new)
             (art / "request.yaml").write_text(text)
@@ -156,11 +159,11 @@ def farm(workspace, cluster, registry):
     deadline = time.monotonic() + TIMEOUT
     while downed is None and time.monotonic() < deadline:
         n = len(preds.read_text().splitlines()) if preds.is_file() else 0
-        if 0 < n < IMAGES:
+        if 0 < n < ARMV7_SAMPLES:
             downed = read_lines(armv7 / ATTEMPTS_NAME)[-1]["node"]
             cluster.scontrol("update", f"nodename={downed}", "state=down", "reason=test")
             lines_at_down = n
-        elif n >= IMAGES or (armv7 / DONE_NAME).exists():
+        elif n >= ARMV7_SAMPLES or (armv7 / DONE_NAME).exists():
             break
         time.sleep(0.2)
     try:
@@ -170,7 +173,7 @@ def farm(workspace, cluster, registry):
             cluster.scontrol("update", f"nodename={downed}", "state=resume")
     wall = time.monotonic() - t0
     print(f"\nfarm: submit (build+push+sbatch) {submitted:.1f} s; 3 jobs + GPU job to the end {wall:.0f} s; "
-          f"armv7 board {downed} downed at {lines_at_down}/{IMAGES} predictions")
+          f"armv7 board {downed} downed at {lines_at_down}/{ARMV7_SAMPLES} predictions")
     return dataclasses.make_dataclass("Farm", ["root", "env", "results", "gpu_results", "gpu_job", "gpu_sub", "rows",
                                                "downed", "lines_at_down", "armv7", "registry"])(
         root, env, results, gpu_results, gpu_job, gpu_sub, rows, downed, lines_at_down, armv7, registry)
@@ -186,7 +189,7 @@ def test_three_artifacts_on_three_boards_end_to_end(farm):
         done = json.loads((d / DONE_NAME).read_text())
         assert done["image"].startswith(f"{farm.registry}/request-pack/{name}@sha256:")
         metrics = json.loads((d / "functional" / "metrics.json").read_text())
-        assert metrics["accuracy"]["samples"] == IMAGES
+        assert metrics["accuracy"]["samples"] == (ARMV7_SAMPLES if name.endswith("armv7") else IMAGES)
     assert rows["efficientnet-lite0-armv7"].node.startswith("armv7-")
     assert {rows[a].node for a in ARTIFACTS[:2]} <= {"amd64-a", "amd64-b", "gpu-a"}
     # The emulated board really ran an armv7 image.
@@ -205,7 +208,7 @@ def test_board_down_mid_run_requeues_and_resumes(farm):
     assert starts[1]["restart"] == 1 and starts[0]["job_id"] == starts[1]["job_id"]  # Slurm's requeue, not ours
     ids = [json.loads(line)["id"] for line in (farm.armv7 / "functional" / "predictions.jsonl").read_text().splitlines()]
     images = sorted(p.name for p in (farm.root / "data" / "images").iterdir())
-    assert len(ids) == len(set(ids)) == IMAGES and sorted(ids) == images  # no prediction lost, none twice
+    assert len(ids) == len(set(ids)) == ARMV7_SAMPLES and set(ids) <= set(images)  # none lost, none twice
     run = json.loads((farm.armv7 / "functional" / "run.json").read_text())
     assert run["resumed_after"] == farm.lines_at_down
     assert len(list(farm.armv7.glob("*.bundle.tar.gz"))) == 1
