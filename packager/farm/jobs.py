@@ -23,8 +23,12 @@ from ..platforms import Platform
 Stage = Literal["functional", "full", "all"]
 STAGES: tuple[Stage, ...] = ("functional", "full", "all")
 
-# ``host[:port]/path@sha256:<64 hex>``: a digest reference is the only kind a farm accepts.
-_DIGEST_REF = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")
+# ``host[:port]/path@sha256:<64 hex>``: a digest reference is the only kind a farm accepts. The
+# host must look like one (a dot, a port or localhost), as docker's reference grammar decides:
+# "request-pack/x@sha256:…" would otherwise be resolved against Docker Hub on every node.
+_DIGEST_REF = re.compile(
+    r"^(localhost|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+|[A-Za-z0-9.-]+:[0-9]+|localhost:[0-9]+)"
+    r"/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")
 
 # The architecture a node advertises: Slurm node features and the Kubernetes arch label
 # share these names; armv7 is a variant of "arm" in Kubernetes, so it needs its own label.
