@@ -1,6 +1,7 @@
-"""Shared by the runner's integration tests: a tiny busybox image and a loop device.
+"""Shared by the runner's integration tests: a tiny busybox image, a loop device, and a
+uniquely versioned build of the example artifact for the evaluate tests (ssh, registry).
 
-The image is imported from Debian's static busybox (``busybox-static``), so the
+The busybox image is imported from Debian's static busybox (``busybox-static``), so the
 device and sandbox tests need neither the real build nor a registry.
 """
 
@@ -12,6 +13,8 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+
+import pytest
 
 APPLETS = ("sh", "ls", "cat", "id", "echo", "sleep", "test", "mkdir", "uname", "head", "wc", "grep",
            "touch", "stat", "chown", "true", "od", "env", "sed", "seq", "dd", "rm", "tr", "cut")
@@ -72,3 +75,49 @@ class LoopDevice:
 
     def close(self) -> None:
         subprocess.run(["losetup", "-d", self.path], check=False)
+
+
+EXAMPLE_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "efficientnet-lite0-ort"
+_BUILT: list = []
+
+
+def _unique_artifact(tmp_path_factory, docker_client):
+    """The example artifact with a version of its own (a label in the config, so its image exists nowhere
+    else and a test may remove it from the engine), locked, fetched and built for amd64, loaded nowhere.
+    Yields (artifact dir, build record)."""
+    import json
+    import shutil
+    import sys
+    import uuid
+
+    if _BUILT:
+        # Each module importing the fixture gets its own FixtureDef, so session scope alone would build twice.
+        yield _BUILT[0]
+        return
+    root = tmp_path_factory.mktemp("unique-artifact")
+    art = root / "artifacts" / EXAMPLE_ARTIFACT.name
+    shutil.copytree(EXAMPLE_ARTIFACT, art)
+    text = (art / "request.yaml").read_text()
+    assert "\nversion: 1.0.0\n" in text
+    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+test.{uuid.uuid4().hex[:12]}\n"))
+    for step in (["lock", str(art)], ["fetch", str(art)], ["build", str(art), "--platform", "linux/amd64", "--no-load"]):
+        res = subprocess.run([sys.executable, "-m", "packager.cli", *step], cwd=root, capture_output=True, text=True)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
+    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    _BUILT.append((art, record))
+    yield art, record
+    forget_image(docker_client, record["platforms"]["linux/amd64"]["config_digest"])
+
+
+def forget_image(docker_client, image_id: str) -> None:
+    """Remove an image only this test session made (see ``_unique_artifact``)."""
+    import docker.errors
+
+    try:
+        docker_client.images.remove(image_id, force=True)
+    except docker.errors.ImageNotFound:
+        pass
+
+
+# Imported by the modules that use it; session scope builds it once for all of them.
+unique_artifact = pytest.fixture(scope="session")(_unique_artifact)

@@ -3,7 +3,8 @@
 A ``docker-registry`` (Debian's distribution 2.8) serves on a free 127.0.0.1 port
 from a temporary directory. The example artifact is copied with a version of its
 own, so its image (the version is a label in the config) exists nowhere else; it
-is built without loading into any engine and pushed. ``evaluate`` must then read
+is built without loading into any engine (``runner_helpers.unique_artifact``) and
+pushed with every digest kept. ``evaluate`` must then read
 the index from the registry, copy the platform's image into docker and find the
 config digest the registry's manifest names; a requeued ``--resume`` continues a
 torn predictions.jsonl. A tag and an unknown digest are refused.
@@ -18,16 +19,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
+from runner_helpers import forget_image, unique_artifact  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
-
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
-
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
@@ -75,28 +72,15 @@ http:
 
 
 @pytest.fixture(scope="module")
-def pushed(registry, tmp_path_factory, docker_client):
-    """(artifact dir, index digest, config digest of amd64): built, pushed, in no engine."""
-    root = tmp_path_factory.mktemp("pushed")
-    art = root / "artifacts" / ARTIFACT.name
-    shutil.copytree(ARTIFACT, art)
-    manifest = art / "request.yaml"
-    text = manifest.read_text()
-    assert "\nversion: 1.0.0\n" in text
-    manifest.write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+registry.{uuid.uuid4().hex[:12]}\n"))
-    t0 = time.monotonic()
-    for step in (["lock", str(art)], ["fetch", str(art)],
-                 ["build", str(art), "--platform", "linux/amd64", "--no-load", "--push", registry]):
-        res = _cli(*step, cwd=root)
-        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    print(f"lock + fetch + build + push: {time.monotonic() - t0:.1f} s")
-    record = json.loads((root / "build" / art.name / "record.json").read_text())
+def pushed(registry, unique_artifact, docker_client):
+    """(artifact dir, index digest, config digest of amd64): pushed, and in no engine."""
+    from packager.engine import push
+
+    art, record = unique_artifact
+    push(art.parent.parent / "build" / art.name / "oci", "latest", f"{registry}/request-pack/{art.name}:latest")
     config = record["platforms"]["linux/amd64"]["config_digest"]
-    yield art, record["index_digest"], config
-    try:
-        docker_client.images.remove(config, force=True)
-    except Exception:
-        pass  # the test failed before pulling
+    forget_image(docker_client, config)
+    return art, record["index_digest"], config
 
 
 def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, docker_client, tmp_path):

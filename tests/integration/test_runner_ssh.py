@@ -19,11 +19,10 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from runner_helpers import import_busybox
+from runner_helpers import forget_image, import_busybox, unique_artifact  # noqa: F401 (a fixture)
 
 from packager.platforms import Platform
 from packager.runner import image_from_record, run_in_sandbox, RunOptions
@@ -146,41 +145,18 @@ def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker
     assert docker_client.api.inspect_image(ref.config_digest)["Id"] == ref.config_digest
 
 
-ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "efficientnet-lite0-ort"
-
-
-@pytest.fixture(scope="module")
-def built_artifact(tmp_path_factory, docker_client):
-    """The example artifact with a version of its own (a label in the config, so its image exists
-    nowhere else), locked and built for amd64 without loading it into any engine."""
-    root = tmp_path_factory.mktemp("ssh-eval")
-    art = root / "artifacts" / ARTIFACT.name
-    shutil.copytree(ARTIFACT, art)
-    text = (art / "request.yaml").read_text()
-    assert "\nversion: 1.0.0\n" in text
-    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+ssh.{uuid.uuid4().hex[:12]}\n"))
-    for step in (["lock", str(art)], ["fetch", str(art)], ["build", str(art), "--platform", "linux/amd64", "--no-load"]):
-        res = subprocess.run([sys.executable, "-m", "packager.cli", *step], cwd=root, capture_output=True, text=True)
-        assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    record = json.loads((root / "build" / art.name / "record.json").read_text())
-    config = record["platforms"]["linux/amd64"]["config_digest"]
-    yield art, config
-    try:
-        docker_client.images.remove(config, force=True)
-    except Exception:
-        pass  # never loaded: the test failed before
-
-
 @pytest.mark.network
 @pytest.mark.slow
-def test_evaluate_over_ssh(ssh_target, built_artifact, shared_sample, docker_client, tmp_path):
+def test_evaluate_over_ssh(ssh_target, unique_artifact, shared_sample, docker_client, tmp_path):
     import docker.errors
 
     target, _ = ssh_target
-    art, config = built_artifact
+    art, record = unique_artifact
+    config = record["platforms"]["linux/amd64"]["config_digest"]
     root = art.parent.parent
+    forget_image(docker_client, config)  # the board must get the image over ssh
     with pytest.raises(docker.errors.ImageNotFound):
-        docker_client.images.get(config)  # the board must get the image over ssh
+        docker_client.images.get(config)
     keys = tmp_path / "keys"
     cli = [sys.executable, "-m", "packager.cli"]
     assert subprocess.run([*cli, "keygen", "--out", str(keys)], cwd=root, capture_output=True).returncode == 0
