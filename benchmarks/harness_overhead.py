@@ -81,26 +81,26 @@ def _load(tag: str) -> str:
     return f"load average {tag}: {a[0]:.2f} {a[1]:.2f} {a[2]:.2f} (1/5/15 min) on {len(os.sched_getaffinity(0))} cores"
 
 
-def _model_and_preprocessing(args, tmp: Path) -> tuple[Path, dict]:
+def _model_and_preprocessing(args, tmp: Path) -> tuple[Path, dict, str]:
     imagenet = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     if args.tiny:
         from packager.harness.tinynet import build
 
-        return build(tmp / "tiny.onnx"), imagenet
+        return build(tmp / "tiny.onnx"), imagenet, "the tiny test net"
     if args.model is not None and args.artifact is None:
-        return args.model, imagenet
+        return args.model, imagenet, str(args.model)
     from packager.cache import Cache
     from packager.manifest import load_manifest
 
     manifest = load_manifest(args.artifact or DEFAULT_ARTIFACT)
     pre = manifest.preprocessing.model_dump(mode="json")
     if args.model is not None:
-        return args.model, pre
+        return args.model, pre, f"{args.model} ({manifest.name}'s preprocessing)"
     cache = Cache.open(None)
     if not cache.has(manifest.model.sha256):
         sys.exit(f"{manifest.name}'s model ({manifest.model.sha256[:12]}) is not in the cache: run "
                  f"`request-pack convert {args.artifact or DEFAULT_ARTIFACT}`, or pass --model or --tiny")
-    return cache.path_of(manifest.model.sha256), pre
+    return cache.path_of(manifest.model.sha256), pre, f"{manifest.name} (model {manifest.model.sha256[:12]} from the cache)"
 
 
 def _spread(ratios: list[float]) -> str:
@@ -125,7 +125,7 @@ def main() -> int:
 
     print(_load("before"), flush=True)
     tmp = tempfile.TemporaryDirectory()
-    model, pre = _model_and_preprocessing(args, Path(tmp.name))
+    model, pre, label = _model_and_preprocessing(args, Path(tmp.name))
     params = PreprocessParams.from_mapping(pre)
     samples = load_dataset(DatasetSpec(root=args.dataset), count=args.images)
     tensors = load_batch(preprocess_all([s.path for s in samples], params, default_cache_dir()))
@@ -139,7 +139,7 @@ def main() -> int:
     singles = [np.ascontiguousarray(t[None]) for t in tensors]
     batches = [np.ascontiguousarray(tensors[(np.arange(args.batch) + k) % len(tensors)]) for k in range(0, len(tensors), args.batch)]
 
-    print(f"model {model.name}, {len(tensors)} tensors, batch {args.batch}, {args.threads} intra-op threads, "
+    print(f"model: {label}; {len(tensors)} tensors, batch {args.batch}, {args.threads} intra-op threads, "
           f"{args.rounds} interleaved rounds, driver: {driver.name}", flush=True)
     res: dict[str, list[float]] = {"bare_p50": [], "harness_p50": [], "bare_ips": [], "harness_ips": []}
     for r in range(args.rounds):
