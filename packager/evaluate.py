@@ -17,7 +17,8 @@ Steps, each failing with the stage's name and the reason:
 ``stages`` picks 3, 4 or both: a farm can run the quick functional stage alone and
 still gets a signed, verified bundle of it (the statement records the stage).
 ``resume`` is passed to each stage's run, so a requeued job continues the
-predictions.jsonl it left with no lost or duplicated line.
+predictions.jsonl it left with no lost or duplicated line; a stage it had already
+finished (``_finished``) is kept, not run again.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from pathlib import Path
 from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, RequestPackError, StageFailed
 from .manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
 from .platforms import Platform
-from .results import METRICS_NAME, Metrics
-from .runner import ImageRef, ProgressFn, RunOptions, RunResult, default_build_root, image_from_record, run_stage
+from .results import METRICS_NAME, PREDICTIONS_NAME, Metrics
+from .runner import (LOG_DIR, RUN_RECORD, ImageRef, ProgressFn, RunOptions, RunResult, count_lines, default_build_root,
+                     image_from_record, run_stage)
 from .engine import get_engine
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,22 @@ def evaluator_key(key: Path | None) -> tuple[Path, Path]:
     return priv, pub
 
 
+def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
+    """A stage a requeued job already finished: the run record says exit 0 with this image, and
+    predictions.jsonl holds exactly the whole lines metrics.json counted (nothing torn or added since)."""
+    try:
+        record = json.loads((stage_out / RUN_RECORD).read_text())
+        metrics = Metrics.model_validate_json((stage_out / METRICS_NAME).read_text())
+        preds = (stage_out / PREDICTIONS_NAME).read_bytes()
+    except (OSError, ValueError):
+        return None
+    if record.get("exit_code") != 0 or (record.get("image") or {}).get("config_digest") != ref.config_digest:
+        return None
+    if not preds.endswith(b"\n") or count_lines(stage_out / PREDICTIONS_NAME) != metrics.accuracy.samples:
+        return None
+    return RunResult(0, float(record.get("wall_s", 0.0)), stage_out, stage_out / LOG_DIR / "container.log", record)
+
+
 def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform: Platform, devices: tuple[str, ...],
                 stages: tuple[str, ...], resume: bool, progress: Callable[[str], ProgressFn] | None,
                 timings: dict[str, float]) -> list[StageSummary]:
@@ -197,7 +215,11 @@ def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform
             shutil.rmtree(stage_out)
         opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume)
         min_top1 = getattr(manifest.run.stages, stage).min_top1
-        result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
+        result = _finished(stage_out, ref) if resume else None
+        if result is not None:
+            log.info("%s stage already finished in %s (%.0f s then): kept", stage, stage_out, result.wall_s)
+        else:
+            result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
         summary = _summary(stage, result, min_top1)
         if summary.top1 < min_top1:
             raise StageFailed(stage, f"top-1 {summary.top1:.4f} is below the manifest's min_top1 {min_top1}")

@@ -119,7 +119,17 @@ def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, d
     ids = [json.loads(line)["id"] for line in preds.read_text().splitlines()]
     assert len(ids) == 20 and len(set(ids)) == 20
     assert [json.loads(line)["id"] for line in lines[:7]] == ids[:7]
-    assert json.loads((out / "functional" / "run.json").read_text())["resumed_after"] == 7
+    run = json.loads((out / "functional" / "run.json").read_text())
+    assert run["resumed_after"] == 7
+    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    # Requeued once more: the finished stage is kept, not run again, and signed again.
+    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
+               "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert json.loads((out / "functional" / "run.json").read_text())["run_id"] == run["run_id"]
+    assert len(preds.read_text().splitlines()) == 20
     ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
