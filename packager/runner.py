@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
-from .errors import BadInput, CheckFailed, DeviceMissing, ImageMismatch, ImageNotAvailable, StageFailed, ToolMissing
+from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, StageFailed, ToolMissing
 from .manifest import Manifest
 from .platforms import Platform
 from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
