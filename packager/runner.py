@@ -398,6 +398,10 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
     code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
     if engine.remote:
         engine.fetch_volume(out_src, ref.image, opts.out)
+        # The board keeps nothing of a finished run; an unfinished run's output volume stays for --resume.
+        engine.remove_volume(dataset_src)
+        if code == 0:
+            engine.remove_volume(out_src)
     wall = time.time() - started
     # 5.
     record = {

@@ -239,6 +239,9 @@ class Engine(ABC):
     def fill_volume(self, name: str, image: str, tar_stream: bytes | Iterator[bytes]) -> None:
         raise EngineUnavailable(f"{self.name} runs locally and uses bind mounts")
 
+    def remove_volume(self, name: str) -> None:
+        raise EngineUnavailable(f"{self.name} runs locally and uses bind mounts")
+
     def fetch_volume(self, name: str, image: str, dest: Path) -> None:
         raise EngineUnavailable(f"{self.name} runs locally and uses bind mounts")
 

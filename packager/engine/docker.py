@@ -262,6 +262,14 @@ class Docker(Engine):
         except docker.errors.NotFound:
             self.client.volumes.create(name, labels={"request-pack": "run"})
 
+    def remove_volume(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
     def fill_volume(self, name: str, image: str, tar_stream: bytes | Iterator[bytes]) -> None:
         # put_archive needs a container with the volume mounted writable; this one never starts.
         from docker.types import Mount

@@ -12,6 +12,7 @@ real artifact, from the build record to a verified bundle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -143,6 +144,9 @@ def test_remote_run_loads_image_and_ships_data(ssh_target, built_busybox, docker
     assert run["engine"]["host"] == target
     assert run["image"]["manifest_digest"] == ref.manifest_digest
     assert docker_client.api.inspect_image(ref.config_digest)["Id"] == ref.config_digest
+    # The board keeps no volume of a finished run.
+    key = hashlib.sha256(str(opts.out.resolve()).encode()).hexdigest()[:16]
+    assert not {f"request-pack-data-{key}", f"request-pack-out-{key}"} & {v.name for v in docker_client.volumes.list()}
 
 
 @pytest.mark.network
