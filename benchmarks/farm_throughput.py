@@ -1,6 +1,6 @@
 """A simulated board farm: many logical slurmd boards on this host, scheduler-only jobs and real evaluations.
 
-    python benchmarks/farm_throughput.py [--nodes 50] [--sched-jobs 300] [--real-rounds 2] [--images 2]
+    python benchmarks/farm_throughput.py [--nodes 50] [--sched-jobs 300] [--stages functional,full] [--images 2]
 
 Part A (scheduler only): ``--sched-jobs`` batch jobs of ``true``, each with the
 constraint and GRES a farm job would carry, submitted with ``sbatch --parsable``
@@ -10,9 +10,8 @@ jobcomp records (1 s resolution) the queue wait and the jobs per second from
 first submission to last completion.
 
 Part B (real): the amd64 jobs of the fp32 and int8 EfficientNet-Lite0 artifacts,
-functional stage on ``--images`` sample images, ``--real-rounds`` times (each
-round its own results location, as separate tournaments would be), through the
-whole path: build-or-reuse, push by digest to a local docker-registry, ``sbatch``,
+one per stage of ``--stages`` (distinct idempotency keys: the same key twice
+would be one job), on ``--images`` sample images, through the whole path: build-or-reuse, push by digest to a local docker-registry, ``sbatch``,
 ``request-pack evaluate`` on the board in docker, verify, done marker, then
 ``farm collect`` onto a SQLite scoreboard. Reported: submit-to-published wall
 time and throughput, and per job the overhead around the evaluation (queue wait
@@ -107,7 +106,7 @@ def _registry(work: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"127.0.0.1:{port}"
 
 
-def real_jobs(cluster: LocalCluster, artifacts: list[Path], rounds: int, images: int, sample: Path, work: Path) -> dict:
+def real_jobs(cluster: LocalCluster, artifacts: list[Path], stages: list[str], images: int, sample: Path, work: Path) -> dict:
     env = cluster.env
     data = work / "data"
     (data / "images").mkdir(parents=True)
@@ -116,40 +115,46 @@ def real_jobs(cluster: LocalCluster, artifacts: list[Path], rounds: int, images:
     shutil.copyfile(sample / "synsets.tsv", data / "synsets.tsv")
     for row in rows[:images]:
         shutil.copyfile(sample / "images" / row.split("\t")[0], data / "images" / row.split("\t")[0])
+    # Copies, so each artifact's default build root is this run's (evaluate's own verification
+    # compares the image with the build record it finds beside the artifact).
+    copies = []
+    for art in artifacts:
+        shutil.copytree(art, work / "artifacts" / art.name)
+        copies.append(work / "artifacts" / art.name)
+    artifacts = copies
     generate_keypair(work / "keys", "signing")
     proc, registry = _registry(work)
     try:
         t0 = time.monotonic()
         imgs = ensure_images(artifacts, registry, build_root=work / "build", platforms=[Platform.AMD64])
-        jobs = farm_jobs.plan(artifacts, imgs, stage="functional", platforms=[Platform.AMD64])
+        jobs = [j for st in stages for j in farm_jobs.plan(artifacts, imgs, stage=st, platforms=[Platform.AMD64])]
         build_push_s = time.monotonic() - t0
-        results = [work / f"results-{r}" for r in range(rounds)]
+        results = work / "results"
         t1 = time.monotonic()
-        for res in results:
-            slurm.submit(jobs, results=res, dataset=data, build_root=work / "build",
-                         signing_key=work / "keys" / "signing.key", env=env)
-        for res in results:
-            slurm.wait(res, timeout=3600, env=env, poll=1.0)
+        slurm.submit(jobs, results=results, dataset=data, build_root=work / "build",
+                     signing_key=work / "keys" / "signing.key", env=env)
+        slurm.wait(results, timeout=3600, env=env, poll=1.0)
         trust = TrustStore.load([work / "keys" / "signing.pub"])
-        published = []
-        for res in results:
-            published += collect(res, f"sqlite:///{work / 'board.db'}", trust)
+        published = collect(results, f"sqlite:///{work / 'board.db'}", trust)
         wall = time.monotonic() - t1
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     comp = slurm.jobcomp_records(env=env)
     overheads, runs = [], []
-    for res in results:
-        for d in sorted(p.parent for p in res.glob("*/job.json")):
-            job_id = read_lines(d / SUBMISSIONS_NAME)[-1]["job_id"]
-            att = read_lines(d / ATTEMPTS_NAME)
-            start = next(a["time"] for a in att if a["event"] == "start")
-            done = next(a["time"] for a in att if a["event"] == "done")
-            c = comp[job_id]
-            job_wall = _ts(c["EndTime"]) - _ts(c["SubmitTime"])
-            runs.append(done - start)
-            overheads.append(job_wall - (done - start))
+    for d in sorted(p.parent for p in results.glob("*/job.json")):
+        job_id = read_lines(d / SUBMISSIONS_NAME)[-1]["job_id"]
+        att = read_lines(d / ATTEMPTS_NAME)
+        start = next(a["time"] for a in att if a["event"] == "start")
+        done = next((a["time"] for a in att if a["event"] == "done"), None)
+        if done is None:
+            tail = "".join((d / f"slurm-{job_id}.out").read_text(errors="replace").splitlines(keepends=True)[-15:])
+            print(f"job {job_id} in {d.name[:12]} did not finish: {att[-1]}\n{tail}", file=sys.stderr)
+            continue
+        c = comp[job_id]
+        job_wall = _ts(c["EndTime"]) - _ts(c["SubmitTime"])
+        runs.append(done - start)
+        overheads.append(job_wall - (done - start))
     n = len(runs)
     ok = sum(c.ok for c in published)
     return {"jobs": n, "published": ok, "build_push_s": build_push_s, "submit_to_published_s": wall,
@@ -161,11 +166,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=50)
     ap.add_argument("--sched-jobs", type=int, default=300)
-    ap.add_argument("--real-rounds", type=int, default=2, help="rounds of the amd64 jobs of each artifact (0: skip part B)")
+    ap.add_argument("--stages", default="functional,full", help="one real job per artifact and stage ('': skip part B)")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--artifacts", nargs="*", type=Path,
                     default=[REPO / "artifacts" / "efficientnet-lite0-ort", REPO / "artifacts" / "efficientnet-lite0-ort-int8"])
     ap.add_argument("--sample", type=Path, default=Path(os.environ.get("REQUEST_PACK_SAMPLE", REPO.parent / "shared" / "data" / "imagenet-sample")))
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (results, logs, board)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     os.environ.setdefault("DOCKER_API_VERSION", "1.41")
@@ -179,17 +185,20 @@ def main() -> None:
                   f"sbatch {a['submit_ms_per_job']:.0f} ms/job; all done in {a['wall_s']:.1f} s "
                   f"= {a['jobs_per_s']:.1f} jobs/s, {1e3 * a['overhead_s_per_job']:.0f} ms of scheduler time per job; "
                   f"queue wait mean {a['wait_mean_s']:.1f} s, max {a['wait_max_s']:.0f} s")
-            if args.real_rounds:
-                b = real_jobs(cluster, [p.resolve() for p in args.artifacts], args.real_rounds, args.images,
-                              args.sample, work)
-                print(f"B real: {b['jobs']} functional-stage jobs ({args.images} images, docker, amd64), "
+            stages = [s for s in args.stages.split(",") if s]
+            if stages:
+                b = real_jobs(cluster, [p.resolve() for p in args.artifacts], stages, args.images, args.sample, work)
+                print(f"B real: {b['jobs']} jobs ({'/'.join(stages)} stage, {args.images} images, docker, amd64), "
                       f"{b['published']} published; build+push {b['build_push_s']:.1f} s; submit to published "
                       f"{b['submit_to_published_s']:.0f} s = {b['jobs_per_min']:.2f} jobs/min; evaluate {b['evaluate_mean_s']:.0f} s "
                       f"per job; scheduler + job start/end overhead {b['overhead_mean_s']:.1f} s mean, "
                       f"{b['overhead_max_s']:.0f} s max per job")
-            print(json.dumps({"scheduler_only": a, **({"real": b} if args.real_rounds else {})}, indent=2))
+            print(json.dumps({"scheduler_only": a, **({"real": b} if stages else {})}, indent=2))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
