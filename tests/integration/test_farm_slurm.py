@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import shutil
 import socket
 import sqlite3
