@@ -46,7 +46,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import BadInput, MetricsMismatch
+from .errors import BadInput, BundleCheckFailed, MetricsMismatch
 from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Accuracy, Metrics, Prediction, System, accuracy_from
 
 log = logging.getLogger(__name__)
@@ -167,14 +167,20 @@ def _truth(root: Path, labels: Path | None) -> tuple[dict[str, int], str]:
         raise ExportError(str(e), file=path) from None
 
 
-def _verify(source: Path, opts: ExportOptions) -> str:
+def _verify(source: Path, root: Path, opts: ExportOptions) -> str:
     from .bundle.keys import TrustStore
     from .bundle.verify import verify_bundle
 
     if not opts.trust and opts.trust_dir is None:
         raise ExportError("a signed bundle is verified before export: give --trust KEY (or --no-verify)",
                           file=source, field="--trust")
-    report = verify_bundle(source, TrustStore.load(list(opts.trust), opts.trust_dir), labels=opts.labels)
+    try:
+        report = verify_bundle(root, TrustStore.load(list(opts.trust), opts.trust_dir), labels=opts.labels)
+    except BundleCheckFailed as e:
+        if root != source:  # the unpacked copy's path means nothing to the user: name the archive
+            e.message = f"{source}: {e.message.replace(str(root) + '/', '')}"
+            e.args = (e.message,)
+        raise
     log.info("verified %s (signer %s)", source, report.signer.keyid[:16] if report.signer else "?")
     return report.signer.keyid if report.signer else UNKNOWN
 
@@ -182,19 +188,18 @@ def _verify(source: Path, opts: ExportOptions) -> str:
 def _open(source: Path, opts: ExportOptions, scratch: Path) -> _Result:
     from .bundle.archive import safe_unpack
 
-    signer = None
     if source.is_file():
-        if opts.verify:
-            signer = _verify(source, opts)
+        # Verified after unpacking: the files checked are the files exported, not a second read of the archive.
         root = safe_unpack(source, scratch / f"{len(list(scratch.iterdir()))}")
         signed = (root / ENVELOPE).is_file()
+        if opts.verify and not signed:
+            raise ExportError(f"the archive holds no {ENVELOPE}: not a signed bundle (--no-verify exports it anyway)", file=source)
     elif source.is_dir():
         root = source
         signed = (root / ENVELOPE).is_file()
-        if signed and opts.verify:
-            signer = _verify(source, opts)
     else:
         raise ExportError("no such bundle or run directory", file=source)
+    signer = _verify(source, root, opts) if signed and opts.verify else None
 
     metrics = _parse(root / METRICS_NAME, Metrics)
     system = _parse(root / SYSTEM_NAME, System)
@@ -496,13 +501,8 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
 
 def _code_readme(r: _Result, model: str) -> str:
     has = [n for n in (MANIFEST, LOCK) if (r.root / n).is_file()]
-    lines = [
-        f"# {model}",
-        "",
-        "Packaged, run and measured with request-pack: the manifest pins the model, framework, preprocessing and",
-        "platform; the lock pins every input by sha256; the image is rebuilt bit for bit from the lock.",
-        "",
-    ]
+    lines = [f"# {model}", "", "Packaged, run and measured with request-pack: the manifest pins the model, framework, "
+             "preprocessing and platform; the lock pins every input by sha256; the image is rebuilt bit for bit from the lock.", ""]
     if has:
         lines += [f"Files here: {', '.join(has)} (copied from the result).", "",
                   "    mkdir -p artifacts/" + model + " && cp request.yaml request.lock artifacts/" + model + "/",

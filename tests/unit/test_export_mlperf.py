@@ -271,6 +271,15 @@ def test_signed_bundles_are_verified_first_with_distinct_exit_codes(tmp_path):
     assert unverified.returncode == 0, unverified.stderr
     assert "NOT verified" in next((tmp_path / "u").glob("open/*/measurements/*/*/Offline/README.md")).read_text()
     assert not (tmp_path / "n").exists() and not (tmp_path / "w").exists()
+
+    from packager.bundle.archive import pack, safe_unpack
+
+    unpacked = safe_unpack(bundle, tmp_path / "unpacked")
+    (unpacked / "metrics.json").write_text((unpacked / "metrics.json").read_text() + " ")
+    tampered = pack(unpacked, tmp_path / "tampered.bundle.tar.gz")
+    bad = _cli("--mlperf", str(tampered), "--out", str(tmp_path / "t"), "--trust", str(key.public_path))
+    assert bad.returncode == 12, bad.stderr  # files vs subjects
+    assert f"{tampered}: check 2" in bad.stderr and "metrics.json" in bad.stderr and not (tmp_path / "t").exists()
     assert _cli(str(bundle), "--out", str(tmp_path / "x"), "--no-verify").returncode == 2  # --mlperf is the format
 
 
