@@ -660,7 +660,8 @@ def farm_collect(
         where = escape(str(c.bundle or c.job_dir))
         if c.ok:
             state = "[green]published[/green]" if c.outcome == "published" else "[yellow]already on the board[/yellow]"
-            console.print(f"{state} {where} ({c.artifact}, {c.platform}, top-1 {c.top1:.4f})")
+            console.print(f"{state} {where} ({c.artifact}, {c.platform}, top-1 {c.top1:.4f})"
+                          + (f" [yellow]({escape(c.reason)})[/yellow]" if c.reason else ""))
         else:
             console.print(f"[red]{c.outcome}[/red] {where}: {escape(c.reason)}")
     counts = summary(rows)

@@ -43,6 +43,8 @@ def _why_missing(job_dir: Path) -> str:
     if not attempts:
         return "no attempt has started (queued, or never submitted)"
     last = attempts[-1]
+    if last["event"] in ("done", "skipped"):
+        return f"attempt on {last['node']} ended {last['event']} but its done marker no longer matches the bundle"
     if last["event"] == "failed":
         return f"last attempt on {last['node']} failed with exit code {last.get('exit_code')}" + (
             f": {last['error']}" if last.get("error") else "")
@@ -72,7 +74,10 @@ def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Pa
                     note = "" if done_record(job_dir) is None else " (its done marker claimed it verified)"
                     yield Collected(job_dir, bundle, "bad", f"{type(e).__name__}: {e}{note}")
                     continue
-                yield Collected(job_dir, bundle, "published" if p.inserted else "present", artifact=p.row.artifact,
+                # Verified here, so it counts; but say so when the board never confirmed it
+                # (its own verification failed, or the attempt was cut short after signing).
+                note = "" if done_record(job_dir) is not None else f"no done marker: {_why_missing(job_dir)}"
+                yield Collected(job_dir, bundle, "published" if p.inserted else "present", note, artifact=p.row.artifact,
                                 platform=p.row.platform, top1=p.row.top1, bundle_digest=p.bundle_digest)
 
 
