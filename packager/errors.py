@@ -189,7 +189,7 @@ class RecipeEnvironmentMismatch(EnvironmentMissing):
     """The installed tools differ from the versions a conversion recipe pins."""
 
 
-# --- runner (packager/runner.py, devices.py, targets.py) ---------------------------
+# --- runner (packager/runner.py, devices.py, engine/) ------------------------------
 
 
 class DeviceMissing(EnvironmentMissing):
