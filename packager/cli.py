@@ -231,6 +231,7 @@ def verify(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground truth: labels TSV or ILSVRC2012 val.txt (default: the bundle's labels.tsv)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Ground truth from a local dataset directory, laid out as the bundle's manifest says."),
     artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/record.json."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="With --artifact: the build directory its record is in, when not the default build/."),
     role: Optional[str] = typer.Option(None, "--role", help="Require the signer to be trusted as 'author' or 'evaluator'."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of a table."),
 ) -> None:
@@ -258,7 +259,8 @@ def verify(
         console.print(table)
 
     try:
-        report = verify_bundle(bundle, store, labels=labels, dataset=dataset, artifact=artifact, require_role=role)  # type: ignore[arg-type]
+        report = verify_bundle(bundle, store, labels=labels, dataset=dataset, artifact=artifact, require_role=role,
+                               build_root=build_root)  # type: ignore[arg-type]
     except BundleCheckFailed as e:
         if e.report is not None:
             show(e.report)

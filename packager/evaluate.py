@@ -286,7 +286,8 @@ def evaluate(
     archive = out / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"
     signed = _in_stage("sign", sign_result_dir, bundle_dir, priv,
                        passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None, archive_path=archive)
-    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset, artifact=artifact_dir)
+    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset, artifact=artifact_dir,
+                       build_root=build_root)
     timings["sign+verify"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
     return Evaluation(manifest.name, platform, ref, tuple(summaries), archive, signed.keyid, report.seconds, timings)

@@ -159,17 +159,19 @@ def verify_bundle(
     artifact: Path | None = None,
     require_role: Role | None = None,
     limits: archive.Limits = archive.Limits(),
+    build_root: Path | None = None,
 ) -> Report:
     """Run every check; return the report if all pass, else raise the first failure with ``.report`` set.
 
     Ground truth for check 4, first found: ``labels`` (a labels TSV or an
     ILSVRC2012 ``val.txt``), ``dataset`` (a dataset directory laid out as the
-    bundle's manifest says), else the bundle's own ``labels.tsv``.
+    bundle's manifest says), else the bundle's own ``labels.tsv``. ``build_root`` is where the
+    artifact's local build record is, when it was built somewhere else than beside it.
     """
     truth_source = _TruthSource(labels, dataset)
     start = time.perf_counter()
     if bundle.is_dir():
-        report = _verify_dir(bundle, bundle, trust, truth_source, artifact, require_role, [], start)
+        report = _verify_dir(bundle, bundle, trust, truth_source, (artifact, build_root), require_role, [], start)
     elif bundle.is_file():
         with tempfile.TemporaryDirectory(prefix="request-pack-verify-") as tmp:
             root = Path(tmp) / "bundle"
@@ -181,7 +183,7 @@ def verify_bundle(
                 report = Report(bundle, tuple(checks), seconds=time.perf_counter() - start)
             else:
                 pre = [CheckResult(0, CHECK_NAMES[0], "pass", f"unpacked {bundle.name}")]
-                report = _verify_dir(bundle, root, trust, truth_source, artifact, require_role, pre, start)
+                report = _verify_dir(bundle, root, trust, truth_source, (artifact, build_root), require_role, pre, start)
     else:
         raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
     failed = next((c for c in report.checks if c.status == "fail"), None)
@@ -201,7 +203,7 @@ def _verify_dir(
     root: Path,
     trust: TrustStore,
     truth_source: "_TruthSource",
-    artifact: Path | None,
+    local: tuple[Path | None, Path | None],
     require_role: Role | None,
     checks: list[CheckResult],
     start: float,
@@ -225,7 +227,7 @@ def _verify_dir(
     run(1, lambda: _check_signature(b, trust, require_role, signer_box))
     _load_files(b)  # once, for checks 3-5
     run(2, lambda: _check_subjects(b))
-    run(3, lambda: _check_image(b, artifact))
+    run(3, lambda: _check_image(b, *local))
     run(4, lambda: _check_metrics(b, truth_source, accuracy_box))
     run(5, lambda: _check_schemas(b))
     digest = b.statement.predicate.image.index_digest if b.statement else None
@@ -326,7 +328,7 @@ def _check_subjects(b: _Bundle) -> str:
 # --- 3. image digest -----------------------------------------------------------------
 
 
-def _check_image(b: _Bundle, artifact: Path | None) -> str:
+def _check_image(b: _Bundle, artifact: Path | None, build_root: Path | None = None) -> str:
     st = _statement(b)
     images = st.image_subjects()
     if len(images) != 1 or not images[0].sha256:
@@ -344,7 +346,7 @@ def _check_image(b: _Bundle, artifact: Path | None) -> str:
     bound = _check_record_inputs(b, record, st.predicate.run.artifact, problems)
     local = ""
     if artifact is not None:
-        local = _check_artifact(b, artifact, st.predicate.run.artifact, claimed, problems)
+        local = _check_artifact(b, artifact, st.predicate.run.artifact, claimed, problems, build_root)
     if problems:
         raise ImageDigestMismatch(f"image {claimed}: " + "; ".join(problems))
     return f"{claimed[:19]}… in statement, build record, provenance{bound}{local}"
@@ -372,7 +374,8 @@ def _check_record_inputs(b: _Bundle, record: BuildRecord, name: str, problems: l
     return (", " + " and ".join(bound) + " as built") if bound else ""
 
 
-def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problems: list[str]) -> str:
+def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problems: list[str],
+                    build_root: Path | None = None) -> str:
     if not artifact.is_dir():
         raise BadInput("artifact directory does not exist", file=artifact)
     compared = []
@@ -380,6 +383,8 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
     # the artifact directory; a build/ inside the artifact directory is accepted too.
     here = artifact.resolve()
     roots = [here / "build", (here.parent.parent if here.parent.name == "artifacts" else here.parent) / "build"]
+    if build_root is not None:  # the caller knows where it built: only that record counts
+        roots = [build_root.resolve()]
     record_path = next((r / name / "record.json" for r in roots if (r / name / "record.json").is_file()), roots[0] / name / "record.json")
     if record_path.is_file():
         try:

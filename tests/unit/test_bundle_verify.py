@@ -473,3 +473,20 @@ def test_symlinked_files_are_never_followed(bundle: Path, keys: Keys, name: str)
     report = _reject(bundle, keys, expected[0], expected[1])
     if name == "metrics.json":
         assert "metrics.json: missing or not a regular file" in report.checks[-1].detail
+
+
+def test_build_root_names_the_record_that_counts(bundle: Path, keys: Keys, tmp_path: Path) -> None:
+    """A farm builds elsewhere than build/ beside the artifact: the record there is the one compared."""
+    repo = tmp_path / "repo"
+    (repo / "artifacts" / ARTIFACT).mkdir(parents=True)
+    (repo / "build" / ARTIFACT).mkdir(parents=True)
+    (repo / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    elsewhere = tmp_path / "farm-builds"
+    (elsewhere / ARTIFACT).mkdir(parents=True)
+    shutil.copyfile(bundle / "build-record.json", elsewhere / ARTIFACT / "record.json")
+    artifact = repo / "artifacts" / ARTIFACT
+    report = verify_bundle(bundle, keys.store, artifact=artifact, build_root=elsewhere)
+    assert "local build" in report.checks[2].detail
+    _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact)
+    (elsewhere / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact, build_root=elsewhere)
