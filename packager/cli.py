@@ -601,8 +601,12 @@ def farm_submit(
         from .farm.slurm import check_request
 
         check_request(artifacts, plats, partition=partition)  # before building: an impossible job fails now
+    if dataset is None and engine == "slurm":
+        env = os.environ.get("REQUEST_PACK_SAMPLE")
+        dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
     images = ensure_images(artifacts, registry, build_root=build_root, platforms=plats)
-    jobs = farm_jobs.plan(artifacts, images, stage=stage, platforms=plats)  # type: ignore[arg-type]
+    # Kubernetes mounts its own dataset claim: without --dataset the key cannot cover it.
+    jobs = farm_jobs.plan(artifacts, images, stage=stage, platforms=plats, dataset=dataset)  # type: ignore[arg-type]
     if engine == "kubernetes":
         from .farm import kubernetes
 
@@ -615,9 +619,7 @@ def farm_submit(
         raise BadInput("--dry-run is for --engine kubernetes; Slurm's own check is sbatch --test-only", field="--dry-run")
     from .farm.slurm import submit
 
-    if dataset is None:
-        env = os.environ.get("REQUEST_PACK_SAMPLE")
-        dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+    assert dataset is not None
     for s in submit(jobs, results=results, dataset=dataset, build_root=build_root, signing_key=key, partition=partition):
         what = {"submitted": f"[green]submitted[/green] as job {s.job_id}", "done": "[blue]done[/blue] (verified result)",
                 "queued": f"[yellow]queued[/yellow] already as job {s.job_id}"}[s.action]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class FarmJob:
     stage: Stage
     image: str  # registry/repo@sha256:<index digest>
     devices: DeviceNeed = DeviceNeed()
+    dataset_id: str = ""  # dataset_identity() of the dataset the jobs read; "" when the engine mounts its own
 
     def __post_init__(self) -> None:
         if not _DIGEST_REF.match(self.image):
@@ -92,7 +94,7 @@ class FarmJob:
         """Idempotency key: the same key means the same result, so it runs at most once."""
         identity = {
             "manifest": self.manifest_digest, "image": self.image_digest, "platform": str(self.platform),
-            "stage": self.stage, "devices": self.devices.slug,
+            "stage": self.stage, "devices": self.devices.slug, "dataset": self.dataset_id,
         }
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -104,19 +106,47 @@ class FarmJob:
         return f"{base}-{self.key[:8]}"
 
 
+def dataset_identity(directory: Path) -> str:
+    """What tells two datasets apart, cheaply even for the 50,000-image validation set.
+
+    Every file's relative path and size, and the bytes of the small text files (labels,
+    synsets, ``val.txt``), where a relabelling shows; hashing every image would read
+    6 GB per submission. The runner and the verifier check labels and predictions
+    themselves; this only keeps a result on one dataset from standing in for another.
+    """
+    if not directory.is_dir():
+        raise BadInput("dataset directory does not exist", file=directory, field="--dataset")
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            rel = path.relative_to(directory).as_posix()
+            size = path.stat().st_size
+            h.update(f"{rel}\0{size}\n".encode())
+            if path.suffix in (".tsv", ".txt", ".csv") and size <= 16 << 20:
+                h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def plan(
     artifacts: Iterable[Path],
     images: dict[tuple[str, Platform], str],
     *,
     stage: Stage = "all",
     platforms: Iterable[Platform] | None = None,
+    dataset: Path | None = None,
 ) -> list[FarmJob]:
     """Jobs for every artifact × (its platforms ∩ ``platforms``); ``images`` maps (name, platform) to a digest ref.
+
+    With ``dataset``, its identity is part of every job's key: the same job on another
+    dataset is another result, not one already done.
 
     An artifact with a platform but no image for it is an error naming the artifact:
     a farm must never fall back to building on the node.
     """
     wanted = set(platforms) if platforms is not None else None
+    dataset_id = dataset_identity(dataset) if dataset is not None else ""
     jobs: list[FarmJob] = []
     for path in artifacts:
         artifact_dir = path.parent if path.name == "request.yaml" else path
@@ -129,7 +159,8 @@ def plan(
             if image is None:
                 raise BadInput(f"no image by digest for {manifest.name} on {platform}: build and push it first",
                                file=artifact_dir / "request.yaml", field="platforms")
-            jobs.append(FarmJob(manifest.name, artifact_dir.resolve(), manifest.digest(), platform, stage, image, need))
+            jobs.append(FarmJob(manifest.name, artifact_dir.resolve(), manifest.digest(), platform, stage, image, need,
+                                dataset_id))
     if not jobs:
         raise BadInput("no job to run: no artifact has one of the requested platforms", field="--platform")
     return jobs

@@ -146,7 +146,8 @@ def farm(workspace, cluster, registry):
     # The GPU job: the fp32 artifact's amd64 job, asking for one GPU (a GRES only gpu-a has).
     art = root / "artifacts" / ARTIFACTS[0]
     images = ensure_images([art], registry, build_root=root / "build", platforms=[Platform.AMD64])
-    (cpu_job,) = farm_jobs.plan([art], images, stage="functional", platforms=[Platform.AMD64])
+    (cpu_job,) = farm_jobs.plan([art], images, stage="functional", platforms=[Platform.AMD64],
+                                 dataset=root / "data")
     gpu_job = dataclasses.replace(cpu_job, devices=farm_jobs.DeviceNeed(gpus=1))
     (gpu_sub,) = slurm.submit([gpu_job], results=gpu_results, dataset=root / "data", build_root=root / "build",
                               signing_key=root / "keys" / "signing.key", env=env)

@@ -43,3 +43,22 @@ def test_key_changes_with_what_changes_the_result():
 def test_a_platform_without_an_image_is_an_error_naming_the_manifest():
     with pytest.raises(BadInput, match="request.yaml: platforms: no image by digest"):
         plan([ARTIFACTS / "efficientnet-lite0-ort"], {})
+
+
+def test_the_dataset_is_part_of_the_key(tmp_path):
+    from packager.farm.jobs import dataset_identity
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    (data / "images" / "a.JPEG").write_bytes(b"x" * 10)
+    (data / "labels.tsv").write_text("a.JPEG\tn01440764\t0\ttench\n")
+    images = {("efficientnet-lite0-armv7", Platform.ARMV7): "127.0.0.1:5000/x" + DIGEST}
+    art = [ARTIFACTS / "efficientnet-lite0-armv7"]
+    first = plan(art, images, dataset=data)[0]
+    assert first.key == plan(art, images, dataset=data)[0].key != plan(art, images)[0].key
+    before = dataset_identity(data)
+    (data / "labels.tsv").write_text("a.JPEG\tn01443537\t1\tgoldfish\n")  # relabelled: same sizes, other bytes
+    assert dataset_identity(data) != before
+    assert plan(art, images, dataset=data)[0].key != first.key
+    with pytest.raises(BadInput, match="dataset directory does not exist"):
+        plan(art, images, dataset=tmp_path / "missing")
