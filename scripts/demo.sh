@@ -30,7 +30,7 @@ BUNDLE="$DEMO_OUT/results/$NAME-$PLATFORM_SLUG.bundle.tar.gz"
 BOARD="sqlite:///$DEMO_OUT/scoreboard.db"
 mkdir -p "$DEMO_OUT"
 [[ -f "$KEY" ]] || "$RP" keygen --out "$DEMO_OUT/keys" --name evaluator
-rm -rf "$DEMO_OUT/results"
+rm -rf "$DEMO_OUT/results" "$DEMO_OUT/mlperf"
 STEPS=(
     "doctor"
     "validate $ARTIFACT"
@@ -41,6 +41,7 @@ STEPS=(
     "verify $BUNDLE --trust $DEMO_OUT/keys/evaluator.pub"
     "publish $BUNDLE --board $BOARD --trust $DEMO_OUT/keys/evaluator.pub"
     "board pareto --board $BOARD"
+    "export --mlperf $BUNDLE --trust $DEMO_OUT/keys/evaluator.pub --out $DEMO_OUT/mlperf"
 )
 
 ran=0; missing=()
