@@ -37,3 +37,11 @@ def test_emulated_offline_batches_are_capped_by_the_samples(tmp_path):
     batches = [int(b) for b in argv[argv.index("--batch-sizes") + 1].split(",")]
     assert batches == sorted({min(b, 3) for b in manifest.run.batch_sizes})
     assert max(batches) <= 3
+
+
+def test_emulated_functional_stage_measures_single_stream_only(tmp_path):
+    native = Platform.native()
+    other = next(p for p in Platform if p is not native)
+    assert "--scenarios" not in _argv(native, 3, tmp_path)
+    argv = _argv(other, 3, tmp_path)
+    assert argv[argv.index("--scenarios") + 1] == "SingleStream"
