@@ -1,5 +1,5 @@
 """The Slurm engine's pure parts: sbatch arguments, the job script, placement, done markers, the board side
-exiting at once on a finished key. No cluster, docker or network (tests/integration/test_farm_slurm.py runs them)."""
+exiting at once on a finished key. No cluster, docker or network (tests/integration/test_farm_slurm_cluster.py runs them)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Wheels built from a pinned sdist: the lock entry's format, the mismatch error, the canonical wheel container.
 
-No compiler runs here (tests/integration/test_sourcebuild.py cross-builds LoadGen
+No compiler runs here (tests/integration/test_sourcebuild_cross.py cross-builds LoadGen
 for real); the mismatch test gives ``ensure`` a cache in which the recipe's key
 already maps to other bytes, which is exactly what a non-reproducing rebuild leaves.
 """
