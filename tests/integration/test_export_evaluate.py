@@ -3,9 +3,11 @@ the example artifact (EfficientNet-Lite0, onnxruntime) on amd64 over the shared 
 
 The copy of the artifact is re-locked against the live mirror, as in
 test_runner_evaluate.py (the committed lock's .deb URLs live only as long as the
-mirror keeps those versions). The image carries no LoadGen today, so the bundle
-comes from the built-in driver: the export must then write no performance logs
-and say why; if an image with LoadGen is built, the same test checks its logs.
+mirror keeps those versions). The image carries LoadGen (mlcommons-loadgen is
+pinned in the manifest), so the tree gets the logs LoadGen wrote inside the
+container, byte for byte, and LoadGen's accuracy log must agree with the
+predictions; a bundle from the built-in driver must get no performance logs
+and say why (the unit tests cover that case with a host run).
 """
 
 from __future__ import annotations
@@ -82,7 +84,15 @@ def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
             assert not perf.exists()
             assert "built-in timing loop" in readme and f"{model}/{scenario}: The run used the built-in timing loop" in res.stdout
         else:
-            assert (perf / "mlperf_log_summary.txt").is_file() and (perf / "mlperf_log_detail.txt").is_file()
+            sub_dir = "SingleStream" if scenario == "SingleStream" else \
+                f"Offline-b{max(metrics['throughput'], key=lambda t: t['images_per_s'])['batch_size']}"
+            with tarfile.open(bundle) as tar:
+                for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+                    assert (perf / name).read_bytes() == tar.extractfile(f"loadgen/{sub_dir}/{name}").read()
+            acc_dir = sub / "results" / system / model / scenario / "accuracy"
+            assert {"mlperf_log_accuracy.json", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "qsl_ids.tsv"} <= \
+                {p.name for p in acc_dir.iterdir()}
+            assert "LoadGen's verdict" in readme
     json_files = list((sub / "measurements" / system / model).glob("*/*.json"))
     imp = json.loads(json_files[0].read_text())
     from packager.manifest import load_manifest
