@@ -64,6 +64,7 @@ SANDBOX: dict[str, object] = {
     "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
     "ulimits": {"nofile": 20000, "nproc": 4096},
     "pids_limit": 4096,
+    "init": True,  # see ContainerSpec.init: a crash under emulation must end the run, not hang it
     "dataset": f"{DATA_MOUNT} (read-only)",
     "output": f"{OUT_MOUNT} (the only writable mount)",
 }

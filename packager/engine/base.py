@@ -66,6 +66,10 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     entrypoint: tuple[str, ...] | None = None  # None keeps the image's
+    # A tiny init as PID 1 (docker-init/tini, podman's catatonit): the kernel ignores signals a
+    # PID 1 has no handler for, so a process that crashes under QEMU user emulation (QEMU
+    # re-raises the guest's SIGSEGV at itself) would otherwise hang the container for ever.
+    init: bool = True
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,7 @@ class Docker(Engine):
             read_only=spec.read_only_rootfs, tmpfs=spec.tmpfs, cap_drop=list(spec.cap_drop),
             security_opt=list(spec.security_opt), ulimits=[Ulimit(name=k, soft=v, hard=v) for k, v in spec.ulimits.items()],
             mounts=mounts, devices=list(spec.devices), group_add=list(spec.group_add), labels=spec.labels,
-            detach=True, name=spec.name, pids_limit=spec.pids_limit,
+            detach=True, name=spec.name, pids_limit=spec.pids_limit, init=spec.init,
         )
         if spec.user is not None:
             kwargs["user"] = spec.user

@@ -117,6 +117,8 @@ class Podman(Engine):
         if spec.gpus:
             raise EngineUnavailable("podman has no --gpus", fix="name the GPU by CDI, e.g. --device nvidia.com/gpu=all")
         args = ["run", "-d", "--pull", "never", "--network", spec.network]
+        if spec.init:
+            args.append("--init")
         if spec.user is not None:
             args += ["--user", spec.user]
         if spec.read_only_rootfs:

@@ -62,3 +62,25 @@ def test_each_platform_runs_and_reports_its_machine(build_root, tmp_path):
     for plat, p in seen.items():
         print(f"{plat.value:13} {p['machine']:8} python x{p['python_s'] / base['python_s']:5.1f}  "
               f"matmul x{p['matmul_s'] / max(base['matmul_s'], 1e-6):6.1f}  run wall {p['wall_s']:.1f} s")
+
+
+def test_a_crash_under_emulation_ends_the_run(build_root, tmp_path):
+    """QEMU re-raises the guest's SIGSEGV at itself; as PID 1 without an init it would hang for ever."""
+    import concurrent.futures
+
+    engine = Docker()
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = image_from_record(ARTIFACT, "build-small", Platform.ARM64, build_root)
+    opts = RunOptions(stage="functional", dataset=data, out=tmp_path / "crash", platform=Platform.ARM64)
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(run_in_sandbox, engine, ref, ["-c", crash], opts, entrypoint=["python3"])
+        try:
+            result = future.result(timeout=120)
+        except concurrent.futures.TimeoutError:
+            for c in engine.client.containers.list(filters={"ancestor": ref.config_digest}):
+                c.remove(force=True)  # so the worker returns and the failure below is reported
+            pytest.fail("the crashed emulated process hung its container (no init as PID 1?)")
+    assert result.exit_code == 139, result.container_log.read_text()
+    assert json.loads((opts.out / "run.json").read_text())["sandbox"]["init"] is True
