@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -674,12 +675,25 @@ def farm_collect(
         raise CheckFailed(f"{counts['bad']} bundle(s) failed verification and were not published")
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (``kill``, ``timeout``, Slurm ending a job) into SystemExit(143).
+
+    Python's default for SIGTERM ends the process without unwinding, so the runner's
+    ``finally`` never removed its container, which went on computing and writing.
+    """
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 def run() -> None:
     """Console-script entry point: the one place that turns errors into exit codes.
 
     Click's standalone mode already maps usage errors to exit 2; our own
     errors pass through it and are mapped here.
     """
+    exit_on_sigterm()
     try:
         app()
     except RequestPackError as e:
