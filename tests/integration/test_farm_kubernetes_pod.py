@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,38 +46,6 @@ KNOWN_SECURITY = {"runAsNonRoot", "runAsUser", "runAsGroup", "readOnlyRootFilesy
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    exe = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    if not Path(exe).exists():
-        pytest.fail("docker-registry is not installed (apt-get install -y docker-registry)", pytrace=False)
-    d = tmp_path_factory.mktemp("registry")
-    port = _free_port()
-    (d / "config.yml").write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
-                                  f"    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: k8s-test\n")
-    proc = subprocess.Popen([exe, "serve", str(d / "config.yml")], stdout=subprocess.DEVNULL,
-                            stderr=open(d / "log", "wb"))
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"docker-registry exited: {(d / 'log').read_text()[-500:]}", pytrace=False)
-            time.sleep(0.1)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @dataclass(frozen=True)
