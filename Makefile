@@ -28,7 +28,7 @@ setup:
 # REQUEST_PACK_REQUIRE_ALL turns a missing docker/podman/emulation/nix into a
 # failure instead of a skip (tests/conftest.py), so a broken set-up cannot pass.
 test: setup
-	REQUEST_PACK_REQUIRE_ALL=1 $(PY) -m pytest tests $(PYTEST_ARGS)
+	REQUEST_PACK_REQUIRE_ALL=1 $(PY) -m pytest tests --durations=25 $(PYTEST_ARGS)
 
 integration: setup
 	REQUEST_PACK_REQUIRE_ALL=1 $(PY) -m pytest tests/integration $(PYTEST_ARGS)
