@@ -220,6 +220,33 @@ def parse_binfmt_entry(name: str, text: str) -> BinfmtEntry:
     return BinfmtEntry(name=name, enabled=lines[0] == "enabled", interpreter=fields.get("interpreter", ""), flags=fields.get("flags", ""))
 
 
+# QEMU before 8.2 shows emulated arm processes the host's /proc/cpuinfo; onnxruntime's
+# cpuinfo then crashes on import on linux/arm64 (qemu/README.md has the investigation).
+QEMU_MIN_VERSION = (8, 2)
+FIX_QEMU = "scripts/setup.sh  (installs qemu-user from bookworm-backports, then re-registers binfmt)"
+
+
+def parse_qemu_version(text: str) -> tuple[int, ...] | None:
+    """``qemu-aarch64 version 10.0.2 (Debian 1:10.0.2+ds-2…)`` -> (10, 0, 2)."""
+    m = re.search(r"version (\d+(?:\.\d+)*)", text.splitlines()[0] if text else "")
+    return tuple(int(x) for x in m.group(1).split(".")) if m else None
+
+
+def qemu_version(interpreter: str) -> tuple[int, ...] | None:
+    """The version of the QEMU a binfmt entry runs, or None when it cannot be asked.
+
+    Debian's ``*-binfmt-P`` names refuse to run outside binfmt_misc, so ask the file they link to.
+    """
+    target = Path(interpreter).resolve()
+    if not target.is_file():
+        return None
+    try:
+        proc = subprocess.run([str(target), "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_qemu_version(proc.stdout)
+
+
 def check_emulation(binfmt_dir: Path = BINFMT_DIR, native: Platform | None = None) -> tuple[Check, ...]:
     """One check per platform: native, or a QEMU binfmt entry that is enabled with F."""
     native = native or Platform.native()
@@ -253,7 +280,13 @@ def check_emulation(binfmt_dir: Path = BINFMT_DIR, native: Platform | None = Non
                 f"{entry_name} enabled without the F (fix-binary) flag (flags {entry.flags or 'none'})", FIX_BINFMT,
             ))
         else:
-            checks.append(Check(name, "emulation", Status.OK, f"{entry_name} enabled, flags {entry.flags}"))
+            version = qemu_version(entry.interpreter)
+            shown = ".".join(map(str, version)) if version else "unknown"
+            if version is not None and version < QEMU_MIN_VERSION:
+                checks.append(Check(name, "emulation", Status.MISSING,
+                                    f"{entry_name} runs QEMU {shown}, older than 8.2 (onnxruntime crashes under it)", FIX_QEMU))
+            else:
+                checks.append(Check(name, "emulation", Status.OK, f"{entry_name} enabled, flags {entry.flags}, QEMU {shown}"))
     return tuple(checks)
 
 

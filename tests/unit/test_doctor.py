@@ -203,3 +203,15 @@ def test_render_table_lists_every_check_and_each_fix_once():
         assert check.detail in text
     assert text.count("qemu/binfmt.sh") == 1
     assert "gpu: nvidia-smi" in text
+
+
+@pytest.mark.parametrize("text, version", [
+    ("qemu-aarch64 version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright (c) 2003-2025\n", (10, 0, 2)),
+    ("qemu-arm version 7.2.0 (Debian 1:7.2+dfsg-7+deb12u18)\n", (7, 2, 0)),
+    ("", None),
+    ("qemu: /usr/libexec/qemu-binfmt/aarch64-binfmt-P has to be run using kernel binfmt-misc subsystem\n", None),
+])
+def test_parse_qemu_version(text, version):
+    assert doctor.parse_qemu_version(text) == version
+    if version is not None:
+        assert (version >= doctor.QEMU_MIN_VERSION) == (version[0] >= 8)
