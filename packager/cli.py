@@ -648,31 +648,59 @@ def farm_status(
 
 @farm_app.command("collect")
 def farm_collect(
-    results: Path = typer.Option(Path("farm-results"), "--results", help="Results location given to submit."),
+    results: Path = typer.Option(Path("farm-results"), "--results", help="Results location given to submit (kubernetes: the Jobs' outputs copied off the results claim, one directory per job name)."),
     board: str = typer.Option("sqlite:///scoreboard.db", "--board", help=BOARD_HELP),
     trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key (PEM); repeatable."),
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: each bundle's labels.tsv)."),
+    engine: str = typer.Option("slurm", "--engine", help="slurm (bundles signed on the boards) or kubernetes (sealed here first)."),
+    jobs: Optional[Path] = typer.Option(None, "--jobs", help="kubernetes: the directory of *.job.yaml farm submit wrote."),
+    key: Optional[Path] = typer.Option(None, "--key", help="kubernetes: evaluator's signing key to seal with (NAME.key beside NAME.pub)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="kubernetes: the dataset the pods read (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    artifacts: list[Path] = typer.Option([], "--artifacts", help="kubernetes: artifact directories, or directories of them, to find each Job's request.yaml in (default: ./artifacts); repeatable."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="kubernetes: where build/<name>/ is (default: build/ beside artifacts/)."),
 ) -> None:
-    """Verify every bundle, publish the good ones, report the bad and the missing ones with the reason."""
-    from .bundle.keys import TrustStore
-    from .errors import CheckFailed
-    from .farm.collect import collect_iter, summary
+    """Verify every bundle, publish the good ones, report the bad and the missing ones with the reason.
 
+    With --engine kubernetes, each Job's outputs are first sealed (min_top1, image against the
+    build record, bundled, signed with --key, verified), once: a sealed Job is not sealed again."""
+    import os
+
+    from .bundle.keys import TrustStore
+    from .errors import BadInput, CheckFailed
+    from .farm.collect import collect_iter, collect_kubernetes_iter, summary
+
+    if engine not in ("slurm", "kubernetes"):
+        raise BadInput(f"engine {engine!r} is not slurm or kubernetes", field="--engine")
+    if engine == "slurm":
+        for flag, given in (("--jobs", jobs), ("--key", key), ("--dataset", dataset), ("--artifacts", artifacts),
+                            ("--build-root", build_root)):
+            if given:
+                raise BadInput(f"{flag} is for --engine kubernetes: Slurm boards seal their own bundles", field=flag)
+        found = collect_iter(results, board, TrustStore.load(trust, trust_dir), labels=labels)
+    else:
+        if jobs is None:
+            raise BadInput("--engine kubernetes needs --jobs: the directory of *.job.yaml farm submit wrote", field="--jobs")
+        if dataset is None:
+            env = os.environ.get("REQUEST_PACK_SAMPLE")
+            dataset = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
+        found = collect_kubernetes_iter(jobs, results, board, TrustStore.load(trust, trust_dir), artifacts=artifacts or [Path("artifacts")],
+                                        dataset=dataset, key=key, build_root=build_root, labels=labels)
     rows = []
-    for c in collect_iter(results, board, TrustStore.load(trust, trust_dir), labels=labels):
+    for c in found:
         rows.append(c)
         where = escape(str(c.bundle or c.job_dir))
         if c.ok:
             state = "[green]published[/green]" if c.outcome == "published" else "[yellow]already on the board[/yellow]"
-            console.print(f"{state} {where} ({c.artifact}, {c.platform}, top-1 {c.top1:.4f})"
+            console.print(("[green]sealed[/green] and " if c.sealed else "") + f"{state} {where} ({c.artifact}, {c.platform}, top-1 {c.top1:.4f})"
                           + (f" [yellow]({escape(c.reason)})[/yellow]" if c.reason else ""))
         else:
             console.print(f"[red]{c.outcome}[/red] {where}: {escape(c.reason)}")
     counts = summary(rows)
     console.print(", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     if counts.get("bad"):
-        raise CheckFailed(f"{counts['bad']} bundle(s) failed verification and were not published")
+        what = "bundle(s) failed verification" if engine == "slurm" else "job(s) or bundle(s) failed their checks"
+        raise CheckFailed(f"{counts['bad']} {what} and were not published")
 
 
 def exit_on_sigterm() -> None:

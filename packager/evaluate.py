@@ -153,7 +153,7 @@ def _summary(stage: str, result: RunResult, min_top1: float) -> StageSummary:
         wall_s=result.wall_s, out=result.out)
 
 
-def _bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:
+def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:
     """What the verifier needs beside the outputs: build record, provenance, manifest, lock, labels."""
     from .bundle.statement import BUILD_RECORD_NAME, LABELS_NAME, PROVENANCE_NAME
 
@@ -280,7 +280,7 @@ def evaluate(
 
     last = STAGE_CHOICES[stages][-1]
     bundle_dir = out / last
-    _bundle_files(artifact_dir, ref, dataset, manifest.dataset.labels, bundle_dir)
+    bundle_files(artifact_dir, ref, dataset, manifest.dataset.labels, bundle_dir)
     priv, pub = evaluator_key(key)
     suffix = "" if last == "full" else f"-{last}"
     archive = out / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"

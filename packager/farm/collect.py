@@ -6,17 +6,25 @@ done marker is only the board's claim) and published through the scoreboard's
 own ``publish``, which inserts on the bundle digest, so collecting twice leaves
 one entry per bundle. A key with no bundle is reported with what its directory
 shows (still running, failed attempt) instead of being silently missing.
+
+Kubernetes pods sign nothing (the evaluator's key never enters the cluster), so
+``collect_kubernetes`` first seals each Job whose outputs were copied off the
+results claim to ``RESULTS/<job name>/<stage>`` (``kubernetes.seal``: min_top1,
+image against the build record, bundle, sign, verify, done marker), then
+publishes the job's directory exactly as for Slurm. A sealed job is not sealed
+again, so collecting twice publishes nothing new.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..bundle.keys import TrustStore
-from ..errors import BadInput, BundleCheckFailed
+from ..errors import BadInput, BundleCheckFailed, RequestPackError
 from .store import ATTEMPTS_NAME, JOB_NAME, bundles, done_record, job_dirs, read_lines
 
 log = logging.getLogger(__name__)
@@ -32,6 +40,7 @@ class Collected:
     platform: str = ""
     top1: float | None = None
     bundle_digest: str | None = None
+    sealed: bool = False  # signed by this collect (Kubernetes), not by the board
 
     @property
     def ok(self) -> bool:
@@ -51,8 +60,27 @@ def _why_missing(job_dir: Path) -> str:
     return f"attempt on {last['node']} has not finished ({last['event']})"
 
 
-def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Path | None = None) -> Iterator[Collected]:
+def _publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | None, *,
+                 unconfirmed: Callable[[Path], str], sealed: bool = False) -> Iterator[Collected]:
+    """Every bundle of one job's directory verified and published; shared by every engine."""
     from ..scoreboard.publish import publish
+
+    for bundle in bundles(job_dir):
+        try:
+            p = publish(bundle, board, trust, labels=labels)
+        except BundleCheckFailed as e:
+            log.warning("%s: %s", bundle, e)
+            note = "" if done_record(job_dir) is None else " (its done marker claimed it verified)"
+            yield Collected(job_dir, bundle, "bad", f"{type(e).__name__}: {e}{note}", sealed=sealed)
+            continue
+        # Verified here, so it counts; but say so when it was never confirmed where it was made
+        # (its own verification failed, or the attempt was cut short after signing).
+        note = "" if done_record(job_dir) is not None else f"no done marker: {unconfirmed(job_dir)}"
+        yield Collected(job_dir, bundle, "published" if p.inserted else "present", note, artifact=p.row.artifact,
+                        platform=p.row.platform, top1=p.row.top1, bundle_digest=p.bundle_digest, sealed=sealed)
+
+
+def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Path | None = None) -> Iterator[Collected]:
     from ..scoreboard.store import Board
 
     if not results.is_dir():
@@ -62,23 +90,87 @@ def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Pa
         raise BadInput(f"no farm job directories (*/{JOB_NAME}) here", file=results, field="--results")
     with Board(board_url) as board:
         for job_dir in dirs:
-            found = bundles(job_dir)
-            if not found:
+            if not bundles(job_dir):
                 yield Collected(job_dir, None, "missing", _why_missing(job_dir))
                 continue
-            for bundle in found:
-                try:
-                    p = publish(bundle, board, trust, labels=labels)
-                except BundleCheckFailed as e:
-                    log.warning("%s: %s", bundle, e)
-                    note = "" if done_record(job_dir) is None else " (its done marker claimed it verified)"
-                    yield Collected(job_dir, bundle, "bad", f"{type(e).__name__}: {e}{note}")
+            yield from _publish_dir(board, job_dir, trust, labels, unconfirmed=_why_missing)
+
+
+def find_artifacts(roots: Sequence[Path]) -> dict[str, Path]:
+    """Artifact directories by their manifest's digest: each root is an artifact (its request.yaml)
+    or a directory of them. A Job names the digest of the manifest it was planned from, not a path
+    on the submitter's machine, so this is how its artifact is found again."""
+    from ..manifest import load_manifest
+
+    found: dict[str, Path] = {}
+    for root in roots:
+        root = Path(root)
+        dirs = [root] if (root / "request.yaml").is_file() else sorted(p.parent for p in root.glob("*/request.yaml"))
+        if not dirs:
+            raise BadInput("neither an artifact (request.yaml) nor a directory of artifacts", file=root,
+                           field="--artifacts")
+        for d in dirs:
+            try:
+                found.setdefault(load_manifest(d).digest(), d.resolve())
+            except RequestPackError as e:  # another artifact's problem: it only matters if a Job names it
+                log.warning("skipping %s: %s", d, e)
+    return found
+
+
+def _unsealed(job_dir: Path) -> str:
+    return "a bundle without the seal's done marker (sealing was cut short, or the bundle changed since)"
+
+
+def collect_kubernetes_iter(jobs: Path, results: Path, board_url: str, trust: TrustStore, *, artifacts: Sequence[Path],
+                            dataset: Path, key: Path | None = None, build_root: Path | None = None,
+                            labels: Path | None = None) -> Iterator[Collected]:
+    """Each Job YAML in ``jobs``: its outputs under ``results/<job name>/`` sealed unless sealed already,
+    then verified with ``trust`` and published; a Job with a stage unfinished is reported missing, one
+    whose checks or seal fail is reported bad, with the reason."""
+    from ..evaluate import evaluator_key
+    from ..scoreboard.store import Board
+    from . import kubernetes as k8s
+
+    # Every argument checked before anything is signed or published.
+    files = k8s.job_files(jobs)
+    if not results.is_dir():
+        raise BadInput("no such results directory (the Jobs' outputs copied off the results claim)", file=results,
+                       field="--results")
+    if not dataset.is_dir():
+        raise BadInput("no such dataset directory (the one the pods read)", file=dataset, field="--dataset")
+    evaluator_key(key)
+    by_digest = find_artifacts(artifacts)
+    with Board(board_url) as board:
+        for job_file in files:
+            try:
+                job = k8s.WrittenJob.load(job_file)
+            except BadInput as e:
+                yield Collected(job_file, None, "bad", f"{type(e).__name__}: {e}")
+                continue
+            job_dir = results / job.name
+            sealed = False
+            if done_record(job_dir) is None and not bundles(job_dir):
+                pending = job.pending_stage(results)
+                if pending is not None:
+                    where = "no outputs" if not job_dir.is_dir() else f"stage {pending!r} has no metrics.json"
+                    yield Collected(job_dir, None, "missing",
+                                    f"{job_file.name}: {where} (pod not finished, or not copied off the claim)")
                     continue
-                # Verified here, so it counts; but say so when the board never confirmed it
-                # (its own verification failed, or the attempt was cut short after signing).
-                note = "" if done_record(job_dir) is not None else f"no done marker: {_why_missing(job_dir)}"
-                yield Collected(job_dir, bundle, "published" if p.inserted else "present", note, artifact=p.row.artifact,
-                                platform=p.row.platform, top1=p.row.top1, bundle_digest=p.bundle_digest)
+                artifact_dir = by_digest.get(job.manifest_digest)
+                if artifact_dir is None:
+                    yield Collected(job_dir, None, "bad", f"{job_file.name}: no artifact under "
+                                    f"{', '.join(map(str, artifacts))} has the request.yaml it was planned from "
+                                    f"(sha256 {job.manifest_digest[:16]}…)")
+                    continue
+                try:
+                    k8s.seal(job_file, results, artifact_dir=artifact_dir, dataset=dataset, key=key,
+                             build_root=build_root)
+                except RequestPackError as e:  # a failed check, or this job's build record missing: the others go on
+                    log.warning("%s: %s", job_file, e)
+                    yield Collected(job_dir, None, "bad", f"{job_file.name}: {type(e).__name__}: {e}")
+                    continue
+                sealed = True
+            yield from _publish_dir(board, job_dir, trust, labels, unconfirmed=_unsealed, sealed=sealed)
 
 
 def collect(results: Path, board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Collected]:

@@ -44,8 +44,8 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
 7. Nothing in the pod signs: the evaluator's key never enters the cluster. The
    stage directories on the claim are unsigned harness outputs; a step outside
    the cluster must copy them off, check ``min_top1``, and bundle, sign and
-   verify them as evaluate's step 5 does: ``seal`` (``farm collect`` reads the
-   signed bundles Slurm jobs leave under ``RESULTS/<key>/`` and does not call it yet).
+   verify them as evaluate's step 5 does: ``seal``, which ``farm collect --engine
+   kubernetes`` calls for every Job whose outputs are there before publishing.
 
 Idempotency holds while the Job object exists (``ttlSecondsAfterFinished``, a
 week by default); a job resubmitted after that finds its predictions on the
@@ -64,7 +64,7 @@ from typing import Any, Literal
 import yaml
 
 from ..build import CONFIG_PATH, MODEL_PATH
-from ..errors import BadInput, ClusterUnavailable, ImageMismatch, StageFailed, ToolMissing
+from ..errors import BadInput, ClusterUnavailable, ImageMismatch, SchemaError, StageFailed, ToolMissing
 from ..platforms import Platform
 from ..runner import CONTAINER_UID, DATA_MOUNT, HARNESS_ENTRYPOINT, OUT_MOUNT, SANDBOX, SCRATCH
 from .jobs import FarmJob
@@ -423,6 +423,56 @@ def submit(jobs: list[FarmJob], *, out: Path, dry_run: bool, namespace: str = DE
 # --- after the pods -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class WrittenJob:
+    """What ``seal`` and ``farm collect`` read back from a Job YAML that ``submit`` wrote."""
+
+    path: Path
+    name: str
+    manifest_digest: str
+    platform: Platform
+    image_digest: str
+    stages: tuple[str, ...]  # init containers first: the order the pod runs them
+
+    @classmethod
+    def load(cls, path: Path) -> "WrittenJob":
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise BadInput(f"cannot read the Job: {str(e).splitlines()[0]}", file=path) from None
+        if not isinstance(doc, dict) or doc.get("kind") != "Job":
+            raise BadInput("not a Job written by farm submit --engine kubernetes", file=path)
+        try:
+            notes = doc["metadata"].get("annotations") or {}
+            pod = doc["spec"]["template"]["spec"]
+            return cls(Path(path), doc["metadata"]["name"], notes[f"{LABEL_PREFIX}/manifest-sha256"],
+                       Platform.parse(notes[f"{LABEL_PREFIX}/platform"]),
+                       notes[f"{LABEL_PREFIX}/image"].rsplit("@", 1)[1],
+                       tuple(c["name"] for c in pod.get("initContainers", []) + pod["containers"]))
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise BadInput(f"not a Job written by farm submit --engine kubernetes (missing or bad {e})",
+                           file=path) from None
+
+    def pending_stage(self, results: Path) -> str | None:
+        """The first stage with no metrics.json under ``results/<name>/``: the pod has not finished it
+        (still running, failed, or its outputs not copied off the claim yet)."""
+        from ..results import METRICS_NAME
+
+        return next((s for s in self.stages if not (Path(results) / self.name / s / METRICS_NAME).is_file()), None)
+
+
+def job_files(jobs_dir: Path) -> list[Path]:
+    """The Job YAMLs ``submit`` wrote into ``jobs_dir`` (its NetworkPolicy is not a job)."""
+    if not Path(jobs_dir).is_dir():
+        raise BadInput("no such directory of Job YAMLs (the --results given to farm submit --engine kubernetes)",
+                       file=jobs_dir, field="--jobs")
+    found = sorted(Path(jobs_dir).glob("*.job.yaml"))
+    if not found:
+        raise BadInput("no *.job.yaml here: give the directory farm submit --engine kubernetes wrote",
+                       file=jobs_dir, field="--jobs")
+    return found
+
+
 def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, key: Path | None = None,
          build_root: Path | None = None) -> Path:
     """Bundle, sign and verify the outputs of the Job written at ``job_file``, copied off the results
@@ -431,47 +481,59 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
     What evaluate does after its stages, outside the cluster: every stage's top-1 against the
     manifest's ``min_top1``, the Job's image against the local build record, then the build
     record, provenance, manifest, lock and labels beside the last stage's outputs, signed with
-    the evaluator's key and verified with its public half.
+    the evaluator's key and verified with its public half. Last, the farm's done marker
+    (``store.DONE_NAME``, the bundle's sha256): while it matches the bundle, sealing again
+    returns the bundle as it is, so a bundle already published is never replaced by another.
     """
+    import json
+
+    from pydantic import ValidationError
+
     from ..bundle.keys import TrustStore
     from ..bundle.sign import sign_result_dir
     from ..bundle.verify import verify_bundle
-    from ..evaluate import _bundle_files, evaluator_key
+    from ..evaluate import bundle_files, evaluator_key
     from ..manifest import load_manifest
     from ..results import METRICS_NAME, Metrics
     from ..runner import image_from_record
+    from .store import DONE_NAME, done_record, now, sha256_file, write_atomic
 
-    doc = yaml.safe_load(Path(job_file).read_text())
-    if not isinstance(doc, dict) or doc.get("kind") != "Job":
-        raise BadInput("not a Job written by farm submit --engine kubernetes", file=job_file)
-    name, notes = doc["metadata"]["name"], doc["metadata"].get("annotations") or {}
+    job = WrittenJob.load(job_file)
     manifest = load_manifest(artifact_dir)
-    if notes.get(f"{LABEL_PREFIX}/manifest-sha256") != manifest.digest():
+    if job.manifest_digest != manifest.digest():
         raise BadInput(f"the Job was planned from another request.yaml than {artifact_dir}'s", file=job_file,
                        field=f"metadata.annotations.{LABEL_PREFIX}/manifest-sha256")
-    platform = Platform.parse(notes[f"{LABEL_PREFIX}/platform"])
-    pod = doc["spec"]["template"]["spec"]
-    stages = [c["name"] for c in pod.get("initContainers", []) + pod["containers"]]
-    job_dir = Path(results) / name
-    for stage in stages:
-        metrics_path = job_dir / stage / METRICS_NAME
-        if not metrics_path.is_file():
-            raise StageFailed(stage, f"no {metrics_path}: the pod has not finished this stage")
-        top1 = Metrics.model_validate_json(metrics_path.read_bytes()).accuracy.top1
+    job_dir = Path(results) / job.name
+    last = job.stages[-1]
+    suffix = "" if last == "full" else f"-{last}"
+    archive = job_dir / f"{manifest.name}-{job.platform.slug}{suffix}.bundle.tar.gz"
+    done = done_record(job_dir)
+    if done is not None and done.get("bundle") == archive.name:
+        log.info("%s: already sealed (%s); not redone", job.name, archive)
+        return archive
+    pending = job.pending_stage(results)
+    if pending is not None:
+        raise StageFailed(pending, f"no {job_dir / pending / METRICS_NAME}: the pod has not finished this stage")
+    for stage in job.stages:
+        try:
+            top1 = Metrics.model_validate_json((job_dir / stage / METRICS_NAME).read_bytes()).accuracy.top1
+        except ValidationError as e:
+            raise SchemaError(f"{job_dir / stage / METRICS_NAME}: not the harness's metrics.json: "
+                              f"{e.error_count()} error(s), first: {e.errors()[0]['loc']} {e.errors()[0]['msg']}") from None
         min_top1 = getattr(manifest.run.stages, stage).min_top1
         if top1 < min_top1:
             raise StageFailed(stage, f"top-1 {top1:.4f} is below the manifest's min_top1 {min_top1}")
-    ref = image_from_record(artifact_dir, manifest.name, platform, build_root)
-    ran = notes[f"{LABEL_PREFIX}/image"].rsplit("@", 1)[1]
-    if ref.index_digest != ran:
-        raise ImageMismatch(f"the Job ran image {ran}, the build record {ref.record} names {ref.index_digest}")
-    last = stages[-1]
-    _bundle_files(Path(artifact_dir), ref, dataset, manifest.dataset.labels, job_dir / last)
+    ref = image_from_record(artifact_dir, manifest.name, job.platform, build_root)
+    if ref.index_digest != job.image_digest:
+        raise ImageMismatch(f"the Job ran image {job.image_digest}, the build record {ref.record} names {ref.index_digest}")
+    bundle_files(Path(artifact_dir), ref, dataset, manifest.dataset.labels, job_dir / last)
     priv, pub = evaluator_key(key)
-    suffix = "" if last == "full" else f"-{last}"
-    archive = job_dir / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"
     sign_result_dir(job_dir / last, priv, passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None,
                     archive_path=archive)
-    verify_bundle(archive, TrustStore.load([pub]), dataset=dataset, artifact=Path(artifact_dir))
-    log.info("sealed %s: %s", name, archive)
+    report = verify_bundle(archive, TrustStore.load([pub]), dataset=dataset, artifact=Path(artifact_dir))
+    write_atomic(job_dir / DONE_NAME, json.dumps({
+        "bundle": archive.name, "bundle_sha256": sha256_file(archive), "job": job.name, "platform": str(job.platform),
+        "image_digest": job.image_digest, "keyid": report.signer.keyid if report.signer else None,
+        "verify_seconds": round(report.seconds, 3), "time": now()}, indent=2, sort_keys=True) + "\n")
+    log.info("sealed %s: %s", job.name, archive)
     return archive

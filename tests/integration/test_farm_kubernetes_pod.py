@@ -10,7 +10,9 @@ from the YAML (user and group, read-only root, capabilities, no privilege
 escalation, the volume mounts with their read-only flags); a field the
 translation does not know fails the test. Then a replaced pod: the full stage's
 predictions are torn mid-line and the pod runs again; ``--resume`` must finish
-them with no id lost or repeated.
+them with no id lost or repeated. Last, ``farm collect --engine kubernetes`` seals
+those outputs (as the evaluator would, outside the cluster) and publishes them to
+a real sqlite scoreboard; a second collect seals and publishes nothing new.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -181,17 +184,44 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     assert [json.loads(line)["id"] for line in lines[:25]] == ids[:25]
     assert len((job_dir / "functional" / "predictions.jsonl").read_text().splitlines()) == 20
 
-    # Outside the cluster: min_top1 checked, bundled, signed and verified; then verified again by the CLI.
+    # Outside the cluster, by `farm collect --engine kubernetes`: min_top1 checked, bundled, signed,
+    # verified and published to a real scoreboard; then verified again by the CLI.
     from packager.bundle.keys import generate_keypair
 
     generate_keypair(tmp_path / "keys", "evaluator")
     art = job_yaml.root / "artifacts" / ARTIFACT.name
     job_file = job_yaml.root / "k8s" / f"{doc['metadata']['name']}.job.yaml"
-    bundle = k8s.seal(job_file, results, artifact_dir=art, dataset=volumes["dataset"], key=tmp_path / "keys" / "evaluator.key")
-    assert bundle == job_dir / f"{art.name}-linux-amd64.bundle.tar.gz" and bundle.is_file()
+    board = tmp_path / "board.db"
+    collect = ("farm", "collect", "--engine", "kubernetes", "--jobs", str(job_yaml.root / "k8s"), "--results", str(results),
+               "--board", f"sqlite:///{board}", "--trust", str(tmp_path / "keys" / "evaluator.pub"),
+               "--key", str(tmp_path / "keys" / "evaluator.key"), "--dataset", str(volumes["dataset"]))
+    t0 = time.monotonic()
+    first = _cli(*collect, cwd=job_yaml.root)  # the artifact is found under ./artifacts by its manifest digest
+    print(f"farm collect --engine kubernetes (seal + publish): {time.monotonic() - t0:.1f} s")
+    assert first.returncode == 0, first.stdout + first.stderr
+    out = " ".join(first.stdout.split())
+    assert "sealed and published" in out and "1 published" in out, out
+    bundle = job_dir / f"{art.name}-linux-amd64.bundle.tar.gz"
+    assert bundle.is_file() and (job_dir / "done.json").is_file()
+    sealed = bundle.read_bytes()
     ok = _cli("verify", str(bundle), "--trust", str(tmp_path / "keys" / "evaluator.pub"), "--dataset", str(volumes["dataset"]),
               "--artifact", str(art), cwd=job_yaml.root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    # Sealing again, directly or by a second collect, returns the same bundle and publishes nothing new.
+    again = k8s.seal(job_file, results, artifact_dir=art, dataset=volumes["dataset"], key=tmp_path / "keys" / "evaluator.key")
+    assert again == bundle and bundle.read_bytes() == sealed
+    t0 = time.monotonic()
+    second = _cli(*collect, cwd=job_yaml.root)
+    print(f"second farm collect (nothing new): {time.monotonic() - t0:.1f} s")
+    assert second.returncode == 0, second.stdout + second.stderr
+    out = " ".join(second.stdout.split())
+    assert "1 present" in out and "sealed" not in out and "published" not in out, out
+    assert bundle.read_bytes() == sealed
+    with sqlite3.connect(board) as db:
+        tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+        table = "results" if "results" in tables else next(t for t in tables if "result" in t)
+        assert db.execute(f"select count(*) from {table}").fetchone()[0] == 1
 
 
 def test_cli_apply_without_a_cluster_exits_3(job_yaml, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from packager.build import CONFIG_PATH, MODEL_PATH
-from packager.errors import BadInput, ClusterUnavailable, StageFailed
+from packager.errors import BadInput, CheckFailed, ClusterUnavailable, StageFailed
 from packager.farm import kubernetes as k8s
 from packager.farm.jobs import FarmJob, plan
 from packager.manifest import load_manifest
@@ -313,3 +313,95 @@ def test_seal_refuses_unfinished_pods_and_other_manifests(all_jobs, tmp_path):
         k8s.seal(job_file, tmp_path / "results", artifact_dir=other, dataset=tmp_path)
     with pytest.raises(BadInput, match="not a Job"):
         k8s.seal(tmp_path / "k8s" / k8s.NETWORK_POLICY_FILE, tmp_path / "results", artifact_dir=job.artifact_dir, dataset=tmp_path)
+
+
+# --- farm collect --engine kubernetes: argument errors and jobs that cannot be sealed ---------
+
+
+@pytest.fixture()
+def collect_setup(all_jobs, tmp_path):
+    """One written Job of the example artifact, an empty results directory, a key pair, a dataset dir."""
+    from packager.bundle.keys import generate_keypair
+
+    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0-ort" and j.platform is Platform.AMD64)
+    k8s.submit([job], out=tmp_path / "k8s", dry_run=True)
+    (tmp_path / "results").mkdir()
+    (tmp_path / "data").mkdir()
+    generate_keypair(tmp_path / "keys", "evaluator")
+    return job, tmp_path
+
+
+def _collect(tmp: Path, *extra: str):
+    from typer.testing import CliRunner
+
+    from packager.cli import app
+
+    given = dict(zip(extra[::2], extra[1::2]))
+    args = {"--engine": "kubernetes", "--jobs": str(tmp / "k8s"), "--results": str(tmp / "results"),
+            "--board": f"sqlite:///{tmp / 'board.db'}", "--trust": str(tmp / "keys" / "evaluator.pub"),
+            "--key": str(tmp / "keys" / "evaluator.key"), "--dataset": str(tmp / "data"),
+            "--artifacts": str(REPO / "artifacts")} | given
+    return CliRunner().invoke(app, ["farm", "collect", *(x for kv in args.items() for x in kv)], env={"COLUMNS": "300"})
+
+
+@pytest.mark.parametrize("extra, field, words", [
+    (["--engine", "nomad"], "--engine", "not slurm or kubernetes"),
+    (["--jobs", "{tmp}/nowhere"], "--jobs", "no such directory"),
+    (["--jobs", "{tmp}/results"], "--jobs", "no *.job.yaml"),
+    (["--results", "{tmp}/nowhere"], "--results", "no such results directory"),
+    (["--dataset", "{tmp}/nowhere"], "--dataset", "no such dataset"),
+    (["--artifacts", "{tmp}/data"], "--artifacts", "nor a directory of artifacts"),
+])
+def test_collect_kubernetes_argument_errors_exit_2(collect_setup, extra, field, words):
+    _, tmp = collect_setup
+    res = _collect(tmp, *(e.format(tmp=tmp) for e in extra))
+    assert isinstance(res.exception, BadInput) and res.exception.return_code == 2, res.output
+    assert words in str(res.exception) and field in str(res.exception), str(res.exception)
+    assert not (tmp / "board.db").exists()  # refused before the board was opened
+
+
+def test_collect_kubernetes_needs_jobs_and_a_public_key(collect_setup):
+    from typer.testing import CliRunner
+
+    from packager.cli import app
+
+    _, tmp = collect_setup
+    res = CliRunner().invoke(app, ["farm", "collect", "--engine", "kubernetes", "--results", str(tmp / "results")])
+    assert isinstance(res.exception, BadInput) and "--jobs" in str(res.exception)
+    lone = tmp / "lone.key"
+    lone.write_bytes((tmp / "keys" / "evaluator.key").read_bytes())
+    res = _collect(tmp, "--key", str(lone))
+    assert isinstance(res.exception, BadInput) and res.exception.return_code == 2 and "NAME.pub" in str(res.exception)
+    # Kubernetes-only options are refused for Slurm instead of being silently ignored.
+    res = CliRunner().invoke(app, ["farm", "collect", "--results", str(tmp / "results"), "--jobs", str(tmp / "k8s")])
+    assert isinstance(res.exception, BadInput) and "--engine kubernetes" in str(res.exception)
+
+
+def test_collect_kubernetes_reports_unfinished_and_unknown_jobs(collect_setup):
+    job, tmp = collect_setup
+    # The functional stage finished (its metrics are there), the full stage did not.
+    (tmp / "results" / job.name / "functional").mkdir(parents=True)
+    (tmp / "results" / job.name / "functional" / "metrics.json").write_text("{}")
+    (tmp / "k8s" / "garbled.job.yaml").write_text("kind: Job\nmetadata: {name: x}\n")
+    res = _collect(tmp)
+    assert isinstance(res.exception, CheckFailed) and res.exception.return_code == 1, res.output
+    out = " ".join(res.output.split())
+    assert f"missing {tmp / 'results' / job.name}: {job.name}.job.yaml: stage 'full' has no metrics.json" in out, out
+    assert "bad " in out and "garbled.job.yaml" in out and "not a Job written by farm submit" in out
+    assert "1 bad, 1 missing" in out
+    assert not list((tmp / "results").rglob("*.bundle.tar.gz"))
+
+    # The Job's outputs are all there, but no artifact given has the request.yaml it was planned from.
+    (tmp / "k8s" / "garbled.job.yaml").unlink()
+    (tmp / "results" / job.name / "full").mkdir()
+    (tmp / "results" / job.name / "full" / "metrics.json").write_text("{}")
+    res = _collect(tmp, "--artifacts", str(REPO / "artifacts" / "efficientnet-lite0-ort-int8"))
+    assert isinstance(res.exception, CheckFailed), res.output
+    out = " ".join(res.output.split())
+    assert "has the request.yaml it was planned from" in out and "1 bad" in out, out
+    # With its artifact, the seal reads the outputs and refuses what is not the harness's.
+    res = _collect(tmp)
+    assert isinstance(res.exception, CheckFailed), res.output
+    out = " ".join(res.output.split())
+    assert "SchemaError" in out and "not the harness's metrics.json" in out and "1 bad" in out, out
+    assert not list((tmp / "results").rglob("*.bundle.tar.gz")) and not (tmp / "results" / job.name / "done.json").exists()
