@@ -676,7 +676,7 @@ def farm_collect(
         for flag, given in (("--jobs", jobs), ("--key", key), ("--dataset", dataset), ("--artifacts", artifacts),
                             ("--build-root", build_root)):
             if given:
-                raise BadInput(f"{flag} is for --engine kubernetes: Slurm boards seal their own bundles", field=flag)
+                raise BadInput("only for --engine kubernetes: Slurm boards seal their own bundles", field=flag)
         found = collect_iter(results, board, TrustStore.load(trust, trust_dir), labels=labels)
     else:
         if jobs is None:
