@@ -9,7 +9,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from packager.harness.backends import BackendOptions, create
-from packager.harness.scenarios import BuiltinDriver, ScenarioSettings, _aligned, _batches, choose_driver, latency_stats
+from packager.harness.scenarios import BuiltinDriver, ScenarioSettings, _batches, _Staging, choose_driver, latency_stats
 from packager.harness.tinynet import build
 
 
@@ -31,11 +31,21 @@ def test_latency_stats_percentiles():
     assert s.p50_s == pytest.approx(0.0505) and s.p90_s == pytest.approx(0.0901) and s.mean_s == pytest.approx(0.0505)
 
 
-def test_batches_cycle_the_sample_set_and_alignment():
+def test_batches_cycle_the_sample_set():
     t = np.arange(5)[:, None].astype(np.float32)
     b = _batches(t, 2)
     assert [x[:, 0].tolist() for x in b] == [[0, 1], [2, 3], [4, 0]]
-    assert _aligned([2, 3], 2, 5) and _aligned([4, 0], 2, 5) and not _aligned([1, 2], 2, 5) and not _aligned([2], 2, 5)
+
+
+def test_staging_serves_batches_in_load_order_as_views():
+    full = np.arange(5)[:, None].astype(np.float32)
+    st = _Staging(full, 3)
+    assert st.view([0, 1, 2]) is None  # nothing loaded yet
+    st.load([3, 0, 4, 1, 2])
+    for idx in ([3, 0, 4], [1, 2, 3], [2, 3, 0], [4, 1]):  # load order, wrapping around
+        v = st.view(idx)
+        assert v is not None and v[:, 0].tolist() == idx and v.base is not None and v.flags.c_contiguous
+    assert st.view([0, 3, 4]) is None and st.view([3, 4, 0]) is None  # another order: the caller gathers
 
 
 def test_builtin_driver(backend, tensors):
