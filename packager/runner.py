@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import sha256_file
 from .devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
 from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, StageFailed, ToolMissing
 from .manifest import Manifest
@@ -96,11 +97,7 @@ class ImageRef:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return "sha256:" + sha256_file(path)
 
 
 def _platform_entry(record: dict, platform: Platform, file: Path) -> dict:

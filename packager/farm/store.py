@@ -10,13 +10,13 @@ sha256. A key with a valid ``done.json`` is finished; nothing runs it again.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..cache import sha256_file as cache_sha256_file
 from .jobs import FarmJob
 
 JOB_NAME = "job.json"
@@ -89,11 +89,8 @@ def read_lines(path: Path) -> list[dict]:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    """``sha256:<hex>``, the form done markers record."""
+    return "sha256:" + cache_sha256_file(path)
 
 
 def done_record(job_dir: Path) -> dict | None:

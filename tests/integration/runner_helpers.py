@@ -10,6 +10,7 @@ from __future__ import annotations
 import grp
 import io
 import os
+import socket
 import subprocess
 import tarfile
 from pathlib import Path
@@ -19,6 +20,13 @@ import pytest
 APPLETS = ("sh", "ls", "cat", "id", "echo", "sleep", "test", "mkdir", "uname", "head", "wc", "grep",
            "touch", "stat", "chown", "true", "od", "env", "sed", "seq", "dd", "rm", "tr", "cut")
 BUSYBOX_REPO = "request-pack-test/busybox"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a service a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def busybox_tar() -> bytes:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runner_helpers import free_port
 from runner_helpers import forget_image, import_busybox, unique_artifact  # noqa: F401 (a fixture)
 
 from packager.platforms import Platform
@@ -30,12 +31,6 @@ from packager.runner import image_from_record, run_in_sandbox, RunOptions
 from packager.engine import get_engine
 
 pytestmark = [pytest.mark.docker]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +43,7 @@ def ssh_target(tmp_path_factory):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client_key")], check=True)
     (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
     os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
+    port = free_port()
     (d / "sshd_config").write_text(f"""\
 Port {port}
 ListenAddress 127.0.0.1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runner_helpers import free_port
 
 from packager.bundle.keys import TrustStore, generate_keypair
 from packager.scoreboard import synthetic
@@ -47,12 +47,6 @@ def chromium_path() -> str:
     pytest.fail("chromium not installed (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     d = tmp_path_factory.mktemp("browser")
@@ -62,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with Board(url) as board:
         for i, spec in enumerate(synthetic.spread(RESULTS, seed=11)):
             publish(synthetic.make_bundle(d / f"b{i}", spec, kp.private_path), board, trust)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([*BASE, "board", "serve", "--board", url, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

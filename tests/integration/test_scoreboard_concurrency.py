@@ -14,7 +14,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from runner_helpers import free_port
 import sqlalchemy as sa
 
 from packager.bundle.keys import generate_keypair
@@ -120,12 +120,6 @@ def _pg_bin() -> Path:
     pytest.fail("PostgreSQL server binaries not found (apt-get install postgresql)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A PostgreSQL server on 127.0.0.1 and a free port; yields an admin URL without a database.
@@ -142,7 +136,7 @@ def postgres() -> Iterator[str]:
         os.chown(root, pw.pw_uid, pw.pw_gid)
         as_user = ["runuser", "-u", "postgres", "--"]
     data, log = root / "data", root / "server.log"
-    port = _free_port()
+    port = free_port()
     subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "postgres", "-E", "UTF8", "--no-sync"], check=True, capture_output=True)
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=60"
     start = time.perf_counter()
