@@ -10,9 +10,12 @@ from __future__ import annotations
 import grp
 import io
 import os
+import shutil
 import socket
 import subprocess
+import sys
 import tarfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``request-pack ARGS`` with the interpreter running the tests, output captured."""
+    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def copy_with_unique_version(source: Path, root: Path, tag: str) -> Path:
+    """``root/artifacts/<name>``, a copy of ``source`` whose version (a config label) makes an image no engine holds."""
+    art = root / "artifacts" / source.name
+    shutil.copytree(source, art)
+    text = (art / "request.yaml").read_text()
+    assert "\nversion: 1.0.0\n" in text
+    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+{tag}.{uuid.uuid4().hex[:12]}\n"))
+    return art
 
 
 def busybox_tar() -> bytes:
@@ -94,22 +112,15 @@ def _unique_artifact(tmp_path_factory, docker_client):
     else and a test may remove it from the engine), locked, fetched and built for amd64, loaded nowhere.
     Yields (artifact dir, build record)."""
     import json
-    import shutil
-    import sys
-    import uuid
 
     if _BUILT:
         # Each module importing the fixture gets its own FixtureDef, so session scope alone would build twice.
         yield _BUILT[0]
         return
     root = tmp_path_factory.mktemp("unique-artifact")
-    art = root / "artifacts" / EXAMPLE_ARTIFACT.name
-    shutil.copytree(EXAMPLE_ARTIFACT, art)
-    text = (art / "request.yaml").read_text()
-    assert "\nversion: 1.0.0\n" in text
-    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+test.{uuid.uuid4().hex[:12]}\n"))
+    art = copy_with_unique_version(EXAMPLE_ARTIFACT, root, "test")
     for step in (["lock", str(art)], ["fetch", str(art)], ["build", str(art), "--platform", "linux/amd64", "--no-load"]):
-        res = subprocess.run([sys.executable, "-m", "packager.cli", *step], cwd=root, capture_output=True, text=True)
+        res = cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     record = json.loads((root / "build" / art.name / "record.json").read_text())
     _BUILT.append((art, record))

@@ -15,21 +15,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
+from runner_helpers import cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +33,9 @@ def evaluated(tmp_path_factory, shared_sample):
     art = root / "artifacts" / ARTIFACT.name
     shutil.copytree(ARTIFACT, art)
     for step in (["lock", str(art)], ["fetch", str(art)], ["keygen", "--out", str(root / "keys")]):
-        res = _cli(*step, cwd=root)
+        res = cli(*step, cwd=root)
         assert res.returncode == 0, res.stderr[-2000:]
-    res = _cli("evaluate", str(art), "--dataset", str(shared_sample), "--out", str(root / "results"),
+    res = cli("evaluate", str(art), "--dataset", str(shared_sample), "--out", str(root / "results"),
                "--key", str(root / "keys" / "signing.key"), cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     bundle = root / "results" / f"{ARTIFACT.name}-linux-amd64.bundle.tar.gz"
@@ -51,7 +46,7 @@ def evaluated(tmp_path_factory, shared_sample):
 def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
     root, bundle = evaluated
     out = tmp_path / "submission"
-    res = _cli("export", "--mlperf", str(bundle), "--out", str(out), "--trust", str(root / "keys" / "signing.pub"), cwd=root)
+    res = cli("export", "--mlperf", str(bundle), "--out", str(out), "--trust", str(root / "keys" / "signing.pub"), cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
     sub = out / "open" / "request-pack"
     (system_json,) = (sub / "systems").glob("*.json")
@@ -105,6 +100,6 @@ def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
     tampered = tmp_path / "tampered"
     shutil.copytree(root / "results" / "full", tampered)
     (tampered / "metrics.json").write_text((tampered / "metrics.json").read_text().replace('"stage": "full"', '"stage": "full" '))
-    bad = _cli("export", "--mlperf", str(tampered), "--out", str(tmp_path / "bad"), "--trust", str(root / "keys" / "signing.pub"), cwd=root)
+    bad = cli("export", "--mlperf", str(tampered), "--out", str(tmp_path / "bad"), "--trust", str(root / "keys" / "signing.pub"), cwd=root)
     assert bad.returncode == 12, bad.stdout + bad.stderr
     assert not (tmp_path / "bad").exists()

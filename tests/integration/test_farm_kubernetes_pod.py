@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runner_helpers import cli, copy_with_unique_version
 import yaml
 
 from packager.farm import kubernetes as k8s
@@ -47,10 +48,6 @@ KNOWN_SECURITY = {"runAsNonRoot", "runAsUser", "runAsGroup", "readOnlyRootFilesy
                   "privileged", "capabilities", "seccompProfile"}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
-
-
 @dataclass(frozen=True)
 class Submitted:
     doc: dict  # the Job
@@ -64,19 +61,14 @@ def job_yaml(registry, tmp_path_factory) -> Submitted:
     """The Job ``request-pack farm submit --engine kubernetes --dry-run`` writes for the example
     artifact (amd64, stage all), whose image it built and pushed, and which no engine holds."""
     root = tmp_path_factory.mktemp("k8s-pod")
-    art = root / "artifacts" / ARTIFACT.name
-    shutil.copytree(ARTIFACT, art)
-    # A version of its own, so the image (the version is a config label) exists in no engine yet.
-    text = (art / "request.yaml").read_text()
-    assert "\nversion: 1.0.0\n" in text
-    (art / "request.yaml").write_text(text.replace("\nversion: 1.0.0\n", f"\nversion: 1.0.0+k8s.{uuid.uuid4().hex[:12]}\n"))
+    art = copy_with_unique_version(ARTIFACT, root, "k8s")  # an image that exists in no engine yet
     for step in (["lock", str(art)], ["fetch", str(art)]):
-        res = _cli(*step, cwd=root)
+        res = cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     argv = ["farm", "submit", str(art), "--engine", "kubernetes", "--registry", registry, "--platform", "linux/amd64",
             "--stage", "all", "--results", str(root / "k8s")]
     t0 = time.monotonic()
-    res = _cli(*argv, "--dry-run", cwd=root)
+    res = cli(*argv, "--dry-run", cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
     print(f"farm submit --engine kubernetes --dry-run (build + push + render): {time.monotonic() - t0:.1f} s")
     written = sorted((root / "k8s").glob("*.job.yaml"))
@@ -88,7 +80,7 @@ def job_yaml(registry, tmp_path_factory) -> Submitted:
         f"{registry}/request-pack/{art.name}@{record['index_digest']}"
     # Dry run again: the same file, byte for byte (the name and content derive from the inputs).
     before = written[0].read_bytes()
-    res = _cli(*argv, "--dry-run", cwd=root)
+    res = cli(*argv, "--dry-run", cwd=root)
     assert res.returncode == 0 and sorted((root / "k8s").glob("*.job.yaml")) == written
     assert written[0].read_bytes() == before
     config = record["platforms"]["linux/amd64"]["config_digest"]
@@ -196,7 +188,7 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
                "--board", f"sqlite:///{board}", "--trust", str(tmp_path / "keys" / "evaluator.pub"),
                "--key", str(tmp_path / "keys" / "evaluator.key"), "--dataset", str(volumes["dataset"]))
     t0 = time.monotonic()
-    first = _cli(*collect, cwd=job_yaml.root)  # the artifact is found under ./artifacts by its manifest digest
+    first = cli(*collect, cwd=job_yaml.root)  # the artifact is found under ./artifacts by its manifest digest
     print(f"farm collect --engine kubernetes (seal + publish): {time.monotonic() - t0:.1f} s")
     assert first.returncode == 0, first.stdout + first.stderr
     out = " ".join(first.stdout.split())
@@ -204,7 +196,7 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     bundle = job_dir / f"{art.name}-linux-amd64.bundle.tar.gz"
     assert bundle.is_file() and (job_dir / "done.json").is_file()
     sealed = bundle.read_bytes()
-    ok = _cli("verify", str(bundle), "--trust", str(tmp_path / "keys" / "evaluator.pub"), "--dataset", str(volumes["dataset"]),
+    ok = cli("verify", str(bundle), "--trust", str(tmp_path / "keys" / "evaluator.pub"), "--dataset", str(volumes["dataset"]),
               "--artifact", str(art), cwd=job_yaml.root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
@@ -212,7 +204,7 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     again = k8s.seal(job_file, results, artifact_dir=art, dataset=volumes["dataset"], key=tmp_path / "keys" / "evaluator.key")
     assert again == bundle and bundle.read_bytes() == sealed
     t0 = time.monotonic()
-    second = _cli(*collect, cwd=job_yaml.root)
+    second = cli(*collect, cwd=job_yaml.root)
     print(f"second farm collect (nothing new): {time.monotonic() - t0:.1f} s")
     assert second.returncode == 0, second.stdout + second.stderr
     out = " ".join(second.stdout.split())

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from runner_helpers import cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def artifact(tmp_path_factory) -> Path:
     art = root / "artifacts" / ARTIFACT.name
     shutil.copytree(ARTIFACT, art)
     for step in (["lock", str(art)], ["fetch", str(art)]):
-        res = _cli(*step, cwd=root)
+        res = cli(*step, cwd=root)
         assert res.returncode == 0, res.stderr[-2000:]
     return art
 
@@ -41,10 +36,10 @@ def artifact(tmp_path_factory) -> Path:
 def test_evaluate_end_to_end(artifact, shared_sample, tmp_path):
     root = artifact.parent.parent
     keys = tmp_path / "keys"
-    assert _cli("keygen", "--out", str(keys), cwd=root).returncode == 0
+    assert cli("keygen", "--out", str(keys), cwd=root).returncode == 0
     out = tmp_path / "results"
     t0 = time.monotonic()
-    res = _cli("evaluate", str(artifact), "--dataset", str(shared_sample), "--out", str(out),
+    res = cli("evaluate", str(artifact), "--dataset", str(shared_sample), "--out", str(out),
                "--key", str(keys / "signing.key"), cwd=root)
     wall = time.monotonic() - t0
     print(f"evaluate (build + functional + full + sign + verify): {wall:.0f} s")
@@ -61,7 +56,7 @@ def test_evaluate_end_to_end(artifact, shared_sample, tmp_path):
     assert json.loads((out / "functional" / "metrics.json").read_text())["accuracy"]["samples"] == 20
 
     # The bundle verifies with the evaluator's key, and not once a prediction is changed.
-    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    ok = cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     preds = out / "full" / "predictions.jsonl"
     lines = preds.read_text().splitlines(keepends=True)
@@ -69,7 +64,7 @@ def test_evaluate_end_to_end(artifact, shared_sample, tmp_path):
     first["top5"] = [(first["top5"][0] + 1) % 1000] + first["top5"][1:]
     lines[0] = json.dumps(first, sort_keys=True, separators=(",", ":")) + "\n"
     preds.write_text("".join(lines))
-    bad = _cli("verify", str(out / "full"), "--trust", str(keys / "signing.pub"), cwd=root)
+    bad = cli("verify", str(out / "full"), "--trust", str(keys / "signing.pub"), cwd=root)
     assert bad.returncode == 12, bad.stdout + bad.stderr
 
 
@@ -87,7 +82,7 @@ def test_evaluate_stops_at_the_functional_stage(artifact, shared_sample, tmp_pat
     (data / "labels.tsv").write_text("\n".join([header] + ["\t".join(c) for c in cols]) + "\n")
     shutil.copyfile(shared_sample / "synsets.tsv", data / "synsets.tsv")
     root = artifact.parent.parent
-    res = _cli("evaluate", str(artifact), "--dataset", str(data), "--out", str(tmp_path / "r"), cwd=root)
+    res = cli("evaluate", str(artifact), "--dataset", str(data), "--out", str(tmp_path / "r"), cwd=root)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "stage 'functional'" in res.stderr and "min_top1" in res.stderr
     assert not (tmp_path / "r" / "full").exists()

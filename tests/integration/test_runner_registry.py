@@ -13,19 +13,12 @@ torn predictions.jsonl. A tag and an unknown digest are refused.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from runner_helpers import forget_image, unique_artifact  # noqa: F401 (a fixture)
+from runner_helpers import cli, forget_image, unique_artifact  # noqa: F401 (a fixture)
 
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "packager.cli", *args], cwd=cwd, capture_output=True, text=True)
-
 
 @pytest.fixture(scope="module")
 def pushed(registry, unique_artifact, docker_client):
@@ -47,11 +40,11 @@ def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, d
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get(config)  # so the run below cannot use anything but the registry's image
     keys = tmp_path / "keys"
-    assert _cli("keygen", "--out", str(keys), cwd=root).returncode == 0
+    assert cli("keygen", "--out", str(keys), cwd=root).returncode == 0
     out = tmp_path / "results"
     image = f"{registry}/request-pack/{art.name}@{index}"
     t0 = time.monotonic()
-    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--dataset", str(shared_sample),
+    res = cli("evaluate", str(art), "--image", image, "--stage", "functional", "--dataset", str(shared_sample),
                "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
     print(f"evaluate --image (pull + functional + sign + verify): {time.monotonic() - t0:.1f} s")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
@@ -60,7 +53,7 @@ def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, d
     assert run["image"]["config_digest"] == config and run["image"]["index_digest"] == index
     assert not (out / "full").exists()
     bundle = out / f"{art.name}-linux-amd64-functional.bundle.tar.gz"
-    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    ok = cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "functional" in (out / "functional" / "metrics.json").read_text()
 
@@ -69,7 +62,7 @@ def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, d
     lines = preds.read_bytes().splitlines(keepends=True)
     assert len(lines) == 20
     preds.write_bytes(b"".join(lines[:7]) + lines[7][:25])
-    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
+    res = cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
                "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     ids = [json.loads(line)["id"] for line in preds.read_text().splitlines()]
@@ -77,25 +70,25 @@ def test_evaluate_pulls_by_digest_and_resumes(registry, pushed, shared_sample, d
     assert [json.loads(line)["id"] for line in lines[:7]] == ids[:7]
     run = json.loads((out / "functional" / "run.json").read_text())
     assert run["resumed_after"] == 7
-    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    ok = cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
     # Requeued once more: the finished stage is kept, not run again, and signed again.
-    res = _cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
+    res = cli("evaluate", str(art), "--image", image, "--stage", "functional", "--resume", "--dataset", str(shared_sample),
                "--out", str(out), "--key", str(keys / "signing.key"), cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert json.loads((out / "functional" / "run.json").read_text())["run_id"] == run["run_id"]
     assert len(preds.read_text().splitlines()) == 20
-    ok = _cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
+    ok = cli("verify", str(bundle), "--trust", str(keys / "signing.pub"), "--dataset", str(shared_sample), cwd=root)
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
 
 def test_evaluate_refuses_tags_and_unknown_digests(registry, pushed, shared_sample, tmp_path):
     art, _, _ = pushed
     root = art.parent.parent
-    res = _cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}:latest", "--stage", "functional",
+    res = cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}:latest", "--stage", "functional",
                "--dataset", str(shared_sample), "--out", str(tmp_path / "r"), cwd=root)
     assert res.returncode == 2 and "by digest only" in res.stderr, res.stderr
-    res = _cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}@sha256:{'0' * 64}", "--stage", "functional",
+    res = cli("evaluate", str(art), "--image", f"{registry}/request-pack/{art.name}@sha256:{'0' * 64}", "--stage", "functional",
                "--dataset", str(shared_sample), "--out", str(tmp_path / "r"), cwd=root)
     assert res.returncode == 3 and "stage 'image'" in res.stderr, res.stderr
