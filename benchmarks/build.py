@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from packager import build  # noqa: E402
 from packager.cache import Cache  # noqa: E402
-from packager.lock import load_lock  # noqa: E402
+from packager.image import build  # noqa: E402
+from packager.inputs.lock import load_lock  # noqa: E402
 from packager.platforms import Platform  # noqa: E402
 
 

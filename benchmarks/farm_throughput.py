@@ -40,13 +40,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # test scaffolding (a local Slurm, synthetic results) lives there
+
+from localslurm import Board, LocalCluster  # noqa: E402
 
 from packager.bundle.keys import TrustStore, generate_keypair  # noqa: E402
 from packager.farm import jobs as farm_jobs  # noqa: E402
 from packager.farm import slurm  # noqa: E402
 from packager.farm.collect import collect  # noqa: E402
 from packager.farm.images import ensure_images  # noqa: E402
-from packager.farm.localslurm import Board, LocalCluster  # noqa: E402
 from packager.farm.store import ATTEMPTS_NAME, SUBMISSIONS_NAME, read_lines  # noqa: E402
 from packager.platforms import Platform  # noqa: E402
 

@@ -59,7 +59,12 @@ sys.path.insert(0, str(REPO))
 
 from packager.harness.backends import BackendOptions, create  # noqa: E402
 from packager.harness.dataset import DatasetSpec, load_dataset  # noqa: E402
-from packager.harness.preprocess import PreprocessParams, default_cache_dir, load_batch, preprocess_all  # noqa: E402
+from packager.harness.preprocess import (  # noqa: E402
+    PreprocessParams,
+    default_cache_dir,
+    load_batch,
+    preprocess_all,
+)
 from packager.harness.scenarios import ScenarioSettings, choose_driver  # noqa: E402
 
 DEFAULT_ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"

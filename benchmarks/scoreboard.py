@@ -27,9 +27,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # test scaffolding (a local Slurm, synthetic results) lives there
+
+import synthetic_results as synthetic  # noqa: E402
 
 from packager.bundle.keys import TrustStore, generate_keypair  # noqa: E402
-from packager.scoreboard import synthetic  # noqa: E402
 from packager.scoreboard.publish import publish  # noqa: E402
 from packager.scoreboard.store import Board  # noqa: E402
 

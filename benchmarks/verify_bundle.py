@@ -23,7 +23,13 @@ sys.path.insert(0, str(REPO / "tests" / "unit"))
 
 from _bundle_fixture import make_result_dir  # noqa: E402
 
-from packager.bundle import TrustStore, generate_keypair, pack, sign_result_dir, verify_bundle  # noqa: E402
+from packager.bundle import (  # noqa: E402
+    TrustStore,
+    generate_keypair,
+    pack,
+    sign_result_dir,
+    verify_bundle,
+)
 
 GOAL_S = 2.0
 

@@ -9,7 +9,7 @@
 #    .deb ships is there with the .deb's bytes);
 # 4. python3 -m packager.ociplan executes the build plan (the one
 #    `request-pack build` executes, with store paths for cache paths): layers,
-#    configs, manifests, index, with packager/oci.py and packager/layers.py.
+#    configs, manifests, index, with packager/image/writer/{oci,layers}.py.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
 # ociplanPy, witnessPy, planPath, witnessPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
@@ -34,10 +34,13 @@ for deb in $pythonDebs; do
 done
 cd "$TMPDIR"
 
-"$bb" cp "$ociPy" "$lib/packager/oci.py"
-"$bb" cp "$layersPy" "$lib/packager/layers.py"
-"$bb" cp "$ociplanPy" "$lib/packager/ociplan.py"
+"$bb" mkdir -p "$lib/packager/image/writer"
+"$bb" cp "$ociPy" "$lib/packager/image/writer/oci.py"
+"$bb" cp "$layersPy" "$lib/packager/image/writer/layers.py"
+"$bb" cp "$ociplanPy" "$lib/packager/image/writer/ociplan.py"
 : > "$lib/packager/__init__.py"
+: > "$lib/packager/image/__init__.py"
+: > "$lib/packager/image/writer/__init__.py"
 
 # -S: no site (nothing to find); -B: write no .pyc into the unpacked tree.
 python() {
@@ -46,4 +49,4 @@ python() {
         "$root/usr/bin/python3.11" -S -B "$@"
 }
 python "$witnessPy" "$witnessPath"
-python -m packager.ociplan "$planPath" "$out"
+python -m packager.image.writer.ociplan "$planPath" "$out"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def main(spec_path: str, libdir: str, out: str) -> int:
     sys.path.insert(0, libdir)
-    from packager import layers, oci
+    from packager.image.writer import layers, oci
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     epoch = int(spec["epoch"])

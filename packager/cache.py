@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import CacheMissError, IntegrityError, NetworkUnavailable
+from packager.errors import CacheMissError, IntegrityError, NetworkUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ def sha256_file(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_digest(path: Path) -> str:
+    """``sha256:<hex>``, the OCI/in-toto digest form of a file."""
+    return "sha256:" + sha256_file(path)
 
 
 def _check_hex(sha256: str) -> str:

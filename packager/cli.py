@@ -18,9 +18,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import __version__
-from .errors import RequestPackError
-from .platforms import Platform
+from packager import __version__
+from packager.errors import RequestPackError
+from packager.platforms import Platform
 
 app = typer.Typer(
     name="request-pack",
@@ -60,7 +60,7 @@ def _platforms_option(text: str) -> tuple[Platform, ...]:
 
 
 def _platform_option(text: str | None) -> Optional[Platform]:
-    from .errors import BadInput
+    from packager.errors import BadInput
 
     if not text or not text.strip():
         return None
@@ -73,7 +73,7 @@ def _platform_option(text: str | None) -> Optional[Platform]:
 @app.command()
 def validate(path: Path = typer.Argument(..., help="Artifact directory or its request.yaml.")) -> None:
     """Check a manifest against the schema."""
-    from .manifest import load_manifest
+    from packager.manifest import load_manifest
 
     manifest = load_manifest(path)
     console.print(f"[green]ok[/green] {manifest.name} {manifest.version}: {', '.join(p.value for p in manifest.platforms)}")
@@ -82,7 +82,7 @@ def validate(path: Path = typer.Argument(..., help="Artifact directory or its re
 @app.command()
 def schema() -> None:
     """Print the manifest's JSON Schema."""
-    from .manifest import json_schema
+    from packager.manifest import json_schema
 
     sys.stdout.write(json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
 
@@ -97,7 +97,7 @@ def doctor(
     ),
 ) -> None:
     """Report container engines, QEMU emulation, nix, GPUs, FPGAs and host resources."""
-    from . import doctor as doc
+    from packager import doctor as doc
 
     required = doc.parse_requirements(require)
     report = doc.diagnose()
@@ -137,8 +137,8 @@ def lock_cmd(
     not the mirror, is the pin) and stores every file in the cache, verified.
     --frozen never resolves and never touches the network.
     """
-    from .cache import Cache
-    from .lock import lock
+    from packager.cache import Cache
+    from packager.inputs.lock import lock
 
     platforms = list(_platforms_option(platform))
     result = lock(path, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
@@ -152,8 +152,8 @@ def fetch(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
 ) -> None:
     """Fill the cache with every file an existing lock pins, verified."""
-    from .cache import Cache
-    from .lock import fetch as fill
+    from packager.cache import Cache
+    from packager.inputs.lock import fetch as fill
 
     result = fill(path, from_file, cache=Cache.open(cache))
     console.print(_lock_table(result))
@@ -168,8 +168,8 @@ def convert(
     ),
 ) -> None:
     """Regenerate the model file from its pinned source with the manifest's recipe and check its sha256."""
-    from .cache import Cache
-    from .convert import convert as run_recipe
+    from packager.cache import Cache
+    from packager.inputs.convert import convert as run_recipe
 
     result = run_recipe(path, cache=Cache.open(cache) if cache else None, allow_other_versions=allow_other_versions)
     console.print(f"[green]ok[/green] {result.recipe}: sha256 {result.sha256} reproduced\n{result.path}", highlight=False, soft_wrap=True)
@@ -198,7 +198,7 @@ def keygen(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing key pair."),
 ) -> None:
     """Generate an Ed25519 signing key pair; print its key id (sha256 of the raw public key)."""
-    from .bundle.keys import generate_keypair
+    from packager.bundle.keys import generate_keypair
 
     pair = generate_keypair(out, name, _passphrase(passphrase_file), overwrite=force)
     console.print(f"[green]key id[/green] {pair.keyid}")
@@ -213,7 +213,7 @@ def sign(
     archive: Optional[Path] = typer.Option(None, "--archive", help="Also pack the signed bundle into this deterministic .tar.gz."),
 ) -> None:
     """Write envelope.dsse.json: a DSSE-signed in-toto statement over every file and the image."""
-    from .bundle.sign import sign_result_dir
+    from packager.bundle.sign import sign_result_dir
 
     signed = sign_result_dir(result_dir, key, passphrase=_passphrase(passphrase_file), archive_path=archive)
     console.print(
@@ -231,7 +231,7 @@ def verify(
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help="Trust directory: *.pub, authors/*.pub, evaluators/*.pub."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground truth: labels TSV or ILSVRC2012 val.txt (default: the bundle's labels.tsv)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Ground truth from a local dataset directory, laid out as the bundle's manifest says."),
-    artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/record.json."),
+    artifact: Optional[Path] = typer.Option(None, "--artifact", help="Artifact directory: also compare its lock and build/<name>/build-record.json."),
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="With --artifact: the build directory its record is in, when not the default build/."),
     role: Optional[str] = typer.Option(None, "--role", help="Require the signer to be trusted as 'author' or 'evaluator'."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout instead of a table."),
@@ -239,9 +239,9 @@ def verify(
     """Check a bundle's signature, files, image digest, metrics and schemas; exit 10-16 per failure class."""
     from rich.table import Table
 
-    from .bundle.keys import TrustStore
-    from .bundle.verify import verify_bundle
-    from .errors import BadInput, BundleCheckFailed
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.verify import verify_bundle
+    from packager.errors import BadInput, BundleCheckFailed
 
     if role not in (None, "author", "evaluator"):
         raise BadInput(f"--role {role!r}: expected 'author' or 'evaluator'")
@@ -288,8 +288,8 @@ def export_cmd(
     status: str = typer.Option("rdi", "--status", help="System status: available, preview or rdi."),
 ) -> None:
     """Turn result bundles or run directories into an MLPerf-Inference-style submission tree."""
-    from .errors import BadInput
-    from .mlperf import ExportOptions, export_mlperf
+    from packager.errors import BadInput
+    from packager.scoreboard.mlperf import ExportOptions, export_mlperf
 
     if not mlperf:
         raise BadInput("the only export format is --mlperf", field="--mlperf")
@@ -319,8 +319,8 @@ def publish(
     labels: Optional[Path] = typer.Option(None, "--labels", help="Ground-truth labels TSV (default: each bundle's labels.tsv)."),
 ) -> None:
     """Verify each bundle fully, then add it to the board (idempotent on the bundle digest)."""
-    from .bundle.keys import TrustStore
-    from .scoreboard.publish import bundles_in, publish_iter
+    from packager.bundle.keys import TrustStore
+    from packager.scoreboard.publish import bundles_in, publish_iter
 
     store = TrustStore.load(trust, trust_dir)
     new = present = 0
@@ -345,10 +345,10 @@ def board_pareto(
     """Print the Pareto frontier of the board's results."""
     from rich.table import Table
 
-    from .errors import BadInput
-    from .scoreboard.pareto import Missing
-    from .scoreboard.store import Board
-    from .scoreboard.web import board_view
+    from packager.errors import BadInput
+    from packager.scoreboard.pareto import Missing
+    from packager.scoreboard.store import Board
+    from packager.scoreboard.web import board_view
 
     try:
         policy = Missing(missing)
@@ -368,7 +368,7 @@ def board_pareto(
         }
         sys.stdout.write(json.dumps(out, indent=2, sort_keys=True) + "\n")
         return
-    from .scoreboard.store import OBJECTIVE_COLUMNS
+    from packager.scoreboard.store import OBJECTIVE_COLUMNS
 
     table = Table(title=f"Pareto frontier: {len(rows)} of {len(view.rows)} results ({', '.join(map(str, view.objectives))}; missing={policy.value})")
     for col in ["artifact", "platform", *[o.name for o in view.objectives], "bundle"]:
@@ -388,7 +388,7 @@ def board_serve(
     port: int = typer.Option(8000, "--port"),
 ) -> None:
     """Serve the results table, Pareto plots, result pages, JSON API and CSV export."""
-    from .scoreboard.web import serve
+    from packager.scoreboard.web import serve
 
     serve(board, host=host, port=port)
 
@@ -405,7 +405,7 @@ def build_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Build root (default: build/ beside artifacts/)."),
 ) -> None:
     """Build the multi-arch OCI image of a locked artifact, offline, from the cache."""
-    from . import build as builder
+    from packager.image import build as builder
 
     platforms = _platforms_option(platform)
     opts = builder.BuildOptions(platforms=platforms, build_root=out, cache_root=cache, fresh_base=fresh_base)
@@ -440,8 +440,8 @@ def nix_cmd(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Cache root (default $REQUEST_PACK_CACHE or ~/.cache/request-pack)."),
 ) -> None:
     """Write the pinned Nix expressions of an artifact (nix/<name>/) and optionally build and check them."""
-    from . import nix
-    from .errors import CheckFailed
+    from packager.errors import CheckFailed
+    from packager.image import nix
 
     platforms = _platforms_option(platform)
     opts = nix.NixOptions(platforms=platforms, out_dir=out, cache_root=cache, build=build, check=check,
@@ -463,7 +463,15 @@ def nix_cmd(
 
 
 def _progress_bar():  # type: ignore[no-untyped-def]
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
     from rich.text import Text
 
     class Rate(ProgressColumn):
@@ -496,14 +504,14 @@ def run_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue a run whose predictions.jsonl is in --out."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Override the stage's sample count."),
     cdi_spec_dir: list[Path] = typer.Option([], "--cdi-spec-dir", help="CDI spec directories (default /etc/cdi, /var/run/cdi)."),
-    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/record.json is (default: build/ beside artifacts/)."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
 ) -> None:
     """Run one stage of an artifact's image, by digest, in the sandbox."""
-    from .devices import DEFAULT_CDI_DIRS
-    from .manifest import load_manifest
-    from .platforms import Platform
-    from .runner import RunOptions, image_from_record, run_stage
-    from .engine import get_engine
+    from packager.engine import get_engine
+    from packager.manifest import load_manifest
+    from packager.platforms import Platform
+    from packager.run.devices import DEFAULT_CDI_DIRS
+    from packager.run.runner import RunOptions, image_from_record, run_stage
 
     plat = _platform_option(platform) or Platform.native()
     manifest = load_manifest(artifact)
@@ -530,14 +538,14 @@ def evaluate_cmd(
     stage: str = typer.Option("all", "--stage", help="functional, full or all; the last stage run is signed and verified."),
     resume: bool = typer.Option(False, "--resume", help="Continue each stage's predictions.jsonl in --out (a requeued job)."),
     image: Optional[str] = typer.Option(None, "--image", metavar="HOST/REPO@sha256:DIGEST", help="Pull this index or manifest from a registry, by digest, instead of building."),
-    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/record.json is (default: build/ beside artifacts/)."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
 ) -> None:
     """Build-or-pull, digest check, functional stage, full stage, sign, verify, summary."""
     import os
 
     from rich.table import Table
 
-    from .evaluate import evaluate
+    from packager.pipeline import evaluate
 
     if dataset is None:
         env = os.environ.get("REQUEST_PACK_SAMPLE")
@@ -587,9 +595,9 @@ def farm_submit(
     """Build and push each image by digest, plan one job per (artifact, platform, device need), submit."""
     import os
 
-    from .errors import BadInput
-    from .farm import jobs as farm_jobs
-    from .farm.images import ensure_images
+    from packager.errors import BadInput
+    from packager.farm import jobs as farm_jobs
+    from packager.farm.images import ensure_images
 
     if engine not in ("slurm", "kubernetes"):
         raise BadInput(f"engine {engine!r} is not slurm or kubernetes", field="--engine")
@@ -599,7 +607,7 @@ def farm_submit(
         raise BadInput(f"stage {stage!r} is not one of {', '.join(farm_jobs.STAGES)}", field="--stage")
     plats = tuple(p for p in (_platform_option(t) for t in platform) if p is not None) or None
     if engine == "slurm" and not dry_run:
-        from .farm.slurm import check_request
+        from packager.farm.slurm import check_request
 
         check_request(artifacts, plats, partition=partition)  # before building: an impossible job fails now
     if dataset is None and engine == "slurm":
@@ -609,7 +617,7 @@ def farm_submit(
     # Kubernetes mounts its own dataset claim: without --dataset the key cannot cover it.
     jobs = farm_jobs.plan(artifacts, images, stage=stage, platforms=plats, dataset=dataset)  # type: ignore[arg-type]
     if engine == "kubernetes":
-        from .farm import kubernetes
+        from packager.farm import kubernetes
 
         paths = kubernetes.submit(jobs, out=results, dry_run=dry_run, namespace=namespace,
                                   fpga_resource=fpga_resource, accelerator_resource=accelerator_resource)
@@ -618,7 +626,7 @@ def farm_submit(
         return
     if dry_run:
         raise BadInput("--dry-run is for --engine kubernetes; Slurm's own check is sbatch --test-only", field="--dry-run")
-    from .farm.slurm import submit
+    from packager.farm.slurm import submit
 
     assert dataset is not None
     for s in submit(jobs, results=results, dataset=dataset, build_root=build_root, signing_key=key, partition=partition):
@@ -634,7 +642,7 @@ def farm_status(
     """One row per job: Slurm state, board, elapsed, and how far its results directory is."""
     from rich.table import Table
 
-    from .farm.slurm import status
+    from packager.farm.slurm import status
 
     table = Table(title=f"farm jobs in {results}")
     for col in ("artifact", "platform", "key", "id", "state", "board", "elapsed", "stage", "restarts", "verified"):
@@ -666,9 +674,9 @@ def farm_collect(
     build record, bundled, signed with --key, verified), once: a sealed Job is not sealed again."""
     import os
 
-    from .bundle.keys import TrustStore
-    from .errors import BadInput, CheckFailed
-    from .farm.collect import collect_iter, collect_kubernetes_iter, summary
+    from packager.bundle.keys import TrustStore
+    from packager.errors import BadInput, CheckFailed
+    from packager.farm.collect import collect_iter, collect_kubernetes_iter, summary
 
     if engine not in ("slurm", "kubernetes"):
         raise BadInput(f"engine {engine!r} is not slurm or kubernetes", field="--engine")

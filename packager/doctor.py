@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import BadInput, EnvironmentMissing
-from .platforms import Platform
+from packager.errors import BadInput, EnvironmentMissing
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,18 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
 from packaging.requirements import InvalidRequirement, Requirement
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from .errors import ManifestError
-from .platforms import Platform
-from .yamlsafe import load_yaml
+from packager.errors import ManifestError
+from packager.platforms import Platform
+from packager.yamlsafe import load_yaml
 
 MANIFEST_NAME = "request.yaml"
 LOCK_NAME = "request.lock"

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import BadInput
+from packager.errors import BadInput
 
 MAX_BYTES = 1 << 20  # a manifest is a page of text, not a megabyte
 

@@ -20,7 +20,7 @@ ALL_PLATFORMS = (Platform.AMD64, Platform.ARM64, Platform.ARMV7)
 
 def locked_copy(root: Path, *, model: bytes | None = None) -> Path:
     """``root/artifacts/build-small`` with a fresh lock; ``model`` replaces the model's bytes."""
-    from packager.lock import lock
+    from packager.inputs.lock import lock
 
     art = root / "artifacts" / "build-small"
     shutil.copytree(DATA, art, ignore=shutil.ignore_patterns("request.lock"))

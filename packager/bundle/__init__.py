@@ -26,12 +26,20 @@ subjects, 13 image/lock/manifest, 14 recomputed metrics, 15 schemas, 16 unsafe
 archive; the lowest-numbered failed check decides.
 """
 
-from .archive import Limits, pack, safe_unpack
-from .dsse import ENVELOPE_NAME, IN_TOTO_PAYLOAD_TYPE, Envelope, pae
-from .keys import KeyPair, TrustedKey, TrustStore, generate_keypair, key_id, load_private_key, load_public_key
-from .sign import SignedBundle, build_statement, sign_result_dir
-from .statement import IMAGE_SUBJECT, PREDICATE_TYPE, Statement
-from .verify import CheckResult, Report, verify_bundle
+from packager.bundle.archive import Limits, pack, safe_unpack
+from packager.bundle.dsse import ENVELOPE_NAME, IN_TOTO_PAYLOAD_TYPE, Envelope, pae
+from packager.bundle.keys import (
+    KeyPair,
+    TrustedKey,
+    TrustStore,
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
+)
+from packager.bundle.sign import SignedBundle, build_statement, sign_result_dir
+from packager.bundle.statement import IMAGE_SUBJECT, PREDICATE_TYPE, Statement
+from packager.bundle.verify import CheckResult, Report, verify_bundle
 
 __all__ = [
     "ENVELOPE_NAME",

@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import BadInput, UnsafeArchive
+from packager.errors import BadInput, UnsafeArchive
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import EnvelopeError
+from packager.errors import EnvelopeError
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,18 @@ from typing import TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 
-from ..errors import BadInput, EnvelopeError
-from ..results import METRICS_NAME, SYSTEM_NAME, Metrics, System
-from . import archive
-from .dsse import ENVELOPE_NAME, IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, b64encode, pae, parse_envelope
-from .keys import key_id, load_private_key
-from .statement import (
+from packager.bundle import archive
+from packager.bundle.dsse import (
+    ENVELOPE_NAME,
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    Signature,
+    b64encode,
+    pae,
+    parse_envelope,
+)
+from packager.bundle.keys import key_id, load_private_key
+from packager.bundle.statement import (
     BUILD_RECORD_NAME,
     IMAGE_SUBJECT,
     LABELS_NAME,
@@ -35,6 +41,8 @@ from .statement import (
     Subject,
     sha256_file,
 )
+from packager.errors import BadInput, EnvelopeError
+from packager.results import METRICS_NAME, SYSTEM_NAME, Metrics, System
 
 log = logging.getLogger(__name__)
 

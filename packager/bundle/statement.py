@@ -8,19 +8,19 @@ path and sha256) and the OCI image index the numbers were measured on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..results import Metrics, System
+from packager.cache import sha256_file  # noqa: F401 (re-exported for sign and verify)
+from packager.contract import BUILD_RECORD_NAME  # noqa: F401 (re-exported: the bundle's name for it)
+from packager.results import Metrics, System
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://request-pack.invalid/result/v1"
 SLSA_PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
 IMAGE_SUBJECT = "oci-image-index"
-BUILD_RECORD_NAME = "build-record.json"
 PROVENANCE_NAME = "provenance.json"
 LABELS_NAME = "labels.tsv"
 MANIFEST_NAME = "request.yaml"
@@ -97,7 +97,7 @@ class Statement(_Wire):
 
 
 class BuildRecord(BaseModel):
-    """The builder's ``record.json``; only the fields the verifier relies on are typed."""
+    """The builder's ``build-record.json``; only the fields the verifier relies on are typed."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     index_digest: str = OciDigest
@@ -119,9 +119,3 @@ class ProvenanceStatement(BaseModel):
         return {f"sha256:{s.sha256}" for s in self.subject if s.sha256}
 
 
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -32,7 +32,23 @@ from typing import Literal
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from ..errors import (
+from packager.bundle import archive
+from packager.bundle.dsse import ENVELOPE_NAME, Envelope, read_envelope, signature_bytes
+from packager.bundle.keys import Role, TrustedKey, TrustStore
+from packager.bundle.labels import read_labels
+from packager.bundle.statement import (
+    BUILD_RECORD_NAME,
+    IMAGE_SUBJECT,
+    LABELS_NAME,
+    LOCK_NAME,
+    MANIFEST_NAME,
+    PROVENANCE_NAME,
+    BuildRecord,
+    ProvenanceStatement,
+    Statement,
+    sha256_file,
+)
+from packager.errors import (
     BadInput,
     BundleCheckFailed,
     EnvelopeError,
@@ -44,22 +60,16 @@ from ..errors import (
     SubjectMismatch,
     UnsafeArchive,
 )
-from ..results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Accuracy, Metrics, Prediction, System, accuracy_from
-from . import archive
-from .dsse import ENVELOPE_NAME, Envelope, read_envelope, signature_bytes
-from .keys import Role, TrustedKey, TrustStore
-from .labels import read_labels
-from .statement import (
-    BUILD_RECORD_NAME,
-    IMAGE_SUBJECT,
-    LABELS_NAME,
-    LOCK_NAME,
-    MANIFEST_NAME,
-    PROVENANCE_NAME,
-    BuildRecord,
-    ProvenanceStatement,
-    Statement,
-    sha256_file,
+from packager.repo import default_build_root
+from packager.results import (
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    SYSTEM_NAME,
+    Accuracy,
+    Metrics,
+    Prediction,
+    System,
+    accuracy_from,
 )
 
 log = logging.getLogger(__name__)
@@ -379,13 +389,12 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
     if not artifact.is_dir():
         raise BadInput("artifact directory does not exist", file=artifact)
     compared = []
-    # packager.build writes <repo>/build/<name>/ for <repo>/artifacts/<name>, else build/ beside
-    # the artifact directory; a build/ inside the artifact directory is accepted too.
-    here = artifact.resolve()
-    roots = [here / "build", (here.parent.parent if here.parent.name == "artifacts" else here.parent) / "build"]
+    # The build writes repo.default_build_root(artifact)/<name>/; a build/ inside the artifact directory is accepted too.
+    roots = [artifact.resolve() / "build", default_build_root(artifact)]
     if build_root is not None:  # the caller knows where it built: only that record counts
         roots = [build_root.resolve()]
-    record_path = next((r / name / "record.json" for r in roots if (r / name / "record.json").is_file()), roots[0] / name / "record.json")
+    record_path = next((r / name / BUILD_RECORD_NAME for r in roots if (r / name / BUILD_RECORD_NAME).is_file()),
+                       roots[0] / name / BUILD_RECORD_NAME)
     if record_path.is_file():
         try:
             local = BuildRecord.model_validate_json(record_path.read_bytes())
@@ -470,7 +479,7 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
 
 def _dataset_truth(b: _Bundle, root: Path) -> dict[str, int]:
     """Ground truth read from a local copy of the dataset, the way the harness reads it."""
-    from ..harness.dataset import DatasetSpec, load_dataset, truth
+    from packager.harness.dataset import DatasetSpec, load_dataset, truth
 
     manifest = b.models.get(MANIFEST_NAME)
     ds = getattr(manifest, "dataset", None)
@@ -516,8 +525,8 @@ def _load_files(b: _Bundle) -> None:
                 b.schema_errors.append(f"{rel}: not valid JSON: {e}")
     manifest = b.file(MANIFEST_NAME)
     if manifest is not None:
-        from ..manifest import Manifest
-        from ..yamlsafe import load_yaml
+        from packager.manifest import Manifest
+        from packager.yamlsafe import load_yaml
 
         try:
             b.models[MANIFEST_NAME] = Manifest.model_validate(load_yaml(manifest))

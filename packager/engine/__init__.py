@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import shutil
 
-from ..errors import EngineUnavailable, ToolMissing
-from .base import (
+from packager.engine.base import (
     Container,
     ContainerSpec,
     Engine,
@@ -26,6 +25,7 @@ from .base import (
     skopeo_copy,
     tar_directory,
 )
+from packager.errors import EngineUnavailable, ToolMissing
 
 __all__ = ["Container", "ContainerSpec", "Engine", "ImageInfo", "MountSpec", "RunResult", "extract_stream", "get_engine",
            "local_ref", "need", "push", "run", "skopeo_copy", "tar_directory", "ENGINES"]
@@ -35,9 +35,9 @@ ENGINES = ("docker", "podman", "buildah")
 
 def get_engine(name: str = "docker", target: str | None = None) -> Engine:
     """``target`` None or "local" is this machine; ``ssh://user@host[:port]`` a board's docker over ssh."""
-    from .buildah import Buildah
-    from .docker import Docker
-    from .podman import Podman
+    from packager.engine.buildah import Buildah
+    from packager.engine.docker import Docker
+    from packager.engine.podman import Podman
 
     if target and target != "local":
         if not target.startswith("ssh://"):

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from ..errors import BuildFailed, EngineUnavailable, ToolMissing
-from ..platforms import Platform
+from packager.errors import BuildFailed, EngineUnavailable, ToolMissing
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 

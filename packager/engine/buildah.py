@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import BuildFailed, EngineUnavailable
-from .base import Container, ContainerSpec, need
-from .podman import Podman
+from packager.engine.base import Container, ContainerSpec, need
+from packager.engine.podman import Podman
+from packager.errors import BuildFailed, EngineUnavailable
 
 
 class BuildahContainer(Container):

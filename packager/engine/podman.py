@@ -17,9 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from ..errors import BuildFailed, EngineUnavailable
-from ..platforms import Platform
-from .base import Container, ContainerSpec, Engine, ImageInfo, need, skopeo_copy
+from packager.engine.base import (
+    Container,
+    ContainerSpec,
+    Engine,
+    ImageInfo,
+    need,
+    skopeo_copy,
+)
+from packager.errors import BuildFailed, EngineUnavailable
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from ..errors import BadInput, ImageMismatch, ImageNotAvailable
-from ..platforms import Platform
-from . import need
+from packager.engine import need
+from packager.errors import BadInput, ImageMismatch, ImageNotAvailable
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..bundle.keys import TrustStore
-from ..errors import BadInput, BundleCheckFailed, RequestPackError
-from .store import ATTEMPTS_NAME, JOB_NAME, bundles, done_record, job_dirs, read_lines
+from packager.bundle.keys import TrustStore
+from packager.errors import BadInput, BundleCheckFailed, RequestPackError
+from packager.farm.store import (
+    ATTEMPTS_NAME,
+    JOB_NAME,
+    bundles,
+    done_record,
+    job_dirs,
+    read_lines,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +70,7 @@ def _why_missing(job_dir: Path) -> str:
 def _publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | None, *,
                  unconfirmed: Callable[[Path], str], sealed: bool = False) -> Iterator[Collected]:
     """Every bundle of one job's directory verified and published; shared by every engine."""
-    from ..scoreboard.publish import publish
+    from packager.scoreboard.publish import publish
 
     for bundle in bundles(job_dir):
         try:
@@ -81,7 +88,7 @@ def _publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | No
 
 
 def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Path | None = None) -> Iterator[Collected]:
-    from ..scoreboard.store import Board
+    from packager.scoreboard.store import Board
 
     if not results.is_dir():
         raise BadInput("no such results directory", file=results, field="--results")
@@ -100,7 +107,7 @@ def find_artifacts(roots: Sequence[Path]) -> dict[str, Path]:
     """Artifact directories by their manifest's digest: each root is an artifact (its request.yaml)
     or a directory of them. A Job names the digest of the manifest it was planned from, not a path
     on the submitter's machine, so this is how its artifact is found again."""
-    from ..manifest import load_manifest
+    from packager.manifest import load_manifest
 
     found: dict[str, Path] = {}
     for root in roots:
@@ -127,9 +134,9 @@ def collect_kubernetes_iter(jobs: Path, results: Path, board_url: str, trust: Tr
     """Each Job YAML in ``jobs``: its outputs under ``results/<job name>/`` sealed unless sealed already,
     then verified with ``trust`` and published; a Job with a stage unfinished is reported missing, one
     whose checks or seal fail is reported bad, with the reason."""
-    from ..evaluate import evaluator_key
-    from ..scoreboard.store import Board
-    from . import kubernetes as k8s
+    from packager.farm import kubernetes as k8s
+    from packager.pipeline import evaluator_key
+    from packager.scoreboard.store import Board
 
     # Every argument checked before anything is signed or published.
     files = k8s.job_files(jobs)

@@ -15,9 +15,11 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..errors import BadInput, ImageNotAvailable
-from ..manifest import MANIFEST_NAME, load_manifest
-from ..platforms import Platform
+from packager.contract import BUILD_RECORD_NAME
+from packager.errors import BadInput, ImageNotAvailable
+from packager.manifest import MANIFEST_NAME, load_manifest
+from packager.platforms import Platform
+from packager.repo import default_build_root
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ def ensure_images(
     platforms: Iterable[Platform] | None = None,
 ) -> dict[tuple[str, Platform], str]:
     """(artifact name, platform) → ``registry/request-pack/<name>@<index digest>`` for every wanted platform."""
-    from .. import build as builder
-    from ..engine import push
+    from packager.engine import push
+    from packager.image import build as builder
 
     if not registry or "/" in registry.strip("/") or "@" in registry:
         raise BadInput(f"registry {registry!r} is not HOST:PORT", field="--registry")
@@ -66,8 +68,8 @@ def ensure_images(
         plats = [p for p in manifest.platforms if wanted is None or p in wanted]
         if not plats:
             continue
-        root = build_root or builder.default_build_root(artifact_dir)
-        record_path = root / manifest.name / builder.RECORD_NAME
+        root = build_root or default_build_root(artifact_dir)
+        record_path = root / manifest.name / BUILD_RECORD_NAME
         record = _current_record(record_path, manifest.digest(), plats)
         if record is None:
             # The wanted platforms plus those the old record had, so a farm run for one

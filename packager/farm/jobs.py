@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ..errors import BadInput
-from ..manifest import Manifest, load_manifest
-from ..platforms import Platform
+from packager.errors import BadInput
+from packager.manifest import Manifest, load_manifest
+from packager.platforms import Platform
 
 Stage = Literal["functional", "full", "all"]
 STAGES: tuple[Stage, ...] = ("functional", "full", "all")

@@ -17,12 +17,12 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
    is the index digest of the reference (the kubelet picks the platform's manifest
    in it), where a local run records the platform manifest's digest.
 2. The model and configuration are the paths the build bakes into every image
-   (``build.MODEL_PATH``, ``build.CONFIG_PATH``): without an engine nothing can
+   (``contract.MODEL_PATH``, ``contract.CONFIG_PATH``): without an engine nothing can
    read the image's environment before the pod starts.
 3. The node is of the job's architecture (``nodeSelector``), so nothing is
    emulated: the scenario sizes are the manifest's, never the QEMU caps a local
    run of a foreign platform applies.
-4. The sandbox (``runner.SANDBOX``) is expressed in pod terms: uid/gid 1000,
+4. The sandbox (``contract.SANDBOX``) is expressed in pod terms: uid/gid 1000,
    non-root, read-only root filesystem, no privilege escalation, all
    capabilities dropped, the runtime's default seccomp profile, no service
    account token, no service links; ``/tmp`` is an ``emptyDir`` of the runner's
@@ -63,11 +63,28 @@ from typing import Any, Literal
 
 import yaml
 
-from ..build import CONFIG_PATH, MODEL_PATH
-from ..errors import BadInput, ClusterUnavailable, ImageMismatch, SchemaError, StageFailed, ToolMissing
-from ..platforms import Platform
-from ..runner import CONTAINER_UID, DATA_MOUNT, HARNESS_ENTRYPOINT, OUT_MOUNT, SANDBOX, SCRATCH
-from .jobs import FarmJob
+from packager.contract import (
+    CONFIG_PATH,
+    DATA_MOUNT,
+    ENTRYPOINT,
+    MODEL_PATH,
+    OUT_MOUNT,
+    SANDBOX,
+    SCRATCH,
+    SCRATCH_SIZE_BYTES,
+    harness_argv,
+)
+from packager.contract import RUNNER_UID as CONTAINER_UID
+from packager.errors import (
+    BadInput,
+    ClusterUnavailable,
+    ImageMismatch,
+    SchemaError,
+    StageFailed,
+    ToolMissing,
+)
+from packager.farm.jobs import FarmJob
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +105,7 @@ NETWORK_POLICY_FILE = f"{NETWORK_POLICY_NAME}.networkpolicy.yaml"
 # The harness's exit codes for input it cannot use (2) and an environment it lacks (3):
 # retrying on another pod cannot help, so they fail the Job at once.
 PERMANENT_EXIT_CODES = (2, 3)
-SCRATCH_SIZE = "2Gi"  # runner.SANDBOX's tmpfs size=2g
+SCRATCH_SIZE = f"{SCRATCH_SIZE_BYTES // 1024**3}Gi"  # the same scratch as the runner's tmpfs
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # An extended resource: a domain prefix (not kubernetes.io's) and a name, as device plugins register them.
@@ -144,9 +161,8 @@ def _client() -> Any:
 
 def harness_args(job: FarmJob, stage: str) -> list[str]:
     """``runner.harness_argv`` for a pod on a node of the job's own architecture (never emulated)."""
-    return ["--config", CONFIG_PATH, "--model", MODEL_PATH, "--dataset", DATA_MOUNT,
-            "--out", f"{OUT_MOUNT}/{job.name}/{stage}", "--cache", f"{SCRATCH}/cache", "--stage", stage,
-            "--image-digest", job.image_digest, "--platform", str(job.platform), "--resume"]
+    return harness_argv(config=CONFIG_PATH, model=MODEL_PATH, out=f"{OUT_MOUNT}/{job.name}/{stage}", stage=stage,
+                        image_digest=job.image_digest, platform=str(job.platform)) + ["--resume"]
 
 
 def node_selector(platform: Platform) -> dict[str, str]:
@@ -209,7 +225,7 @@ def render(job: FarmJob, opts: KubeOptions = KubeOptions()) -> Any:
     def container(stage: str) -> Any:
         return c.V1Container(
             name=stage, image=job.image, image_pull_policy="IfNotPresent",
-            command=list(HARNESS_ENTRYPOINT), args=harness_args(job, stage),
+            command=list(ENTRYPOINT), args=harness_args(job, stage),
             security_context=container_sc, volume_mounts=mounts,
             resources=c.V1ResourceRequirements(limits=limits) if limits else None,
             termination_message_policy="FallbackToLogsOnError")
@@ -456,7 +472,7 @@ class WrittenJob:
     def pending_stage(self, results: Path) -> str | None:
         """The first stage with no metrics.json under ``results/<name>/``: the pod has not finished it
         (still running, failed, or its outputs not copied off the claim yet)."""
-        from ..results import METRICS_NAME
+        from packager.results import METRICS_NAME
 
         return next((s for s in self.stages if not (Path(results) / self.name / s / METRICS_NAME).is_file()), None)
 
@@ -489,14 +505,15 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
 
     from pydantic import ValidationError
 
-    from ..bundle.keys import TrustStore
-    from ..bundle.sign import sign_result_dir
-    from ..bundle.verify import verify_bundle
-    from ..evaluate import bundle_files, evaluator_key
-    from ..manifest import load_manifest
-    from ..results import METRICS_NAME, Metrics
-    from ..runner import image_from_record
-    from .store import DONE_NAME, done_record, now, sha256_file, write_atomic
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.sign import sign_result_dir
+    from packager.bundle.verify import verify_bundle
+    from packager.cache import sha256_digest
+    from packager.farm.store import DONE_NAME, done_record, now, write_atomic
+    from packager.manifest import load_manifest
+    from packager.pipeline import bundle_files, evaluator_key
+    from packager.results import METRICS_NAME, Metrics
+    from packager.run.runner import image_from_record
 
     job = WrittenJob.load(job_file)
     manifest = load_manifest(artifact_dir)
@@ -532,7 +549,7 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
                     archive_path=archive)
     report = verify_bundle(archive, TrustStore.load([pub]), dataset=dataset, artifact=Path(artifact_dir))
     write_atomic(job_dir / DONE_NAME, json.dumps({
-        "bundle": archive.name, "bundle_sha256": sha256_file(archive), "job": job.name, "platform": str(job.platform),
+        "bundle": archive.name, "bundle_sha256": sha256_digest(archive), "job": job.name, "platform": str(job.platform),
         "image_digest": job.image_digest, "keyid": report.signer.keyid if report.signer else None,
         "verify_seconds": round(report.seconds, 3), "time": now()}, indent=2, sort_keys=True) + "\n")
     log.info("sealed %s: %s", job.name, archive)

@@ -29,8 +29,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..errors import CheckFailed, RequestPackError
-from .store import ATTEMPTS_NAME, DONE_NAME, JobSpec, append_line, bundles, done_record, now, sha256_file, write_atomic
+from packager.cache import sha256_digest
+from packager.errors import CheckFailed, RequestPackError
+from packager.farm.store import (
+    ATTEMPTS_NAME,
+    DONE_NAME,
+    JobSpec,
+    append_line,
+    bundles,
+    done_record,
+    now,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +82,16 @@ def evaluate_argv(spec: JobSpec, job_dir: Path) -> list[str]:
 
 def _verify(spec: JobSpec, job_dir: Path) -> dict:
     """Step 5: the one bundle of this key, verified with the signer's public key."""
-    from ..bundle.keys import TrustStore
-    from ..bundle.verify import verify_bundle
-    from ..evaluate import evaluator_key
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.verify import verify_bundle
+    from packager.pipeline import evaluator_key
 
     found = bundles(job_dir)
     if len(found) != 1:
         raise CheckFailed(f"{job_dir}: expected one bundle after evaluate, found {len(found)}")
     _, pub = evaluator_key(Path(spec.signing_key) if spec.signing_key else None)
     report = verify_bundle(found[0], TrustStore.load([pub]), dataset=Path(spec.dataset))
-    return {"bundle": found[0].name, "bundle_sha256": sha256_file(found[0]),
+    return {"bundle": found[0].name, "bundle_sha256": sha256_digest(found[0]),
             "keyid": report.signer.keyid if report.signer else None, "verify_seconds": round(report.seconds, 3)}
 
 

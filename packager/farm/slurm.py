@@ -31,14 +31,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadInput, EnvironmentMissing, RequestPackError
-from ..manifest import MANIFEST_NAME, load_manifest
-from ..platforms import Platform
-from .jobs import ARCH_FEATURE, DeviceNeed, FarmJob
-from .store import (
-    ATTEMPTS_NAME, JOB_NAME, SCRIPT_NAME, SUBMISSIONS_NAME, JobSpec, append_line, bundles, done_record, job_dirs, now,
+from packager.errors import BadInput, EnvironmentMissing, RequestPackError
+from packager.farm.jobs import ARCH_FEATURE, DeviceNeed, FarmJob
+from packager.farm.store import (
+    ATTEMPTS_NAME,
+    JOB_NAME,
+    SCRIPT_NAME,
+    SUBMISSIONS_NAME,
+    JobSpec,
+    append_line,
+    bundles,
+    done_record,
+    job_dirs,
+    now,
     read_lines,
 )
+from packager.manifest import MANIFEST_NAME, load_manifest
+from packager.platforms import Platform
+from packager.repo import default_build_root
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +220,6 @@ class Submission:
     job_id: str | None
 
 
-def _default_build_root(artifact_dir: Path) -> Path:
-    from ..build import default_build_root
-
-    return default_build_root(artifact_dir)
-
-
 def job_script(spec: JobSpec, job_dir: Path) -> str:
     """The batch script: the board's name comes from Slurm at run time; everything else is in job.json."""
     return (
@@ -271,7 +275,7 @@ def submit(
             log.info("%s: job %s is %s; not submitted again", job.name, live[job.key].job_id, live[job.key].state)
             out.append(Submission(job, job_dir, "queued", live[job.key].job_id))
             continue
-        root = build_root or _default_build_root(job.artifact_dir)
+        root = build_root or default_build_root(job.artifact_dir)
         spec = JobSpec.of(job, dataset=dataset, build_root=root, signing_key=signing_key,
                           python=python or sys.executable)
         spec.dump(job_dir / JOB_NAME)

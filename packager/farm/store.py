@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..cache import sha256_file as cache_sha256_file
-from .jobs import FarmJob
+from packager.cache import sha256_digest
+from packager.farm.jobs import FarmJob
 
 JOB_NAME = "job.json"
 SCRIPT_NAME = "job.sh"
@@ -88,9 +88,6 @@ def read_lines(path: Path) -> list[dict]:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    """``sha256:<hex>``, the form done markers record."""
-    return "sha256:" + cache_sha256_file(path)
 
 
 def done_record(job_dir: Path) -> dict | None:
@@ -101,7 +98,7 @@ def done_record(job_dir: Path) -> dict | None:
     try:
         done = json.loads(marker.read_text())
         bundle = job_dir / done["bundle"]
-        if bundle.is_file() and sha256_file(bundle) == done["bundle_sha256"]:
+        if bundle.is_file() and sha256_digest(bundle) == done["bundle_sha256"]:
             return done
     except (json.JSONDecodeError, KeyError, OSError):
         pass

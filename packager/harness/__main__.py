@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from packager.errors import RequestPackError
-
-from .config import build_config, load_config_file
-from .preprocess import default_cache_dir
+from packager.harness.config import build_config, load_config_file
+from packager.harness.preprocess import default_cache_dir
 
 
 def _csv_ints(text: str) -> list[int]:
@@ -59,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from .evaluate import run
+    from packager.harness.evaluate import run
 
     try:
         data = load_config_file(args.config) if args.config else {}

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backends.base import BackendOptions
-from .dataset import DatasetSpec
-from .errors import ConfigError
-from .preprocess import PreprocessParams
+from packager.harness.backends.base import BackendOptions
+from packager.harness.dataset import DatasetSpec
+from packager.harness.errors import ConfigError
+from packager.harness.preprocess import PreprocessParams
 
 _SECTION_KEYS = {
     "run": {"scenarios", "batch_sizes", "warmup", "stages", "min_duration_s"},

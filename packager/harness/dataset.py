@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatasetError, MissingLabel
+from packager.harness.errors import DatasetError, MissingLabel
 
 log = logging.getLogger(__name__)
 

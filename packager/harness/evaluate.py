@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from packager.errors import CheckFailed
-from packager.results import Footprint, LatencyStats, Metrics, Power, ThroughputStats, accuracy_from
-
-from . import backends
-from .config import HarnessConfig
-from .dataset import Sample, load_dataset, truth
-from .errors import BackendUnavailable, ModelMismatch, OutputMismatch
-from .outputs import (
+from packager.harness import backends
+from packager.harness.config import HarnessConfig
+from packager.harness.dataset import Sample, load_dataset, truth
+from packager.harness.errors import BackendUnavailable, ModelMismatch, OutputMismatch
+from packager.harness.outputs import (
     PredictionWriter,
     collect_system,
     framework_versions,
@@ -38,10 +36,25 @@ from .outputs import (
     write_metrics,
     write_system,
 )
-from .power import PowerMonitor
-from .preprocess import PREPROCESS_VERSION, Prepared, load_batch, load_tensor, preprocess_all, tensor_sha256
-from .scenarios import ScenarioSettings, choose_driver
-from .validate import compare_outputs
+from packager.harness.power import PowerMonitor
+from packager.harness.preprocess import (
+    PREPROCESS_VERSION,
+    Prepared,
+    load_batch,
+    load_tensor,
+    preprocess_all,
+    tensor_sha256,
+)
+from packager.harness.scenarios import ScenarioSettings, choose_driver
+from packager.harness.validate import compare_outputs
+from packager.results import (
+    Footprint,
+    LatencyStats,
+    Metrics,
+    Power,
+    ThroughputStats,
+    accuracy_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +221,8 @@ def _check_output(cfg: HarnessConfig, y: np.ndarray) -> None:
 
 
 def _fingerprint(model_path: Path):
+    from packager.harness.fingerprint import fingerprint
     from packager.results import GraphFingerprint
-
-    from .fingerprint import fingerprint
 
     try:
         return GraphFingerprint(**fingerprint(model_path).to_dict())

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BackendUnavailable, ModelMismatch
+from packager.harness.errors import BackendUnavailable, ModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,8 @@ def _traced_shapes(model, notes: list[str]) -> dict | None:
 
     import onnx
 
-    from .backends.base import BackendOptions
-    from .backends.reference import ReferenceBackend
+    from packager.harness.backends.base import BackendOptions
+    from packager.harness.backends.reference import ReferenceBackend
 
     try:
         with tempfile.TemporaryDirectory() as tmp:

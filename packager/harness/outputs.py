@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.harness.errors import DatasetError
 from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,
@@ -29,8 +30,6 @@ from packager.results import (
     System,
     dump_line,
 )
-
-from .errors import DatasetError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,6 @@ Nothing here ever makes up a number: a probe that cannot read gives
 from __future__ import annotations
 
 import abc
-
 import glob
 import logging
 import shlex

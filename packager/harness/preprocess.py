@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, CorruptImage
+from packager.harness.errors import ConfigError, CorruptImage
 
 log = logging.getLogger(__name__)
 

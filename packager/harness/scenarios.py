@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.harness.backends.base import Backend
 from packager.results import LatencyStats, ThroughputStats
-
-from .backends.base import Backend
 
 log = logging.getLogger(__name__)
 

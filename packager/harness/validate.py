@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from packager.harness.errors import ConfigError
 from packager.results import Validation, read_predictions
-
-from .errors import ConfigError
 
 
 def load_reference(path: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, int]]:

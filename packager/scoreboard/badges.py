@@ -21,7 +21,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .store import ResultRow
+from packager.scoreboard.store import ResultRow
 
 
 class Badge(str, enum.Enum):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import BadInput
+from packager.errors import BadInput
 
 
 class Direction(str, enum.Enum):

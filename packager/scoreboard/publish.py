@@ -28,21 +28,21 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..bundle import archive
-from ..bundle.dsse import ENVELOPE_NAME, parse_envelope, signature_bytes
-from ..bundle.keys import TrustStore
-from ..bundle.statement import (
+from packager.bundle import archive
+from packager.bundle.dsse import ENVELOPE_NAME, parse_envelope, signature_bytes
+from packager.bundle.keys import TrustStore
+from packager.bundle.statement import (
     BUILD_RECORD_NAME,
     LOCK_NAME,
     MANIFEST_NAME,
     PROVENANCE_NAME,
     Statement,
 )
-from ..bundle.verify import Report, verify_bundle
-from ..errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
-from ..manifest import Manifest, PypiFileSource, UrlSource
-from ..results import METRICS_NAME
-from .store import Board, ResultRow, now_iso
+from packager.bundle.verify import Report, verify_bundle
+from packager.errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
+from packager.manifest import Manifest, PypiFileSource, UrlSource
+from packager.results import METRICS_NAME
+from packager.scoreboard.store import Board, ResultRow, now_iso
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import BadInput, EnvironmentMissing
+from packager.errors import BadInput, EnvironmentMissing
 
 log = logging.getLogger(__name__)
 

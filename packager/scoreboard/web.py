@@ -28,10 +28,25 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from ..errors import BadInput
-from .badges import Award, Evidence, Tolerances
-from .pareto import Direction, Frontier, Missing, Objective, parse_objectives, pareto_front_columns
-from .store import FILTER_FIELDS, OBJECTIVE_COLUMNS, ROW_FIELDS, SORT_FIELDS, Board, Filters, ResultRow
+from packager.errors import BadInput
+from packager.scoreboard.badges import Award, Evidence, Tolerances
+from packager.scoreboard.pareto import (
+    Direction,
+    Frontier,
+    Missing,
+    Objective,
+    pareto_front_columns,
+    parse_objectives,
+)
+from packager.scoreboard.store import (
+    FILTER_FIELDS,
+    OBJECTIVE_COLUMNS,
+    ROW_FIELDS,
+    SORT_FIELDS,
+    Board,
+    Filters,
+    ResultRow,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from build_helpers import ALL_PLATFORMS, locked_copy  # noqa: E402
 
 @pytest.fixture(scope="session")
 def image_build(tmp_path_factory):
-    from packager import build
+    from packager.image import build
 
     artifact = locked_copy(tmp_path_factory.mktemp("image"))
     result = build.build(artifact, build.BuildOptions(platforms=ALL_PLATFORMS))

@@ -122,7 +122,7 @@ def _unique_artifact(tmp_path_factory, docker_client):
     for step in (["lock", str(art)], ["fetch", str(art)], ["build", str(art), "--platform", "linux/amd64", "--no-load"]):
         res = cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    record = json.loads((root / "build" / art.name / "build-record.json").read_text())
     _BUILT.append((art, record))
     yield art, record
     forget_image(docker_client, record["platforms"]["linux/amd64"]["config_digest"])

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from packager.cache import Cache, sha256_file
-from packager.convert import convert
+from packager.inputs.convert import convert
 from packager.manifest import load_manifest
 
 pytestmark = [pytest.mark.slow]

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from packager import build
+from packager.contract import MODEL_PATH
 from packager.engine import get_engine, local_ref
+from packager.image import build
 from packager.platforms import Platform
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -146,11 +147,11 @@ def test_missing_lock_is_bad_input(tmp_path):
     res = _cli("build", str(art), "--no-load")
     assert res.returncode == 2, res.stderr
     assert "request.lock" in res.stderr and "Traceback" not in res.stderr
-    assert not (tmp_path / "build" / "build-small" / "record.json").exists()
+    assert not (tmp_path / "build" / "build-small" / "build-record.json").exists()
 
 
 def test_cache_file_with_wrong_bytes_is_a_failed_check(artifact, tmp_path):
-    from packager.lock import load_lock
+    from packager.inputs.lock import load_lock
 
     lock = load_lock(artifact / "request.lock")
     bad = tmp_path / "cache" / "cas" / "sha256" / lock.model.sha256[:2] / lock.model.sha256
@@ -159,7 +160,7 @@ def test_cache_file_with_wrong_bytes_is_a_failed_check(artifact, tmp_path):
     res = _cli("build", str(artifact), "--no-load", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out"))
     assert res.returncode == 1, res.stderr
     assert "sha256 mismatch" in res.stderr and "Traceback" not in res.stderr
-    assert not (tmp_path / "out" / "build-small" / "record.json").exists()
+    assert not (tmp_path / "out" / "build-small" / "build-record.json").exists()
 
 
 @pytest.mark.docker
@@ -179,8 +180,8 @@ def test_rendered_dockerfile_builds_the_same_files_natively(built, tmp_path):
                    check=True, capture_output=True, timeout=900)
     try:
         docker = get_engine("docker")
-        res = docker.run(tag, ["-c", f"id -u; sha256sum {build.MODEL_PATH}"], platform=native, entrypoint="sh")
-        ours = docker.run(local_ref(built.name, native), ["-c", f"id -u; sha256sum {build.MODEL_PATH}"],
+        res = docker.run(tag, ["-c", f"id -u; sha256sum {MODEL_PATH}"], platform=native, entrypoint="sh")
+        ours = docker.run(local_ref(built.name, native), ["-c", f"id -u; sha256sum {MODEL_PATH}"],
                           platform=native, entrypoint="sh") if docker.image_id(local_ref(built.name, native)) else None
         assert res.returncode == 0, res.stderr
         lines = res.stdout.split("\n")

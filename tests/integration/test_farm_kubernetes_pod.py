@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runner_helpers import cli, copy_with_unique_version
 import yaml
+from runner_helpers import cli, copy_with_unique_version
 
 from packager.farm import kubernetes as k8s
 from packager.manifest import load_manifest
@@ -74,7 +74,7 @@ def job_yaml(registry, tmp_path_factory) -> Submitted:
     written = sorted((root / "k8s").glob("*.job.yaml"))
     assert len(written) == 1 and written[0].name in res.stdout.replace("\n", "")
     assert (root / "k8s" / k8s.NETWORK_POLICY_FILE).is_file()
-    record = json.loads((root / "build" / art.name / "record.json").read_text())
+    record = json.loads((root / "build" / art.name / "build-record.json").read_text())
     doc = yaml.safe_load(written[0].read_text())
     assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == \
         f"{registry}/request-pack/{art.name}@{record['index_digest']}"

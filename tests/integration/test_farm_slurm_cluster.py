@@ -26,11 +26,11 @@ import time
 from pathlib import Path
 
 import pytest
+from localslurm import Board, LocalCluster
 
 from packager.farm import jobs as farm_jobs
 from packager.farm import slurm
 from packager.farm.images import ensure_images
-from packager.farm.localslurm import Board, LocalCluster
 from packager.farm.store import ATTEMPTS_NAME, DONE_NAME, read_lines
 from packager.platforms import Platform
 

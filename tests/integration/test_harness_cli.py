@@ -19,7 +19,14 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from packager.harness.tinynet import build
-from packager.results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Metrics, System, read_predictions
+from packager.results import (
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    SYSTEM_NAME,
+    Metrics,
+    System,
+    read_predictions,
+)
 
 CONFIG = {
     "name": "tiny",

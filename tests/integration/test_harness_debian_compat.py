@@ -21,7 +21,11 @@ pytest.importorskip("onnxruntime")
 
 from packager.harness.backends import BackendOptions, create
 from packager.harness.fingerprint import fingerprint
-from packager.harness.preprocess import PreprocessParams, preprocess_bytes, tensor_sha256
+from packager.harness.preprocess import (
+    PreprocessParams,
+    preprocess_bytes,
+    tensor_sha256,
+)
 from packager.harness.tinynet import build
 
 REPO = Path(__file__).resolve().parents[2]

@@ -31,7 +31,7 @@ ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
 def model_and_config(tmp_path_factory):
     pytest.importorskip("torch", reason="the conversion recipe needs torch (pip install -e '.[convert]')")
     from packager.cache import Cache
-    from packager.convert import convert
+    from packager.inputs.convert import convert
     from packager.manifest import load_manifest
 
     cache = Cache.open(tmp_path_factory.mktemp("cache"))

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from packager import build, nix
 from packager.errors import NixInputMismatch
+from packager.image import build, nix
 from packager.platforms import Platform
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -47,7 +47,7 @@ def test_evaluate_end_to_end(artifact, shared_sample, tmp_path):
     assert "verified" in res.stdout and "functional" in res.stdout and "full" in res.stdout
     bundle = out / f"{artifact.name}-linux-amd64.bundle.tar.gz"
     assert bundle.is_file()
-    record = json.loads((root / "build" / artifact.name / "record.json").read_text())
+    record = json.loads((root / "build" / artifact.name / "build-record.json").read_text())
     system = json.loads((out / "full" / "system.json").read_text())
     assert system["image_digest"] == record["platforms"]["linux/amd64"]["manifest_digest"]
     assert system["sandbox"]["network"] == "none" and system["sandbox"]["read_only_rootfs"] is True

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from packager.platforms import Platform
-from packager.runner import RunOptions, image_from_record, run_in_sandbox
 from packager.engine.docker import Docker
+from packager.platforms import Platform
+from packager.run.runner import RunOptions, image_from_record, run_in_sandbox
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.slow]
 
@@ -35,7 +35,7 @@ json.dump({"machine": platform.machine(), "python_s": py, "matmul_s": mm}, open(
 
 @pytest.fixture(scope="module")
 def build_root(tmp_path_factory) -> Path:
-    from packager import build as builder
+    from packager.image import build as builder
 
     root = tmp_path_factory.mktemp("build")
     builder.build(ARTIFACT, builder.BuildOptions(platforms=tuple(Platform), build_root=root))

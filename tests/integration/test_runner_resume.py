@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from runner_helpers import import_busybox
 
+from packager.engine.docker import Docker
 from packager.errors import StageFailed
 from packager.manifest import Manifest
 from packager.platforms import Platform
 from packager.results import read_predictions
-from packager.runner import ImageRef, RunOptions, run_stage
-from packager.engine.docker import Docker
+from packager.run.runner import ImageRef, RunOptions, run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = 60

@@ -27,7 +27,7 @@ def test_sigterm_removes_the_running_container(docker_client, tmp_path):
         from packager.cli import exit_on_sigterm
         from packager.engine.base import ContainerSpec
         from packager.engine.docker import Docker
-        from packager.runner import run_container
+        from packager.run.runner import run_container
 
         exit_on_sigterm()  # what the console script does first
         spec = ContainerSpec(image={image!r}, command=("sleep", "300"), labels={{"request-pack.test": {label!r}}})

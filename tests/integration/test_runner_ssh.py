@@ -23,12 +23,11 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_helpers import free_port
-from runner_helpers import forget_image, import_busybox, unique_artifact  # noqa: F401 (a fixture)
+from runner_helpers import forget_image, free_port, import_busybox, unique_artifact  # noqa: F401 (a fixture)
 
-from packager.platforms import Platform
-from packager.runner import image_from_record, run_in_sandbox, RunOptions
 from packager.engine import get_engine
+from packager.platforms import Platform
+from packager.run.runner import RunOptions, image_from_record, run_in_sandbox
 
 pytestmark = [pytest.mark.docker]
 
@@ -95,7 +94,7 @@ Host 127.0.0.1
 
 @pytest.fixture(scope="module")
 def built_busybox(docker_client, tmp_path_factory):
-    """A build dir as the builder leaves it: record.json naming the manifest in build/<name>/oci."""
+    """A build dir as the builder leaves it: build-record.json naming the manifest in build/<name>/oci."""
     root = tmp_path_factory.mktemp("build-root")
     import_busybox(docker_client, root)
     layout = root / "build" / "busybox-test" / "oci"
@@ -103,7 +102,7 @@ def built_busybox(docker_client, tmp_path_factory):
     subprocess.run(["skopeo", "copy", "--quiet", "docker-daemon:request-pack-test/busybox:latest", f"oci:{layout}:amd64"], check=True)
     manifest_digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
     record = {"index_digest": None, "platforms": {"linux/amd64": {"manifest_digest": manifest_digest}}}
-    (layout.parent / "record.json").write_text(json.dumps(record))
+    (layout.parent / "build-record.json").write_text(json.dumps(record))
     yield root / "build"
     for ref in ("request-pack-test/busybox:latest", "request-pack/busybox-test:linux-amd64"):
         try:

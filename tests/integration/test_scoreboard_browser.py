@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import synthetic_results as synthetic
 from runner_helpers import free_port
 
 from packager.bundle.keys import TrustStore, generate_keypair
-from packager.scoreboard import synthetic
 from packager.scoreboard.publish import publish
 from packager.scoreboard.store import Board
 

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from runner_helpers import free_port
 import sqlalchemy as sa
+import synthetic_results as synthetic
+from runner_helpers import free_port
 
 from packager.bundle.keys import generate_keypair
-from packager.scoreboard import synthetic
 from packager.scoreboard.store import Board
 
 PROCESSES = 8

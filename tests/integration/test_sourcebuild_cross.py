@@ -23,12 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from packager import sourcebuild
-from packager.build import deb_epoch, debs_of
 from packager.cache import Cache
-from packager.lock import load_lock
+from packager.image.plan import deb_epoch, debs_of
+from packager.image.rootfs import build_rootfs
+from packager.inputs import sourcebuild
+from packager.inputs.lock import load_lock
 from packager.platforms import Platform
-from packager.rootfs import build_rootfs
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.network, pytest.mark.slow]
 

@@ -132,7 +132,7 @@ def make_result_dir(
 
 
 def write_image_records(root: Path, index_digest: str) -> None:
-    """build-record.json (shaped like packager.build's record.json) and a SLSA v1 provenance statement."""
+    """build-record.json (shaped like packager.image.build's build-record.json) and a SLSA v1 provenance statement."""
     from packager.manifest import load_manifest
 
     record = {

@@ -12,11 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from _bundle_fixture import make_result_dir
 
 from packager.bundle.archive import Limits, pack, safe_unpack, scan_tree
 from packager.errors import BadInput, UnsafeArchive
-
-from _bundle_fixture import make_result_dir
 
 
 @pytest.fixture(scope="module")

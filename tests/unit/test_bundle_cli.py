@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from _bundle_fixture import ARTIFACT, make_result_dir, write_image_records
 
 from packager.bundle.dsse import ENVELOPE_NAME
-
-from _bundle_fixture import ARTIFACT, make_result_dir, write_image_records
 
 # The console script of the interpreter running the tests (a venv's, not whichever is first on PATH).
 _SCRIPT = Path(sys.executable).parent / "request-pack"
@@ -86,7 +85,7 @@ def test_exit_13_replayed_image(copy: Path, signed: tuple[Path, Path, Path], tmp
     artifact = tmp_path / "artifact"
     write_image_records(tmp_path, "sha256:" + "cd" * 32)
     (artifact / "build" / ARTIFACT).mkdir(parents=True)
-    shutil.copyfile(tmp_path / "build-record.json", artifact / "build" / ARTIFACT / "record.json")
+    shutil.copyfile(tmp_path / "build-record.json", artifact / "build" / ARTIFACT / "build-record.json")
     _check(rp("verify", copy, "--trust", signed[2], "--artifact", artifact), 13, "replayed from another image")
 
 

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _bundle_fixture import INDEX_DIGEST, MANIFEST, SAMPLE_LABELS, write_image_records
 
-from packager.bundle import TrustStore, generate_keypair, pack, sign_result_dir, verify_bundle
+from packager.bundle import (
+    TrustStore,
+    generate_keypair,
+    pack,
+    sign_result_dir,
+    verify_bundle,
+)
 from packager.errors import MetricsMismatch, SubjectMismatch
 from packager.harness import tinynet
 from packager.harness.config import build_config
 from packager.harness.evaluate import run
 from packager.results import Metrics
-
-from _bundle_fixture import INDEX_DIGEST, MANIFEST, SAMPLE_LABELS, write_image_records
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from packager.bundle.keys import TrustStore, generate_keypair, key_id, load_private_key, load_public_key
+from packager.bundle.keys import (
+    TrustStore,
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
+)
 from packager.errors import KeyFileError
 
 

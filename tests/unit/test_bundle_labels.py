@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _bundle_fixture import SAMPLE_LABELS as SAMPLE
 
 from packager.bundle.labels import read_labels
-
-from _bundle_fixture import SAMPLE_LABELS as SAMPLE
 
 
 def test_the_shared_sample_reads_as_file_to_index() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _bundle_fixture import ARTIFACT, INDEX_DIGEST, make_result_dir, write_image_records
 
 from packager.bundle import archive
 from packager.bundle.dsse import ENVELOPE_NAME, b64encode
@@ -27,8 +28,6 @@ from packager.errors import (
     UnsafeArchive,
 )
 from packager.results import Metrics
-
-from _bundle_fixture import ARTIFACT, INDEX_DIGEST, make_result_dir, write_image_records
 
 OTHER_DIGEST = "sha256:" + "ab" * 32
 FILES = [
@@ -236,7 +235,7 @@ def test_replayed_with_another_image_digest_in_the_bundle(bundle: Path, keys: Ke
 def test_replayed_against_another_local_build(bundle: Path, keys: Keys, tmp_path: Path) -> None:
     artifact = tmp_path / "artifact"
     (artifact / "build" / ARTIFACT).mkdir(parents=True)
-    (artifact / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    (artifact / "build" / ARTIFACT / "build-record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     _reject(bundle, keys, ImageDigestMismatch, "result replayed from another image?", artifact=artifact)
 
 
@@ -276,9 +275,8 @@ def test_prediction_without_label(bundle: Path, keys: Keys, tmp_path: Path) -> N
 
 def test_dropped_predictions_resigned(bundle: Path, keys: Keys) -> None:
     # Leaving out the hard inputs and recomputing everything else honestly still fails: the stage says 200.
-    from packager.results import accuracy_from, dump_line, read_predictions
-
     from packager.bundle.verify import read_labels
+    from packager.results import accuracy_from, dump_line, read_predictions
 
     truth = read_labels(bundle / "labels.tsv")
     kept = [p for p in read_predictions(bundle / "predictions.jsonl") if p.top5[0] == truth[p.id]]
@@ -411,15 +409,15 @@ def test_build_record_of_another_artifact(bundle: Path, keys: Keys) -> None:
 
 
 def test_local_build_in_the_repository_layout(bundle: Path, keys: Keys, tmp_path: Path) -> None:
-    # <repo>/artifacts/<name> with its build record in <repo>/build/<name>/record.json, as packager.build writes it
+    # <repo>/artifacts/<name> with its build record in <repo>/build/<name>/build-record.json, as packager.image.build writes it
     repo = tmp_path / "repo"
     (repo / "artifacts" / ARTIFACT).mkdir(parents=True)
     shutil.copyfile(bundle / "request.lock", repo / "artifacts" / ARTIFACT / "request.lock")
     (repo / "build" / ARTIFACT).mkdir(parents=True)
-    shutil.copyfile(bundle / "build-record.json", repo / "build" / ARTIFACT / "record.json")
+    shutil.copyfile(bundle / "build-record.json", repo / "build" / ARTIFACT / "build-record.json")
     report = verify_bundle(bundle, keys.store, artifact=repo / "artifacts" / ARTIFACT)
     assert "local build, local request.lock" in report.checks[2].detail
-    (repo / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    (repo / "build" / ARTIFACT / "build-record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=repo / "artifacts" / ARTIFACT)
 
 
@@ -480,13 +478,13 @@ def test_build_root_names_the_record_that_counts(bundle: Path, keys: Keys, tmp_p
     repo = tmp_path / "repo"
     (repo / "artifacts" / ARTIFACT).mkdir(parents=True)
     (repo / "build" / ARTIFACT).mkdir(parents=True)
-    (repo / "build" / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    (repo / "build" / ARTIFACT / "build-record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     elsewhere = tmp_path / "farm-builds"
     (elsewhere / ARTIFACT).mkdir(parents=True)
-    shutil.copyfile(bundle / "build-record.json", elsewhere / ARTIFACT / "record.json")
+    shutil.copyfile(bundle / "build-record.json", elsewhere / ARTIFACT / "build-record.json")
     artifact = repo / "artifacts" / ARTIFACT
     report = verify_bundle(bundle, keys.store, artifact=artifact, build_root=elsewhere)
     assert "local build" in report.checks[2].detail
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact)
-    (elsewhere / ARTIFACT / "record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
+    (elsewhere / ARTIFACT / "build-record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact, build_root=elsewhere)

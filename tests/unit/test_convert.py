@@ -12,7 +12,6 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from packager import convert as cv
 from packager.cache import Cache
 from packager.cli import app
 from packager.errors import (
@@ -23,6 +22,7 @@ from packager.errors import (
     ReproductionMismatch,
     ToolMissing,
 )
+from packager.inputs import convert as cv
 from packager.manifest import PypiFileSource, load_manifest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import yaml
 
-from packager import convert as cv
 from packager.cache import Cache
 from packager.errors import BadInput, IntegrityError, RecipeEnvironmentMismatch
+from packager.inputs import convert as cv
 from packager.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from packager import build
-from packager.dockerfile import DockerfileContext, LayerLine, PlatformStage, render
+from packager.contract import ENTRYPOINT, ENV
 from packager.errors import TemplateError
+from packager.image.dockerfile import (
+    DockerfileContext,
+    LayerLine,
+    PlatformStage,
+    render,
+)
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "dockerfile" / "Dockerfile.golden"
 
@@ -29,8 +34,8 @@ def context() -> DockerfileContext:
         )))
     return DockerfileContext(
         name="golden", version="1.2.3", lock_sha256="cd" * 32, epoch=1_700_000_000, gzip_level=6,
-        platforms=tuple(stages), env=build.ENV, labels=(("org.opencontainers.image.title", "golden"),),
-        user="1000:1000", workdir="/opt/request", entrypoint=tuple(build.ENTRYPOINT),
+        platforms=tuple(stages), env=ENV, labels=(("org.opencontainers.image.title", "golden"),),
+        user="1000:1000", workdir="/opt/request", entrypoint=ENTRYPOINT,
     )
 
 

@@ -9,15 +9,21 @@ import json
 from pathlib import Path
 
 import pytest
+from _bundle_fixture import make_result_dir
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from securesystemslib import dsse  # independent DSSE implementation (test extra)
 
-from packager.bundle.dsse import IN_TOTO_PAYLOAD_TYPE, Envelope, Signature, b64encode, pae, parse_envelope
+from packager.bundle.dsse import (
+    IN_TOTO_PAYLOAD_TYPE,
+    Envelope,
+    Signature,
+    b64encode,
+    pae,
+    parse_envelope,
+)
 from packager.bundle.keys import TrustedKey, TrustStore, key_id
 from packager.bundle.sign import build_statement, sign_statement
 from packager.errors import EnvelopeError
-
-from _bundle_fixture import make_result_dir
 
 
 def test_pae_matches_the_spec_vector() -> None:

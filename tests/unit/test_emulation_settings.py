@@ -7,7 +7,7 @@ from pathlib import Path
 
 from packager.manifest import load_manifest
 from packager.platforms import Platform
-from packager.runner import EMULATED_CPU, RunOptions, emulation_env, harness_argv
+from packager.run.runner import EMULATED_CPU, RunOptions, emulation_env, harness_argv
 
 MANIFEST = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
 

@@ -32,8 +32,8 @@ from _bundle_fixture import make_result_dir  # noqa: E402
 
 from packager.errors import BadInput, MetricsMismatch, SignatureError, UnsafeArchive  # noqa: E402
 from packager.harness.tinynet import build  # noqa: E402
-from packager.mlperf import ExportError, ExportOptions, export_mlperf  # noqa: E402
 from packager.results import Metrics, read_predictions  # noqa: E402
+from packager.scoreboard.mlperf import ExportError, ExportOptions, export_mlperf  # noqa: E402
 
 SYSTEM_DESC_REQUIRED_FIELDS = [
     "division", "submitter", "status", "system_name", "number_of_nodes", "host_processor_model_name",

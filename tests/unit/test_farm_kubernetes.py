@@ -19,13 +19,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from packager.build import CONFIG_PATH, MODEL_PATH
+from packager.contract import CONFIG_PATH, MODEL_PATH
 from packager.errors import BadInput, CheckFailed, ClusterUnavailable, StageFailed
 from packager.farm import kubernetes as k8s
 from packager.farm.jobs import FarmJob, plan
 from packager.manifest import load_manifest
 from packager.platforms import Platform
-from packager.runner import RunOptions, harness_argv
+from packager.run.runner import RunOptions, harness_argv
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = sorted(p.parent for p in (REPO / "artifacts").glob("*/request.yaml"))

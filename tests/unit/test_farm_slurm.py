@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from packager.cache import sha256_digest
 from packager.farm import node, slurm
 from packager.farm.jobs import DeviceNeed, FarmJob
-from packager.farm.store import ATTEMPTS_NAME, DONE_NAME, JOB_NAME, JobSpec, done_record, read_lines, sha256_file
+from packager.farm.store import (
+    ATTEMPTS_NAME,
+    DONE_NAME,
+    JOB_NAME,
+    JobSpec,
+    done_record,
+    read_lines,
+)
 from packager.platforms import Platform
 
 IMAGE = "127.0.0.1:5000/request-pack/x@sha256:" + "a" * 64
@@ -79,7 +87,7 @@ def _finished(tmp_path: Path) -> Path:
     JobSpec.of(_job(), dataset=tmp_path, build_root=tmp_path, signing_key=None, python="py").dump(d / JOB_NAME)
     bundle = d / "x-linux-amd64-functional.bundle.tar.gz"
     bundle.write_bytes(b"signed bytes")
-    (d / DONE_NAME).write_text(json.dumps({"bundle": bundle.name, "bundle_sha256": sha256_file(bundle)}))
+    (d / DONE_NAME).write_text(json.dumps({"bundle": bundle.name, "bundle_sha256": sha256_digest(bundle)}))
     return d
 
 

@@ -21,7 +21,6 @@ from packager.harness.preprocess import PreprocessParams, load_batch, preprocess
 from packager.harness.tinynet import build
 
 
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return build(tmp_path_factory.mktemp("m") / "tiny.onnx")

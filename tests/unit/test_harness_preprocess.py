@@ -12,9 +12,19 @@ import pytest
 PIL = pytest.importorskip("PIL.Image")
 
 from packager.harness.dataset import DatasetSpec, load_dataset
-from packager.harness.errors import ConfigError, CorruptImage, DatasetError, MissingLabel
-from packager.harness.preprocess import PreprocessParams, load_batch, preprocess_all, preprocess_bytes, tensor_sha256
-
+from packager.harness.errors import (
+    ConfigError,
+    CorruptImage,
+    DatasetError,
+    MissingLabel,
+)
+from packager.harness.preprocess import (
+    PreprocessParams,
+    load_batch,
+    preprocess_all,
+    preprocess_bytes,
+    tensor_sha256,
+)
 
 PARAMS = PreprocessParams(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 

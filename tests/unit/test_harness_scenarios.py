@@ -9,7 +9,14 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 from packager.harness.backends import BackendOptions, create
-from packager.harness.scenarios import BuiltinDriver, ScenarioSettings, _batches, _Staging, choose_driver, latency_stats
+from packager.harness.scenarios import (
+    BuiltinDriver,
+    ScenarioSettings,
+    _batches,
+    _Staging,
+    choose_driver,
+    latency_stats,
+)
 from packager.harness.tinynet import build
 
 

@@ -17,10 +17,31 @@ from pathlib import Path
 import pytest
 
 from packager.cache import Cache
-from packager.errors import (CacheMissError, IntegrityError, LockFileError, StaleLockError, UnpinnedInputError)
-from packager.lock import (AptSourceEntry, DebEntry, DebianLock, Lock, ModelLock, ModelSourceLock, PlatformLock,
-                           PythonTarget, WheelEntry, _write_if_changed, dataset_pins, fetch, load_lock, lock,
-                           locked_objects, template_hashes)
+from packager.errors import (
+    CacheMissError,
+    IntegrityError,
+    LockFileError,
+    StaleLockError,
+    UnpinnedInputError,
+)
+from packager.inputs.lock import (
+    AptSourceEntry,
+    DebEntry,
+    DebianLock,
+    Lock,
+    ModelLock,
+    ModelSourceLock,
+    PlatformLock,
+    PythonTarget,
+    WheelEntry,
+    _write_if_changed,
+    dataset_pins,
+    fetch,
+    load_lock,
+    lock,
+    locked_objects,
+    template_hashes,
+)
 from packager.manifest import load_manifest
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "lock-basic"

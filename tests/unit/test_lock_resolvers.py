@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 from packaging.requirements import Requirement
 
-from packager.debian import AptSource, name_version, parse_print_uris, sources_for
 from packager.errors import EnvironmentMissing, UnsupportedPlatformError
+from packager.inputs.debian import (
+    AptSource,
+    name_version,
+    parse_print_uris,
+    sources_for,
+)
+from packager.inputs.wheels import _check_transitive_markers, _explain_failure, pip_env
 from packager.platforms import Platform
-from packager.wheels import _check_transitive_markers, _explain_failure, pip_env
 
 PRINT_URIS = """\
 'http://deb.debian.org/debian/pool/main/b/base-files/base-files_12.4%2bdeb12u15_amd64.deb' base-files_12.4+deb12u15_amd64.deb 70936 MD5Sum:0d863c1ee183c8e006bd085d63f4874f

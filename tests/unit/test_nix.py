@@ -1,4 +1,4 @@
-"""packager.nix without building an image: expressions from a synthetic offline lock, checked by the real nix.
+"""packager.image.nix without building an image: expressions from a synthetic offline lock, checked by the real nix.
 
 Tests marked ``nix`` run the nix binaries (parse, evaluate, instantiate, and
 for the non-determinism case a tiny busybox build); none reaches a network or
@@ -21,14 +21,25 @@ from pathlib import Path
 
 import pytest
 
-from packager import build, nix, oci
 from packager.cache import Cache
 from packager.errors import NixInputMismatch, NixNotDeterministic
-from packager.lock import (AptSourceEntry, DebEntry, DebianLock, Lock, ModelLock, ModelSourceLock, PlatformLock, PythonTarget,
-                           WheelEntry, template_hashes)
+from packager.image import nix, plan
+from packager.image.rootfs import recipe_key
+from packager.image.writer import oci
+from packager.inputs.lock import (
+    AptSourceEntry,
+    DebEntry,
+    DebianLock,
+    Lock,
+    ModelLock,
+    ModelSourceLock,
+    PlatformLock,
+    PythonTarget,
+    WheelEntry,
+    template_hashes,
+)
 from packager.manifest import load_manifest
 from packager.platforms import Platform
-from packager.rootfs import recipe_key
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "build-small"
 EPOCH = 1_700_000_000
@@ -83,7 +94,7 @@ def synthetic(tmp_path: Path) -> tuple[Path, Cache]:
                     wheels=wheels)})
     (art / "request.lock").write_bytes(lock.to_bytes())
     # The base tar as rootfs.build_rootfs caches it, so no mmdebstrap runs.
-    key = recipe_key(Platform.AMD64, build.debs_of(lock, Platform.AMD64), EPOCH)
+    key = recipe_key(Platform.AMD64, plan.debs_of(lock, Platform.AMD64), EPOCH)
     tar_path = cache.subdir("rootfs") / f"{key}.tar"
     with tarfile.open(tar_path, "w") as tar:
         info = tarfile.TarInfo("etc/debian_version")
@@ -124,13 +135,14 @@ def _drv(expr: nix.NixExpression) -> dict:
 
 
 def _engine_plan(art: Path, cache: Cache) -> dict:
-    from packager.rootfs import build_rootfs
+    from packager.image.rootfs import build_rootfs
 
-    manifest, lock, lock_path, _, _ = build.prepare(art, build.BuildOptions(platforms=(Platform.AMD64,), cache_root=cache.root))
-    debs = build.debs_of(lock, Platform.AMD64)
+    inputs = plan.load_inputs(art, (Platform.AMD64,), cache.root)
+    manifest, lock, lock_path = inputs.manifest, inputs.lock, inputs.lock_path
+    debs = plan.debs_of(lock, Platform.AMD64)
     rootfs = build_rootfs(Platform.AMD64, debs, cache, EPOCH)
     lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
-    return build.platform_plan(lock, manifest, Platform.AMD64, cache, EPOCH, rootfs, lock_sha)
+    return plan.platform_plan(lock, manifest, Platform.AMD64, cache, EPOCH, rootfs, lock_sha)
 
 
 def _same_bytes(store_path: str, host_path: str) -> bool:
@@ -398,7 +410,7 @@ def _witness():
 
 
 def test_witness_accepts_a_base_made_of_the_debs_and_names_a_changed_file(tmp_path):
-    from packager.rootfs import DPKG_OPTIONS
+    from packager.image.rootfs import DPKG_OPTIONS
 
     w = _witness()
     deb = tmp_path / "0000-tool_1.0_amd64.deb"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from packager import layers, oci
-from packager.build import deb_epoch, harness_files
 from packager.errors import EmulationMissing
+from packager.image.plan import deb_epoch, harness_files
+from packager.image.rootfs import check_emulation
+from packager.image.writer import layers, oci
 from packager.platforms import Platform
-from packager.rootfs import check_emulation
 
 EPOCH = 1_700_000_000
 
@@ -220,11 +220,11 @@ def test_missing_binfmt_is_an_environment_error(tmp_path):
 
 
 def test_a_plan_replays_with_the_standard_library_alone(tmp_path):
-    """``python3 -S -m packager.ociplan``: no site-packages (no pydantic), as in the Nix builder."""
+    """``python3 -S -m packager.image.writer.ociplan``: no site-packages (no pydantic), as in the Nix builder."""
     import subprocess
     import sys
 
-    from packager import ociplan
+    from packager.image.writer import ociplan
 
     src = tmp_path / "model.onnx"
     src.write_bytes(b"weights")
@@ -237,15 +237,15 @@ def test_a_plan_replays_with_the_standard_library_alone(tmp_path):
     }]}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     in_process = ociplan.execute(plan, tmp_path / "a")
-    repo = Path(ociplan.__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-S", "-E", "-m", "packager.ociplan", str(tmp_path / "plan.json"), str(tmp_path / "b")],
+    repo = Path(ociplan.__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-S", "-E", "-m", "packager.image.writer.ociplan", str(tmp_path / "plan.json"), str(tmp_path / "b")],
                          cwd=repo, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == in_process.digest
     assert (tmp_path / "b" / "index.json").read_bytes() == (tmp_path / "a" / "index.json").read_bytes()
 
 
 def test_check_diagnosis_names_platform_layer_and_file(tmp_path):
-    from packager import build
+    from packager.image import build
 
     def image(out: Path, config: bytes) -> build.PlatformImage:
         blobs = out / "blobs" / "sha256"

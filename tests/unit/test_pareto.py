@@ -7,7 +7,14 @@ import random
 import pytest
 
 from packager.errors import BadInput
-from packager.scoreboard.pareto import Direction, Missing, Objective, dominates, parse_objectives, pareto_front
+from packager.scoreboard.pareto import (
+    Direction,
+    Missing,
+    Objective,
+    dominates,
+    pareto_front,
+    parse_objectives,
+)
 
 OBJS = parse_objectives("accuracy:max,latency:min,price:min,power:min")
 

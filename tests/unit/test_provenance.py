@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from packager import oci, provenance
-from packager.lock import load_lock
+from packager.image import provenance
+from packager.image.writer import oci
+from packager.inputs.lock import load_lock
 from packager.manifest import load_manifest
 from packager.platforms import Platform
 

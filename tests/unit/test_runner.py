@@ -10,11 +10,27 @@ import pytest
 from typer.testing import CliRunner
 
 from packager.cli import app
-from packager.devices import load_cdi_registry, parse_device_spec, plan_devices, resolve_cdi
-from packager.errors import BadInput, CheckFailed, DeviceMissing, ImageMismatch, ImageNotAvailable
+from packager.errors import (
+    BadInput,
+    CheckFailed,
+    DeviceMissing,
+    ImageMismatch,
+    ImageNotAvailable,
+)
 from packager.manifest import Device
 from packager.platforms import Platform
-from packager.runner import SANDBOX, image_from_record, prepare_output, repair_predictions
+from packager.run.devices import (
+    load_cdi_registry,
+    parse_device_spec,
+    plan_devices,
+    resolve_cdi,
+)
+from packager.run.runner import (
+    SANDBOX,
+    image_from_record,
+    prepare_output,
+    repair_predictions,
+)
 
 LINE = '{"id":"%s","output_sha256":"' + "0" * 64 + '","probs":[1.0],"top5":[1]}\n'
 
@@ -119,7 +135,7 @@ def _layout(root: Path, config: bytes) -> str:
 def test_image_pinned_through_the_manifest_blob(tmp_path):
     build = tmp_path / "build"
     mdig = _layout(build / "a", b'{"architecture":"amd64"}')
-    (build / "a" / "record.json").write_text(json.dumps({"index_digest": "sha256:" + "1" * 64,
+    (build / "a" / "build-record.json").write_text(json.dumps({"index_digest": "sha256:" + "1" * 64,
                                                          "platforms": {"linux/amd64": {"manifest_digest": mdig}}}))
     ref = image_from_record(tmp_path, "a", Platform.AMD64, build)
     assert ref.config_digest == "sha256:" + hashlib.sha256(b'{"architecture":"amd64"}').hexdigest()
@@ -162,7 +178,7 @@ def test_cli_evaluate_names_the_failing_stage(tmp_path):
 
 def test_harness_argv_by_digest_and_short_scenarios_when_emulated(tmp_path):
     from packager.manifest import load_manifest
-    from packager.runner import RunOptions, harness_argv
+    from packager.run.runner import RunOptions, harness_argv
 
     manifest = load_manifest(Path(__file__).resolve().parents[1] / "data" / "manifest-valid")
     native = Platform.native()
@@ -188,7 +204,7 @@ def test_image_references_are_by_digest_only():
     assert (ref.repository, ref.digest, ref.host, ref.tls_verify) == ("127.0.0.1:5000/request-pack/a", digest, "127.0.0.1:5000", False)
     assert parse_reference(f"registry.example.org/x/y@{digest}").tls_verify is True
     assert parse_reference(f"localhost/y@{digest}").tls_verify is False
-    for text, why in ((f"127.0.0.1:5000/request-pack/a:latest", "names a tag"), ("request-pack/a", "is not"),
+    for text, why in (("127.0.0.1:5000/request-pack/a:latest", "names a tag"), ("request-pack/a", "is not"),
                       (f"127.0.0.1:5000/a@sha256:{'ab' * 31}", "is not"), (f"a@{digest}", "is not")):
         with pytest.raises(BadInput, match=why) as e:
             parse_reference(text)

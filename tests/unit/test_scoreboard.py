@@ -15,16 +15,22 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import synthetic_results as synthetic
 
 from packager.bundle import archive
 from packager.bundle.keys import TrustStore, generate_keypair
 from packager.bundle.sign import sign_result_dir
 from packager.errors import BadInput, SignatureError, SubjectMismatch
 from packager.results import METRICS_NAME, PREDICTIONS_NAME
-from packager.scoreboard import synthetic
 from packager.scoreboard.badges import Badge, Evidence
 from packager.scoreboard.publish import publish
-from packager.scoreboard.store import SCHEMA_VERSION, Board, Filters, board_schema, normalise_url
+from packager.scoreboard.store import (
+    SCHEMA_VERSION,
+    Board,
+    Filters,
+    board_schema,
+    normalise_url,
+)
 
 _SCRIPT = Path(sys.executable).parent / "request-pack"
 BASE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "packager.cli"]

@@ -17,11 +17,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from packager import sourcebuild
 from packager.cache import Cache
 from packager.errors import CacheMissError, LockFileError, ReproductionMismatch
-from packager.lock import LockedObject, PlatformLock, WheelEntry, load_lock, locked_objects
-from packager.sourcebuild import PinnedFile, SourceBuildLock
+from packager.inputs import sourcebuild
+from packager.inputs.lock import (
+    PlatformLock,
+    WheelEntry,
+    load_lock,
+    locked_objects,
+)
+from packager.inputs.sourcebuild import PinnedFile, SourceBuildLock
 
 SHA = {c: c * 64 for c in "abcdef"}
 
@@ -66,7 +71,13 @@ def test_wheel_entry_needs_exactly_one_origin(url, build) -> None:
 
 
 def test_lock_with_a_built_wheel_round_trips_and_lists_its_inputs(tmp_path: Path) -> None:
-    from packager.lock import Lock, ModelLock, ModelSourceLock, PythonTarget, DebianLock
+    from packager.inputs.lock import (
+        DebianLock,
+        Lock,
+        ModelLock,
+        ModelSourceLock,
+        PythonTarget,
+    )
 
     plat = PlatformLock(debian=DebianLock(arch="arm64", suite="bookworm", sources=[], packages=[]), wheels=[_built_entry(_recipe())])
     lock = Lock(lock_version=1, generator="request-pack", artifact="demo", manifest_sha256=SHA["f"],

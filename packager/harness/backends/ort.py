@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelMismatch
-from .base import Backend, BackendOptions, InputInfo
+from packager.harness.backends.base import Backend, BackendOptions, InputInfo
+from packager.harness.errors import BackendUnavailable, ModelMismatch
 
 log = logging.getLogger(__name__)
 

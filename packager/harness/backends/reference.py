@@ -20,8 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelMismatch, UnsupportedOperator
-from .base import Backend, BackendOptions, InputInfo
+from packager.harness.backends.base import Backend, BackendOptions, InputInfo
+from packager.harness.errors import (
+    BackendUnavailable,
+    ModelMismatch,
+    UnsupportedOperator,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ConfigError, ModelMismatch
-from .base import Backend, BackendOptions, InputInfo
+from packager.harness.backends.base import Backend, BackendOptions, InputInfo
+from packager.harness.errors import BackendUnavailable, ConfigError, ModelMismatch
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TvmBackend(Backend):
 
         shape = [batch] + [d if isinstance(d, int) else 1 for d in self._input.shape[1:]]
         log.info("tvm: compiling %s for %s at batch %d (opt level %d)", self._path.name, self._target, batch, self._opt_level)
-        from .reference import fold_constants
+        from packager.harness.backends.reference import fold_constants
 
         try:
             # Relax's importer wants static pads; PyTorch exports of 'same' padding compute them from Shape.

@@ -37,8 +37,13 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Cache
-from .errors import BadInput, EnvironmentMissing, NetworkUnavailable, ToolMissing
+from packager.cache import Cache
+from packager.errors import (
+    BadInput,
+    EnvironmentMissing,
+    NetworkUnavailable,
+    ToolMissing,
+)
 
 log = logging.getLogger(__name__)
 

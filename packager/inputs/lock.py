@@ -32,15 +32,39 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from . import debian, sourcebuild, wheels
-from .cache import Cache, sha256_file
-from .errors import (BadInput, CacheMissError, EnvironmentMissing, IntegrityError, LockFileError, ManifestError, NetworkUnavailable,
-                     StaleLockError, UnpinnedInputError, UnsupportedPlatformError)
-from .manifest import LOCK_NAME, Manifest, _parse_pinned, load_manifest, manifest_path
-from .platforms import Platform
-from .sourcebuild import SourceBuildLock
+from packager.cache import Cache, sha256_file
+from packager.errors import (
+    BadInput,
+    CacheMissError,
+    EnvironmentMissing,
+    IntegrityError,
+    LockFileError,
+    ManifestError,
+    NetworkUnavailable,
+    StaleLockError,
+    UnpinnedInputError,
+    UnsupportedPlatformError,
+)
+from packager.inputs import debian, sourcebuild, wheels
+from packager.inputs.sourcebuild import SourceBuildLock
+from packager.manifest import (
+    LOCK_NAME,
+    Manifest,
+    _parse_pinned,
+    load_manifest,
+    manifest_path,
+)
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 
@@ -512,9 +536,9 @@ def _maybe_convert(manifest: Manifest, artifact_dir: Path, cache: Cache) -> None
     if cache.has(manifest.model.sha256):
         return
     try:
-        from . import convert
+        from packager.inputs import convert
     except ImportError:
-        log.warning("model %s… is not in the cache and packager.convert is unavailable; the lock records its expected hash",
+        log.warning("model %s… is not in the cache and packager.inputs.convert is unavailable; the lock records its expected hash",
                     manifest.model.sha256[:12])
         return
     try:

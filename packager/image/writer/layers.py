@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
-from .oci import Entry, _TYPES, clean_path, parent_dirs
+from .oci import _TYPES, Entry, clean_path, parent_dirs
 
 PREFIX = "usr/local"
 SITE = "usr/local/lib/python3.11/dist-packages"

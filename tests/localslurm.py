@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import EnvironmentMissing, RequestPackError
+from packager.errors import EnvironmentMissing, RequestPackError
 
 log = logging.getLogger(__name__)
 

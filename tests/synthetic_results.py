@@ -17,9 +17,16 @@ from pathlib import Path
 
 import yaml
 
-from ..bundle.sign import sign_result_dir
-from ..bundle.statement import BUILD_RECORD_NAME, LABELS_NAME, MANIFEST_NAME, PROVENANCE_NAME, SLSA_PROVENANCE_TYPE, STATEMENT_TYPE
-from ..results import (
+from packager.bundle.sign import sign_result_dir
+from packager.bundle.statement import (
+    BUILD_RECORD_NAME,
+    LABELS_NAME,
+    MANIFEST_NAME,
+    PROVENANCE_NAME,
+    SLSA_PROVENANCE_TYPE,
+    STATEMENT_TYPE,
+)
+from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,
     SYSTEM_NAME,

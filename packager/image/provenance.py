@@ -15,7 +15,8 @@ import re
 import urllib.parse
 from pathlib import Path
 
-from . import __version__, oci
+from packager import __version__
+from packager.image.writer import oci
 
 BUILD_TYPE = "https://request-pack.invalid/build/oci-layout/v1"
 BUILDER_ID = f"https://request-pack.invalid/builder/request-pack@{__version__}"

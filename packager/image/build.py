@@ -9,7 +9,7 @@
    re-links blobs;
 3. the image index (one manifest per platform) as an OCI layout, written into a
    temp directory and renamed over ``build/<name>/oci`` only when complete;
-4. the readable Dockerfile, the SBOM and the SLSA provenance; ``record.json``
+4. the readable Dockerfile, the SBOM and the SLSA provenance; ``build-record.json``
    last, so a record on disk always describes a complete layout;
 5. load each platform into the engine (its image id must be our config
    digest) and push the index when asked.
@@ -20,49 +20,35 @@ on a mismatch it names the first diverging layer and the first differing file.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import logging
 import os
 import shutil
-import struct
-import tarfile
 import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, layers, oci, ociplan
-from .cache import Cache
-from .errors import BadInput, NotReproducible
-from .lock import Lock, check_frozen
-from .manifest import LOCK_NAME, Manifest, load_manifest, manifest_path
-from .platforms import Platform
-from .rootfs import RUNNER_UID, Deb, Rootfs, build_rootfs
+from packager import __version__
+from packager.cache import Cache
+from packager.contract import BUILD_RECORD_NAME
+from packager.errors import BuildFailed, NotReproducible
+from packager.image.plan import Inputs, load_inputs, platform_epoch, platform_plan
+from packager.image.rootfs import Rootfs, build_rootfs
+from packager.image.writer import layers, oci, ociplan
+from packager.manifest import Manifest
+from packager.platforms import Platform
+from packager.repo import default_build_root
 
 log = logging.getLogger(__name__)
 
 LAYER_RECIPE = 1
-PACKAGE_ROOT = Path(__file__).resolve().parent
-TEMPLATE_DIR = PACKAGE_ROOT.parent / "dockerfiles"
-APP_DIR = "opt/request"
-MODEL_PATH = f"/{APP_DIR}/model.onnx"
-CONFIG_PATH = f"/{APP_DIR}/request.json"
-ENTRYPOINT = ["python3", "-m", "packager.harness"]
-ENV = (
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
-    ("LANG", "C.UTF-8"),
-    ("PYTHONPATH", f"/{APP_DIR}"),
-    ("PYTHONDONTWRITEBYTECODE", "1"),
-    ("REQUEST_MODEL", MODEL_PATH),
-    ("REQUEST_CONFIG", CONFIG_PATH),
-)
-RECORD_NAME = "record.json"
+RECORD_NAME = BUILD_RECORD_NAME
 SBOM_NAME = "sbom.spdx.json"
 PROVENANCE_NAME = "provenance.json"
-PLAN_NAME = "plan.json"  # the stdlib-only recipe (packager.ociplan) another builder can replay
+PLAN_NAME = "plan.json"  # the stdlib-only recipe (packager.image.writer.ociplan) another builder can replay
 
 
 @dataclass(frozen=True)
@@ -97,82 +83,6 @@ class BuildResult:
     record: dict
     seconds: float
     loaded: dict[str, str] = field(default_factory=dict)
-
-
-# --- inputs ----------------------------------------------------------------------------
-
-
-def default_build_root(artifact_dir: Path) -> Path:
-    """``<repo>/build`` for ``<repo>/artifacts/<name>``; else ``build`` beside the artifact directory."""
-    artifact_dir = Path(artifact_dir).resolve()
-    if artifact_dir.parent.name == "artifacts":
-        return artifact_dir.parent.parent / "build"
-    return artifact_dir.parent / "build"
-
-
-def deb_epoch(paths: list[Path]) -> int:
-    """SOURCE_DATE_EPOCH of an image: the newest .deb's ar member time (its package build time).
-
-    Derived from the locked inputs, so it is the same everywhere; and no file in
-    the base is newer, so clamping never rewrites a packaged file's mtime.
-    """
-    newest = 0
-    for p in paths:
-        with open(p, "rb") as f:
-            head = f.read(8 + 60)
-        if head[:8] != b"!<arch>\n":
-            raise BadInput("not a Debian package (ar archive)", file=p)
-        newest = max(newest, int(head[8 + 16: 8 + 28].strip() or b"0"))
-    return newest
-
-
-def debs_of(lock: Lock, platform: Platform) -> list[Deb]:
-    return [Deb(d.name, d.version, d.architecture, d.filename, d.sha256, d.size)
-            for d in lock.platforms[platform.value].debian.packages]
-
-
-def harness_files(root: Path = PACKAGE_ROOT) -> list[tuple[Path, str]]:
-    """``packager/harness`` and the package modules it imports, found by reading its imports.
-
-    The harness must run without the rest of the chain (engines, signing, web),
-    so only what it actually imports goes into the image.
-    """
-    wanted: set[Path] = {root / "__init__.py"}
-    todo = sorted((root / "harness").rglob("*.py"))
-    seen: set[Path] = set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        wanted.add(path)
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            for mod in _imported_modules(node, path, root):
-                target = root.joinpath(*mod) if mod else root
-                for cand in (target.with_suffix(".py"), target / "__init__.py"):
-                    if cand.is_file() and cand not in seen:
-                        todo.append(cand)
-    return [(p, f"{APP_DIR}/packager/{p.relative_to(root).as_posix()}") for p in sorted(wanted)]
-
-
-def _imported_modules(node: ast.AST, path: Path, root: Path) -> list[tuple[str, ...]]:
-    """Module paths inside ``packager`` (as parts) that an import node names."""
-    if isinstance(node, ast.Import):
-        return [tuple(a.name.split(".")[1:]) for a in node.names if a.name.split(".")[0] == "packager"]
-    if not isinstance(node, ast.ImportFrom):
-        return []
-    if node.level == 0:
-        if not node.module or node.module.split(".")[0] != "packager":
-            return []
-        base = tuple(node.module.split(".")[1:])
-    else:
-        pkg = path.parent.relative_to(root).parts
-        if node.level - 1 > len(pkg):
-            return []
-        pkg = pkg[: len(pkg) - (node.level - 1)]
-        base = pkg + tuple((node.module or "").split(".")) if node.module else pkg
-    return [base] + [base + (a.name,) for a in node.names]
 
 
 # --- layers ------------------------------------------------------------------------------
@@ -229,50 +139,6 @@ def _cached_writer(lc: _LayerCache, infos: list[LayerInfo]):
     return write
 
 
-def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cache, epoch: int, rootfs: Rootfs,
-                  lock_sha: str) -> dict:
-    """One platform of the plan: layer specs (inputs by path and hash), config and history."""
-    plat_lock = lock.platforms[platform.value]
-    wheels = [(cache.path_of(w.sha256, size=w.size, name=w.filename), w.filename) for w in plat_lock.wheels]
-    hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files()]
-    model_path = cache.path_of(lock.model.sha256, name=f"model {lock.model.filename}")
-    config_sha = cache.put_bytes(oci.canonical_json(manifest.model_dump(mode="json")) + b"\n", name=f"{manifest.name} request.json")
-    specs = [
-        {"role": "base", "kind": "rootfs", "tar": str(rootfs.path), "inputs": {"rootfs": rootfs.sha256},
-         "detail": f"Debian bookworm {platform.debian_arch}, {rootfs.packages} packages"},
-        {"role": "wheels", "kind": "wheels", "wheels": [[str(p), n] for p, n in wheels],
-         "inputs": {"wheels": sorted(w.sha256 for w in plat_lock.wheels)},
-         "detail": ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"},
-        {"role": "harness", "kind": "files", "files": [[str(src), dest, mode] for src, dest, mode in hfiles],
-         "inputs": {"files": {dest: [hashlib.sha256(src.read_bytes()).hexdigest(), mode] for src, dest, mode in hfiles}},
-         "detail": f"packager.harness {__version__}"},
-        {"role": "model", "kind": "files",
-         "files": [[str(model_path), MODEL_PATH, 0o644], [str(cache.object_path(config_sha)), CONFIG_PATH, 0o644]],
-         "inputs": {"model": lock.model.sha256, "config": config_sha},
-         "detail": f"{lock.model.filename} sha256 {lock.model.sha256}"},
-    ]
-    config = {
-        "User": f"{RUNNER_UID}:{RUNNER_UID}",
-        "Env": [f"{k}={v}" for k, v in ENV],
-        "Entrypoint": ENTRYPOINT,
-        "WorkingDir": f"/{APP_DIR}",
-        "Labels": labels_for(manifest, lock_sha),
-    }
-    history = [{"created_by": f"request-pack {__version__}: {s['role']} layer", "comment": s["detail"]} for s in specs]
-    return {"platform": oci.platform_json(platform.os, platform.architecture, platform.variant), "epoch": epoch,
-            "layers": specs, "config": config, "history": history}
-
-
-def labels_for(manifest: Manifest, lock_sha: str) -> dict[str, str]:
-    return {
-        "org.opencontainers.image.title": manifest.name,
-        "org.opencontainers.image.version": manifest.version,
-        "org.opencontainers.image.licenses": manifest.license,
-        "org.request-pack.lock.sha256": lock_sha,
-        "org.request-pack.model.sha256": manifest.model.sha256,
-    }
-
-
 # --- the whole build -------------------------------------------------------------------------
 
 
@@ -286,36 +152,22 @@ class BuildOptions:
     tag: str = "latest"
 
 
-def prepare(artifact_dir: Path, opts: BuildOptions) -> tuple[Manifest, Lock, Path, list[Platform], Cache]:
-    artifact_dir = Path(artifact_dir)
-    manifest = load_manifest(artifact_dir)
-    mdir = manifest_path(artifact_dir).parent
-    platforms = list(opts.platforms) or list(manifest.platforms)
-    for p in platforms:
-        if p not in manifest.platforms:
-            raise BadInput(f"{p} is not one of the manifest's platforms ({', '.join(x.value for x in manifest.platforms)})",
-                           file=manifest_path(artifact_dir), field="platforms")
-    cache = Cache.open(opts.cache_root)
-    lock_path = mdir / LOCK_NAME
-    lock = check_frozen(manifest, lock_path, cache, platforms).lock
-    return manifest, lock, lock_path, platforms, cache
+def inputs_for(artifact_dir: Path, opts: BuildOptions) -> Inputs:
+    return load_inputs(artifact_dir, opts.platforms, opts.cache_root)
 
 
-def write_layout(manifest: Manifest, lock: Lock, lock_sha: str, platforms: list[Platform], cache: Cache,
-                 out: Path, opts: BuildOptions) -> tuple[oci.Descriptor, list[PlatformImage], dict]:
+def write_layout(inputs: Inputs, cache: Cache, out: Path, opts: BuildOptions) -> tuple[oci.Descriptor, list[PlatformImage], dict]:
     """Every platform's layers, configs and manifests, and the index, into the layout ``out``."""
     lc = _LayerCache(cache, reuse=opts.reuse_layers)
     blobs = out / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     images: list[PlatformImage] = []
     plan = {"plan_version": ociplan.PLAN_VERSION, "tag": opts.tag, "platforms": []}
-    for platform in platforms:
+    for platform in inputs.platforms:
         t0 = time.monotonic()
-        debs = debs_of(lock, platform)
-        paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
-        epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or deb_epoch(paths))
+        debs, epoch = platform_epoch(inputs.lock, platform, cache)
         rootfs = build_rootfs(platform, debs, cache, epoch, fresh=opts.fresh_base)
-        pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
+        pplan = platform_plan(inputs.lock, inputs.manifest, platform, cache, epoch, rootfs, inputs.lock_sha256)
         infos: list[LayerInfo] = []
         try:
             mdesc, cfg, _ = ociplan.platform_image(pplan, lc.blobs, _cached_writer(lc, infos))
@@ -332,18 +184,18 @@ def write_layout(manifest: Manifest, lock: Lock, lock_sha: str, platforms: list[
 
 
 def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResult:
-    from . import provenance
-    from .dockerfile import render_dockerfile
+    from packager.image import provenance
+    from packager.image.dockerfile import render_dockerfile
 
     started = time.time()
     t0 = time.monotonic()
-    manifest, lock, lock_path, platforms, cache = prepare(artifact_dir, opts)
-    lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    inputs = inputs_for(artifact_dir, opts)
+    manifest, lock, lock_sha, platforms = inputs.manifest, inputs.lock, inputs.lock_sha256, list(inputs.platforms)
     build_dir = (opts.build_root or default_build_root(artifact_dir)) / manifest.name
     build_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".oci-", dir=build_dir))
     try:
-        index, images, plan = write_layout(manifest, lock, lock_sha, platforms, cache, staging, opts)
+        index, images, plan = write_layout(inputs, inputs.cache, staging, opts)
         layout = build_dir / "oci"
         (build_dir / RECORD_NAME).unlink(missing_ok=True)  # a record never outlives its layout
         old = build_dir / f".oci-old-{os.getpid()}"
@@ -434,21 +286,20 @@ class CheckResult:
 
 def check(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> CheckResult:
     """Build twice from clean layer state into two scratch layouts; the index digests must match."""
-    manifest, lock, lock_path, platforms, cache = prepare(artifact_dir, opts)
-    lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    inputs = inputs_for(artifact_dir, opts)
     with tempfile.TemporaryDirectory(prefix="request-pack-check-") as tmp:
         results, times = [], []
         for n in (1, 2):
-            scratch = _scratch_cache(cache, Path(tmp) / f"cache{n}")
+            scratch = _scratch_cache(inputs.cache, Path(tmp) / f"cache{n}")
             start = time.monotonic()
             out = Path(tmp) / f"oci{n}"
-            index, images, _ = write_layout(manifest, lock, lock_sha, platforms, scratch, out,
-                                         BuildOptions(platforms=tuple(platforms), reuse_layers=False, fresh_base=opts.fresh_base))
+            index, images, _ = write_layout(inputs, scratch, out,
+                                            BuildOptions(platforms=inputs.platforms, reuse_layers=False, fresh_base=opts.fresh_base))
             times.append(round(time.monotonic() - start, 1))
             results.append((out, index, images))
         (out1, i1, imgs1), (out2, i2, imgs2) = results
         if i1.digest != i2.digest:
-            raise NotReproducible(f"{manifest.name}: two builds differ: index {i1.digest} vs {i2.digest}; "
+            raise NotReproducible(f"{inputs.manifest.name}: two builds differ: index {i1.digest} vs {i2.digest}; "
                                   + _diagnose(out1, imgs1, out2, imgs2))
     return CheckResult((i1.digest, i2.digest), (times[0], times[1]))
 
@@ -480,7 +331,7 @@ def _diagnose(out1: Path, imgs1: list[PlatformImage], out2: Path, imgs2: list[Pl
 
 def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dict[str, str]:
     """Load every platform into the engine; its image id must be our config digest."""
-    from .engine import get_engine, local_ref
+    from packager.engine import get_engine, local_ref
 
     engine = get_engine(engine_name)
     loaded = {}
@@ -488,8 +339,6 @@ def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dic
         ref = local_ref(result.name, img.platform, tag)
         image_id = engine.load(result.layout, tag, img.platform, ref)
         if image_id != img.config_digest:
-            from .errors import BuildFailed
-
             raise BuildFailed(f"{engine_name} rewrote {img.platform}: image id {image_id}, we wrote config {img.config_digest}")
         loaded[img.platform.value] = ref
     # The record says which engine holds the images, and its version.
@@ -500,7 +349,7 @@ def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dic
 
 def push_to(result: BuildResult, registry: str, tag: str = "latest") -> str:
     """Push the whole index to ``registry`` (``host:port``) as ``request-pack/<name>:<tag>``; return the reference."""
-    from .engine import push
+    from packager.engine import push
 
     dest = f"{registry.rstrip('/')}/request-pack/{result.name}:{tag}"
     push(result.layout, tag, dest)
@@ -508,6 +357,6 @@ def push_to(result: BuildResult, registry: str, tag: str = "latest") -> str:
 
 
 def engine_version(engine_name: str) -> str:
-    from .engine import get_engine
+    from packager.engine import get_engine
 
     return get_engine(engine_name).version()

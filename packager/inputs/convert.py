@@ -48,8 +48,8 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .cache import Cache, sha256_file
-from .errors import (
+from packager.cache import Cache, sha256_file
+from packager.errors import (
     BadInput,
     IntegrityError,
     NetworkUnavailable,
@@ -57,7 +57,13 @@ from .errors import (
     ReproductionMismatch,
     ToolMissing,
 )
-from .manifest import Conversion, Manifest, PypiFileSource, load_manifest, manifest_path
+from packager.manifest import (
+    Conversion,
+    Manifest,
+    PypiFileSource,
+    load_manifest,
+    manifest_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +395,7 @@ def calibration_tensors(calibration: CalibrationSet, manifest: Manifest, cache: 
     """Step 4: one preprocessed (1, C, H, W) float32 array per calibration image."""
     import numpy as np
 
-    from .harness.preprocess import PreprocessParams, preprocess_bytes
+    from packager.harness.preprocess import PreprocessParams, preprocess_bytes
 
     params = PreprocessParams.from_mapping(manifest.preprocessing.model_dump())
     sources = calibration.sources()
@@ -421,7 +427,13 @@ def quantize_static_recipe(manifest: Manifest, file: Path, cache: Cache) -> str:
         if not isinstance(args.get(key, False), bool):
             raise BadInput(f"{key} must be true or false", file=file, field=f"model.conversion.args.{key}")
     try:
-        from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ImportError as e:
         raise ToolMissing(f"onnxruntime's quantisation tools cannot be imported: {e}", fix="pip install -e '.[convert]'") from e
@@ -483,8 +495,8 @@ def read_seed(path: Path) -> int:
 
 def seeded_recipe(manifest: Manifest, file: Path, artifact: Path, cache: Cache) -> str:
     """Build under the seed, export, store; returns the sha256 of the stored file."""
-    from .manifest import LocalFileSource
-    from .models.resnet import seeded
+    from packager.inputs.models.resnet import seeded
+    from packager.manifest import LocalFileSource
 
     conversion = manifest.model.conversion
     assert conversion is not None

@@ -29,16 +29,16 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import Cache, sha256_file
-from .errors import BuildFailed, EmulationMissing, ToolMissing
-from .platforms import Platform
+from packager.cache import Cache, sha256_file
+from packager.contract import APP_DIR, RUNNER_UID
+from packager.contract import RUNNER_USER as RUNNER
+from packager.errors import BuildFailed, EmulationMissing, ToolMissing
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 
 RECIPE_VERSION = 1
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-RUNNER_UID = 1000
-RUNNER = "runner"
 
 # Docs, manuals and translations are not needed to run a benchmark; copyrights stay (licences).
 DPKG_OPTIONS = (
@@ -56,7 +56,7 @@ CUSTOMIZE_HOOKS = (
     f'echo "{RUNNER}:x:{RUNNER_UID}:{RUNNER_UID}:request-pack runner:/home/{RUNNER}:/bin/sh" >> "$1/etc/passwd"',
     f'echo "{RUNNER}:x:{RUNNER_UID}:" >> "$1/etc/group"',
     f'echo "{RUNNER}:*:0:0:99999:7:::" >> "$1/etc/shadow"',
-    f'mkdir -p "$1/home/{RUNNER}" "$1/opt/request" && chown {RUNNER_UID}:{RUNNER_UID} "$1/home/{RUNNER}" && chmod 0755 "$1/home/{RUNNER}"',
+    f'mkdir -p "$1/home/{RUNNER}" "$1/{APP_DIR}" && chown {RUNNER_UID}:{RUNNER_UID} "$1/home/{RUNNER}" && chmod 0755 "$1/home/{RUNNER}"',
     'find "$1" -xdev -name __pycache__ -type d -prune -exec rm -rf {} +',
     'rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/* "$1"/var/cache/debconf/*-old "$1"/var/lib/dpkg/*-old',
 )
@@ -176,8 +176,8 @@ def _compare_with_cached(store: Path, key: str, fresh: Path, digest: str, platfo
     meta = store / f"{key}.json"
     if not meta.is_file() or json.loads(meta.read_text())["sha256"] == digest:
         return
-    from .errors import NotReproducible
-    from .oci import first_difference
+    from packager.errors import NotReproducible
+    from packager.image.writer.oci import first_difference
 
     diff = first_difference(store / f"{key}.tar", fresh)
     fresh.unlink(missing_ok=True)

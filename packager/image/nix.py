@@ -2,7 +2,7 @@
 
 ``generate()`` renders ``nix/<name>/default.nix`` (self-contained, no nixpkgs)
 and ``nix/<name>/dockertools.nix`` (the nixpkgs form) from the lock, with the
-templates in ``nix/templates/``. The recipe is ``build.platform_plan``'s, the
+templates in ``nix/templates/``. The recipe is ``plan.platform_plan``'s, the
 plan ``request-pack build`` executes, with every host path replaced by a
 fixed-output store path pinned by sha256:
 
@@ -40,14 +40,25 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import oci
-from .errors import BadInput, CacheMissError, NixBuildFailed, NixInputMismatch, NixNotDeterministic, TemplateError, ToolMissing
-from .platforms import Platform
+from packager.cache import sha256_file
+from packager.errors import (
+    BadInput,
+    CacheMissError,
+    NixBuildFailed,
+    NixInputMismatch,
+    NixNotDeterministic,
+    TemplateError,
+    ToolMissing,
+)
+from packager.image.plan import load_inputs, platform_epoch, platform_plan
+from packager.image.rootfs import DPKG_OPTIONS, build_rootfs
+from packager.image.writer import oci
+from packager.inputs.lock import locked_objects
+from packager.platforms import Platform
+from packager.repo import NIX_DIR, REPO_ROOT, default_build_root
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-NIX_DIR = REPO_ROOT / "nix"
 TEMPLATE_DIR = NIX_DIR / "templates"
 SYSTEM = "x86_64-linux"
 BUILDER_PLATFORM = Platform.AMD64
@@ -280,10 +291,10 @@ class _Pins:
             pin = Pin(label or self.labels.get(p.name, name), store_name(name), p.name, path)
         elif p.is_relative_to(REPO_ROOT):
             rel = p.relative_to(REPO_ROOT).as_posix()
-            pin = Pin(label or rel, store_name("request-pack-" + rel.replace("/", "-")), _sha256_file(p), path, rel=rel)
+            pin = Pin(label or rel, store_name("request-pack-" + rel.replace("/", "-")), sha256_file(p), path, rel=rel)
         elif p.is_relative_to(self.cache.root.resolve()):
             rel = p.relative_to(self.cache.root.resolve()).as_posix()
-            pin = Pin(label or rel, store_name(name), _sha256_file(p), path, cache_rel=rel)
+            pin = Pin(label or rel, store_name(name), sha256_file(p), path, cache_rel=rel)
         else:
             raise BadInput(f"build input {path} is neither in the cache ({self.cache.root}) nor in the repository",
                            field="plan")
@@ -298,7 +309,7 @@ class _Pins:
 
 
 def _with_refs(spec: dict, pins: _Pins, platform: Platform) -> dict:
-    """A layer spec of ``build.platform_plan`` with every host path replaced by its pinned input."""
+    """A layer spec of ``plan.platform_plan`` with every host path replaced by its pinned input."""
     out = dict(spec)
     if spec["kind"] == "rootfs":
         out["tar"] = pins.ref(spec["tar"], name=f"rootfs-{platform.debian_arch}-{Path(spec['tar']).stem[:12]}.tar",
@@ -318,17 +329,13 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
              cache_root: Path | None = None, tag: str = "latest") -> NixExpression:
     """Write ``<out_dir>/default.nix`` and ``dockertools.nix`` (default ``nix/<name>/``) from the lock.
 
-    The plan is ``build.platform_plan``'s, the one ``request-pack build`` executes,
+    The plan is ``plan.platform_plan``'s, the one ``request-pack build`` executes,
     with each cache or repository path replaced by a fixed-output store path of
     the same bytes; the derivation executes it with ``packager/ociplan.py``.
     """
-    from . import build
-    from .lock import locked_objects
-    from .rootfs import DPKG_OPTIONS, build_rootfs
-
-    opts = build.BuildOptions(platforms=platforms, cache_root=cache_root, tag=tag)
-    manifest, lock, lock_path, plats, cache = build.prepare(Path(artifact_dir), opts)
-    lock_sha = hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    inputs = load_inputs(Path(artifact_dir), platforms, cache_root)
+    manifest, lock, lock_path, lock_sha = inputs.manifest, inputs.lock, inputs.lock_path, inputs.lock_sha256
+    plats, cache = inputs.platforms, inputs.cache
     builder_lock = lock.platforms.get(BUILDER_PLATFORM.value)
     if builder_lock is None:
         raise BadInput(f"the Nix builder runs Python from the {BUILDER_PLATFORM.value} .debs, and the lock has none: "
@@ -342,16 +349,15 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     python_debs = [pins.ref(cache.object_path(d.sha256), name=d.filename, label=f"{BUILDER_PLATFORM.value} deb {d.filename}")
                    for n in BUILDER_DEBS_REQUIRED + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
     code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
-            (("oci_py", "packager/oci.py"), ("layers_py", "packager/layers.py"), ("ociplan_py", "packager/ociplan.py"),
+            (("oci_py", "packager/image/writer/oci.py"), ("layers_py", "packager/image/writer/layers.py"),
+             ("ociplan_py", "packager/image/writer/ociplan.py"),
              ("builder_sh", "nix/builder.sh"), ("tree_py", "nix/tree.py"), ("witness_py", "nix/witness.py"))}
     busybox_dir, busybox_nar = stage_busybox(cache.root)
     plan_platforms, images, witness = [], [], []
     for i, platform in enumerate(plats):
-        debs = build.debs_of(lock, platform)
-        paths = [cache.path_of(d.sha256, size=d.size, name=d.filename) for d in debs]
-        epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or build.deb_epoch(paths))
+        debs, epoch = platform_epoch(lock, platform, cache)
         rootfs = build_rootfs(platform, debs, cache, epoch)
-        pplan = build.platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
+        pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
         plan_platforms.append({**pplan, "layers": [_with_refs(s, pins, platform) for s in pplan["layers"]]})
         # Every locked .deb is an input too: nix/witness.py checks the base tar's files against them.
         witness.append({"platform": platform.value, "tar": plan_platforms[-1]["layers"][0]["tar"],
@@ -359,7 +365,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
                         "dpkg_options": list(DPKG_OPTIONS)})
         images.append({"index": i, "slug": platform.slug.replace("-", "_"), "created": oci.rfc3339(epoch),
                        "architecture": platform.architecture})
-    from .ociplan import PLAN_VERSION
+    from packager.image.writer.ociplan import PLAN_VERSION
 
     plan = {"plan_version": PLAN_VERSION, "tag": tag, "platforms": plan_platforms}
     directory = Path(out_dir) if out_dir else NIX_DIR / manifest.name
@@ -441,8 +447,6 @@ def run(artifact_dir: Path, opts: NixOptions = NixOptions()) -> NixReport:
         result = build(expr, check=True, flake=opts.flake)
     engine = opts.compare_with
     if engine is None:
-        from .build import default_build_root
-
         candidate = default_build_root(Path(artifact_dir)) / expr.name / "oci"
         engine = candidate if (candidate / "index.json").is_file() else None
     comparison = compare_layouts(result.out, engine) if engine is not None else None
@@ -485,7 +489,7 @@ def _error_for(code: int, stderr: str, expr: NixExpression, check: bool) -> Exce
         path = m.group(1)
         pin = expr.pin_for(path)
         label = pin.label if pin else path
-        actual = nar_sha256(Path(path)) if Path(path).is_dir() else _sha256_file(Path(path))
+        actual = nar_sha256(Path(path)) if Path(path).is_dir() else sha256_file(Path(path))
         hint = ("the file changed since `request-pack nix` pinned it: regenerate" if pin and pin.rel
                 else "re-fetch it with `request-pack fetch` (the cache holds other bytes than the lock pins)")
         return NixInputMismatch(label, path, pin.sha256 if pin else "(see nix/<name>/default.nix)", actual, hint=hint)
@@ -510,12 +514,6 @@ def _tail(text: str, lines: int = 6) -> str:
     return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:])
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- comparing two OCI layouts ----------------------------------------------------------------------

@@ -28,9 +28,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInput, DeviceMissing
-from .manifest import Device
-from .yamlsafe import load_yaml
+from packager.errors import BadInput, DeviceMissing
+from packager.manifest import Device
+from packager.yamlsafe import load_yaml
 
 log = logging.getLogger(__name__)
 

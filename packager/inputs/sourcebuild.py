@@ -52,10 +52,16 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import debian, wheels
-from .cache import Cache
-from .errors import BuildFailed, NetworkUnavailable, NoWheelError, ReproductionMismatch, ToolMissing
-from .platforms import Platform
+from packager.cache import Cache
+from packager.errors import (
+    BuildFailed,
+    NetworkUnavailable,
+    NoWheelError,
+    ReproductionMismatch,
+    ToolMissing,
+)
+from packager.inputs import debian, wheels
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 

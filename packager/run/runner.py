@@ -3,7 +3,7 @@
 ``run_stage`` is the whole of ``request-pack run``:
 
 1. read the build record and pin the image: the platform's manifest digest comes
-   from ``build/<name>/record.json``; the manifest blob in the OCI layout is
+   from ``build/<name>/build-record.json``; the manifest blob in the OCI layout is
    hashed to check it, and names the config digest, which is the image id every
    engine uses. The container is created from ``sha256:<config digest>``, never a
    tag; an engine image whose id or platform differs is an ``ImageMismatch``;
@@ -36,40 +36,41 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import sha256_file
-from .devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
-from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, StageFailed, ToolMissing
-from .manifest import Manifest
-from .platforms import Platform
-from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
-from .engine import ContainerSpec, Engine, ImageInfo, MountSpec, tar_directory
+from packager.cache import sha256_digest
+from packager.contract import (
+    BUILD_RECORD_NAME,
+    DATA_MOUNT,
+    ENTRYPOINT,
+    MODEL_PATH,
+    OUT_MOUNT,
+    RUN_CONFIG,
+    SANDBOX,
+    SCRATCH,
+)
+from packager.contract import RUNNER_UID as CONTAINER_UID
+from packager.contract import (
+    harness_argv as contract_argv,
+)
+from packager.engine import ContainerSpec, Engine, ImageInfo, MountSpec, tar_directory
+from packager.errors import (
+    BadInput,
+    CheckFailed,
+    ImageMismatch,
+    ImageNotAvailable,
+    StageFailed,
+    ToolMissing,
+)
+from packager.manifest import Manifest
+from packager.platforms import Platform
+from packager.repo import default_build_root
+from packager.results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
+from packager.run.devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
 
 log = logging.getLogger(__name__)
 
-RECORD_NAME = "record.json"
+RECORD_NAME = BUILD_RECORD_NAME
 RUN_RECORD = "run.json"
 LOG_DIR = "logs"
-CONTAINER_UID = 1000
-DATA_MOUNT = "/data"
-OUT_MOUNT = "/out"
-SCRATCH = "/tmp"
-# Fixed so a result says exactly what confined it; recorded verbatim in system.json.
-SANDBOX: dict[str, object] = {
-    "network": "none",
-    "read_only_rootfs": True,
-    # exec: TVM links the compiled model into a .so in scratch and dlopens it; docker's
-    # tmpfs default is noexec. The root filesystem stays read-only, so nothing persists.
-    "tmpfs": {SCRATCH: "rw,exec,nosuid,nodev,size=2g"},
-    "cap_drop": ["ALL"],
-    "security_opt": ["no-new-privileges"],
-    "user": f"{CONTAINER_UID}:{CONTAINER_UID}",
-    "ulimits": {"nofile": 20000, "nproc": 4096},
-    "pids_limit": 4096,
-    "init": True,  # see ContainerSpec.init: a crash under emulation must end the run, not hang it
-    "dataset": f"{DATA_MOUNT} (read-only)",
-    "output": f"{OUT_MOUNT} (the only writable mount)",
-}
-
 ProgressFn = Callable[[int, int | None], None]
 
 
@@ -96,10 +97,6 @@ class ImageRef:
         return self.config_digest
 
 
-def _sha256_file(path: Path) -> str:
-    return "sha256:" + sha256_file(path)
-
-
 def _platform_entry(record: dict, platform: Platform, file: Path) -> dict:
     """The record's entry for one platform; keyed by OCI platform string or a list with 'platform'."""
     entries = record.get("platforms") or record.get("manifests")
@@ -117,7 +114,7 @@ def _platform_entry(record: dict, platform: Platform, file: Path) -> dict:
 
 
 def image_from_record(artifact_dir: Path, name: str, platform: Platform, build_root: Path | None = None) -> ImageRef:
-    """Pin the image of ``platform`` from ``build/<name>/record.json`` (next to the artifacts/ dir by default)."""
+    """Pin the image of ``platform`` from ``build/<name>/build-record.json`` (next to the artifacts/ dir by default)."""
     build_dir = (build_root or default_build_root(artifact_dir)) / name
     record_path = build_dir / RECORD_NAME
     if not record_path.is_file():
@@ -136,7 +133,7 @@ def image_from_record(artifact_dir: Path, name: str, platform: Platform, build_r
         blob = layout / "blobs" / "sha256" / manifest_digest.split(":", 1)[1]
         if not blob.is_file():
             raise ImageNotAvailable(f"manifest {manifest_digest} of {platform} is not in {layout}", fix=f"request-pack build {artifact_dir}")
-        actual = _sha256_file(blob)
+        actual = sha256_digest(blob)
         if actual != manifest_digest:
             raise ImageMismatch(f"{blob}: sha256 is {actual}, the build record says {manifest_digest}")
         named = json.loads(blob.read_bytes())["config"]["digest"]
@@ -146,14 +143,6 @@ def image_from_record(artifact_dir: Path, name: str, platform: Platform, build_r
     if not config:
         raise BadInput("neither a config digest nor an OCI layout to find it", file=record_path, field=f"platforms.{platform}")
     return ImageRef(name, platform, config, manifest_digest, index_digest, layout if layout.is_dir() else None, record_path)
-
-
-def default_build_root(artifact_dir: Path) -> Path:
-    """``<repo>/build`` for ``<repo>/artifacts/<name>``; else ``build`` beside the artifact directory."""
-    artifact_dir = artifact_dir.resolve()
-    if artifact_dir.parent.name == "artifacts":
-        return artifact_dir.parent.parent / "build"
-    return artifact_dir.parent / "build"
 
 
 def ensure_image(engine: Engine, ref: ImageRef) -> ImageInfo:
@@ -471,10 +460,9 @@ def _annotate_system(path: Path, record: dict) -> None:
 
 # --- one stage of an artifact ---------------------------------------------------------------------
 
-HARNESS_ENTRYPOINT = ("python3", "-m", "packager.harness")
+HARNESS_ENTRYPOINT = ENTRYPOINT
 # Where the build puts the model unless the image says otherwise (label or env REQUEST_PACK_MODEL).
-DEFAULT_IMAGE_MODEL = "/opt/request/model.onnx"
-RUN_CONFIG = "run-config.json"
+DEFAULT_IMAGE_MODEL = MODEL_PATH
 EMULATED_SCENARIOS = {"queries": 32, "offline-samples": 64, "warmup": 2}
 # QEMU user mode reads QEMU_CPU from the environment of what it runs. Its default CPU, "max",
 # is no board's (SVE2, SME, ...); onnxruntime then picks kernels no board of the platform would
@@ -499,7 +487,7 @@ def _image_env(info: ImageInfo, *names: str) -> str | None:
 
 
 def image_model_path(info: ImageInfo) -> str:
-    """The build sets REQUEST_MODEL (packager/build.py); older test images REQUEST_PACK_MODEL."""
+    """The build sets REQUEST_MODEL (packager/image/plan.py); older test images REQUEST_PACK_MODEL."""
     return _image_env(info, "REQUEST_MODEL", "REQUEST_PACK_MODEL") or DEFAULT_IMAGE_MODEL
 
 
@@ -511,9 +499,8 @@ def image_config_path(info: ImageInfo) -> str:
 def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model: str,
                  config: str = f"{OUT_MOUNT}/{RUN_CONFIG}") -> list[str]:
     """Arguments of ``python -m packager.harness`` (see packager/harness/__main__.py)."""
-    argv = ["--config", config, "--model", model, "--dataset", DATA_MOUNT, "--out", OUT_MOUNT,
-            "--cache", f"{SCRATCH}/cache", "--stage", opts.stage, "--image-digest", image_digest,
-            "--platform", str(opts.platform)]
+    argv = contract_argv(config=config, model=model, out=OUT_MOUNT, stage=opts.stage, image_digest=image_digest,
+                         platform=str(opts.platform))
     if opts.samples is not None:
         argv += ["--samples", str(opts.samples)]
     if opts.platform is not Platform.native():
@@ -547,7 +534,7 @@ def stage_total(manifest: Manifest, opts: RunOptions) -> int | None:
     if stage.samples is not None:
         return stage.samples
     try:
-        from .harness.dataset import DatasetSpec, load_dataset
+        from packager.harness.dataset import DatasetSpec, load_dataset
 
         ds = manifest.dataset
         return len(load_dataset(DatasetSpec(opts.dataset, ds.layout, ds.labels, ds.images, ds.synsets)))

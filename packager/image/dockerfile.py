@@ -10,9 +10,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import TemplateError
+from packager.contract import APP_DIR, ENTRYPOINT, ENV, RUNNER_UID
+from packager.errors import TemplateError
+from packager.image.plan import labels_for
+from packager.image.writer import oci
+from packager.repo import DOCKERFILE_TEMPLATES as TEMPLATE_DIR
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dockerfiles"
 TEMPLATE = "Dockerfile.j2"
 
 
@@ -68,7 +71,6 @@ _TITLES = {"base": "base root filesystem", "wheels": "runtime wheels", "harness"
 
 def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path) -> None:
     """Write the Dockerfile for a finished build (``images`` are ``build.PlatformImage``)."""
-    from . import build, oci
 
     stages = []
     for img in images:
@@ -81,8 +83,8 @@ def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path)
     ctx = DockerfileContext(
         name=manifest.name, version=manifest.version, lock_sha256=lock_sha,
         epoch=images[0].epoch if images else 0, gzip_level=oci.GZIP_LEVEL, platforms=tuple(stages),
-        env=build.ENV, labels=tuple(sorted(build.labels_for(manifest, lock_sha).items())),
-        user=f"{build.RUNNER_UID}:{build.RUNNER_UID}", workdir=f"/{build.APP_DIR}", entrypoint=tuple(build.ENTRYPOINT),
+        env=ENV, labels=tuple(sorted(labels_for(manifest, lock_sha).items())),
+        user=f"{RUNNER_UID}:{RUNNER_UID}", workdir=f"/{APP_DIR}", entrypoint=ENTRYPOINT,
     )
     text = render(ctx)
     tmp = path.with_name(f".{path.name}.tmp")

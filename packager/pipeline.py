@@ -33,13 +33,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import BadInput, CheckFailed, ImageMismatch, ImageNotAvailable, RequestPackError, StageFailed
-from .manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
-from .platforms import Platform
-from .results import METRICS_NAME, PREDICTIONS_NAME, Metrics
-from .runner import (LOG_DIR, RUN_RECORD, ImageRef, ProgressFn, RunOptions, RunResult, count_lines, default_build_root,
-                     image_from_record, run_stage)
-from .engine import get_engine
+from packager.engine import get_engine
+from packager.errors import (
+    BadInput,
+    CheckFailed,
+    ImageMismatch,
+    ImageNotAvailable,
+    RequestPackError,
+    StageFailed,
+)
+from packager.manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
+from packager.platforms import Platform
+from packager.repo import default_build_root
+from packager.results import METRICS_NAME, PREDICTIONS_NAME, Metrics
+from packager.run.runner import (
+    LOG_DIR,
+    RUN_RECORD,
+    ImageRef,
+    ProgressFn,
+    RunOptions,
+    RunResult,
+    count_lines,
+    image_from_record,
+    run_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +112,9 @@ def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platfo
         log.info("the build of %s was made from another request.yaml (%s): rebuilding", name, recorded[:12])
     except ImageNotAvailable:
         log.info("no build of %s for %s yet: building", name, platform)
-    from . import build as builder  # only when needed: building pulls in the whole build chain
+    from packager.image import (
+        build as builder,  # only when needed: building pulls in the whole build chain
+    )
 
     opts = builder.BuildOptions(platforms=(platform,), build_root=build_root)
     result = builder.build(artifact_dir, opts)
@@ -112,7 +131,7 @@ def _image_from_registry(artifact_dir: Path, name: str, platform: Platform, refe
     two small JSON files along with the artifact, not the layout."""
     import dataclasses
 
-    from .engine.registry import parse_reference, resolve
+    from packager.engine.registry import parse_reference, resolve
 
     reg = parse_reference(reference)
     pulled = resolve(reg, platform)
@@ -120,7 +139,7 @@ def _image_from_registry(artifact_dir: Path, name: str, platform: Platform, refe
         ref = image_from_record(artifact_dir, name, platform, build_root)
     except ImageNotAvailable as e:
         raise ImageNotAvailable(f"--image needs the build record of {reference} to sign its results: {e.message}",
-                                fix=f"copy build/{name}/record.json and provenance.json from the builder, or pass --build-root") from e
+                                fix=f"copy build/{name}/build-record.json and provenance.json from the builder, or pass --build-root") from e
     if pulled.index_digest is not None and ref.index_digest != pulled.index_digest:
         raise ImageMismatch(f"{reference} is index {pulled.index_digest}; the build record {ref.record} names {ref.index_digest}")
     if ref.manifest_digest and ref.manifest_digest != pulled.manifest_digest:
@@ -155,7 +174,11 @@ def _summary(stage: str, result: RunResult, min_top1: float) -> StageSummary:
 
 def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:
     """What the verifier needs beside the outputs: build record, provenance, manifest, lock, labels."""
-    from .bundle.statement import BUILD_RECORD_NAME, LABELS_NAME, PROVENANCE_NAME
+    from packager.bundle.statement import (
+        BUILD_RECORD_NAME,
+        LABELS_NAME,
+        PROVENANCE_NAME,
+    )
 
     assert ref.record is not None
     shutil.copyfile(ref.record, dest / BUILD_RECORD_NAME)
@@ -173,7 +196,7 @@ def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: 
 
 def evaluator_key(key: Path | None) -> tuple[Path, Path]:
     """(private, public): the given key and its ``.pub``, or this machine's evaluator key, made once."""
-    from .bundle.keys import generate_keypair
+    from packager.bundle.keys import generate_keypair
 
     if key is not None:
         pub = key.with_suffix(".pub")
@@ -274,9 +297,9 @@ def evaluate(
 
     # 5.
     t = time.monotonic()
-    from .bundle.keys import TrustStore
-    from .bundle.sign import sign_result_dir
-    from .bundle.verify import verify_bundle
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.sign import sign_result_dir
+    from packager.bundle.verify import verify_bundle
 
     last = STAGE_CHOICES[stages][-1]
     bundle_dir = out / last

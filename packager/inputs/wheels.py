@@ -36,9 +36,15 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from .cache import Cache
-from .errors import EnvironmentMissing, NetworkUnavailable, NoWheelError, ToolMissing, UnsupportedPlatformError
-from .platforms import Platform
+from packager.cache import Cache
+from packager.errors import (
+    EnvironmentMissing,
+    NetworkUnavailable,
+    NoWheelError,
+    ToolMissing,
+    UnsupportedPlatformError,
+)
+from packager.platforms import Platform
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +147,7 @@ def _explain_failure(output: str, platform: Platform, requirements: list[Require
 
 
 def _target_env(platform: Platform) -> dict[str, str]:
-    from .manifest import _marker_environment
+    from packager.manifest import _marker_environment
 
     return _marker_environment(platform)
 

@@ -46,8 +46,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .errors import BadInput, BundleCheckFailed, MetricsMismatch
-from .results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME, Accuracy, Metrics, Prediction, System, accuracy_from
+from packager.errors import BadInput, BundleCheckFailed, MetricsMismatch
+from packager.results import (
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    SYSTEM_NAME,
+    Accuracy,
+    Metrics,
+    Prediction,
+    System,
+    accuracy_from,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +164,7 @@ def _predictions(path: Path) -> tuple[Prediction, ...]:
 
 
 def _truth(root: Path, labels: Path | None) -> tuple[dict[str, int], str]:
-    from .bundle.labels import read_labels
+    from packager.bundle.labels import read_labels
 
     path = labels or root / LABELS
     if not path.is_file():
@@ -168,8 +177,8 @@ def _truth(root: Path, labels: Path | None) -> tuple[dict[str, int], str]:
 
 
 def _verify(source: Path, root: Path, opts: ExportOptions) -> str:
-    from .bundle.keys import TrustStore
-    from .bundle.verify import verify_bundle
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.verify import verify_bundle
 
     if not opts.trust and opts.trust_dir is None:
         raise ExportError("a signed bundle is verified before export: give --trust KEY (or --no-verify)",
@@ -186,7 +195,7 @@ def _verify(source: Path, root: Path, opts: ExportOptions) -> str:
 
 
 def _open(source: Path, opts: ExportOptions, scratch: Path) -> _Result:
-    from .bundle.archive import safe_unpack
+    from packager.bundle.archive import safe_unpack
 
     if source.is_file():
         # Verified after unpacking: the files checked are the files exported, not a second read of the archive.
@@ -220,7 +229,7 @@ def _open(source: Path, opts: ExportOptions, scratch: Path) -> _Result:
         _check_loadgen_accuracy(root, preds)
     manifest = None
     if (root / MANIFEST).is_file():
-        from .yamlsafe import load_yaml
+        from packager.yamlsafe import load_yaml
 
         manifest = load_yaml(root / MANIFEST)  # BadInput naming the file and line
     return _Result(source, root, metrics, system, preds, acc, truth_name, signed, signer,
