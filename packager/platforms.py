@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import platform as _host
+from dataclasses import dataclass
 
 
 class Platform(str, enum.Enum):
@@ -106,3 +107,43 @@ _TABLE: dict[Platform, dict] = {
         "wheel_tags": _manylinux("armv7l"),
     },
 }
+
+
+# --- the base system -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseSystem:
+    """A Debian suite and what it fixes for every image built on it: the interpreter and the toolchain.
+
+    The one place that names them; the manifest's ``system.debian.suite`` picks an entry.
+    """
+
+    suite: str
+    python: str  # "3.11": the interpreter the images run (python3 in the suite)
+    python_full: str  # the suite's patch release, for environment markers
+    glibc: str  # manylinux tags up to this glibc run on the suite
+    gcc: str  # the cross-compilers' major version
+
+    @property
+    def python_tag(self) -> str:
+        return "cp" + self.python.replace(".", "")
+
+    @property
+    def python_exe(self) -> str:
+        return f"python{self.python}"
+
+    @property
+    def site_packages(self) -> str:
+        """Where wheels go in the image, relative to its root (Debian's dist-packages under /usr/local)."""
+        return f"usr/local/lib/python{self.python}/dist-packages"
+
+
+BASE_SYSTEMS: dict[str, BaseSystem] = {
+    "bookworm": BaseSystem(suite="bookworm", python="3.11", python_full="3.11.2", glibc="2.36", gcc="12"),
+}
+DEFAULT_SUITE = "bookworm"
+
+
+def base_system(suite: str = DEFAULT_SUITE) -> BaseSystem:
+    return BASE_SYSTEMS[suite]
