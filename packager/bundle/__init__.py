@@ -13,8 +13,10 @@ byte-reproducible ``.tar.gz``)::
 
 The envelope's payload is an in-toto Statement v1 whose subjects are every
 other file (relative path + sha256) and ``oci-image-index`` (the image index
-digest), with predicate type ``https://request-pack.invalid/result/v1``
-(stage, image, run parameters, metrics, environment, labels digest).
+digest), with predicate type ``https://request-pack.org/attestation/result/v1``
+(stage, image, run parameters, metrics, environment, labels digest; see
+docs/attestations.md; bundles signed with the older ``request-pack.invalid``
+type still verify).
 
 Keys: ``keygen`` writes ``NAME.key`` (PKCS#8 PEM, 0600, optionally encrypted)
 and ``NAME.pub``; a key id is the sha256 of the raw 32-byte public key. A trust

@@ -13,13 +13,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from packager.attestation import (
+    LEGACY_RESULT_PREDICATE_TYPES,
+    RESULT_PREDICATE_TYPE,
+    SLSA_PROVENANCE_TYPE,
+    STATEMENT_TYPE,
+)
 from packager.cache import sha256_file  # noqa: F401 (re-exported for sign and verify)
 from packager.contract import BUILD_RECORD_NAME  # noqa: F401 (re-exported: the bundle's name for it)
 from packager.results import Metrics, System
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://request-pack.invalid/result/v1"
-SLSA_PROVENANCE_TYPE = "https://slsa.dev/provenance/v1"
+PREDICATE_TYPE = RESULT_PREDICATE_TYPE  # what we sign; verification also accepts the legacy types
 IMAGE_SUBJECT = "oci-image-index"
 PROVENANCE_NAME = "provenance.json"
 LABELS_NAME = "labels.tsv"
@@ -77,9 +81,9 @@ class ResultPredicate(_Wire):
 
 
 class Statement(_Wire):
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field(STATEMENT_TYPE, alias="_type")
+    type_: Literal[STATEMENT_TYPE] = Field(STATEMENT_TYPE, alias="_type")
     subject: list[Subject] = Field(min_length=1)
-    predicateType: Literal["https://request-pack.invalid/result/v1"] = PREDICATE_TYPE
+    predicateType: Literal[(RESULT_PREDICATE_TYPE, *LEGACY_RESULT_PREDICATE_TYPES)] = RESULT_PREDICATE_TYPE
     predicate: ResultPredicate
 
     def to_payload(self) -> bytes:
@@ -110,9 +114,9 @@ class ProvenanceStatement(BaseModel):
     """A SLSA v1 provenance statement; its predicate is the builder's business."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    type_: Literal["https://in-toto.io/Statement/v1"] = Field(alias="_type")
+    type_: Literal[STATEMENT_TYPE] = Field(alias="_type")
     subject: list[Subject] = Field(min_length=1)
-    predicateType: Literal["https://slsa.dev/provenance/v1"]
+    predicateType: Literal[SLSA_PROVENANCE_TYPE]
     predicate: dict
 
     def sha256_digests(self) -> set[str]:

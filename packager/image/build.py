@@ -210,8 +210,9 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
     _write_json(build_dir / PLAN_NAME, plan)
     finished = time.time()
     record = make_record(manifest, lock_sha, index, images, started, finished, time.monotonic() - t0)
-    provenance.write_sbom(build_dir / SBOM_NAME, manifest, lock, platforms, index, finished)
-    provenance.write_provenance(build_dir / PROVENANCE_NAME, manifest, lock, lock_sha, index, images, started, finished)
+    # The build's times stay in the record; the SBOM and provenance are functions of the inputs.
+    provenance.write_sbom(build_dir / SBOM_NAME, manifest, lock, platforms, index, max(img.epoch for img in images))
+    provenance.write_provenance(build_dir / PROVENANCE_NAME, manifest, lock, lock_sha, index, images)
     _write_json(build_dir / RECORD_NAME, record)
     return BuildResult(manifest.name, build_dir, layout, index, tuple(images), record, time.monotonic() - t0)
 

@@ -5,6 +5,10 @@ architecture, each wheel, the model) with its sha256 and a purl; the
 provenance is an in-toto Statement whose subjects are the image index and the
 per-platform manifests, with the lock and every file read from the cache as
 ``resolvedDependencies``. Both are plain JSON; ``packager.bundle`` signs them.
+
+Neither holds a wall-clock time: the SBOM's ``created`` is the images'
+SOURCE_DATE_EPOCH and the provenance has no ``metadata`` times, so two builds
+of the same lock give the same bytes. When a build ran is ``build-record.json``'s.
 """
 
 from __future__ import annotations
@@ -16,10 +20,8 @@ import urllib.parse
 from pathlib import Path
 
 from packager import __version__
+from packager.attestation import BUILD_TYPE, BUILDER_ID, SLSA_PROVENANCE_TYPE, SPDX_NAMESPACE, STATEMENT_TYPE
 from packager.image.writer import oci
-
-BUILD_TYPE = "https://request-pack.invalid/build/oci-layout/v1"
-BUILDER_ID = f"https://request-pack.invalid/builder/request-pack@{__version__}"
 
 
 def _spdx_id(*parts: str) -> str:
@@ -62,7 +64,8 @@ def inputs(lock, platforms) -> list[dict]:
     return sorted(seen.values(), key=lambda e: (e["kind"], e["name"], e["sha256"]))
 
 
-def sbom(manifest, lock, platforms, index: oci.Descriptor, created: float) -> dict:
+def sbom(manifest, lock, platforms, index: oci.Descriptor, epoch: int) -> dict:
+    """The SPDX 2.3 document; ``epoch`` (SOURCE_DATE_EPOCH, the newest of the images') is its ``created``."""
     image_id = _spdx_id("image", manifest.name)
     packages = [{
         "SPDXID": image_id,
@@ -106,14 +109,14 @@ def sbom(manifest, lock, platforms, index: oci.Descriptor, created: float) -> di
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
         "name": f"{manifest.name}-{manifest.version}",
-        "documentNamespace": f"https://request-pack.invalid/spdx/{manifest.name}/{index.hex}",
-        "creationInfo": {"created": oci.rfc3339(int(created)), "creators": [f"Tool: request-pack-{__version__}"]},
+        "documentNamespace": f"{SPDX_NAMESPACE}/{manifest.name}/{manifest.version}/{index.hex}",
+        "creationInfo": {"created": oci.rfc3339(int(epoch)), "creators": [f"Tool: request-pack-{__version__}"]},
         "packages": packages,
         "relationships": relationships,
     }
 
 
-def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images, started: float, finished: float) -> dict:
+def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images) -> dict:
     subjects = [{"name": f"{manifest.name}@index", "digest": {"sha256": index.hex}}]
     subjects += [{"name": f"{manifest.name}@{img.platform.value}", "digest": {"sha256": img.manifest.hex}} for img in images]
     deps = [{"name": "request.lock", "digest": {"sha256": lock_sha}}]
@@ -122,9 +125,9 @@ def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images, sta
               "digest": {"sha256": e["sha256"]}}
              for e in inputs(lock, [img.platform for img in images])]
     return {
-        "_type": "https://in-toto.io/Statement/v1",
+        "_type": STATEMENT_TYPE,
         "subject": subjects,
-        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicateType": SLSA_PROVENANCE_TYPE,
         "predicate": {
             "buildDefinition": {
                 "buildType": BUILD_TYPE,
@@ -140,7 +143,6 @@ def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images, sta
             },
             "runDetails": {
                 "builder": {"id": BUILDER_ID, "version": {"request-pack": __version__}},
-                "metadata": {"startedOn": oci.rfc3339(int(started)), "finishedOn": oci.rfc3339(int(finished))},
                 "byproducts": [{"name": f"rootfs {img.platform.value}", "digest": {"sha256": img.rootfs.sha256}} for img in images],
             },
         },
@@ -153,9 +155,9 @@ def _write(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_sbom(path: Path, manifest, lock, platforms, index, created: float) -> None:
-    _write(path, sbom(manifest, lock, platforms, index, created))
+def write_sbom(path: Path, manifest, lock, platforms, index, epoch: int) -> None:
+    _write(path, sbom(manifest, lock, platforms, index, epoch))
 
 
-def write_provenance(path: Path, manifest, lock, lock_sha, index, images, started: float, finished: float) -> None:
-    _write(path, provenance(manifest, lock, lock_sha, index, images, started, finished))
+def write_provenance(path: Path, manifest, lock, lock_sha, index, images) -> None:
+    _write(path, provenance(manifest, lock, lock_sha, index, images))

@@ -15,6 +15,7 @@ import random
 import shutil
 from pathlib import Path
 
+from packager.attestation import BUILD_TYPE, BUILDER_ID
 from packager.results import (
     Accuracy,
     Footprint,
@@ -151,8 +152,8 @@ def write_image_records(root: Path, index_digest: str) -> None:
         "subject": [{"name": f"request-pack/{ARTIFACT}", "digest": {"sha256": index_digest.removeprefix("sha256:")}}],
         "predicateType": "https://slsa.dev/provenance/v1",
         "predicate": {
-            "buildDefinition": {"buildType": "https://request-pack.invalid/build/v1", "externalParameters": {}},
-            "runDetails": {"builder": {"id": "https://request-pack.invalid/builder"}},
+            "buildDefinition": {"buildType": BUILD_TYPE, "externalParameters": {}},
+            "runDetails": {"builder": {"id": BUILDER_ID}},
         },
     }
     (root / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")

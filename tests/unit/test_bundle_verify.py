@@ -488,3 +488,26 @@ def test_build_root_names_the_record_that_counts(bundle: Path, keys: Keys, tmp_p
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact)
     (elsewhere / ARTIFACT / "build-record.json").write_text(json.dumps({"index_digest": OTHER_DIGEST}))
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=artifact, build_root=elsewhere)
+
+
+def test_bundle_signed_with_the_legacy_predicate_type_still_verifies(keys: Keys, tmp_path: Path) -> None:
+    from packager.attestation import LEGACY_RESULT_PREDICATE_TYPES, RESULT_PREDICATE_TYPE
+    from packager.bundle.dsse import read_envelope
+    from packager.bundle.keys import load_private_key
+    from packager.bundle.sign import sign_statement, write_envelope
+
+    root = make_result_dir(tmp_path / "old")
+    legacy = LEGACY_RESULT_PREDICATE_TYPES[0]
+    assert legacy == "https://request-pack.invalid/result/v1"
+    old = build_statement(root).model_copy(update={"predicateType": legacy})
+    write_envelope(root, sign_statement(old, load_private_key(keys.trusted)))
+    assert json.loads(read_envelope(root / ENVELOPE_NAME).payload_bytes())["predicateType"] == legacy
+    assert verify_bundle(root, keys.store).ok
+
+    unknown = old.model_copy(update={"predicateType": "https://request-pack.invalid/result/v2"})
+    write_envelope(root, sign_statement(unknown, load_private_key(keys.trusted)))
+    _reject(root, keys, EnvelopeError, "predicateType")
+
+    new = make_result_dir(tmp_path / "new")
+    sign_result_dir(new, keys.trusted)
+    assert json.loads(read_envelope(new / ENVELOPE_NAME).payload_bytes())["predicateType"] == RESULT_PREDICATE_TYPE

@@ -116,7 +116,7 @@ def test_in_toto_attestation_validates_our_statement(signed: tuple[Path, Envelop
     _, envelope, _ = signed
     pb = json_format.Parse(envelope.payload_bytes(), statement_pb2.Statement())
     ItStatement.copy_from_pb(pb).validate()  # raises ValueError on a malformed statement
-    assert pb.predicate_type == "https://request-pack.invalid/result/v1"
+    assert pb.predicate_type == "https://request-pack.org/attestation/result/v1"
     names = {s.name for s in pb.subject}
     assert {"metrics.json", "predictions.jsonl", "logs/run.log", "oci-image-index"} <= names
     assert all(len(s.digest["sha256"]) == 64 for s in pb.subject)
