@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from packager.errors import ManifestError
-from packager.platforms import Platform
+from packager.platforms import BASE_SYSTEMS, DEFAULT_SUITE, BaseSystem, Platform, base_system
 from packager.yamlsafe import load_yaml
 
 MANIFEST_NAME = "request.yaml"
@@ -202,8 +202,12 @@ class Device(_Strict):
         return v
 
 
+# The suites platforms.BASE_SYSTEMS knows; a Literal so the schema lists them.
+Suite = Literal[tuple(BASE_SYSTEMS)]  # type: ignore[valid-type]
+
+
 class DebianSystem(_Strict):
-    suite: Literal["bookworm"] = "bookworm"
+    suite: Suite = DEFAULT_SUITE  # type: ignore[valid-type]
     mirror: str = Field("http://deb.debian.org/debian", pattern=r"^(https?|file)://")
     packages: list[str] = Field(default_factory=list, description="packages beyond the essential set; 'name' or 'name=version'")
 
@@ -225,11 +229,12 @@ class Python(_Strict):
     @classmethod
     def _pinned(cls, v: list[str]) -> list[str]:
         for text in v:
-            _parse_pinned(text)
+            parse_pinned(text)
         return v
 
 
-def _parse_pinned(text: str) -> Requirement:
+def parse_pinned(text: str) -> Requirement:
+    """A PEP 508 requirement pinned to one exact version; ValueError saying how to pin it otherwise."""
     try:
         req = Requirement(text)
     except InvalidRequirement as e:
@@ -343,26 +348,31 @@ class Manifest(_Strict):
     def digest(self) -> str:
         return hashlib.sha256(self.canonical_json()).hexdigest()
 
+    @property
+    def base_system(self) -> BaseSystem:
+        """The suite's interpreter and toolchain (platforms.BASE_SYSTEMS)."""
+        return base_system(self.system.suite)
+
     def requirements_for(self, platform: Platform) -> list[Requirement]:
         """Pinned requirements whose markers select this platform."""
-        env = _marker_environment(platform)
-        reqs = [_parse_pinned(t) for t in self.python.requirements]
+        env = marker_environment(platform, self.base_system)
+        reqs = [parse_pinned(t) for t in self.python.requirements]
         return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
 
-def _marker_environment(platform: Platform) -> dict[str, str]:
-    # bookworm ships CPython 3.11; the image's interpreter, not the host's, decides markers.
+def marker_environment(platform: Platform, system: BaseSystem) -> dict[str, str]:
+    """PEP 508 marker values of the image's interpreter on ``platform``: the target decides markers, not the host."""
     return {
         "implementation_name": "cpython",
-        "implementation_version": "3.11.2",
+        "implementation_version": system.python_full,
         "os_name": "posix",
         "platform_machine": platform.uname_machine,
         "platform_python_implementation": "CPython",
         "platform_release": "",
         "platform_system": "Linux",
         "platform_version": "",
-        "python_full_version": "3.11.2",
-        "python_version": "3.11",
+        "python_full_version": system.python_full,
+        "python_version": system.python,
         "sys_platform": "linux",
     }
 

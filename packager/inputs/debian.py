@@ -37,6 +37,8 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian.deb822 import Packages
+
 from packager.cache import Cache
 from packager.errors import (
     BadInput,
@@ -204,20 +206,21 @@ class PrivateApt:
                                   filename=st["Filename"].rsplit("/", 1)[-1], size=size, sha256=st["SHA256"], url=url))
         return out
 
-    def _show(self, specs: list[str]) -> dict[tuple[str, str], dict[str, str]]:
+    def _show(self, specs: list[str]) -> dict[tuple[str, str], Packages]:
         proc = self._run(["apt-cache", "show", "--no-all-versions", *specs])
         if proc.returncode != 0:
             raise EnvironmentMissing(f"apt-cache show failed for {self.arch}: {proc.stderr.strip()[-300:]}")
-        found: dict[tuple[str, str], dict[str, str]] = {}
-        for block in proc.stdout.split("\n\n"):
-            fields: dict[str, str] = {}
-            for line in block.splitlines():
-                if line and not line[0].isspace() and ":" in line:
-                    key, _, value = line.partition(":")
-                    fields[key] = value.strip()
-            if "Package" in fields:
-                found.setdefault((fields["Package"], fields["Version"]), fields)
-        return found
+        return parse_stanzas(proc.stdout)
+
+
+def parse_stanzas(text: str) -> dict[tuple[str, str], Packages]:
+    """Packages-file stanzas (``apt-cache show`` prints them) by (Package, Version); the first of a pair wins."""
+    found: dict[tuple[str, str], Packages] = {}
+    # use_apt_pkg=False: python-debian's own parser, no dependency on python3-apt's binding
+    for st in Packages.iter_paragraphs(text, use_apt_pkg=False):
+        if "Package" in st:
+            found.setdefault((st["Package"], st["Version"]), st)
+    return found
 
 
 def resolve(cache: Cache, arch: str, mirror: str, suite: str, packages: list[str], *, update: bool = True) -> "Resolution":

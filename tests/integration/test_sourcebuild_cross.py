@@ -28,6 +28,7 @@ from packager.image.plan import deb_epoch, debs_of
 from packager.image.rootfs import build_rootfs
 from packager.inputs import sourcebuild
 from packager.inputs.lock import load_lock
+from packager.manifest import load_manifest
 from packager.platforms import Platform
 
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.network, pytest.mark.slow]
@@ -104,11 +105,12 @@ def test_cross_built_loadgen_imports_and_runs_single_stream_under_qemu(platform:
         cache.fetch_url(f.url, f.sha256, name=f.filename, size=f.size)
 
     started = time.monotonic()
-    built = sourcebuild.ensure(cache, entry.build, name=entry.name, version=entry.version, expected_sha256=entry.sha256)
+    system = load_manifest(CASES[platform]).base_system
+    built = sourcebuild.ensure(cache, entry.build, system, name=entry.name, version=entry.version, expected_sha256=entry.sha256)
     build_s = time.monotonic() - started
     assert built.sha256 == entry.sha256
     # the index maps the recipe's key to the wheel, so a re-lock reuses it without compiling
-    again = sourcebuild.build_wheel(cache, entry.build, name=entry.name, version=entry.version)
+    again = sourcebuild.build_wheel(cache, entry.build, system, name=entry.name, version=entry.version)
     assert again.cached and again.sha256 == entry.sha256
 
     site = tmp_path / "site"

@@ -26,6 +26,7 @@ from packager.errors import (
 )
 from packager.inputs.lock import (
     AptSourceEntry,
+    ConversionLock,
     DebEntry,
     DebianLock,
     Lock,
@@ -43,6 +44,7 @@ from packager.inputs.lock import (
     template_hashes,
 )
 from packager.manifest import load_manifest
+from packager.platforms import Platform
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "lock-basic"
 
@@ -188,6 +190,101 @@ def test_frozen_for_one_platform_ignores_the_others(locked) -> None:
     lock(art, frozen=True, cache=cache, platforms=[Platform.AMD64])
     with pytest.raises(CacheMissError):
         lock(art, frozen=True, cache=cache)
+
+
+# --- the frozen check never builds; materialise does ------------------------------------------
+
+
+def _with_built_wheel(locked, *, rebuild_gives: bytes) -> tuple[Path, Cache, Lock, WheelEntry]:
+    """The fixture with an arm64 wheel cross-built from its sdist, absent from the cache, its inputs present.
+
+    The recipe's sourcebuild index maps its key to ``rebuild_gives``: what a
+    rebuild on this machine yields (no compiler runs in a unit test).
+    """
+    from packager.inputs.sourcebuild import PinnedFile, SourceBuildLock
+
+    art, cache, current = locked
+    inputs = {}
+    for name in ("demo-1.0.tar.gz", "setuptools-80.0-py3-none-any.whl", "libpython3.11-dev_3.11.2_arm64.deb"):
+        data = f"{name} bytes".encode()
+        inputs[name] = PinnedFile(filename=name, size=len(data), sha256=cache.put_bytes(data, name=name), url=f"https://files.example/{name}")
+    recipe = SourceBuildLock(recipe="setuptools-cross", recipe_version=1, target="linux/arm64", host="linux/amd64",
+                             sdist=inputs["demo-1.0.tar.gz"], build_requires=[inputs["setuptools-80.0-py3-none-any.whl"]],
+                             target_debs=[inputs["libpython3.11-dev_3.11.2_arm64.deb"]],
+                             toolchain={"g++-12-aarch64-linux-gnu": "12.2.0-14cross1"}, epoch=1700000000)
+    locked_wheel = b"the wheel the locking machine built"
+    entry = WheelEntry(name="demo-ext", version="1.0", filename="demo_ext-1.0-cp311-cp311-linux_aarch64.whl",
+                       size=len(locked_wheel), sha256=_sha(locked_wheel), requested=True, build=recipe)
+    arm = current.platforms["linux/arm64"]
+    current = current.model_copy(update={"platforms": {**current.platforms,
+                                                       "linux/arm64": arm.model_copy(update={"wheels": [*arm.wheels, entry]})}})
+    (art / "request.lock").write_bytes(current.to_bytes())
+    rebuilt = cache.put_bytes(rebuild_gives, name=entry.filename)
+    (cache.subdir("sourcebuild") / f"{recipe.key()}.json").write_text(json.dumps(
+        {"sha256": rebuilt, "filename": entry.filename, "size": len(rebuild_gives), "seconds": 1.0}))
+    return art, cache, load_lock(art / "request.lock"), entry
+
+
+def test_frozen_check_names_a_missing_built_wheel_and_never_builds_it(locked) -> None:
+    art, cache, current, entry = _with_built_wheel(locked, rebuild_gives=b"what this machine would build")
+    index = sorted(cache.subdir("sourcebuild").iterdir())
+    # a rebuild would end in ReproductionMismatch; the check must stop at the cache miss instead
+    with pytest.raises(CacheMissError) as e:
+        lock(art, frozen=True, cache=cache)
+    msg = str(e.value)
+    assert msg.startswith(f"linux/arm64 wheel {entry.filename} is not in the cache")
+    assert f"built from its locked sdist by `request-pack fetch {art}`" in msg
+    assert not cache.has(entry.sha256) and sorted(cache.subdir("sourcebuild").iterdir()) == index
+    # the other platforms do not need it
+    lock(art, frozen=True, cache=cache, platforms=[Platform.AMD64, Platform.ARMV7])
+
+
+def test_materialise_rebuilds_the_missing_wheel_and_compares_it_with_the_lock(locked) -> None:
+    from packager.errors import ReproductionMismatch
+    from packager.inputs.materialise import materialise
+
+    art, cache, current, entry = _with_built_wheel(locked, rebuild_gives=b"what this machine would build")
+    manifest = load_manifest(art)
+    with pytest.raises(ReproductionMismatch, match=f"demo-ext 1.0 for linux/arm64 rebuilt from demo-1.0.tar.gz: sha256 mismatch: expected {entry.sha256}"):
+        materialise(manifest, current, cache, [Platform.ARM64])
+    # platforms without built wheels need nothing made
+    report = materialise(manifest, current, cache, [Platform.AMD64])
+    assert report.nothing_to_do and report.present == ()
+
+
+def test_materialise_with_everything_cached_makes_nothing_and_the_check_passes(locked) -> None:
+    from packager.inputs.materialise import materialise
+
+    art, cache, current, entry = _with_built_wheel(locked, rebuild_gives=b"the wheel the locking machine built")
+    manifest = load_manifest(art)
+    report = materialise(manifest, current, cache, list(manifest.platforms))
+    assert report.nothing_to_do and report.present == (f"linux/arm64 wheel {entry.filename}",)
+    lock(art, frozen=True, cache=cache)
+
+
+def test_materialise_refuses_a_lock_of_another_manifest(locked) -> None:
+    from packager.inputs.materialise import materialise
+
+    art, cache, current = locked
+    other = load_manifest(art).model_copy(update={"version": "9.9"})
+    with pytest.raises(StaleLockError, match="request-pack lock"):
+        materialise(other, current, cache, [Platform.AMD64])
+
+
+def test_frozen_check_names_the_convert_command_for_a_missing_converted_model(locked) -> None:
+    art, cache, current = locked
+    text = (art / "request.yaml").read_text()
+    text = text.replace("framework:", "  conversion:\n    recipe: pytorch-seeded-to-onnx\n    requirements: [torch==2.5.1]\n"
+                        "    builder: packager.inputs.models.resnet:resnet18\nframework:", 1)
+    (art / "request.yaml").write_text(text)
+    manifest = load_manifest(art)
+    model = current.model.model_copy(update={"conversion": ConversionLock(recipe="pytorch-seeded-to-onnx", requirements=["torch==2.5.1"])})
+    (art / "request.lock").write_bytes(current.model_copy(update={"manifest_sha256": manifest.digest(), "model": model}).to_bytes())
+    cache.object_path(current.model.sha256).unlink()
+    with pytest.raises(CacheMissError) as e:
+        lock(art, frozen=True, cache=cache)
+    assert str(e.value).startswith("model model.onnx is not in the cache: it is made by the conversion recipe")
+    assert f"`request-pack convert {art}`" in str(e.value)
 
 
 # --- malformed locks -----------------------------------------------------------------------

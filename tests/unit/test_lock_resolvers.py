@@ -10,10 +10,13 @@ from packager.inputs.debian import (
     AptSource,
     name_version,
     parse_print_uris,
+    parse_stanzas,
     sources_for,
 )
 from packager.inputs.wheels import _check_transitive_markers, _explain_failure, pip_env
-from packager.platforms import Platform
+from packager.platforms import Platform, base_system
+
+BOOKWORM = base_system("bookworm")
 
 PRINT_URIS = """\
 'http://deb.debian.org/debian/pool/main/b/base-files/base-files_12.4%2bdeb12u15_amd64.deb' base-files_12.4+deb12u15_amd64.deb 70936 MD5Sum:0d863c1ee183c8e006bd085d63f4874f
@@ -74,10 +77,10 @@ def _report(requires: list[str], installed: list[str]) -> dict:
 def test_a_dependency_pip_skipped_by_judging_markers_on_the_host_is_reported() -> None:
     report = _report(['armhelper>=1; platform_machine == "aarch64"'], [])
     with pytest.raises(UnsupportedPlatformError, match="armhelper"):
-        _check_transitive_markers(report, Platform.ARM64)
-    _check_transitive_markers(report, Platform.AMD64)  # not needed on amd64
-    _check_transitive_markers(_report(['armhelper>=1; platform_machine == "aarch64"'], ["armhelper"]), Platform.ARM64)
-    _check_transitive_markers(_report(['extra-thing; extra == "gpu"'], []), Platform.ARM64)
+        _check_transitive_markers(report, Platform.ARM64, BOOKWORM)
+    _check_transitive_markers(report, Platform.AMD64, BOOKWORM)  # not needed on amd64
+    _check_transitive_markers(_report(['armhelper>=1; platform_machine == "aarch64"'], ["armhelper"]), Platform.ARM64, BOOKWORM)
+    _check_transitive_markers(_report(['extra-thing; extra == "gpu"'], []), Platform.ARM64, BOOKWORM)
 
 
 def test_pip_runs_without_host_configuration(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -88,3 +91,42 @@ def test_pip_runs_without_host_configuration(monkeypatch: pytest.MonkeyPatch, tm
     env = pip_env(Cache.open(tmp_path))
     assert env["PIP_CONFIG_FILE"] == "/dev/null"
     assert "PIP_FIND_LINKS" not in env and "PIP_CONSTRAINT" not in env
+
+
+APT_CACHE_SHOW = """\
+Package: python3-numpy
+Source: numpy (1:1.24.2-1+deb12u1)
+Version: 1:1.24.2-1+deb12u1
+Architecture: arm64
+Depends: python3 (<< 3.12), python3 (>= 3.11~), libc6 (>= 2.34)
+Description: Fast array facility to the Python 3 language
+ Numpy contains a powerful N-dimensional array object, sophisticated
+ (broadcasting) functions, tools for integrating C/C++ and Fortran code.
+ .
+ Size: a continuation line that looks like a field is not one.
+Filename: pool/main/n/numpy/python3-numpy_1.24.2-1+deb12u1_arm64.deb
+Size: 3852044
+SHA256: 7bd7d0f5b8d5b4e54d0f0c3eed3f0eb78ad8c1f4ff54ffa7a3bd1e1e1b8e2c31
+
+Package: libc6
+Version: 2.36-9+deb12u10
+Architecture: arm64
+Filename: pool/main/g/glibc/libc6_2.36-9+deb12u10_arm64.deb
+Size: 2321044
+SHA256: 0c4f0fdd6c7ad4c1e7fdc8a5d5b4c29cc4b1e7f0d7a0d3e6bd2b4f0f0a6b7c11
+
+Package: libc6
+Version: 2.36-9+deb12u10
+Architecture: arm64
+Size: 1
+"""
+
+
+def test_apt_cache_show_stanzas_by_package_and_version() -> None:
+    stanzas = parse_stanzas(APT_CACHE_SHOW)
+    assert sorted(stanzas) == [("libc6", "2.36-9+deb12u10"), ("python3-numpy", "1:1.24.2-1+deb12u1")]
+    numpy = stanzas[("python3-numpy", "1:1.24.2-1+deb12u1")]
+    # the continuation line stays inside Description: Size is the field's own value
+    assert numpy["Size"] == "3852044" and numpy["Filename"].endswith("_arm64.deb")
+    assert numpy["SHA256"].startswith("7bd7d0f5")
+    assert stanzas[("libc6", "2.36-9+deb12u10")]["Size"] == "2321044"  # the first of a repeated pair wins

@@ -27,8 +27,10 @@ from packager.inputs.lock import (
     locked_objects,
 )
 from packager.inputs.sourcebuild import PinnedFile, SourceBuildLock
+from packager.platforms import Platform, base_system
 
 SHA = {c: c * 64 for c in "abcdef"}
+BOOKWORM = base_system("bookworm")
 
 
 def _recipe(**over) -> SourceBuildLock:
@@ -124,7 +126,7 @@ def _cache_with_built(tmp_path: Path, recipe: SourceBuildLock, wheel_bytes: byte
 def test_ensure_reuses_a_cached_wheel(tmp_path: Path) -> None:
     recipe = _recipe()
     cache, sha = _cache_with_built(tmp_path, recipe, b"the wheel")
-    got = sourcebuild.ensure(cache, recipe, name="demo", version="1.0", expected_sha256=sha)
+    got = sourcebuild.ensure(cache, recipe, BOOKWORM, name="demo", version="1.0", expected_sha256=sha)
     assert got.cached and got.sha256 == sha and got.filename == "demo-1.0-cp311-cp311-linux_aarch64.whl"
 
 
@@ -133,7 +135,7 @@ def test_rebuilt_wheel_with_other_bytes_is_a_one_line_mismatch(tmp_path: Path) -
     cache, actual = _cache_with_built(tmp_path, recipe, b"what this machine built")
     locked = hashlib.sha256(b"what the locking machine built").hexdigest()
     with pytest.raises(ReproductionMismatch) as e:
-        sourcebuild.ensure(cache, recipe, name="demo", version="1.0", expected_sha256=locked)
+        sourcebuild.ensure(cache, recipe, BOOKWORM, name="demo", version="1.0", expected_sha256=locked)
     msg = str(e.value)
     assert "\n" not in msg and e.value.return_code == 1
     assert msg.startswith("demo 1.0 for linux/arm64 rebuilt from demo-1.0.tar.gz: sha256 mismatch")
@@ -144,7 +146,7 @@ def test_rebuilt_wheel_with_other_bytes_is_a_one_line_mismatch(tmp_path: Path) -
 def test_missing_inputs_are_a_cache_miss_not_a_download(tmp_path: Path) -> None:
     cache = Cache.open(tmp_path / "cache")
     with pytest.raises(CacheMissError, match="demo-1.0.tar.gz"):
-        sourcebuild.build_wheel(cache, _recipe(), name="demo", version="1.0")
+        sourcebuild.build_wheel(cache, _recipe(), BOOKWORM, name="demo", version="1.0")
 
 
 # --- the sdist and the wheel container -----------------------------------------------------------
