@@ -42,7 +42,13 @@ from packager.errors import (
     RequestPackError,
     StageFailed,
 )
-from packager.manifest import LOCK_NAME, MANIFEST_NAME, load_manifest, manifest_path
+from packager.manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    Manifest,
+    load_manifest,
+    manifest_path,
+)
 from packager.platforms import Platform
 from packager.repo import default_build_root
 from packager.results import METRICS_NAME, PREDICTIONS_NAME, Metrics
@@ -63,6 +69,7 @@ log = logging.getLogger(__name__)
 STAGES = ("functional", "full")
 STAGE_CHOICES = {"functional": ("functional",), "full": ("full",), "all": STAGES}
 DEFAULT_KEY_DIR = Path.home() / ".config" / "request-pack" / "keys"
+PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"  # the signing key's passphrase: never on a command line
 
 
 @dataclass(frozen=True)
@@ -210,6 +217,47 @@ def evaluator_key(key: Path | None) -> tuple[Path, Path]:
     return priv, pub
 
 
+def check_min_top1(manifest: Manifest, stage: str, top1: float) -> None:
+    """A stage below the manifest's ``min_top1`` fails, whoever ran it (this machine or a pod)."""
+    min_top1 = getattr(manifest.run.stages, stage).min_top1
+    if top1 < min_top1:
+        raise StageFailed(stage, f"top-1 {top1:.4f} is below the manifest's min_top1 {min_top1}")
+
+
+def bundle_name(artifact: str, platform: Platform, last_stage: str) -> str:
+    """``<artifact>-<platform slug>[-functional].bundle.tar.gz``: a full-stage bundle carries no suffix."""
+    suffix = "" if last_stage == "full" else f"-{last_stage}"
+    return f"{artifact}-{platform.slug}{suffix}.bundle.tar.gz"
+
+
+@dataclass(frozen=True)
+class Sealed:
+    archive: Path
+    keyid: str
+    verify_seconds: float
+
+
+def seal(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, stage_dir: Path, archive: Path, *,
+         key: Path | None = None, build_root: Path | None = None) -> Sealed:
+    """Step 5: a finished stage's outputs in ``stage_dir`` made a verified bundle at ``archive``.
+
+    ``bundle_files`` beside the outputs, signed with the evaluator's key (``evaluator_key``) and
+    verified with its public half against the dataset and the artifact, as any verifier would.
+    ``evaluate`` seals its last stage with it; ``farm collect`` seals the outputs of a pod, which
+    holds no key, the same way."""
+    from packager.bundle.keys import TrustStore
+    from packager.bundle.sign import sign_result_dir
+    from packager.bundle.verify import verify_bundle
+
+    bundle_files(artifact_dir, ref, dataset, labels_name, stage_dir)
+    priv, pub = evaluator_key(key)
+    signed = _in_stage("sign", sign_result_dir, stage_dir, priv,
+                       passphrase=os.environ.get(PASSPHRASE_ENV, "").encode() or None, archive_path=archive)
+    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset,
+                       artifact=artifact_dir, build_root=build_root)
+    return Sealed(archive, signed.keyid, report.seconds)
+
+
 def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
     """A stage a requeued job already finished: the run record says exit 0 with this image, and
     predictions.jsonl holds exactly the whole lines metrics.json counted (nothing torn or added since)."""
@@ -244,8 +292,7 @@ def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform
         else:
             result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
         summary = _summary(stage, result, min_top1)
-        if summary.top1 < min_top1:
-            raise StageFailed(stage, f"top-1 {summary.top1:.4f} is below the manifest's min_top1 {min_top1}")
+        check_min_top1(manifest, stage, summary.top1)
         summaries.append(summary)
         timings[stage] = time.monotonic() - t
     return summaries
@@ -297,20 +344,11 @@ def evaluate(
 
     # 5.
     t = time.monotonic()
-    from packager.bundle.keys import TrustStore
-    from packager.bundle.sign import sign_result_dir
-    from packager.bundle.verify import verify_bundle
-
     last = STAGE_CHOICES[stages][-1]
-    bundle_dir = out / last
-    bundle_files(artifact_dir, ref, dataset, manifest.dataset.labels, bundle_dir)
-    priv, pub = evaluator_key(key)
-    suffix = "" if last == "full" else f"-{last}"
-    archive = out / f"{manifest.name}-{platform.slug}{suffix}.bundle.tar.gz"
-    signed = _in_stage("sign", sign_result_dir, bundle_dir, priv,
-                       passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None, archive_path=archive)
-    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset, artifact=artifact_dir,
-                       build_root=build_root)
+    archive = out / bundle_name(manifest.name, platform, last)
+    sealed = seal(artifact_dir, ref, dataset, manifest.dataset.labels, out / last, archive, key=key,
+                  build_root=build_root)
     timings["sign+verify"] = time.monotonic() - t
     timings["total"] = time.monotonic() - t0
-    return Evaluation(manifest.name, platform, ref, tuple(summaries), archive, signed.keyid, report.seconds, timings)
+    return Evaluation(manifest.name, platform, ref, tuple(summaries), archive, sealed.keyid, sealed.verify_seconds,
+                      timings)

@@ -44,7 +44,7 @@ What a pod does, and how it differs from ``request-pack evaluate`` on one machin
 7. Nothing in the pod signs: the evaluator's key never enters the cluster. The
    stage directories on the claim are unsigned harness outputs; a step outside
    the cluster must copy them off, check ``min_top1``, and bundle, sign and
-   verify them as evaluate's step 5 does: ``seal``, which ``farm collect --engine
+   verify them as evaluate's step 5 does: ``seal``, which ``farm collect --scheduler
    kubernetes`` calls for every Job whose outputs are there before publishing.
 
 Idempotency holds while the Job object exists (``ttlSecondsAfterFinished``, a
@@ -57,9 +57,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 
@@ -83,8 +85,13 @@ from packager.errors import (
     StageFailed,
     ToolMissing,
 )
+from packager.farm.base import Farm, JobStatus, Submission
 from packager.farm.jobs import FarmJob
 from packager.platforms import Platform
+from packager.repo import default_sample_dataset
+
+if TYPE_CHECKING:
+    from packager.farm.collect import Collected
 
 log = logging.getLogger(__name__)
 
@@ -457,7 +464,7 @@ class WrittenJob:
         except (OSError, yaml.YAMLError) as e:
             raise BadInput(f"cannot read the Job: {str(e).splitlines()[0]}", file=path) from None
         if not isinstance(doc, dict) or doc.get("kind") != "Job":
-            raise BadInput("not a Job written by farm submit --engine kubernetes", file=path)
+            raise BadInput("not a Job written by farm submit --scheduler kubernetes", file=path)
         try:
             notes = doc["metadata"].get("annotations") or {}
             pod = doc["spec"]["template"]["spec"]
@@ -466,7 +473,7 @@ class WrittenJob:
                        notes[f"{LABEL_PREFIX}/image"].rsplit("@", 1)[1],
                        tuple(c["name"] for c in pod.get("initContainers", []) + pod["containers"]))
         except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise BadInput(f"not a Job written by farm submit --engine kubernetes (missing or bad {e})",
+            raise BadInput(f"not a Job written by farm submit --scheduler kubernetes (missing or bad {e})",
                            file=path) from None
 
     def pending_stage(self, results: Path) -> str | None:
@@ -480,11 +487,11 @@ class WrittenJob:
 def job_files(jobs_dir: Path) -> list[Path]:
     """The Job YAMLs ``submit`` wrote into ``jobs_dir`` (its NetworkPolicy is not a job)."""
     if not Path(jobs_dir).is_dir():
-        raise BadInput("no such directory of Job YAMLs (the --results given to farm submit --engine kubernetes)",
+        raise BadInput("no such directory of Job YAMLs (the --results given to farm submit --scheduler kubernetes)",
                        file=jobs_dir, field="--jobs")
     found = sorted(Path(jobs_dir).glob("*.job.yaml"))
     if not found:
-        raise BadInput("no *.job.yaml here: give the directory farm submit --engine kubernetes wrote",
+        raise BadInput("no *.job.yaml here: give the directory farm submit --scheduler kubernetes wrote",
                        file=jobs_dir, field="--jobs")
     return found
 
@@ -495,23 +502,20 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
     claim to ``results/<job name>/<stage>``; returns the ``.bundle.tar.gz`` beside the stages.
 
     What evaluate does after its stages, outside the cluster: every stage's top-1 against the
-    manifest's ``min_top1``, the Job's image against the local build record, then the build
-    record, provenance, manifest, lock and labels beside the last stage's outputs, signed with
-    the evaluator's key and verified with its public half. Last, the farm's done marker
-    (``store.DONE_NAME``, the bundle's sha256): while it matches the bundle, sealing again
-    returns the bundle as it is, so a bundle already published is never replaced by another.
+    manifest's ``min_top1``, the Job's image against the local build record, then
+    ``pipeline.seal`` of the last stage. Last, the farm's done marker (``store.DONE_NAME``, the
+    bundle's sha256): while it matches the bundle, sealing again returns the bundle as it is, so a
+    bundle already published is never replaced by another.
     """
     import json
 
     from pydantic import ValidationError
 
-    from packager.bundle.keys import TrustStore
-    from packager.bundle.sign import sign_result_dir
-    from packager.bundle.verify import verify_bundle
     from packager.cache import sha256_digest
     from packager.farm.store import DONE_NAME, done_record, now, write_atomic
     from packager.manifest import load_manifest
-    from packager.pipeline import bundle_files, evaluator_key
+    from packager.pipeline import bundle_name, check_min_top1
+    from packager.pipeline import seal as seal_stage
     from packager.results import METRICS_NAME, Metrics
     from packager.run.runner import image_from_record
 
@@ -522,8 +526,7 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
                        field=f"metadata.annotations.{LABEL_PREFIX}/manifest-sha256")
     job_dir = Path(results) / job.name
     last = job.stages[-1]
-    suffix = "" if last == "full" else f"-{last}"
-    archive = job_dir / f"{manifest.name}-{job.platform.slug}{suffix}.bundle.tar.gz"
+    archive = job_dir / bundle_name(manifest.name, job.platform, last)
     done = done_record(job_dir)
     if done is not None and done.get("bundle") == archive.name:
         log.info("%s: already sealed (%s); not redone", job.name, archive)
@@ -537,20 +540,88 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
         except ValidationError as e:
             raise SchemaError(f"{job_dir / stage / METRICS_NAME}: not the harness's metrics.json: "
                               f"{e.error_count()} error(s), first: {e.errors()[0]['loc']} {e.errors()[0]['msg']}") from None
-        min_top1 = getattr(manifest.run.stages, stage).min_top1
-        if top1 < min_top1:
-            raise StageFailed(stage, f"top-1 {top1:.4f} is below the manifest's min_top1 {min_top1}")
+        check_min_top1(manifest, stage, top1)
     ref = image_from_record(artifact_dir, manifest.name, job.platform, build_root)
     if ref.index_digest != job.image_digest:
         raise ImageMismatch(f"the Job ran image {job.image_digest}, the build record {ref.record} names {ref.index_digest}")
-    bundle_files(Path(artifact_dir), ref, dataset, manifest.dataset.labels, job_dir / last)
-    priv, pub = evaluator_key(key)
-    sign_result_dir(job_dir / last, priv, passphrase=os.environ.get("REQUEST_PACK_PASSPHRASE", "").encode() or None,
-                    archive_path=archive)
-    report = verify_bundle(archive, TrustStore.load([pub]), dataset=dataset, artifact=Path(artifact_dir))
+    sealed = seal_stage(Path(artifact_dir), ref, dataset, manifest.dataset.labels, job_dir / last, archive, key=key,
+                        build_root=build_root)
     write_atomic(job_dir / DONE_NAME, json.dumps({
         "bundle": archive.name, "bundle_sha256": sha256_digest(archive), "job": job.name, "platform": str(job.platform),
-        "image_digest": job.image_digest, "keyid": report.signer.keyid if report.signer else None,
-        "verify_seconds": round(report.seconds, 3), "time": now()}, indent=2, sort_keys=True) + "\n")
+        "image_digest": job.image_digest, "keyid": sealed.keyid,
+        "verify_seconds": round(sealed.verify_seconds, 3), "time": now()}, indent=2, sort_keys=True) + "\n")
     log.info("sealed %s: %s", job.name, archive)
     return archive
+
+
+# --- the farm's view of a cluster -------------------------------------------------------------
+
+
+def job_states(namespace: str, results: Path | None = None, *, timeout_s: float = 20.0) -> list[JobStatus]:
+    """The farm's Jobs in ``namespace`` as the API server reports them; with ``results`` (their outputs
+    copied off the claim), how far each got and whether it is sealed."""
+    from packager.farm.store import done_record, progress
+
+    _load_config()
+    c = _client()
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+    try:
+        found = c.BatchV1Api().list_namespaced_job(namespace, label_selector=selector,
+                                                   _request_timeout=(min(5.0, timeout_s), timeout_s)).items
+    except ApiException as e:
+        raise ClusterUnavailable(f"Kubernetes API refused the request: {e.status} {e.reason}: {_api_message(e)}") from e
+    except HTTPError as e:
+        raise ClusterUnavailable(f"Kubernetes API server unreachable: {str(e).splitlines()[0]}") from e
+    rows = []
+    for job in sorted(found, key=lambda j: j.metadata.name):
+        notes, st = job.metadata.annotations or {}, job.status
+        ended = next((cond.type for cond in st.conditions or [] if cond.status == "True"
+                      and cond.type in ("Complete", "Failed")), None)
+        state = ended or ("Active" if st.active else "Pending")
+        start, end = st.start_time, st.completion_time
+        elapsed = ((end.timestamp() if end else time.time()) - start.timestamp()) if start else None
+        job_dir = Path(results) / job.metadata.name if results is not None else None
+        rows.append(JobStatus(
+            key=notes.get(f"{LABEL_PREFIX}/key", ""), name=job.metadata.name,
+            artifact=(job.metadata.labels or {}).get(f"{LABEL_PREFIX}/artifact", ""),
+            platform=notes.get(f"{LABEL_PREFIX}/platform", ""), job_id=job.metadata.uid, state=state, node="",
+            elapsed_s=elapsed, stage=progress(job_dir) if job_dir is not None and job_dir.is_dir() else "-",
+            restarts=st.failed or 0, attempts=(st.failed or 0) + (st.succeeded or 0) + (st.active or 0),
+            verified=job_dir is not None and done_record(job_dir) is not None))
+    return rows
+
+
+@dataclass(frozen=True)
+class KubernetesFarm(Farm):
+    """Kubernetes Jobs whose pods run the harness only; ``collect`` seals their outputs here first."""
+
+    scheduler: ClassVar[str] = "kubernetes"
+    failures: ClassVar[str] = "job(s) or bundle(s) failed their checks"
+
+    @property
+    def dataset(self) -> Path | None:
+        # The pods mount their own dataset claim: without --dataset the key cannot cover it.
+        return self.options.dataset
+
+    def submit(self, jobs: Sequence[FarmJob]) -> list[Submission]:
+        o = self.options
+        paths = submit(list(jobs), out=o.results, dry_run=o.dry_run, namespace=o.namespace,
+                       fpga_resource=o.fpga_resource, accelerator_resource=o.accelerator_resource)
+        return [Submission(job, path, "written" if o.dry_run else "applied") for job, path in zip(jobs, paths)]
+
+    def status(self) -> list[JobStatus]:
+        return job_states(self.options.namespace, self.options.results)
+
+    def collect(self, board_url: str, *, labels: Path | None = None) -> Iterator[Collected]:
+        from packager.farm.collect import collect_kubernetes_iter
+
+        o = self.options
+        if o.jobs is None:
+            raise BadInput("--scheduler kubernetes needs --jobs: the directory of *.job.yaml farm submit wrote",
+                           field="--jobs")
+        return collect_kubernetes_iter(o.jobs, o.results, board_url, o.trust_store(), artifacts=o.artifacts or (Path("artifacts"),),
+                                       dataset=o.dataset or default_sample_dataset(), key=o.key,
+                                       build_root=o.build_root, labels=labels)

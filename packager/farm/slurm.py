@@ -27,11 +27,13 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from packager.errors import BadInput, EnvironmentMissing, RequestPackError
+from packager.farm.base import Farm, JobStatus, Submission
 from packager.farm.jobs import ARCH_FEATURE, DeviceNeed, FarmJob
 from packager.farm.store import (
     ATTEMPTS_NAME,
@@ -40,15 +42,18 @@ from packager.farm.store import (
     SUBMISSIONS_NAME,
     JobSpec,
     append_line,
-    bundles,
     done_record,
     job_dirs,
     now,
+    progress,
     read_lines,
 )
 from packager.manifest import MANIFEST_NAME, load_manifest
 from packager.platforms import Platform
-from packager.repo import default_build_root
+from packager.repo import default_build_root, default_sample_dataset
+
+if TYPE_CHECKING:
+    from packager.farm.collect import Collected
 
 log = logging.getLogger(__name__)
 
@@ -212,14 +217,6 @@ def jobcomp_records(*, env: dict[str, str] | None = None) -> dict[str, dict[str,
 # --- submission ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Submission:
-    job: FarmJob
-    job_dir: Path
-    action: str  # submitted, done (a verified result exists), queued (a live job has the key)
-    job_id: str | None
-
-
 def job_script(spec: JobSpec, job_dir: Path) -> str:
     """The batch script: the board's name comes from Slurm at run time; everything else is in job.json."""
     return (
@@ -298,35 +295,6 @@ def submit(
 # --- status ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JobStatus:
-    key: str
-    name: str
-    artifact: str
-    platform: str
-    job_id: str | None
-    state: str
-    node: str
-    elapsed_s: float | None
-    stage: str  # what the results directory shows: queued, functional 3/4, signed, done
-    restarts: int
-    attempts: int
-    verified: bool
-
-
-def _progress(job_dir: Path, spec: JobSpec) -> str:
-    if done_record(job_dir) is not None:
-        return "done"
-    if bundles(job_dir):
-        return "signed"
-    for stage in ("full", "functional"):
-        preds = job_dir / stage / "predictions.jsonl"
-        if preds.is_file():
-            n = sum(1 for _ in preds.open("rb"))
-            return f"{stage} {n}"
-    return "queued" if not read_lines(job_dir / ATTEMPTS_NAME) else "image"
-
-
 def status(results: Path, *, env: dict[str, str] | None = None) -> list[JobStatus]:
     """One row per key in ``results``: Slurm's view of its last job, and the results directory's."""
     if not results.is_dir():
@@ -358,7 +326,7 @@ def status(results: Path, *, env: dict[str, str] | None = None) -> list[JobStatu
         if not node and starts:
             node = starts[-1]["node"]
         rows.append(JobStatus(spec.key, spec.name, spec.artifact, spec.platform, job_id, state, node, elapsed,
-                              _progress(job_dir, spec), restarts, len(starts), done_record(job_dir) is not None))
+                              progress(job_dir), restarts, len(starts), done_record(job_dir) is not None))
     return rows
 
 
@@ -373,3 +341,35 @@ def wait(results: Path, *, timeout: float, env: dict[str, str] | None = None, po
             raise SlurmError(f"jobs still live after {timeout:.0f} s: "
                              + ", ".join(f"{r.name}={r.state}" for r in rows if r.state in LIVE_STATES))
         time.sleep(poll)
+
+
+@dataclass(frozen=True)
+class SlurmFarm(Farm):
+    """Boards under Slurm: each evaluates, signs and verifies its own bundle in ``RESULTS/<key>/``."""
+
+    scheduler: ClassVar[str] = "slurm"
+
+    def check(self, artifacts: Sequence[Path], platforms: Sequence[Platform] | None) -> None:
+        if self.options.dry_run:
+            raise BadInput("--dry-run is for --scheduler kubernetes; Slurm's own check is sbatch --test-only",
+                           field="--dry-run")
+        check_request(artifacts, platforms, partition=self.options.partition)
+
+    @property
+    def dataset(self) -> Path:
+        return self.options.dataset or default_sample_dataset()
+
+    def submit(self, jobs: Sequence[FarmJob]) -> list[Submission]:
+        o = self.options
+        return submit(jobs, results=o.results, dataset=self.dataset, build_root=o.build_root, signing_key=o.key,
+                      partition=o.partition)
+
+    def status(self) -> list[JobStatus]:
+        return status(self.options.results)
+
+    def collect(self, board_url: str, *, labels: Path | None = None) -> Iterator[Collected]:
+        from packager.farm.collect import collect_iter
+
+        self.options.refuse(("jobs", "key", "dataset", "artifacts", "build_root"),
+                            "only for --scheduler kubernetes: Slurm boards seal their own bundles")
+        return collect_iter(self.options.results, board_url, self.options.trust_store(), labels=labels)

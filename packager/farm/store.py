@@ -18,6 +18,7 @@ from pathlib import Path
 
 from packager.cache import sha256_digest
 from packager.farm.jobs import FarmJob
+from packager.results import PREDICTIONS_NAME
 
 JOB_NAME = "job.json"
 SCRIPT_NAME = "job.sh"
@@ -88,8 +89,6 @@ def read_lines(path: Path) -> list[dict]:
     return out
 
 
-
-
 def done_record(job_dir: Path) -> dict | None:
     """The done marker if it is valid: it names a bundle that still has the sha256 it had when verified."""
     marker = job_dir / DONE_NAME
@@ -103,6 +102,20 @@ def done_record(job_dir: Path) -> dict | None:
     except (json.JSONDecodeError, KeyError, OSError):
         pass
     return None
+
+
+def progress(job_dir: Path) -> str:
+    """How far a job got, as its directory shows: done, signed, ``<stage> <predictions>``, image or queued."""
+    if done_record(job_dir) is not None:
+        return "done"
+    if bundles(job_dir):
+        return "signed"
+    for stage in ("full", "functional"):
+        preds = job_dir / stage / PREDICTIONS_NAME
+        if preds.is_file():
+            with preds.open("rb") as f:
+                return f"{stage} {sum(1 for _ in f)}"
+    return "queued" if not read_lines(job_dir / ATTEMPTS_NAME) else "image"
 
 
 def bundles(job_dir: Path) -> list[Path]:

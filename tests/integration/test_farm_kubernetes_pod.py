@@ -2,7 +2,7 @@
 
 No Kubernetes can run here, so the unit tests validate the YAML against the API's
 schemas; this test checks what a schema cannot: that the containers' command and
-arguments work inside the image the farm names. ``request-pack farm submit --engine
+arguments work inside the image the farm names. ``request-pack farm submit --scheduler
 kubernetes --dry-run`` builds the example artifact, pushes it to a ``docker-registry``
 on 127.0.0.1 and writes the Job; the test pulls the Job's ``image`` string as it is and runs each
 container of the pod, init containers first, with ``docker run`` options read
@@ -10,7 +10,7 @@ from the YAML (user and group, read-only root, capabilities, no privilege
 escalation, the volume mounts with their read-only flags); a field the
 translation does not know fails the test. Then a replaced pod: the full stage's
 predictions are torn mid-line and the pod runs again; ``--resume`` must finish
-them with no id lost or repeated. Last, ``farm collect --engine kubernetes`` seals
+them with no id lost or repeated. Last, ``farm collect --scheduler kubernetes`` seals
 those outputs (as the evaluator would, outside the cluster) and publishes them to
 a real sqlite scoreboard; a second collect seals and publishes nothing new.
 """
@@ -58,19 +58,19 @@ class Submitted:
 
 @pytest.fixture(scope="module")
 def job_yaml(registry, tmp_path_factory) -> Submitted:
-    """The Job ``request-pack farm submit --engine kubernetes --dry-run`` writes for the example
+    """The Job ``request-pack farm submit --scheduler kubernetes --dry-run`` writes for the example
     artifact (amd64, stage all), whose image it built and pushed, and which no engine holds."""
     root = tmp_path_factory.mktemp("k8s-pod")
     art = copy_with_unique_version(ARTIFACT, root, "k8s")  # an image that exists in no engine yet
     for step in (["lock", str(art)], ["fetch", str(art)]):
         res = cli(*step, cwd=root)
         assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    argv = ["farm", "submit", str(art), "--engine", "kubernetes", "--registry", registry, "--platform", "linux/amd64",
+    argv = ["farm", "submit", str(art), "--scheduler", "kubernetes", "--registry", registry, "--platform", "linux/amd64",
             "--stage", "all", "--results", str(root / "k8s")]
     t0 = time.monotonic()
     res = cli(*argv, "--dry-run", cwd=root)
     assert res.returncode == 0, (res.stdout + res.stderr)[-2000:]
-    print(f"farm submit --engine kubernetes --dry-run (build + push + render): {time.monotonic() - t0:.1f} s")
+    print(f"farm submit --scheduler kubernetes --dry-run (build + push + render): {time.monotonic() - t0:.1f} s")
     written = sorted((root / "k8s").glob("*.job.yaml"))
     assert len(written) == 1 and written[0].name in res.stdout.replace("\n", "")
     assert (root / "k8s" / k8s.NETWORK_POLICY_FILE).is_file()
@@ -176,7 +176,7 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     assert [json.loads(line)["id"] for line in lines[:25]] == ids[:25]
     assert len((job_dir / "functional" / "predictions.jsonl").read_text().splitlines()) == 20
 
-    # Outside the cluster, by `farm collect --engine kubernetes`: min_top1 checked, bundled, signed,
+    # Outside the cluster, by `farm collect --scheduler kubernetes`: min_top1 checked, bundled, signed,
     # verified and published to a real scoreboard; then verified again by the CLI.
     from packager.bundle.keys import generate_keypair
 
@@ -184,12 +184,12 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
     art = job_yaml.root / "artifacts" / ARTIFACT.name
     job_file = job_yaml.root / "k8s" / f"{doc['metadata']['name']}.job.yaml"
     board = tmp_path / "board.db"
-    collect = ("farm", "collect", "--engine", "kubernetes", "--jobs", str(job_yaml.root / "k8s"), "--results", str(results),
+    collect = ("farm", "collect", "--scheduler", "kubernetes", "--jobs", str(job_yaml.root / "k8s"), "--results", str(results),
                "--board", f"sqlite:///{board}", "--trust", str(tmp_path / "keys" / "evaluator.pub"),
                "--key", str(tmp_path / "keys" / "evaluator.key"), "--dataset", str(volumes["dataset"]))
     t0 = time.monotonic()
     first = cli(*collect, cwd=job_yaml.root)  # the artifact is found under ./artifacts by its manifest digest
-    print(f"farm collect --engine kubernetes (seal + publish): {time.monotonic() - t0:.1f} s")
+    print(f"farm collect --scheduler kubernetes (seal + publish): {time.monotonic() - t0:.1f} s")
     assert first.returncode == 0, first.stdout + first.stderr
     out = " ".join(first.stdout.split())
     assert "sealed and published" in out and "1 published" in out, out

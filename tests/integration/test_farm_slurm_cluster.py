@@ -103,7 +103,7 @@ def farm(workspace, cluster, registry):
     root, env = workspace, cluster.env
     results, gpu_results = root / "results", root / "results-gpu"
     t0 = time.monotonic()
-    res = _cli("farm", "submit", *(str(root / "artifacts" / a) for a in ARTIFACTS), "--engine", "slurm",
+    res = _cli("farm", "submit", *(str(root / "artifacts" / a) for a in ARTIFACTS), "--scheduler", "slurm",
                "--platform", "linux/amd64", "--platform", "linux/arm/v7", "--stage", "functional",
                "--registry", registry, "--results", str(results), "--dataset", str(root / "data"),
                "--key", str(root / "keys" / "signing.key"), "--build-root", str(root / "build"), env=env, cwd=root)
@@ -183,7 +183,7 @@ def test_board_down_mid_run_requeues_and_resumes(farm):
 
 
 def test_gpu_job_lands_only_on_the_gpu_board(farm):
-    d = farm.gpu_sub.job_dir
+    d = farm.gpu_sub.path
     (row,) = slurm.status(farm.gpu_results, env=farm.env)
     assert row.state == "COMPLETED" and row.verified and row.node == "gpu-a"
     assert {a["node"] for a in read_lines(d / ATTEMPTS_NAME)} == {"gpu-a"}

@@ -315,7 +315,7 @@ def test_seal_refuses_unfinished_pods_and_other_manifests(all_jobs, tmp_path):
         k8s.seal(tmp_path / "k8s" / k8s.NETWORK_POLICY_FILE, tmp_path / "results", artifact_dir=job.artifact_dir, dataset=tmp_path)
 
 
-# --- farm collect --engine kubernetes: argument errors and jobs that cannot be sealed ---------
+# --- farm collect --scheduler kubernetes: argument errors and jobs that cannot be sealed ---------
 
 
 @pytest.fixture()
@@ -337,7 +337,7 @@ def _collect(tmp: Path, *extra: str):
     from packager.cli import app
 
     given = dict(zip(extra[::2], extra[1::2]))
-    args = {"--engine": "kubernetes", "--jobs": str(tmp / "k8s"), "--results": str(tmp / "results"),
+    args = {"--scheduler": "kubernetes", "--jobs": str(tmp / "k8s"), "--results": str(tmp / "results"),
             "--board": f"sqlite:///{tmp / 'board.db'}", "--trust": str(tmp / "keys" / "evaluator.pub"),
             "--key": str(tmp / "keys" / "evaluator.key"), "--dataset": str(tmp / "data"),
             "--artifacts": str(REPO / "artifacts")} | given
@@ -345,7 +345,7 @@ def _collect(tmp: Path, *extra: str):
 
 
 @pytest.mark.parametrize("extra, field, words", [
-    (["--engine", "nomad"], "--engine", "not slurm or kubernetes"),
+    (["--scheduler", "nomad"], "--scheduler", "not slurm or kubernetes"),
     (["--jobs", "{tmp}/nowhere"], "--jobs", "no such directory"),
     (["--jobs", "{tmp}/results"], "--jobs", "no *.job.yaml"),
     (["--results", "{tmp}/nowhere"], "--results", "no such results directory"),
@@ -366,7 +366,7 @@ def test_collect_kubernetes_needs_jobs_and_a_public_key(collect_setup):
     from packager.cli import app
 
     _, tmp = collect_setup
-    res = CliRunner().invoke(app, ["farm", "collect", "--engine", "kubernetes", "--results", str(tmp / "results")])
+    res = CliRunner().invoke(app, ["farm", "collect", "--scheduler", "kubernetes", "--results", str(tmp / "results")])
     assert isinstance(res.exception, BadInput) and "--jobs" in str(res.exception)
     lone = tmp / "lone.key"
     lone.write_bytes((tmp / "keys" / "evaluator.key").read_bytes())
@@ -374,7 +374,7 @@ def test_collect_kubernetes_needs_jobs_and_a_public_key(collect_setup):
     assert isinstance(res.exception, BadInput) and res.exception.return_code == 2 and "NAME.pub" in str(res.exception)
     # Kubernetes-only options are refused for Slurm instead of being silently ignored.
     res = CliRunner().invoke(app, ["farm", "collect", "--results", str(tmp / "results"), "--jobs", str(tmp / "k8s")])
-    assert isinstance(res.exception, BadInput) and "--engine kubernetes" in str(res.exception)
+    assert isinstance(res.exception, BadInput) and "--scheduler kubernetes" in str(res.exception)
 
 
 def test_collect_kubernetes_reports_unfinished_and_unknown_jobs(collect_setup):

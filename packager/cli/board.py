@@ -1,0 +1,130 @@
+"""``publish``, ``board pareto|serve`` and ``export --mlperf``: the scoreboard and the MLPerf submission tree."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from packager.cli.common import (
+    BOARD_HELP,
+    BOARD_URL,
+    LABELS_HELP,
+    TRUST_DIR_HELP,
+    TRUST_HELP,
+    console,
+)
+
+commands = typer.Typer()
+board_app = typer.Typer(help="Query and serve a scoreboard.", no_args_is_help=True)
+
+
+@commands.command("export")
+def export_cmd(
+    sources: list[Path] = typer.Argument(..., help="Signed bundles (.tar.gz or directories) or harness run directories."),
+    out: Path = typer.Option(..., "--out", help="New (or empty) directory for the submission tree."),
+    mlperf: bool = typer.Option(False, "--mlperf", help="Write an MLPerf-Inference-style submission tree (open division)."),
+    trust: list[Path] = typer.Option([], "--trust", help="Trusted Ed25519 public key to verify bundles with; repeatable."),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Export bundles without verifying their signature first."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Ground truth (labels TSV or val.txt) when a source has no labels.tsv."),
+    submitter: str = typer.Option("request-pack", "--submitter", help="Submitter (organisation) name in the tree."),
+    status: str = typer.Option("rdi", "--status", help="System status: available, preview or rdi."),
+) -> None:
+    """Turn result bundles or run directories into an MLPerf-Inference-style submission tree."""
+    from packager.errors import BadInput
+    from packager.scoreboard.mlperf import ExportOptions, export_mlperf
+
+    if not mlperf:
+        raise BadInput("the only export format is --mlperf", field="--mlperf")
+    opts = ExportOptions(submitter=submitter, trust=tuple(trust), trust_dir=trust_dir, verify=not no_verify,
+                         labels=labels, status=status)
+    report = export_mlperf(sources, out, opts)
+    for e in report.entries:
+        perf = "LoadGen logs" if e.performance_logs else "[yellow]no performance logs[/yellow]"
+        console.print(f"{escape(e.system)}/{escape(e.model)}/{e.scenario}: top-1 {e.accuracy.top1:.4f} "
+                      f"({e.accuracy.correct_top1}/{e.accuracy.samples}), {perf}", soft_wrap=True)
+    for e in report.without_performance_logs:
+        console.print(f"[yellow]note[/yellow] {escape(e.model)}/{e.scenario}: {escape(e.reason or '')}", soft_wrap=True)
+    console.print(f"[green]wrote[/green] {len(report.files)} files: {escape(str(report.root / report.division / report.submitter))}")
+
+
+@commands.command()
+def publish(
+    bundles: list[Path] = typer.Argument(..., help="Signed bundles (directories or .tar.gz), or directories of bundles."),
+    board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
+    trust: list[Path] = typer.Option([], "--trust", help=TRUST_HELP),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
+    labels: Optional[Path] = typer.Option(None, "--labels", help=LABELS_HELP),
+) -> None:
+    """Verify each bundle fully, then add it to the board (idempotent on the bundle digest)."""
+    from packager.bundle.keys import TrustStore
+    from packager.scoreboard.publish import bundles_in, publish_iter
+
+    store = TrustStore.load(trust, trust_dir)
+    new = present = 0
+    for p in publish_iter(bundles_in(bundles), board, store, labels=labels):
+        new, present = new + p.inserted, present + (not p.inserted)
+        state = "[green]published[/green]" if p.inserted else "[yellow]already on the board[/yellow]"
+        console.print(f"{state} {escape(str(p.bundle))} {p.bundle_digest[:19]}… ({p.row.artifact}, {p.row.platform}, top-1 {p.row.top1:.4f})")
+    console.print(f"{new} new, {present} already present")
+
+
+@board_app.command("pareto")
+def board_pareto(
+    board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
+    objectives: str = typer.Option("accuracy:max,latency:min,price:min,power:min", "--objectives", help="name:max|min, comma-separated."),
+    missing: str = typer.Option("worst", "--missing", help="A missing value (e.g. no power probe): 'worst' or 'exclude'."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print the Pareto frontier of the board's results."""
+    from rich.table import Table
+
+    from packager.errors import BadInput
+    from packager.scoreboard.pareto import Missing
+    from packager.scoreboard.store import OBJECTIVE_COLUMNS, Board
+    from packager.scoreboard.web import board_view
+
+    try:
+        policy = Missing(missing)
+    except ValueError:
+        raise BadInput(f"--missing {missing!r}: expected 'worst' or 'exclude'") from None
+    with Board(board) as b:
+        view = board_view(b, objectives=objectives, missing=policy)
+    front = set(view.frontier.front)
+    rows = [r for r in view.rows if r.bundle_digest in front]
+    if as_json:
+        out = {
+            "objectives": [str(o) for o in view.objectives],
+            "missing": policy.value,
+            "count": len(view.rows),
+            "frontier": [view.record(r) for r in rows],
+            "excluded": list(view.frontier.excluded),
+        }
+        sys.stdout.write(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        return
+    table = Table(title=f"Pareto frontier: {len(rows)} of {len(view.rows)} results ({', '.join(map(str, view.objectives))}; missing={policy.value})")
+    for col in ["artifact", "platform", *[o.name for o in view.objectives], "bundle"]:
+        table.add_column(col)
+    for r in rows:
+        vals = [getattr(r, OBJECTIVE_COLUMNS[o.name]) for o in view.objectives]
+        table.add_row(r.artifact, r.platform, *["—" if v is None else f"{v:.4g}" for v in vals], r.bundle_digest[:19])
+    console.print(table)
+    if view.frontier.excluded:
+        console.print(f"{len(view.frontier.excluded)} result(s) left out for a missing objective")
+
+
+@board_app.command("serve")
+def board_serve(
+    board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve the results table, Pareto plots, result pages, JSON API and CSV export."""
+    from packager.scoreboard.web import serve
+
+    serve(board, host=host, port=port)

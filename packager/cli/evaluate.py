@@ -1,0 +1,91 @@
+"""``run`` and ``evaluate``: an artifact's image in the sandbox, one stage or the evaluator's whole chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from packager.cli.common import (
+    ARTIFACT_HELP,
+    console,
+    parse_platform,
+    progress_bar,
+    progress_fn,
+)
+
+commands = typer.Typer()
+
+
+@commands.command("run")
+def run_cmd(
+    artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
+    stage: str = typer.Option("functional", "--stage", help="functional or full."),
+    dataset: Path = typer.Option(..., "--dataset", help="Dataset directory (mounted read-only)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (the only writable mount)."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="linux/amd64, linux/arm64 or linux/arm/v7 (non-native runs under QEMU)."),
+    device: list[str] = typer.Option([], "--device", help="/dev/NODE[:/dev/NAME], vendor.com/class=name (CDI) or gpu; repeatable."),
+    target: Optional[str] = typer.Option(None, "--target", help="local (default) or ssh://user@host[:port]."),
+    engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a run whose predictions.jsonl is in --out."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Override the stage's sample count."),
+    cdi_spec_dir: list[Path] = typer.Option([], "--cdi-spec-dir", help="CDI spec directories (default /etc/cdi, /var/run/cdi)."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
+) -> None:
+    """Run one stage of an artifact's image, by digest, in the sandbox."""
+    from packager.engine import get_engine
+    from packager.manifest import load_manifest
+    from packager.platforms import Platform
+    from packager.run.devices import DEFAULT_CDI_DIRS
+    from packager.run.runner import RunOptions, image_from_record, run_stage
+
+    plat = parse_platform(platform) or Platform.native()
+    manifest = load_manifest(artifact)
+    artifact_dir = artifact.parent if artifact.is_file() else artifact
+    ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
+    opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
+                      samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS)
+    with progress_bar() as bar:
+        result = run_stage(manifest, ref, get_engine(engine, target), opts, progress=progress_fn(bar, f"{stage} {plat}"))
+    console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
+                  f"outputs in {escape(str(out))}, log {escape(str(result.container_log))}")
+
+
+@commands.command("evaluate")
+def evaluate_cmd(
+    artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    key: Optional[Path] = typer.Option(None, "--key", help="Evaluator's Ed25519 private key (NAME.key beside NAME.pub); default ~/.config/request-pack/keys/evaluator.key, made once."),
+    out: Path = typer.Option(Path("results"), "--out", help="Result directory: functional/, full/ and the signed bundle."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="Platform to evaluate (default: this machine's)."),
+    device: list[str] = typer.Option([], "--device", help="As for run; repeatable."),
+    target: Optional[str] = typer.Option(None, "--target", help="local (default) or ssh://user@host[:port]."),
+    engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+    stage: str = typer.Option("all", "--stage", help="functional, full or all; the last stage run is signed and verified."),
+    resume: bool = typer.Option(False, "--resume", help="Continue each stage's predictions.jsonl in --out (a requeued job)."),
+    image: Optional[str] = typer.Option(None, "--image", metavar="HOST/REPO@sha256:DIGEST", help="Pull this index or manifest from a registry, by digest, instead of building."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
+) -> None:
+    """Build-or-pull, digest check, functional stage, full stage, sign, verify, summary."""
+    from rich.table import Table
+
+    from packager.pipeline import evaluate
+    from packager.repo import default_sample_dataset
+
+    with progress_bar() as bar:
+        ev = evaluate(artifact, dataset or default_sample_dataset(), out, key=key, platform=parse_platform(platform),
+                      engine=engine, target=target, devices=tuple(device), progress=lambda stage: progress_fn(bar, stage),
+                      stages=stage, resume=resume, image=image, build_root=build_root)
+    table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
+    for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for s in ev.stages:
+        table.add_row(s.stage, str(s.samples), f"{s.top1:.4f}", f"{s.top5:.4f}", f"{s.min_top1:.2f}",
+                      f"{s.p50_ms:.2f}" if s.p50_ms is not None else "-",
+                      f"{s.images_per_s:.1f}" if s.images_per_s is not None else "-", f"{s.wall_s:.1f}")
+    console.print(table)
+    console.print(f"[green]signed[/green] with key {ev.keyid[:16]} and [green]verified[/green] in {ev.verify_seconds:.2f} s: "
+                  f"{escape(str(ev.bundle))}")
+    console.print("times: " + ", ".join(f"{k} {v:.1f} s" for k, v in ev.timings.items()))
