@@ -1,15 +1,15 @@
 """Deterministic .tar.gz packing of a bundle directory, and unpacking that
 refuses anything a hostile archive could use to escape or exhaust the target.
 
-Same directory in, same bytes out: entries are sorted, owners are 0/0 with no
-names, modes are normalised, every mtime is SOURCE_DATE_EPOCH (default 0), and
-the gzip header carries neither a file name nor a time.
+Same directory in, same bytes out: the tar is written by the image layers' writer
+(``packager.image.writer.oci``: entries sorted, owners 0/0 with no names, gzip
+header without name or time), with modes normalised and every mtime
+SOURCE_DATE_EPOCH (default 0).
 """
 
 from __future__ import annotations
 
 import gzip
-import io
 import logging
 import os
 import stat
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from packager.errors import BadInput, UnsafeArchive
+from packager.image.writer import oci
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_MAX_ENTRY_BYTES = 2 << 30
 DEFAULT_MAX_TOTAL_BYTES = 8 << 30
 DEFAULT_MAX_ENTRIES = 100_000
+BUNDLE_GZIP_LEVEL = 9  # bundles are shipped and stored, and are small: smallest wins over fastest
 
 
 def _epoch() -> int:
@@ -67,13 +69,16 @@ def scan_tree(root: Path) -> Tree:
     return Tree(dict(sorted(files.items())), tuple(sorted(dirs)), tuple(sorted(others)))
 
 
-def _walk(root: Path) -> list[Path]:
-    """Every directory and regular file below root, sorted by POSIX path; anything else is refused."""
+def _entries(root: Path, epoch: int) -> list[oci.Entry]:
+    """Every directory and regular file below root as tar entries; anything else is refused."""
     tree = scan_tree(root)
     if tree.others:
         raise BadInput("is a symlink or special file; a bundle holds regular files only", file=root / tree.others[0])
-    entries = [(rel, p) for rel, p in tree.files.items()] + [(rel, root / rel) for rel in tree.dirs]
-    return [p for _, p in sorted(entries)]
+    dirs = [oci.Entry(rel, "dir", mode=0o755, mtime=epoch) for rel in tree.dirs]
+    files = [oci.Entry(rel, "file", mode=0o755 if os.access(p, os.X_OK) else 0o644, mtime=epoch,
+                       size=p.stat().st_size, open=lambda p=p: p.open("rb"))
+             for rel, p in tree.files.items()]
+    return dirs + files
 
 
 def pack(src: Path, dest: Path) -> Path:
@@ -81,30 +86,15 @@ def pack(src: Path, dest: Path) -> Path:
     if not src.is_dir():
         raise BadInput("not a directory", file=src)
     epoch = _epoch()
-    buf = io.BytesIO()
-    # USTAR has no per-file extended headers that could carry atime/ctime; long
-    # names fall back to PAX, whose records tarfile writes deterministically.
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for p in _walk(src):
-            rel = p.relative_to(src).as_posix()
-            info = tarfile.TarInfo(rel)
-            info.mtime = epoch
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            if p.is_dir():
-                info.type = tarfile.DIRTYPE
-                info.mode = 0o755
-                tar.addfile(info)
-            else:
-                info.size = p.stat().st_size
-                info.mode = 0o755 if os.access(p, os.X_OK) else 0o644
-                with p.open("rb") as f:
-                    tar.addfile(info, f)
+    entries = _entries(src, epoch)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    with tmp.open("wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
-            gz.write(buf.getvalue())
+    try:
+        with tmp.open("wb") as raw:
+            oci.write_tar_gz(entries, raw, epoch, level=BUNDLE_GZIP_LEVEL)
+    except OSError as e:  # a file shrank or vanished while packing: the bundle would not match its subjects
+        tmp.unlink(missing_ok=True)
+        raise BadInput(f"cannot pack: {e}", file=src) from e
     tmp.replace(dest)
     log.info("packed %s -> %s", src, dest)
     return dest

@@ -113,9 +113,7 @@ class _LayerCache:
         info = LayerInfo(role, layer.descriptor.digest, layer.diff_id, layer.descriptor.size,
                          layer.uncompressed_size, False, detail)
         d = {k: v for k, v in info.__dict__.items() if k != "cached"}
-        tmp = self.dir / f".{key}.json.tmp"
-        tmp.write_text(json.dumps(d, sort_keys=True))
-        os.replace(tmp, self.dir / f"{key}.json")
+        oci.write_file(self.dir / f"{key}.json", json.dumps(d, sort_keys=True).encode())
         return info
 
 
@@ -207,13 +205,13 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
         shutil.rmtree(staging, ignore_errors=True)
         raise
     render_dockerfile(build_dir / "Dockerfile", manifest, lock_sha, images, layout)
-    _write_json(build_dir / PLAN_NAME, plan)
+    oci.write_file(build_dir / PLAN_NAME, oci.readable_json(plan))
     finished = time.time()
     record = make_record(manifest, lock_sha, index, images, started, finished, time.monotonic() - t0)
     # The build's times stay in the record; the SBOM and provenance are functions of the inputs.
     provenance.write_sbom(build_dir / SBOM_NAME, manifest, lock, platforms, index, max(img.epoch for img in images))
     provenance.write_provenance(build_dir / PROVENANCE_NAME, manifest, lock, lock_sha, index, images)
-    _write_json(build_dir / RECORD_NAME, record)
+    oci.write_file(build_dir / RECORD_NAME, oci.readable_json(record))
     return BuildResult(manifest.name, build_dir, layout, index, tuple(images), record, time.monotonic() - t0)
 
 
@@ -268,12 +266,6 @@ def _tool_version(argv: list[str]) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.splitlines()[0] if out else None
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 # --- reproducibility check ------------------------------------------------------------------
@@ -344,7 +336,7 @@ def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dic
         loaded[img.platform.value] = ref
     # The record says which engine holds the images, and its version.
     record = {**result.record, "engine": {"name": engine_name, "version": engine.version(), "loaded": loaded}}
-    _write_json(result.build_dir / RECORD_NAME, record)
+    oci.write_file(result.build_dir / RECORD_NAME, oci.readable_json(record))
     return loaded
 
 

@@ -86,7 +86,4 @@ def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path)
         env=ENV, labels=tuple(sorted(labels_for(manifest, lock_sha).items())),
         user=f"{RUNNER_UID}:{RUNNER_UID}", workdir=f"/{APP_DIR}", entrypoint=ENTRYPOINT,
     )
-    text = render(ctx)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    oci.write_file(path, render(ctx).encode("utf-8"))

@@ -396,8 +396,8 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     default_nix = directory / "default.nix"
     dockertools_nix = directory / "dockertools.nix"
     texts = render("default.nix.j2", context), render("dockertools.nix.j2", context)  # both, before writing either
-    _write(default_nix, texts[0])
-    _write(dockertools_nix, texts[1])
+    oci.write_file(default_nix, texts[0].encode("utf-8"))
+    oci.write_file(dockertools_nix, texts[1].encode("utf-8"))
     all_pins = tuple(pins.pins) + (Pin("busybox (Debian busybox-static)", "busybox-static", busybox_nar, str(busybox_dir)),)
     log.info("wrote %s and %s (%d pinned inputs)", default_nix, dockertools_nix, len(all_pins))
     return NixExpression(manifest.name, directory, default_nix, dockertools_nix, tuple(plats), all_pins)
@@ -408,12 +408,6 @@ def _display(path: Path) -> str:
         return Path(path).resolve().relative_to(REPO_ROOT).as_posix()
     except ValueError:
         return Path(path).name if Path(path).parent.name else str(path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --- building ----------------------------------------------------------------------------------

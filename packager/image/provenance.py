@@ -13,14 +13,18 @@ of the same lock give the same bytes. When a build ran is ``build-record.json``'
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import urllib.parse
 from pathlib import Path
 
 from packager import __version__
-from packager.attestation import BUILD_TYPE, BUILDER_ID, SLSA_PROVENANCE_TYPE, SPDX_NAMESPACE, STATEMENT_TYPE
+from packager.attestation import (
+    BUILD_TYPE,
+    BUILDER_ID,
+    SLSA_PROVENANCE_TYPE,
+    SPDX_NAMESPACE,
+    STATEMENT_TYPE,
+)
 from packager.image.writer import oci
 
 
@@ -149,15 +153,9 @@ def provenance(manifest, lock, lock_sha: str, index: oci.Descriptor, images) -> 
     }
 
 
-def _write(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def write_sbom(path: Path, manifest, lock, platforms, index, epoch: int) -> None:
-    _write(path, sbom(manifest, lock, platforms, index, epoch))
+    oci.write_file(path, oci.readable_json(sbom(manifest, lock, platforms, index, epoch)))
 
 
 def write_provenance(path: Path, manifest, lock, lock_sha, index, images) -> None:
-    _write(path, provenance(manifest, lock, lock_sha, index, images))
+    oci.write_file(path, oci.readable_json(provenance(manifest, lock, lock_sha, index, images)))

@@ -491,7 +491,10 @@ def test_build_root_names_the_record_that_counts(bundle: Path, keys: Keys, tmp_p
 
 
 def test_bundle_signed_with_the_legacy_predicate_type_still_verifies(keys: Keys, tmp_path: Path) -> None:
-    from packager.attestation import LEGACY_RESULT_PREDICATE_TYPES, RESULT_PREDICATE_TYPE
+    from packager.attestation import (
+        LEGACY_RESULT_PREDICATE_TYPES,
+        RESULT_PREDICATE_TYPE,
+    )
     from packager.bundle.dsse import read_envelope
     from packager.bundle.keys import load_private_key
     from packager.bundle.sign import sign_statement, write_envelope

@@ -66,7 +66,9 @@ def test_built_wheel_lists_its_sources_and_no_null_uri():
 
 def _validate_spdx(doc: dict, tmp_path: Path) -> list:
     from spdx_tools.spdx.parser.parse_anything import parse_file
-    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+    from spdx_tools.spdx.validation.document_validator import (
+        validate_full_spdx_document,
+    )
 
     path = tmp_path / "sbom.spdx.json"  # spdx-tools picks its JSON parser by this suffix
     path.write_text(json.dumps(doc))

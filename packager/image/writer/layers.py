@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Iterator
 
-from .oci import _TYPES, Entry, clean_path, parent_dirs
+from .oci import KIND_OF_TAR_TYPE, Entry, clean_path, parent_dirs
 
 PREFIX = "usr/local"
 SITE = "usr/local/lib/python3.11/dist-packages"
@@ -52,7 +52,7 @@ def rootfs_entries(tar: tarfile.TarFile) -> Iterator[Entry]:
         path = clean_path(m.name)
         if not path or (_dropped(path) and path not in _KEEP_EMPTY_DIRS):
             continue
-        kind = _TYPES.get(m.type)
+        kind = KIND_OF_TAR_TYPE.get(m.type)
         if kind is None:
             raise ValueError(f"{m.name}: unsupported tar member type {m.type!r}")
         mode = m.mode

@@ -80,7 +80,7 @@ class Entry:
         return tuple(self.path.split("/"))
 
 
-_KINDS = {
+TAR_TYPES = {
     "file": tarfile.REGTYPE,
     "dir": tarfile.DIRTYPE,
     "symlink": tarfile.SYMTYPE,
@@ -89,9 +89,8 @@ _KINDS = {
     "block": tarfile.BLKTYPE,
     "fifo": tarfile.FIFOTYPE,
 }
-_TYPES = {v: k for k, v in _KINDS.items()}
-_TYPES[tarfile.AREGTYPE] = "file"
-_TYPES[tarfile.CONTTYPE] = "file"
+# Reading other tars: old-style and contiguous regular files are plain files to a layer.
+KIND_OF_TAR_TYPE = {v: k for k, v in TAR_TYPES.items()} | {tarfile.AREGTYPE: "file", tarfile.CONTTYPE: "file"}
 
 
 def clean_path(path: str) -> str:
@@ -152,7 +151,7 @@ def normalise(entries: Iterable[Entry], epoch: int) -> list[Entry]:
 
 def tarinfo(e: Entry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(e.path)
-    info.type = _KINDS[e.kind]
+    info.type = TAR_TYPES[e.kind]
     info.mode = e.mode & 0o7777
     info.uid, info.gid = e.uid, e.gid
     info.uname = info.gname = ""
@@ -247,36 +246,62 @@ class _Exact(io.RawIOBase):
         return data
 
 
+@dataclass(frozen=True)
+class TarGz:
+    """What ``write_tar_gz`` wrote: the hashes and sizes of the compressed and the plain stream."""
+
+    sha256: str
+    size: int
+    plain_sha256: str
+    plain_size: int
+    entries: int
+
+
+def write_tar_gz(entries: Iterable[Entry], out: BinaryIO, epoch: int, *, level: int = GZIP_LEVEL) -> TarGz:
+    """Normalise, tar and gzip ``entries`` into ``out``: the one deterministic tar writer (layers and bundles)."""
+    ordered = normalise(entries, epoch)
+    compressed = _HashingWriter(out)
+    with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=compressed, mtime=0) as gz:
+        plain = _HashingWriter(gz)  # type: ignore[arg-type]
+        write_tar(ordered, plain)  # type: ignore[arg-type]
+    return TarGz(compressed.sha.hexdigest(), compressed.size, plain.sha.hexdigest(), plain.size, len(ordered))
+
+
 def write_layer(entries: Iterable[Entry], blobs: Path, epoch: int, *, level: int = GZIP_LEVEL) -> Layer:
     """Normalise, tar, gzip and store a layer under ``blobs/sha256``; return its descriptor."""
-    ordered = normalise(entries, epoch)
     blobs = Path(blobs)
     blobs.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=blobs, prefix=".layer-")
     try:
         with os.fdopen(fd, "wb") as raw:
-            compressed = _HashingWriter(raw)
-            with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=compressed, mtime=0) as gz:
-                plain = _HashingWriter(gz)
-                write_tar(ordered, plain)  # type: ignore[arg-type]
-        digest = compressed.sha.hexdigest()
-        os.replace(tmp, blobs / digest)
+            tgz = write_tar_gz(entries, raw, epoch, level=level)
+        os.replace(tmp, blobs / tgz.sha256)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    desc = Descriptor(MT_LAYER_GZIP, "sha256:" + digest, compressed.size)
-    return Layer(desc, "sha256:" + plain.sha.hexdigest(), plain.size, len(ordered))
+    desc = Descriptor(MT_LAYER_GZIP, "sha256:" + tgz.sha256, tgz.size)
+    return Layer(desc, "sha256:" + tgz.plain_sha256, tgz.plain_size, tgz.entries)
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write through a temporary name and rename: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def readable_json(obj: object) -> bytes:
+    """The bytes of a document people read (record, plan, SBOM): indented, sorted, so still stable."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def write_blob(blobs: Path, data: bytes, media_type: str, **kw) -> Descriptor:
     digest = hashlib.sha256(data).hexdigest()
     blobs = Path(blobs)
     blobs.mkdir(parents=True, exist_ok=True)
-    path = blobs / digest
-    if not path.exists():
-        tmp = path.with_name(f".{digest}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    if not (blobs / digest).exists():
+        write_file(blobs / digest, data)
     return Descriptor(media_type, "sha256:" + digest, len(data), **kw)
 
 
