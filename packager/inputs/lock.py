@@ -65,11 +65,12 @@ from packager.manifest import (
     parse_pinned,
 )
 from packager.platforms import BaseSystem, Platform, base_system
+from packager.repo import DOCKERFILE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
 LOCK_VERSION = 1
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "dockerfiles"
+TEMPLATE_DIR = DOCKERFILE_TEMPLATES
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
