@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from packager import engine
 from packager.errors import BadInput, EnvironmentMissing
 from packager.platforms import Platform
 
@@ -33,7 +34,6 @@ SCHEMA_VERSION = 1
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
 CDI_DIRS = (Path("/etc/cdi"), Path("/var/run/cdi"))
 FPGA_MANAGER_DIR = Path("/sys/class/fpga_manager")
-DEFAULT_DOCKER_API = "1.41"
 # Below this, one multi-arch build (three root filesystems plus layers) may not fit.
 MIN_CACHE_FREE = 5 * 1024**3
 
@@ -148,45 +148,26 @@ def _first_version(text: str) -> str:
 # --- container engines ---------------------------------------------------------
 
 
+def check_engine(name: str) -> Check:
+    """The engine answers through ``packager.engine``, as the build and the runner will talk to it."""
+    found = engine.probe(name)
+    if found.description is None:
+        return Check(name, name, Status.MISSING, found.reason, FIX_SETUP)
+    d = found.description
+    extra = [f"API {d['api']}" if "api" in d else "", f"runtime {d['runtime']}" if "runtime" in d else ""]
+    return Check(name, name, Status.OK, ", ".join([d.get("version", "?"), *filter(None, extra)]))
+
+
 def check_docker() -> Check:
-    """The daemon answers through the docker SDK at the API version the project pins."""
-    api = os.environ.get("DOCKER_API_VERSION", DEFAULT_DOCKER_API)
-    try:
-        import docker  # imported here: only this probe needs the SDK
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        return Check("docker", "docker", Status.MISSING, f"docker SDK not importable: {e}", "pip install docker")
-    client = None
-    try:
-        client = docker.DockerClient(
-            base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"), version=api, timeout=10
-        )
-        info = client.version()
-    except Exception as e:  # any failure means "not reachable"; the reason is the detail
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return Check("docker", "docker", Status.MISSING, f"daemon not reachable (API {api}): {first}", FIX_SETUP)
-    finally:
-        if client is not None:
-            client.close()
-    return Check(
-        "docker", "docker", Status.OK,
-        f"server {info.get('Version', '?')}, API {api} (server max {info.get('ApiVersion', '?')})",
-    )
+    return check_engine("docker")
 
 
 def check_podman() -> Check:
-    out, why = _run(["podman", "info", "--format", "{{.Version.Version}} {{.Host.OCIRuntime.Name}}"], timeout=60)
-    if out is None:
-        return Check("podman", "podman", Status.MISSING, why, FIX_SETUP)
-    version, _, runtime = out.strip().partition(" ")
-    return Check("podman", "podman", Status.OK, f"{version}, runtime {runtime or '?'}")
+    return check_engine("podman")
 
 
 def check_buildah() -> Check:
-    out, why = _run(["buildah", "version"])
-    if out is None:
-        return Check("buildah", "buildah", Status.MISSING, why, FIX_SETUP)
-    match = re.search(r"^Version:\s*(\S+)", out, re.M)
-    return Check("buildah", "buildah", Status.OK, match.group(1) if match else _first_version(out))
+    return check_engine("buildah")
 
 
 def check_tool(name: str, argv: Sequence[str] | None = None) -> Check:

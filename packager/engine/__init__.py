@@ -9,6 +9,7 @@ and only loaded, so every engine holds the same bytes.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 
 from packager.engine.base import (
     Container,
@@ -25,10 +26,10 @@ from packager.engine.base import (
     skopeo_copy,
     tar_directory,
 )
-from packager.errors import EngineUnavailable, ToolMissing
+from packager.errors import EngineUnavailable, EnvironmentMissing, ToolMissing
 
 __all__ = ["Container", "ContainerSpec", "Engine", "ImageInfo", "MountSpec", "RunResult", "extract_stream", "get_engine",
-           "local_ref", "need", "push", "run", "skopeo_copy", "tar_directory", "ENGINES"]
+           "local_ref", "need", "probe", "Probe", "push", "run", "skopeo_copy", "tar_directory", "ENGINES"]
 
 ENGINES = ("docker", "podman", "buildah")
 
@@ -51,3 +52,30 @@ def get_engine(name: str = "docker", target: str | None = None) -> Engine:
     if name not in engines:
         raise EngineUnavailable(f"unknown engine {name!r} (known: {', '.join(ENGINES)})", fix="--engine docker or --engine podman")
     return engines[name]()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether an engine answers here: what it describes itself as, or why it does not answer."""
+
+    engine: str
+    description: dict[str, str] | None  # Engine.describe(); None when it does not answer
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.description is not None
+
+
+def probe(name: str) -> Probe:
+    """Ask engine ``name`` on this machine for its version, the way every command talks to it.
+
+    Never raises for an engine that is missing or down: that is the answer (``doctor`` reports it)."""
+    try:
+        eng = get_engine(name)
+        try:
+            return Probe(name, eng.describe())
+        finally:
+            eng.close()
+    except EnvironmentMissing as e:
+        return Probe(name, None, e.message)
