@@ -7,7 +7,7 @@
 #    --library-path, so no file of the host or of nixpkgs is used;
 # 3. nix/witness.py checks every base tar against the locked .debs (each file a
 #    .deb ships is there with the .deb's bytes);
-# 4. python3 -m packager.ociplan executes the build plan (the one
+# 4. python3 -m packager.image.writer.ociplan executes the build plan (the one
 #    `request-pack build` executes, with store paths for cache paths): layers,
 #    configs, manifests, index, with packager/image/writer/{oci,layers}.py.
 #

@@ -1,7 +1,7 @@
 """One layer of a build plan as a directory tree, for the nixpkgs form (dockertools.nix).
 
 dockerTools.buildLayeredImage takes trees, not tar streams, so each layer spec
-of the plan (``packager.layers.entries_for``: base root filesystem, installed
+of the plan (``packager.image.writer.layers.entries_for``: base root filesystem, installed
 wheels, harness, model) is written out as files, directories and symlinks.
 Device nodes are skipped (a container runtime provides /dev); owners and
 times are dockerTools' business in that form.

@@ -13,16 +13,16 @@ fixed-output store path pinned by sha256:
   ``nix/witness.py`` checks in the sandbox that each file a locked .deb ships
   is in it with the .deb's bytes;
 - Debian's static busybox (the builder, pinned by NAR hash), ``nix/builder.sh``,
-  ``nix/witness.py``, ``packager/{oci,layers,ociplan}.py`` and the harness
+  ``nix/witness.py``, ``packager/image/writer/{oci,layers,ociplan}.py`` and the harness
   files, pinned to the bytes they had at generation time.
 
 In the sandbox, busybox unpacks python3.11 from the locked amd64 .debs and runs
-``python3 -m packager.ociplan`` on the plan: the code ``request-pack build``
+``python3 -m packager.image.writer.ociplan`` on the plan: the code ``request-pack build``
 runs, but another interpreter build, another process, no network and no host
 files. When both give the same index digest, the image is a function of the
 pinned inputs.
 
-``build()`` runs ``nix-build`` (or ``nix build <flake>#<name>``) and turns
+``realise()`` runs ``nix-build`` (or ``nix build <flake>#<name>``) and turns
 nix's failures into typed errors: a hash mismatch names the input as the lock
 does; exit 104 under ``--check`` names the first differing layer and file.
 """
@@ -331,7 +331,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
 
     The plan is ``plan.platform_plan``'s, the one ``request-pack build`` executes,
     with each cache or repository path replaced by a fixed-output store path of
-    the same bytes; the derivation executes it with ``packager/ociplan.py``.
+    the same bytes; the derivation executes it with ``packager/image/writer/ociplan.py``.
     """
     inputs = load_inputs(Path(artifact_dir), platforms, cache_root)
     manifest, lock, lock_path, lock_sha = inputs.manifest, inputs.lock, inputs.lock_path, inputs.lock_sha256
@@ -436,9 +436,9 @@ def run(artifact_dir: Path, opts: NixOptions = NixOptions()) -> NixReport:
     expr = generate(artifact_dir, out_dir=opts.out_dir, platforms=opts.platforms, cache_root=opts.cache_root)
     if not (opts.build or opts.check):
         return NixReport(expr, None, None)
-    result = build(expr, flake=opts.flake)
+    result = realise(expr, flake=opts.flake)
     if opts.check:
-        result = build(expr, check=True, flake=opts.flake)
+        result = realise(expr, check=True, flake=opts.flake)
     engine = opts.compare_with
     if engine is None:
         candidate = default_build_root(Path(artifact_dir)) / expr.name / "oci"
@@ -447,8 +447,11 @@ def run(artifact_dir: Path, opts: NixOptions = NixOptions()) -> NixReport:
     return NixReport(expr, result, comparison)
 
 
-def build(expr: NixExpression, *, check: bool = False, flake: Path | None = None, cache: Path | None = None) -> NixBuild:
-    """Build (or with ``check``, rebuild and compare) the self-contained image; return its store path and index."""
+def realise(expr: NixExpression, *, check: bool = False, flake: Path | None = None, cache: Path | None = None) -> NixBuild:
+    """Realise (or with ``check``, rebuild and compare) the self-contained image; return its store path and index.
+
+    Named after Nix's word for building a derivation, and so as not to read like ``image.build.build``.
+    """
     if shutil.which("nix-build") is None:
         raise ToolMissing("nix-build is not installed", fix="scripts/setup.sh (apt-get install -y nix-bin busybox-static)")
     if flake is not None and cache is not None:

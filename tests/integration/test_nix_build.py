@@ -80,14 +80,14 @@ def test_a_changed_byte_of_a_cached_input_is_a_clear_error_naming_it(expr, artif
     data[-1] ^= 0x01
     obj.write_bytes(bytes(data))
     with pytest.raises(NixInputMismatch) as err:
-        nix.build(expr, cache=bad)
+        nix.realise(expr, cache=bad)
     assert err.value.input == "model model.onnx"
     assert model_sha in str(err.value) and str(obj) in str(err.value)
     print(f"\n{err.value}")
 
 
 def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
-    result = nix.build(expr)
+    result = nix.realise(expr)
     comparison = nix.compare_layouts(result.out, engine.layout)
     assert comparison.equal, comparison.detail
     assert result.index_digest == engine.index.digest == engine.record["index_digest"]
@@ -95,7 +95,7 @@ def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
 
 
 def test_nix_build_check_rebuilds_bit_for_bit(expr, engine):
-    result = nix.build(expr, check=True)
+    result = nix.realise(expr, check=True)
     assert result.checked and result.index_digest == engine.index.digest
 
 
@@ -105,7 +105,7 @@ def test_flake_exposes_the_same_package(expr, engine, root):
     (flake / "nix").mkdir(parents=True)
     shutil.copyfile(nix.REPO_ROOT / "flake.nix", flake / "flake.nix")
     shutil.copytree(expr.directory, flake / "nix" / expr.name)
-    result = nix.build(expr, flake=flake)
+    result = nix.realise(expr, flake=flake)
     assert result.index_digest == engine.index.digest
     shown = subprocess.run(["nix", "flake", "show", "--json", f"path:{flake}"], capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
@@ -131,7 +131,7 @@ def test_all_three_platforms_agree_without_emulating_anything(artifact, root):
     everything = (Platform.AMD64, Platform.ARM64, Platform.ARMV7)
     engine3 = build.build(artifact, build.BuildOptions(platforms=everything, build_root=root / "build3"))
     expr3 = nix.generate(artifact, out_dir=root / "nix3" / "build-small", platforms=everything)
-    result = nix.build(expr3)
+    result = nix.realise(expr3)
     comparison = nix.compare_layouts(result.out, engine3.layout)
     assert comparison.equal, comparison.detail
     print(f"\nthree platforms, nix and engine: {result.index_digest}")

@@ -219,7 +219,7 @@ def test_a_changed_byte_in_a_cached_input_is_named(synthetic, tmp_path):
     data[5] ^= 0x01
     obj.write_bytes(bytes(data))
     with pytest.raises(NixInputMismatch) as err:
-        nix.build(expr)
+        nix.realise(expr)
     assert err.value.input == "model model.onnx"
     text = str(err.value)
     assert model_sha in text and hashlib.sha256(bytes(data)).hexdigest() in text and str(obj) in text
@@ -283,10 +283,10 @@ in derivation {{
 }}
 """)
     expr = nix.NixExpression("random", tmp_path, expr_path, expr_path, (), ())
-    first = nix.build(expr)
+    first = nix.realise(expr)
     assert first.index_digest.startswith("sha256:")
     with pytest.raises(NixNotDeterministic) as err:
-        nix.build(expr, check=True)
+        nix.realise(expr, check=True)
     assert "random: content differs" in str(err.value), str(err.value)
 
 

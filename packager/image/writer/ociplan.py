@@ -7,7 +7,7 @@ with a Python 3.11 can redo the image from the plan, e.g. the Nix derivation
 with Debian's python3 from the locked .debs, after replacing the cache paths
 with its store paths, and must arrive at the same index digest:
 
-    python3 -m packager.ociplan plan.json OUT_DIR
+    python3 -m packager.image.writer.ociplan plan.json OUT_DIR
 
 Plan format (version 1)::
 
@@ -72,7 +72,7 @@ def execute(plan: dict, out: Path) -> oci.Descriptor:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        sys.stderr.write("usage: python3 -m packager.ociplan PLAN.json OUT_DIR\n")
+        sys.stderr.write("usage: python3 -m packager.image.writer.ociplan PLAN.json OUT_DIR\n")
         return 2
     index = execute(json.loads(Path(args[0]).read_text()), Path(args[1]))
     sys.stdout.write(index.digest + "\n")
