@@ -78,4 +78,5 @@ def probe(name: str) -> Probe:
         finally:
             eng.close()
     except EnvironmentMissing as e:
-        return Probe(name, None, e.message)
+        # The caller names its own fix (doctor: make setup); the reason alone is the answer.
+        return Probe(name, None, e.message.removesuffix(f" (fix: {e.fix})") if e.fix else e.message)

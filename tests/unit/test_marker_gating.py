@@ -48,7 +48,7 @@ def test_missing_docker_skips_on_a_developer_machine(tmp_path):
     proc = _run(tmp_path)
     assert proc.returncode == 0, proc.stdout
     assert "1 passed" in proc.stdout
-    assert "SKIPPED" in proc.stdout and "docker unavailable: docker: daemon not reachable" in proc.stdout
+    assert "SKIPPED" in proc.stdout and "docker unavailable: docker: docker at the local daemon does not answer" in proc.stdout
     assert "fix: make setup" in proc.stdout
 
 
