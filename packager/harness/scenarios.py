@@ -16,7 +16,6 @@ preprocessing happened before, as in MLPerf's sample library.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from packager.harness.backends.base import Backend
+from packager.mllog import read_detail
 from packager.results import LatencyStats, ThroughputStats
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class LoadGenDriver:
         lg.StartTestWithLogSettings(sut, qsl, settings, ls)
         for f in sorted(out.iterdir()):
             self.log_files.append(str(f.relative_to(self.log_root.parent)))
-        return _read_detail(out / "mlperf_log_detail.txt")
+        return read_detail(out / "mlperf_log_detail.txt")
 
     def _qsl(self, n: int):
         return self._lg.ConstructQSL(n, n, lambda idx: None, lambda idx: None)
@@ -302,15 +302,6 @@ class _Staging:
         if p is None or self._arr is None or not np.array_equal(self._order[p : p + len(idx)], idx):
             return None
         return self._arr[p : p + len(idx)]
-
-
-def _read_detail(path: Path) -> dict:
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(":::MLLOG "):
-            rec = json.loads(line[len(":::MLLOG ") :])
-            values[rec["key"]] = rec["value"]
-    return values
 
 
 def _early(text: str, pct: str) -> float | None:

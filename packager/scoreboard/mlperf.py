@@ -47,6 +47,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from packager.errors import BadInput, BundleCheckFailed, MetricsMismatch
+from packager.mllog import read_detail
 from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,
@@ -398,15 +399,10 @@ _USER_CONF_KEYS = {
 
 
 def _detail(path: Path) -> dict:
-    values = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith(":::MLLOG "):
-            try:
-                rec = json.loads(line[len(":::MLLOG "):])
-            except ValueError:
-                raise ExportError("a :::MLLOG line is not JSON", file=path) from None
-            values[rec.get("key")] = rec.get("value")
-    return values
+    try:
+        return read_detail(path)
+    except ValueError as e:
+        raise ExportError(str(e)) from None  # the message names the file and line
 
 
 def _validity(summary: Path) -> str:

@@ -312,3 +312,19 @@ def test_same_name_other_hardware_is_a_system_of_its_own(runs, tmp_path):
     desc = json.loads((tmp_path / "out" / "open" / "request-pack" / "systems" / f"{systems[1]}.json").read_text())
     assert desc["system_name"] == systems[1] and desc["host_memory_capacity"] == "4.0 GiB"
     assert {e.system for e in report.entries} == set(systems)
+
+
+def test_mllog_detail_records_by_key_and_a_broken_record_named(tmp_path):
+    from packager.mllog import read_detail
+
+    log = tmp_path / "mlperf_log_detail.txt"
+    log.write_text('noise\n:::MLLOG {"key": "result_validity", "value": "INVALID"}\n'
+                   ':::MLLOG {"key": "early_stopping_result", "value": 3}\n'
+                   ':::MLLOG {"key": "result_validity", "value": "VALID"}\n')
+    assert read_detail(log) == {"result_validity": "VALID", "early_stopping_result": 3}
+    log.write_text(log.read_text() + ":::MLLOG {torn\n")
+    with pytest.raises(ValueError, match=r"mlperf_log_detail.txt:5: .* not JSON"):
+        read_detail(log)
+    log.write_text(':::MLLOG ["no", "key"]\n')
+    with pytest.raises(ValueError, match=":1: .* has no key"):
+        read_detail(log)
