@@ -98,8 +98,8 @@ def _raw(ref: RegistryRef, digest: str) -> bytes:
     return proc.stdout
 
 
-def _matches(entry: dict, platform: Platform) -> bool:
-    """By Platform.parse, so linux/arm64 and linux/arm64/v8 are the same platform."""
+def entry_matches(entry: dict, platform: Platform) -> bool:
+    """Whether an image index entry is for ``platform``: by Platform.parse, so linux/arm64 and linux/arm64/v8 are the same."""
     p = entry.get("platform") or {}
     text = "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
     try:
@@ -116,7 +116,7 @@ def resolve(ref: RegistryRef, platform: Platform) -> PulledImage:
     manifest_digest = ref.digest
     if media in INDEX_TYPES or "manifests" in doc:
         index_digest = ref.digest
-        entry = next((m for m in doc.get("manifests", []) if _matches(m, platform)), None)
+        entry = next((m for m in doc.get("manifests", []) if entry_matches(m, platform)), None)
         if entry is None:
             have = ", ".join("/".join(filter(None, ((m.get("platform") or {}).get(k) for k in ("os", "architecture", "variant"))))
                              for m in doc.get("manifests", []))

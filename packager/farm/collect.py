@@ -1,6 +1,6 @@
 """``farm collect``: every bundle of a results location verified, the good ones published, the bad ones named.
 
-Whatever engine ran the jobs, collection trusts nothing the boards wrote: each
+Whatever scheduler ran the jobs, collection trusts nothing the boards wrote: each
 ``RESULTS/<key>/*.bundle.tar.gz`` is verified with the given trusted keys (the
 done marker is only the board's claim) and published through the scoreboard's
 own ``publish``, which inserts on the bundle digest, so collecting twice leaves
@@ -69,7 +69,7 @@ def _why_missing(job_dir: Path) -> str:
 
 def _publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | None, *,
                  unconfirmed: Callable[[Path], str], sealed: bool = False) -> Iterator[Collected]:
-    """Every bundle of one job's directory verified and published; shared by every engine."""
+    """Every bundle of one job's directory verified and published; shared by every scheduler."""
     from packager.scoreboard.publish import publish
 
     for bundle in bundles(job_dir):

@@ -1,9 +1,9 @@
-"""What a farm runs: one job per (artifact, target platform, device need), independent of the engine.
+"""What a farm runs: one job per (artifact, target platform, device need), independent of the scheduler.
 
 A job names its image by registry digest, never by tag, so every node evaluates
 the same bytes; its idempotency key covers what makes a result different (the
 manifest, the image, the platform, the stage, the devices), so a job that
-succeeded once is never run again, whichever engine ran it.
+succeeded once is never run again, whichever scheduler ran it.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class FarmJob:
     stage: Stage
     image: str  # registry/repo@sha256:<index digest>
     devices: DeviceNeed = DeviceNeed()
-    dataset_id: str = ""  # dataset_identity() of the dataset the jobs read; "" when the engine mounts its own
+    dataset_id: str = ""  # dataset_identity() of the dataset the jobs read; "" when the scheduler mounts its own
 
     def __post_init__(self) -> None:
         if not _DIGEST_REF.match(self.image):

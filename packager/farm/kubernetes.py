@@ -414,7 +414,7 @@ def _api_message(e: Any) -> str:
         return ""
 
 
-# --- the engine's entry point -----------------------------------------------------------------
+# --- submission -----------------------------------------------------------------
 
 
 def submit(jobs: list[FarmJob], *, out: Path, dry_run: bool, namespace: str = DEFAULT_NAMESPACE,

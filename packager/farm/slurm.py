@@ -1,4 +1,4 @@
-"""Slurm as the farm's engine: ``sbatch`` places each job, ``squeue``/jobcomp report on it.
+"""Slurm as the farm's scheduler: ``sbatch`` places each job, ``squeue``/jobcomp report on it.
 
 Only the command-line tools, with machine-readable output (pyslurm does not
 build against 22.05): ``sinfo -o`` for what the boards offer, ``sbatch
@@ -174,7 +174,8 @@ class QueuedJob:
     reason: str
 
 
-def _seconds(value: object) -> float | None:
+def squeue_seconds(value: object) -> float | None:
+    """A time field of ``squeue --json``, in epoch seconds; None when unset or zero."""
     if isinstance(value, dict):  # later versions wrap numbers as {"set": .., "number": ..}
         value = value.get("number") if value.get("set", True) else None
     return float(value) if isinstance(value, (int, float)) and value > 0 else None
@@ -191,7 +192,7 @@ def queue(*, env: dict[str, str] | None = None) -> list[QueuedJob]:
         state = state[0] if isinstance(state, list) and state else state
         code = j.get("exit_code")
         out.append(QueuedJob(str(j.get("job_id")), j.get("name", ""), j.get("comment", "") or "", str(state),
-                             j.get("nodes", "") or "", _seconds(j.get("start_time")), _seconds(j.get("end_time")),
+                             j.get("nodes", "") or "", squeue_seconds(j.get("start_time")), squeue_seconds(j.get("end_time")),
                              int(j.get("restart_cnt") or 0), code if isinstance(code, int) else None,
                              j.get("state_reason", "") or ""))
     return out

@@ -109,6 +109,6 @@ def test_a_finished_key_exits_at_once_without_evaluating(tmp_path, monkeypatch):
 
 
 def test_squeue_numbers_old_and_new_shapes():
-    assert slurm._seconds(1795639749) == 1795639749.0
-    assert slurm._seconds({"set": True, "number": 5}) == 5.0
-    assert slurm._seconds({"set": False, "number": 0}) is None and slurm._seconds(0) is None
+    assert slurm.squeue_seconds(1795639749) == 1795639749.0
+    assert slurm.squeue_seconds({"set": True, "number": 5}) == 5.0
+    assert slurm.squeue_seconds({"set": False, "number": 0}) is None and slurm.squeue_seconds(0) is None

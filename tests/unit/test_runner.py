@@ -219,9 +219,9 @@ def test_image_references_are_by_digest_only():
     ({"os": "linux", "architecture": "s390x"}, None),
 ])
 def test_index_entries_match_platforms(entry, platform):
-    from packager.engine.registry import _matches
+    from packager.engine.registry import entry_matches
 
-    assert [p for p in Platform if _matches({"platform": entry}, p)] == ([platform] if platform else [])
+    assert [p for p in Platform if entry_matches({"platform": entry}, p)] == ([platform] if platform else [])
 
 
 def test_engine_factory_refuses_what_it_cannot_do():
