@@ -13,7 +13,8 @@
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
 # ociplanPy, witnessPy, planPath, witnessPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
-# loader (ld.so name), out.
+# loader (ld.so name), pythonExe (the interpreter's file name, e.g. python3.11: the
+# base suite's, named in packager/platforms.py), out.
 set -eu
 bb="$busybox/bin/busybox"
 root="$TMPDIR/python"
@@ -46,7 +47,7 @@ cd "$TMPDIR"
 python() {
     PYTHONHOME="$root/usr" PYTHONPATH="$lib" PYTHONHASHSEED=0 LC_ALL=C \
         "$root/lib/$libdir/$loader" --library-path "$root/lib/$libdir:$root/usr/lib/$libdir" \
-        "$root/usr/bin/python3.11" -S -B "$@"
+        "$root/usr/bin/$pythonExe" -S -B "$@"
 }
 python "$witnessPy" "$witnessPath"
 python -m packager.image.writer.ociplan "$planPath" "$out"

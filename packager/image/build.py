@@ -35,7 +35,13 @@ from packager import __version__
 from packager.cache import Cache
 from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BuildFailed, NotReproducible
-from packager.image.plan import Inputs, load_inputs, platform_epoch, platform_plan
+from packager.image.plan import (
+    Inputs,
+    load_inputs,
+    platform_epoch,
+    platform_plan,
+    system_of,
+)
 from packager.image.rootfs import Rootfs, build_rootfs
 from packager.image.writer import layers, oci, ociplan
 from packager.manifest import Manifest
@@ -164,7 +170,8 @@ def write_layout(inputs: Inputs, cache: Cache, out: Path, opts: BuildOptions) ->
     for platform in inputs.platforms:
         t0 = time.monotonic()
         debs, epoch = platform_epoch(inputs.lock, platform, cache)
-        rootfs = build_rootfs(platform, debs, cache, epoch, fresh=opts.fresh_base)
+        rootfs = build_rootfs(platform, debs, cache, epoch, suite=system_of(inputs.lock, platform).suite,
+                              fresh=opts.fresh_base)
         pplan = platform_plan(inputs.lock, inputs.manifest, platform, cache, epoch, rootfs, inputs.lock_sha256)
         infos: list[LayerInfo] = []
         try:

@@ -16,7 +16,7 @@ fixed-output store path pinned by sha256:
   ``nix/witness.py``, ``packager/image/writer/{oci,layers,ociplan}.py`` and the harness
   files, pinned to the bytes they had at generation time.
 
-In the sandbox, busybox unpacks python3.11 from the locked amd64 .debs and runs
+In the sandbox, busybox unpacks the suite's python3 from the locked amd64 .debs and runs
 ``python3 -m packager.image.writer.ociplan`` on the plan: the code ``request-pack build``
 runs, but another interpreter build, another process, no network and no host
 files. When both give the same index digest, the image is a function of the
@@ -50,11 +50,11 @@ from packager.errors import (
     TemplateError,
     ToolMissing,
 )
-from packager.image.plan import load_inputs, platform_epoch, platform_plan
+from packager.image.plan import load_inputs, platform_epoch, platform_plan, system_of
 from packager.image.rootfs import DPKG_OPTIONS, build_rootfs
 from packager.image.writer import oci
 from packager.inputs.lock import locked_objects
-from packager.platforms import Platform
+from packager.platforms import BaseSystem, Platform
 from packager.repo import NIX_DIR, REPO_ROOT, default_build_root
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,18 @@ SYSTEM = "x86_64-linux"
 BUILDER_PLATFORM = Platform.AMD64
 BUILDER_LIBDIR = "x86_64-linux-gnu"
 BUILDER_LOADER = "ld-linux-x86-64.so.2"
-# What Debian's python3.11 needs to run oci.py/layers.py: the interpreter, its
-# stdlib, libc, zlib (gzip) and the libraries of the stdlib's C modules.
-BUILDER_DEBS_REQUIRED = ("libc6", "zlib1g", "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib")
+# The libraries of the stdlib's C modules; missing ones only cost those modules, which oci/layers do not use.
 BUILDER_DEBS_OPTIONAL = ("libexpat1", "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libuuid1", "libcrypt1")
 BUSYBOX = Path("/bin/busybox")
 EXIT_HASH_MISMATCH = 102
 EXIT_NOT_DETERMINISTIC = 104
 _STORE_NAME_BAD = re.compile(r"[^A-Za-z0-9+\-._?=]")
+
+
+def builder_debs(system: BaseSystem) -> tuple[str, ...]:
+    """What Debian's interpreter needs to run oci.py/layers.py: itself, its stdlib, libc and zlib (gzip)."""
+    exe = system.python_exe  # python3.11
+    return ("libc6", "zlib1g", f"{exe}-minimal", f"lib{exe}-minimal", f"lib{exe}-stdlib")
 
 
 # --- data --------------------------------------------------------------------------
@@ -341,13 +345,15 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         raise BadInput(f"the Nix builder runs Python from the {BUILDER_PLATFORM.value} .debs, and the lock has none: "
                        f"lock {BUILDER_PLATFORM.value} too", file=lock_path, field="platforms")
     by_name = {d.name: d for d in builder_lock.debian.packages}
-    missing = [n for n in BUILDER_DEBS_REQUIRED if n not in by_name]
+    builder_system = system_of(lock, BUILDER_PLATFORM)
+    required = builder_debs(builder_system)
+    missing = [n for n in required if n not in by_name]
     if missing:
         raise BadInput(f"the Nix builder's Python needs {', '.join(missing)} in the {BUILDER_PLATFORM.value} lock "
                        "(add python3 to system.packages)", file=lock_path, field="platforms")
     pins = _Pins(cache, {o.sha256: o.name for o in locked_objects(lock)})
     python_debs = [pins.ref(cache.object_path(d.sha256), name=d.filename, label=f"{BUILDER_PLATFORM.value} deb {d.filename}")
-                   for n in BUILDER_DEBS_REQUIRED + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
+                   for n in required + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
     code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
             (("oci_py", "packager/image/writer/oci.py"), ("layers_py", "packager/image/writer/layers.py"),
              ("ociplan_py", "packager/image/writer/ociplan.py"),
@@ -356,7 +362,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     plan_platforms, images, witness = [], [], []
     for i, platform in enumerate(plats):
         debs, epoch = platform_epoch(lock, platform, cache)
-        rootfs = build_rootfs(platform, debs, cache, epoch)
+        rootfs = build_rootfs(platform, debs, cache, epoch, suite=system_of(lock, platform).suite)
         pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
         plan_platforms.append({**pplan, "layers": [_with_refs(s, pins, platform) for s in pplan["layers"]]})
         # Every locked .deb is an input too: nix/witness.py checks the base tar's files against them.
@@ -392,6 +398,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         "system": SYSTEM,
         "builder_libdir": BUILDER_LIBDIR,
         "builder_loader": BUILDER_LOADER,
+        "builder_python": builder_system.python_exe,
     }
     default_nix = directory / "default.nix"
     dockertools_nix = directory / "dockertools.nix"

@@ -29,7 +29,7 @@ from packager.image.rootfs import Deb, Rootfs
 from packager.image.writer import oci
 from packager.inputs.lock import Lock, check_frozen
 from packager.manifest import LOCK_NAME, Manifest, load_manifest, manifest_path
-from packager.platforms import Platform
+from packager.platforms import BaseSystem, Platform, base_system
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +76,11 @@ def deb_epoch(paths: list[Path]) -> int:
             raise BadInput("not a Debian package (ar archive)", file=p)
         newest = max(newest, int(head[8 + 16: 8 + 28].strip() or b"0"))
     return newest
+
+
+def system_of(lock: Lock, platform: Platform) -> BaseSystem:
+    """The base system (suite, Python) a platform's image is built on: the one its .debs were locked from."""
+    return base_system(lock.platforms[platform.value].debian.suite)
 
 
 def debs_of(lock: Lock, platform: Platform) -> list[Deb]:
@@ -138,15 +143,17 @@ def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cac
                   lock_sha: str) -> dict:
     """One platform of the plan: layer specs (inputs by path and hash), config and history."""
     plat_lock = lock.platforms[platform.value]
+    system = system_of(lock, platform)
+    scheme = {"site_packages": system.site_packages, "include": f"usr/local/include/{system.python_exe}"}
     wheels = [(cache.path_of(w.sha256, size=w.size, name=w.filename), w.filename) for w in plat_lock.wheels]
     hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files()]
     model_path = cache.path_of(lock.model.sha256, name=f"model {lock.model.filename}")
     config_sha = cache.put_bytes(oci.canonical_json(manifest.model_dump(mode="json")) + b"\n", name=f"{manifest.name} request.json")
     specs = [
         {"role": "base", "kind": "rootfs", "tar": str(rootfs.path), "inputs": {"rootfs": rootfs.sha256},
-         "detail": f"Debian bookworm {platform.debian_arch}, {rootfs.packages} packages"},
-        {"role": "wheels", "kind": "wheels", "wheels": [[str(p), n] for p, n in wheels],
-         "inputs": {"wheels": sorted(w.sha256 for w in plat_lock.wheels)},
+         "detail": f"Debian {system.suite} {platform.debian_arch}, {rootfs.packages} packages"},
+        {"role": "wheels", "kind": "wheels", "wheels": [[str(p), n] for p, n in wheels], **scheme,
+         "inputs": {"wheels": sorted(w.sha256 for w in plat_lock.wheels), **scheme},
          "detail": ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"},
         {"role": "harness", "kind": "files", "files": [[str(src), dest, mode] for src, dest, mode in hfiles],
          "inputs": {"files": {dest: [hashlib.sha256(src.read_bytes()).hexdigest(), mode] for src, dest, mode in hfiles}},

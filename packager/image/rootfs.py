@@ -33,7 +33,7 @@ from packager.cache import Cache, sha256_file
 from packager.contract import APP_DIR, RUNNER_UID
 from packager.contract import RUNNER_USER as RUNNER
 from packager.errors import BuildFailed, EmulationMissing, ToolMissing
-from packager.platforms import Platform
+from packager.platforms import DEFAULT_SUITE, Platform
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +115,13 @@ def _need(tool: str, package: str) -> str:
     return path
 
 
-def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, *, fresh: bool = False) -> Rootfs:
-    """The cached base tar for these .debs, made now if absent (or if ``fresh``, into a temp file)."""
+def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, *, suite: str = DEFAULT_SUITE,
+                 fresh: bool = False) -> Rootfs:
+    """The cached base tar for these .debs, made now if absent (or if ``fresh``, into a temp file).
+
+    ``suite`` names the local repository's release for apt; the .debs, not the name, decide the
+    contents, so it is not part of the cache key.
+    """
     key = recipe_key(platform, debs, epoch)
     store = cache.subdir("rootfs")
     final = store / f"{key}.tar"
@@ -136,8 +141,8 @@ def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, 
             src = cache.path_of(d.sha256, size=d.size, verify=True, name=d.filename)
             os.link(src, repo / d.filename)
         _run([ftparchive, "packages", "."], cwd=repo, out=repo / "Packages")
-        _run([ftparchive, "-o", "APT::FTPArchive::Release::Suite=bookworm",
-              "-o", "APT::FTPArchive::Release::Codename=bookworm", "release", "."], cwd=repo, out=Path(tmp) / "Release")
+        _run([ftparchive, "-o", f"APT::FTPArchive::Release::Suite={suite}",
+              "-o", f"APT::FTPArchive::Release::Codename={suite}", "release", "."], cwd=repo, out=Path(tmp) / "Release")
         shutil.move(Path(tmp) / "Release", repo / "Release")
         installed = Path(tmp) / "installed.txt"
         out = Path(tmp) / "rootfs.tar"
@@ -152,7 +157,7 @@ def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, 
         argv += [
             f"--customize-hook=dpkg-query --admindir=\"$1/var/lib/dpkg\" -W "
             f"-f='${{Package}} ${{Version}} ${{Architecture}}\\n' > {installed}",
-            "bookworm", str(out), f"deb [trusted=yes] copy://{repo} ./",
+            suite, str(out), f"deb [trusted=yes] copy://{repo} ./",
         ]
         env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch), "LC_ALL": "C.UTF-8", "TZ": "UTC"}
         _run(argv, env=env)

@@ -39,7 +39,7 @@ from packager.inputs.lock import (
     template_hashes,
 )
 from packager.manifest import load_manifest
-from packager.platforms import Platform
+from packager.platforms import Platform, base_system
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "build-small"
 EPOCH = 1_700_000_000
@@ -74,7 +74,7 @@ def synthetic(tmp_path: Path) -> tuple[Path, Cache]:
     manifest = load_manifest(art)
     cache = Cache.open(tmp_path / "cache")
     debs = []
-    for name in nix.BUILDER_DEBS_REQUIRED + ("python3", "libssl3"):
+    for name in nix.builder_debs(base_system("bookworm")) + ("python3", "libssl3"):
         data = _deb(name)
         version = "3.0-1~deb12u1" if name == "libssl3" else "1.0"  # '~' is not allowed in store names
         debs.append(DebEntry(name=name, version=version, architecture="amd64", filename=f"{name}_{version}_amd64.deb",

@@ -161,9 +161,10 @@ def _wheel(tmp_path: Path) -> Path:
 def test_wheels_are_installed_like_pip_would(tmp_path):
     wheel = _wheel(tmp_path)
     with ExitStack() as stack:
-        entries, installed = layers.wheel_entries([(wheel, wheel.name)], stack, epoch=EPOCH)
+        site = "usr/local/lib/python3.11/dist-packages"
+        scheme = layers.Scheme(site, "usr/local/include/python3.11")
+        entries, installed = layers.wheel_entries([(wheel, wheel.name)], stack, epoch=EPOCH, scheme=scheme)
         by_path = {e.path: e for e in entries}
-        site = layers.SITE
         assert f"{site}/demo_pkg/__init__.py" in by_path
         script = by_path["usr/local/bin/demo-script"]
         assert script.open().read().startswith(b"#!/usr/bin/python3\n") and script.mode == 0o755
@@ -231,7 +232,8 @@ def test_a_plan_replays_with_the_standard_library_alone(tmp_path):
     wheel = _wheel(tmp_path)
     plan = {"plan_version": 1, "tag": "t", "platforms": [{
         "platform": oci.platform_json("linux", "arm64", "v8"), "epoch": EPOCH,
-        "layers": [{"kind": "wheels", "wheels": [[str(wheel), wheel.name]]},
+        "layers": [{"kind": "wheels", "wheels": [[str(wheel), wheel.name]],
+                    "site_packages": "usr/local/lib/python3.11/dist-packages", "include": "usr/local/include/python3.11"},
                    {"kind": "files", "files": [[str(src), "/opt/request/model.onnx", 0o644]]}],
         "config": {"User": "1000:1000"}, "history": [{"created_by": "a"}, {"created_by": "b"}],
     }]}

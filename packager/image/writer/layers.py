@@ -7,7 +7,12 @@ site-packages, ``scripts`` to ``bin`` with the interpreter filled in, ``data``
 under the prefix; the ``.dist-info`` gets ``INSTALLER`` and a RECORD that
 lists the installed paths. Doing it here instead of running pip in the image
 keeps the layer free of pip's caches and timestamps, and needs no emulation:
-the wheel's bytes are the same on every architecture.
+the wheel's bytes are the same on every architecture. Written by hand rather
+than with ``installer`` because this module runs stdlib-only in the Nix sandbox.
+
+Where wheels go (site-packages, the headers' include directory) depends on the
+image's Python, which ``platforms.BaseSystem`` names; this module cannot import
+it, so the plan's wheels layer spec carries both paths as data.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from typing import Iterable, Iterator
 from .oci import KIND_OF_TAR_TYPE, Entry, clean_path, parent_dirs
 
 PREFIX = "usr/local"
-SITE = "usr/local/lib/python3.11/dist-packages"
 INTERPRETER = "/usr/bin/python3"
 INSTALLER = b"request-pack\n"
 
@@ -98,23 +102,40 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _wheel_target(member: str, data_dir: str, dist_name: str) -> str | None:
+@dataclass(frozen=True)
+class Scheme:
+    """Where an image's Python finds installed wheels, relative to the image root."""
+
+    site_packages: str  # e.g. usr/local/lib/python3.11/dist-packages
+    include: str  # e.g. usr/local/include/python3.11
+
+    def relative(self, path: str) -> str:
+        """``path`` as RECORD writes it: relative to site-packages."""
+        p, site = PurePosixPath(path), PurePosixPath(self.site_packages)
+        try:
+            return str(p.relative_to(site))
+        except ValueError:
+            up = len(site.parts) - len(PurePosixPath(PREFIX).parts)
+            return "../" * up + str(p.relative_to(PREFIX))
+
+
+def _wheel_target(member: str, data_dir: str, dist_name: str, scheme: Scheme) -> str | None:
     """Installed path (relative to the layer root) of a wheel member, or None to skip it."""
     if member.endswith("/"):
         return None
     if member.startswith(data_dir + "/"):
         rest = member[len(data_dir) + 1:]
-        scheme, _, sub = rest.partition("/")
-        if scheme in ("purelib", "platlib"):
-            return f"{SITE}/{sub}"
-        if scheme == "scripts":
+        key, _, sub = rest.partition("/")
+        if key in ("purelib", "platlib"):
+            return f"{scheme.site_packages}/{sub}"
+        if key == "scripts":
             return f"{PREFIX}/bin/{sub}"
-        if scheme == "data":
+        if key == "data":
             return f"{PREFIX}/{sub}"
-        if scheme == "headers":
-            return f"{PREFIX}/include/python3.11/{dist_name}/{sub}"
-        raise ValueError(f"unknown wheel data scheme {scheme!r} in {member}")
-    return f"{SITE}/{member}"
+        if key == "headers":
+            return f"{scheme.include}/{dist_name}/{sub}"
+        raise ValueError(f"unknown wheel data scheme {key!r} in {member}")
+    return f"{scheme.site_packages}/{member}"
 
 
 _SCRIPT_SHEBANG = re.compile(rb"^#!python(w)?[^\r\n]*")
@@ -144,7 +165,8 @@ if __name__ == "__main__":
 """
 
 
-def wheel_entries(wheels: Iterable[tuple[Path, str]], stack: ExitStack, *, epoch: int) -> tuple[list[Entry], list[InstalledWheel]]:
+def wheel_entries(wheels: Iterable[tuple[Path, str]], stack: ExitStack, *, epoch: int,
+                  scheme: Scheme) -> tuple[list[Entry], list[InstalledWheel]]:
     """Entries of all wheels ``(path, wheel file name)`` installed into /usr/local, sorted later by ``oci.normalise``."""
     entries: list[Entry] = []
     installed: list[InstalledWheel] = []
@@ -162,7 +184,7 @@ def wheel_entries(wheels: Iterable[tuple[Path, str]], stack: ExitStack, *, epoch
             member = info.filename
             if member in (f"{dist_info}/RECORD", f"{dist_info}/RECORD.jws", f"{dist_info}/RECORD.p7s", f"{dist_info}/INSTALLER"):
                 continue
-            target = _wheel_target(member, data_dir, dist_name)
+            target = _wheel_target(member, data_dir, dist_name, scheme)
             if target is None:
                 continue
             target = clean_path(target)
@@ -175,19 +197,19 @@ def wheel_entries(wheels: Iterable[tuple[Path, str]], stack: ExitStack, *, epoch
                 raise ValueError(f"{target} is in both {owner[target]} and {wheel}")
             owner[target] = wheel
             entries.append(_bytes(data, target, mode, epoch))
-            record_rows.append((_rel_to_site(target), _record_hash(data), str(len(data))))
+            record_rows.append((scheme.relative(target), _record_hash(data), str(len(data))))
         if f"{dist_info}/entry_points.txt" in zf.namelist():
             text = zf.read(f"{dist_info}/entry_points.txt").decode("utf-8")
             for name, module, func in _console_scripts(text):
                 script = _LAUNCHER.format(python=INTERPRETER, module=module, head=func.split(".")[0], func=func).encode()
                 target = f"{PREFIX}/bin/{name}"
                 entries.append(_bytes(script, target, 0o755, epoch))
-                record_rows.append((_rel_to_site(target), _record_hash(script), str(len(script))))
-        installer_path = f"{SITE}/{dist_info}/INSTALLER"
+                record_rows.append((scheme.relative(target), _record_hash(script), str(len(script))))
+        installer_path = f"{scheme.site_packages}/{dist_info}/INSTALLER"
         entries.append(_bytes(INSTALLER, installer_path, 0o644, epoch))
-        record_rows.append((_rel_to_site(installer_path), _record_hash(INSTALLER), str(len(INSTALLER))))
-        record_path = f"{SITE}/{dist_info}/RECORD"
-        record_rows.append((_rel_to_site(record_path), "", ""))
+        record_rows.append((scheme.relative(installer_path), _record_hash(INSTALLER), str(len(INSTALLER))))
+        record_path = f"{scheme.site_packages}/{dist_info}/RECORD"
+        record_rows.append((scheme.relative(record_path), "", ""))
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         for row in sorted(record_rows):
@@ -201,27 +223,19 @@ def _bytes(data: bytes, path: str, mode: int, epoch: int) -> Entry:
     return Entry(path, "file", mode=mode, mtime=epoch, size=len(data), open=lambda: io.BytesIO(data))
 
 
-def _rel_to_site(path: str) -> str:
-    p, site = PurePosixPath(path), PurePosixPath(SITE)
-    try:
-        return str(p.relative_to(site))
-    except ValueError:
-        up = len(site.parts) - len(PurePosixPath(PREFIX).parts)
-        return "../" * up + str(p.relative_to(PREFIX))
-
-
 # --- layer specs: the JSON form a build plan uses ------------------------------------------------
 
 
 def entries_for(spec: dict, stack: ExitStack, epoch: int) -> Iterable[Entry]:
     """Entries of one layer spec: ``{"kind": "rootfs", "tar": path}``,
-    ``{"kind": "wheels", "wheels": [[path, wheel file name], ...]}`` or
+    ``{"kind": "wheels", "wheels": [[path, wheel file name], ...], "site_packages": dir, "include": dir}`` or
     ``{"kind": "files", "files": [[source path, destination, mode], ...]}``."""
     kind = spec["kind"]
     if kind == "rootfs":
         return rootfs_entries(stack.enter_context(tarfile.open(spec["tar"], "r:")))
     if kind == "wheels":
-        return wheel_entries([(Path(p), name) for p, name in spec["wheels"]], stack, epoch=epoch)[0]
+        scheme = Scheme(spec["site_packages"], spec["include"])
+        return wheel_entries([(Path(p), name) for p, name in spec["wheels"]], stack, epoch=epoch, scheme=scheme)[0]
     if kind == "files":
         files = [file_entry(Path(src), dest, mode=int(mode), epoch=epoch) for src, dest, mode in spec["files"]]
         return parent_dirs([e.path for e in files], mtime=epoch) + files
