@@ -44,7 +44,9 @@ from packager.image.plan import (
 )
 from packager.image.rootfs import Rootfs, build_rootfs
 from packager.image.writer import layers, oci, ociplan
-from packager.manifest import Manifest
+from packager.inputs.lockfile import load_lock
+from packager.inputs.materialise import materialise
+from packager.manifest import LOCK_NAME, Manifest, load_manifest, manifest_path
 from packager.platforms import Platform
 from packager.repo import default_build_root
 
@@ -157,6 +159,16 @@ class BuildOptions:
 
 
 def inputs_for(artifact_dir: Path, opts: BuildOptions) -> Inputs:
+    """Make what the lock pins and the cache lacks (``materialise``), then check the lock offline.
+
+    The two steps stay apart on purpose: the check only reads and hashes, so
+    ``lock --frozen`` and ``nix`` never build; the build is where making belongs.
+    """
+    manifest = load_manifest(artifact_dir)
+    lock_path = manifest_path(artifact_dir).parent / LOCK_NAME
+    if lock_path.is_file():  # no lock: load_inputs says so, with the command that makes one
+        wanted = [p for p in (opts.platforms or manifest.platforms) if p in manifest.platforms]
+        materialise(manifest, load_lock(lock_path), Cache.open(opts.cache_root), wanted)
     return load_inputs(artifact_dir, opts.platforms, opts.cache_root)
 
 
