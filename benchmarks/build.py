@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from packager.cache import Cache  # noqa: E402
 from packager.image import build  # noqa: E402
-from packager.inputs.lock import load_lock  # noqa: E402
+from packager.inputs.lockfile import load_lock  # noqa: E402
 from packager.platforms import Platform  # noqa: E402
 
 

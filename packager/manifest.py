@@ -24,7 +24,13 @@ from pydantic import (
 )
 
 from packager.errors import ManifestError
-from packager.platforms import BASE_SYSTEMS, DEFAULT_SUITE, BaseSystem, Platform, base_system
+from packager.platforms import (
+    BASE_SYSTEMS,
+    DEFAULT_SUITE,
+    BaseSystem,
+    Platform,
+    base_system,
+)
 from packager.yamlsafe import load_yaml
 
 MANIFEST_NAME = "request.yaml"

@@ -53,7 +53,7 @@ from packager.errors import (
 from packager.image.plan import load_inputs, platform_epoch, platform_plan, system_of
 from packager.image.rootfs import DPKG_OPTIONS, build_rootfs
 from packager.image.writer import oci
-from packager.inputs.lock import locked_objects
+from packager.inputs.lockfile import locked_objects
 from packager.platforms import BaseSystem, Platform
 from packager.repo import NIX_DIR, REPO_ROOT, default_build_root
 

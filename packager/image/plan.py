@@ -27,7 +27,8 @@ from packager.contract import (
 from packager.errors import BadInput
 from packager.image.rootfs import Deb, Rootfs
 from packager.image.writer import oci
-from packager.inputs.lock import Lock, check_frozen
+from packager.inputs.lock import check_frozen
+from packager.inputs.lockfile import Lock
 from packager.manifest import LOCK_NAME, Manifest, load_manifest, manifest_path
 from packager.platforms import BaseSystem, Platform, base_system
 

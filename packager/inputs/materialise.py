@@ -22,16 +22,13 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from packager.cache import Cache
 from packager.errors import EnvironmentMissing, StaleLockError
 from packager.inputs import convert, sourcebuild
+from packager.inputs.lockfile import Lock
 from packager.manifest import MANIFEST_NAME, Manifest
 from packager.platforms import Platform
-
-if TYPE_CHECKING:  # lock imports this module for fetch; only the type goes the other way
-    from packager.inputs.lock import Lock
 
 log = logging.getLogger(__name__)
 

@@ -71,7 +71,9 @@ def test_sbom_and_provenance_cover_every_locked_input(artifact, built):
     assert wanted <= sums
     assert sbom["spdxVersion"] == "SPDX-2.3"
     from spdx_tools.spdx.parser.parse_anything import parse_file
-    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+    from spdx_tools.spdx.validation.document_validator import (
+        validate_full_spdx_document,
+    )
 
     assert validate_full_spdx_document(parse_file(str(built.build_dir / build.SBOM_NAME))) == []
     prov = json.loads((built.build_dir / build.PROVENANCE_NAME).read_text())
@@ -160,7 +162,7 @@ def test_missing_lock_is_bad_input(tmp_path):
 
 
 def test_cache_file_with_wrong_bytes_is_a_failed_check(artifact, tmp_path):
-    from packager.inputs.lock import load_lock
+    from packager.inputs.lockfile import load_lock
 
     lock = load_lock(artifact / "request.lock")
     bad = tmp_path / "cache" / "cas" / "sha256" / lock.model.sha256[:2] / lock.model.sha256

@@ -16,7 +16,8 @@ import pytest
 
 from packager.cache import Cache
 from packager.errors import UnsupportedPlatformError
-from packager.inputs.lock import load_lock, lock, locked_objects
+from packager.inputs.lock import lock
+from packager.inputs.lockfile import load_lock, locked_objects
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

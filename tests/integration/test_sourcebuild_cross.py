@@ -27,7 +27,7 @@ from packager.cache import Cache
 from packager.image.plan import deb_epoch, debs_of
 from packager.image.rootfs import build_rootfs
 from packager.inputs import sourcebuild
-from packager.inputs.lock import load_lock
+from packager.inputs.lockfile import load_lock
 from packager.manifest import load_manifest
 from packager.platforms import Platform
 

@@ -24,7 +24,8 @@ from packager.errors import (
     StaleLockError,
     UnpinnedInputError,
 )
-from packager.inputs.lock import (
+from packager.inputs.lock import _write_if_changed, fetch, lock
+from packager.inputs.lockfile import (
     AptSourceEntry,
     ConversionLock,
     DebEntry,
@@ -35,11 +36,8 @@ from packager.inputs.lock import (
     PlatformLock,
     PythonTarget,
     WheelEntry,
-    _write_if_changed,
     dataset_pins,
-    fetch,
     load_lock,
-    lock,
     locked_objects,
     template_hashes,
 )

@@ -26,7 +26,7 @@ from packager.errors import NixInputMismatch, NixNotDeterministic
 from packager.image import nix, plan
 from packager.image.rootfs import recipe_key
 from packager.image.writer import oci
-from packager.inputs.lock import (
+from packager.inputs.lockfile import (
     AptSourceEntry,
     DebEntry,
     DebianLock,

@@ -10,7 +10,7 @@ import pytest
 from packager.attestation import BUILD_TYPE, BUILDER_ID
 from packager.image import provenance
 from packager.image.writer import oci
-from packager.inputs.lock import load_lock
+from packager.inputs.lockfile import load_lock
 from packager.manifest import load_manifest
 from packager.platforms import Platform
 

@@ -20,14 +20,9 @@ from pydantic import ValidationError
 from packager.cache import Cache
 from packager.errors import CacheMissError, LockFileError, ReproductionMismatch
 from packager.inputs import sourcebuild
-from packager.inputs.lock import (
-    PlatformLock,
-    WheelEntry,
-    load_lock,
-    locked_objects,
-)
+from packager.inputs.lockfile import PlatformLock, WheelEntry, load_lock, locked_objects
 from packager.inputs.sourcebuild import PinnedFile, SourceBuildLock
-from packager.platforms import Platform, base_system
+from packager.platforms import base_system
 
 SHA = {c: c * 64 for c in "abcdef"}
 BOOKWORM = base_system("bookworm")
@@ -73,7 +68,7 @@ def test_wheel_entry_needs_exactly_one_origin(url, build) -> None:
 
 
 def test_lock_with_a_built_wheel_round_trips_and_lists_its_inputs(tmp_path: Path) -> None:
-    from packager.inputs.lock import (
+    from packager.inputs.lockfile import (
         DebianLock,
         Lock,
         ModelLock,
