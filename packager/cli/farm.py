@@ -43,8 +43,8 @@ def farm_submit(
 ) -> None:
     """Build and push each image by digest, plan one job per (artifact, platform, device need), submit."""
     from packager.errors import BadInput
+    from packager.farm import FarmOptions, open_farm
     from packager.farm import jobs as farm_jobs
-    from packager.farm.base import FarmOptions, open_farm
     from packager.farm.images import ensure_images
 
     farm = open_farm(scheduler, FarmOptions(
@@ -77,7 +77,7 @@ def farm_status(
     """One row per job: the scheduler's state, board, elapsed, and how far its results directory is."""
     from rich.table import Table
 
-    from packager.farm.base import FarmOptions, open_farm
+    from packager.farm import FarmOptions, open_farm
 
     farm = open_farm(scheduler, FarmOptions(results=results, namespace=namespace))
     table = Table(title=f"farm jobs in {results}")
@@ -109,7 +109,7 @@ def farm_collect(
     With --scheduler kubernetes, each Job's outputs are first sealed (min_top1, image against the
     build record, bundled, signed with --key, verified), once: a sealed Job is not sealed again."""
     from packager.errors import CheckFailed
-    from packager.farm.base import FarmOptions, open_farm
+    from packager.farm import FarmOptions, open_farm
     from packager.farm.collect import summary
 
     farm = open_farm(scheduler, FarmOptions(results=results, dataset=dataset, key=key, build_root=build_root, jobs=jobs,

@@ -2,7 +2,7 @@
 
 ``jobs.plan`` decides what runs, the same for every scheduler; a ``Farm`` turns those
 jobs into its scheduler's submissions, reports on them, and collects their bundles,
-verified, onto a board. ``open_farm`` picks the implementation by ``--scheduler``:
+verified, onto a board. ``packager.farm.open_farm`` picks the implementation by ``--scheduler``:
 ``slurm.SlurmFarm`` (boards that evaluate and sign) or ``kubernetes.KubernetesFarm``
 (pods that only run the harness; their outputs are sealed at collection).
 """
@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from packager.errors import BadInput
 from packager.farm.jobs import FarmJob
@@ -21,7 +21,6 @@ from packager.platforms import Platform
 
 if TYPE_CHECKING:
     from packager.bundle.keys import TrustStore
-    from packager.farm.collect import Collected
 
 SCHEDULERS = ("slurm", "kubernetes")
 
@@ -81,6 +80,23 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class Collected:
+    job_dir: Path
+    bundle: Path | None
+    outcome: str  # published, present (already on the board), bad (verification failed), missing (no bundle)
+    reason: str = ""
+    artifact: str = ""
+    platform: str = ""
+    top1: float | None = None
+    bundle_digest: str | None = None
+    sealed: bool = False  # signed by this collect (Kubernetes), not by the board
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("published", "present")
+
+
+@dataclass(frozen=True)
 class Farm(ABC):
     options: FarmOptions
     scheduler: ClassVar[str]
@@ -110,14 +126,3 @@ class Farm(ABC):
     def collect(self, board_url: str, *, labels: Path | None = None) -> Iterator[Collected]:
         """Every finished job's bundle verified with the trusted keys and published; the others reported with
         the reason. Options the scheduler cannot use are refused before any key is read or the board opened."""
-
-
-def open_farm(scheduler: str, options: FarmOptions) -> Farm:
-    """The ``Farm`` of ``--scheduler``."""
-    from packager.farm.kubernetes import KubernetesFarm
-    from packager.farm.slurm import SlurmFarm
-
-    farms: dict[str, Any] = {"slurm": SlurmFarm, "kubernetes": KubernetesFarm}
-    if scheduler not in farms:
-        raise BadInput(f"scheduler {scheduler!r} is not {' or '.join(SCHEDULERS)}", field="--scheduler")
-    return farms[scheduler](options)

@@ -8,7 +8,7 @@ one entry per bundle. A key with no bundle is reported with what its directory
 shows (still running, failed attempt) instead of being silently missing.
 
 Kubernetes pods sign nothing (the evaluator's key never enters the cluster), so
-``collect_kubernetes`` first seals each Job whose outputs were copied off the
+``kubernetes.collect_iter`` first seals each Job whose outputs were copied off the
 results claim to ``RESULTS/<job name>/<stage>`` (``kubernetes.seal``: min_top1,
 image against the build record, bundle, sign, verify, done marker), then
 publishes the job's directory exactly as for Slurm. A sealed job is not sealed
@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packager.bundle.keys import TrustStore
 from packager.errors import BadInput, BundleCheckFailed, RequestPackError
+from packager.farm.base import Collected
 from packager.farm.store import (
     ATTEMPTS_NAME,
     JOB_NAME,
@@ -35,23 +35,6 @@ from packager.farm.store import (
 )
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Collected:
-    job_dir: Path
-    bundle: Path | None
-    outcome: str  # published, present (already on the board), bad (verification failed), missing (no bundle)
-    reason: str = ""
-    artifact: str = ""
-    platform: str = ""
-    top1: float | None = None
-    bundle_digest: str | None = None
-    sealed: bool = False  # signed by this collect (Kubernetes), not by the board
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("published", "present")
 
 
 def _why_missing(job_dir: Path) -> str:
@@ -67,7 +50,7 @@ def _why_missing(job_dir: Path) -> str:
     return f"attempt on {last['node']} has not finished ({last['event']})"
 
 
-def _publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | None, *,
+def publish_dir(board: Any, job_dir: Path, trust: TrustStore, labels: Path | None, *,
                  unconfirmed: Callable[[Path], str], sealed: bool = False) -> Iterator[Collected]:
     """Every bundle of one job's directory verified and published; shared by every scheduler."""
     from packager.scoreboard.publish import publish
@@ -100,7 +83,7 @@ def collect_iter(results: Path, board_url: str, trust: TrustStore, *, labels: Pa
             if not bundles(job_dir):
                 yield Collected(job_dir, None, "missing", _why_missing(job_dir))
                 continue
-            yield from _publish_dir(board, job_dir, trust, labels, unconfirmed=_why_missing)
+            yield from publish_dir(board, job_dir, trust, labels, unconfirmed=_why_missing)
 
 
 def find_artifacts(roots: Sequence[Path]) -> dict[str, Path]:
@@ -122,62 +105,6 @@ def find_artifacts(roots: Sequence[Path]) -> dict[str, Path]:
             except RequestPackError as e:  # another artifact's problem: it only matters if a Job names it
                 log.warning("skipping %s: %s", d, e)
     return found
-
-
-def _unsealed(job_dir: Path) -> str:
-    return "a bundle without the seal's done marker (sealing was cut short, or the bundle changed since)"
-
-
-def collect_kubernetes_iter(jobs: Path, results: Path, board_url: str, trust: TrustStore, *, artifacts: Sequence[Path],
-                            dataset: Path, key: Path | None = None, build_root: Path | None = None,
-                            labels: Path | None = None) -> Iterator[Collected]:
-    """Each Job YAML in ``jobs``: its outputs under ``results/<job name>/`` sealed unless sealed already,
-    then verified with ``trust`` and published; a Job with a stage unfinished is reported missing, one
-    whose checks or seal fail is reported bad, with the reason."""
-    from packager.farm import kubernetes as k8s
-    from packager.pipeline import evaluator_key
-    from packager.scoreboard.store import Board
-
-    # Every argument checked before anything is signed or published.
-    files = k8s.job_files(jobs)
-    if not results.is_dir():
-        raise BadInput("no such results directory (the Jobs' outputs copied off the results claim)", file=results,
-                       field="--results")
-    if not dataset.is_dir():
-        raise BadInput("no such dataset directory (the one the pods read)", file=dataset, field="--dataset")
-    evaluator_key(key)
-    by_digest = find_artifacts(artifacts)
-    with Board(board_url) as board:
-        for job_file in files:
-            try:
-                job = k8s.WrittenJob.load(job_file)
-            except BadInput as e:
-                yield Collected(job_file, None, "bad", f"{type(e).__name__}: {e}")
-                continue
-            job_dir = results / job.name
-            sealed = False
-            if done_record(job_dir) is None and not bundles(job_dir):
-                pending = job.pending_stage(results)
-                if pending is not None:
-                    where = "no outputs" if not job_dir.is_dir() else f"stage {pending!r} has no metrics.json"
-                    yield Collected(job_dir, None, "missing",
-                                    f"{job_file.name}: {where} (pod not finished, or not copied off the claim)")
-                    continue
-                artifact_dir = by_digest.get(job.manifest_digest)
-                if artifact_dir is None:
-                    yield Collected(job_dir, None, "bad", f"{job_file.name}: no artifact under "
-                                    f"{', '.join(map(str, artifacts))} has the request.yaml it was planned from "
-                                    f"(sha256 {job.manifest_digest[:16]}…)")
-                    continue
-                try:
-                    k8s.seal(job_file, results, artifact_dir=artifact_dir, dataset=dataset, key=key,
-                             build_root=build_root)
-                except RequestPackError as e:  # a failed check, or this job's build record missing: the others go on
-                    log.warning("%s: %s", job_file, e)
-                    yield Collected(job_dir, None, "bad", f"{job_file.name}: {type(e).__name__}: {e}")
-                    continue
-                sealed = True
-            yield from _publish_dir(board, job_dir, trust, labels, unconfirmed=_unsealed, sealed=sealed)
 
 
 def collect(results: Path, board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Collected]:

@@ -81,17 +81,18 @@ from packager.errors import (
     BadInput,
     ClusterUnavailable,
     ImageMismatch,
+    RequestPackError,
     SchemaError,
     StageFailed,
     ToolMissing,
 )
-from packager.farm.base import Farm, JobStatus, Submission
+from packager.farm.base import Collected, Farm, JobStatus, Submission
 from packager.farm.jobs import FarmJob
 from packager.platforms import Platform
 from packager.repo import default_sample_dataset
 
 if TYPE_CHECKING:
-    from packager.farm.collect import Collected
+    from packager.bundle.keys import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -616,12 +617,71 @@ class KubernetesFarm(Farm):
         return job_states(self.options.namespace, self.options.results)
 
     def collect(self, board_url: str, *, labels: Path | None = None) -> Iterator[Collected]:
-        from packager.farm.collect import collect_kubernetes_iter
 
         o = self.options
         if o.jobs is None:
             raise BadInput("--scheduler kubernetes needs --jobs: the directory of *.job.yaml farm submit wrote",
                            field="--jobs")
-        return collect_kubernetes_iter(o.jobs, o.results, board_url, o.trust_store(), artifacts=o.artifacts or (Path("artifacts"),),
+        return collect_iter(o.jobs, o.results, board_url, o.trust_store(), artifacts=o.artifacts or (Path("artifacts"),),
                                        dataset=o.dataset or default_sample_dataset(), key=o.key,
                                        build_root=o.build_root, labels=labels)
+
+
+# --- collecting ------------------------------------------------------------------------------------
+
+
+def _unsealed(job_dir: Path) -> str:
+    return "a bundle without the seal's done marker (sealing was cut short, or the bundle changed since)"
+
+
+def collect_iter(jobs: Path, results: Path, board_url: str, trust: TrustStore, *, artifacts: Sequence[Path],
+                 dataset: Path, key: Path | None = None, build_root: Path | None = None,
+                 labels: Path | None = None) -> Iterator[Collected]:
+    """Each Job YAML in ``jobs``: its outputs under ``results/<job name>/`` sealed unless sealed already,
+    then verified with ``trust`` and published; a Job with a stage unfinished is reported missing, one
+    whose checks or seal fail is reported bad, with the reason."""
+    from packager.farm.collect import find_artifacts, publish_dir
+    from packager.farm.store import bundles, done_record
+    from packager.pipeline import evaluator_key
+    from packager.scoreboard.store import Board
+
+    # Every argument checked before anything is signed or published.
+    files = job_files(jobs)
+    if not results.is_dir():
+        raise BadInput("no such results directory (the Jobs' outputs copied off the results claim)", file=results,
+                       field="--results")
+    if not dataset.is_dir():
+        raise BadInput("no such dataset directory (the one the pods read)", file=dataset, field="--dataset")
+    evaluator_key(key)
+    by_digest = find_artifacts(artifacts)
+    with Board(board_url) as board:
+        for job_file in files:
+            try:
+                job = WrittenJob.load(job_file)
+            except BadInput as e:
+                yield Collected(job_file, None, "bad", f"{type(e).__name__}: {e}")
+                continue
+            job_dir = results / job.name
+            sealed = False
+            if done_record(job_dir) is None and not bundles(job_dir):
+                pending = job.pending_stage(results)
+                if pending is not None:
+                    where = "no outputs" if not job_dir.is_dir() else f"stage {pending!r} has no metrics.json"
+                    yield Collected(job_dir, None, "missing",
+                                    f"{job_file.name}: {where} (pod not finished, or not copied off the claim)")
+                    continue
+                artifact_dir = by_digest.get(job.manifest_digest)
+                if artifact_dir is None:
+                    yield Collected(job_dir, None, "bad", f"{job_file.name}: no artifact under "
+                                    f"{', '.join(map(str, artifacts))} has the request.yaml it was planned from "
+                                    f"(sha256 {job.manifest_digest[:16]}…)")
+                    continue
+                try:
+                    seal(job_file, results, artifact_dir=artifact_dir, dataset=dataset, key=key,
+                             build_root=build_root)
+                except RequestPackError as e:  # a failed check, or this job's build record missing: the others go on
+                    log.warning("%s: %s", job_file, e)
+                    yield Collected(job_dir, None, "bad", f"{job_file.name}: {type(e).__name__}: {e}")
+                    continue
+                sealed = True
+            yield from publish_dir(board, job_dir, trust, labels, unconfirmed=_unsealed, sealed=sealed)

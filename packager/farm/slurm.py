@@ -30,10 +30,10 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from packager.errors import BadInput, EnvironmentMissing, RequestPackError
-from packager.farm.base import Farm, JobStatus, Submission
+from packager.farm.base import Collected, Farm, JobStatus, Submission
 from packager.farm.jobs import ARCH_FEATURE, DeviceNeed, FarmJob
 from packager.farm.store import (
     ATTEMPTS_NAME,
@@ -51,9 +51,6 @@ from packager.farm.store import (
 from packager.manifest import MANIFEST_NAME, load_manifest
 from packager.platforms import Platform
 from packager.repo import default_build_root, default_sample_dataset
-
-if TYPE_CHECKING:
-    from packager.farm.collect import Collected
 
 log = logging.getLogger(__name__)
 
