@@ -102,6 +102,21 @@ class Validation(_Wire):
     passed: bool
 
 
+class Measurement(_Wire):
+    """What kind of measurement produced a result's numbers. Results of different classes are never
+    compared: the board computes a frontier within one class and shows the class beside every figure."""
+
+    mode: Literal["quick", "submission"] = Field(
+        description="quick: the manifest's stages on any data set; submission: LoadGen from mlperf.conf + user.conf, "
+                    "official seeds, minimum duration and sample counts, accuracy over the whole data set")
+    execution: Literal["native", "emulated"] = Field(description="emulated: a foreign platform under QEMU user mode")
+    driver: Literal["loadgen", "builtin"] = Field(description="who drove the scenarios: MLCommons LoadGen or our loop")
+
+    @property
+    def key(self) -> str:
+        return f"{self.mode}/{self.execution}/{self.driver}"
+
+
 class Metrics(_Wire):
     results_version: Literal[1] = RESULTS_VERSION
     artifact: str
@@ -121,6 +136,7 @@ class Metrics(_Wire):
     validation: Validation | None = None
     preprocessing: dict[str, object] | None = Field(None, description="version and parameter digest of the preprocessing")
     loadgen_logs: list[str] = Field(default_factory=list, description="LoadGen log files in the output directory")
+    measurement: Measurement | None = Field(None, description="the measurement class; absent in results made before it existed")
 
 
 class System(_Wire):
