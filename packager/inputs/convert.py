@@ -445,7 +445,7 @@ def quantize_static_recipe(manifest: Manifest, file: Path, cache: Cache) -> str:
 #
 # For networks with no pretrained weights to pin: the source is a small JSON file in the
 # artifact, {"seed": N}; the recipe builds ``conversion.builder`` under that seed (weights
-# and batch-norm statistics, packager.models.resnet.seeded) and exports it with the
+# and batch-norm statistics, packager.inputs.models.resnet.seeded) and exports it with the
 # pytorch-state-dict-to-onnx steps 4-5. The result is a fixed-seed model: good for
 # checking that two frameworks compute the same function, meaningless for accuracy.
 
