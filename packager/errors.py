@@ -185,6 +185,20 @@ class NetworkUnavailable(EnvironmentMissing):
     """An input had to be fetched and the source could not be reached."""
 
 
+class DownloadFailed(NetworkUnavailable):
+    """Every location of a locked file failed; the message names the entry and each location with its reason.
+
+    Transient failures (DNS, reset, 5xx) were retried first; a 404 or a hash
+    mismatch moved on to the next location at once.
+    """
+
+    def __init__(self, what: str, tried: list[tuple[str, str]], *, fix: str | None = None) -> None:
+        detail = "; ".join(f"{url}: {reason}" for url, reason in tried) or "no location recorded"
+        super().__init__(f"{what}: cannot download from any location ({detail})", fix=fix)
+        self.what = what
+        self.tried = tried
+
+
 class RecipeEnvironmentMismatch(EnvironmentMissing):
     """The installed tools differ from the versions a conversion recipe pins."""
 
