@@ -137,6 +137,10 @@ class Metrics(_Wire):
     preprocessing: dict[str, object] | None = Field(None, description="version and parameter digest of the preprocessing")
     loadgen_logs: list[str] = Field(default_factory=list, description="LoadGen log files in the output directory")
     measurement: Measurement | None = Field(None, description="the measurement class; absent in results made before it existed")
+    performance_skipped: str | None = Field(
+        None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
+    performance_skipped: str | None = Field(
+        None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
 
 
 class System(_Wire):
