@@ -139,8 +139,6 @@ class Metrics(_Wire):
     measurement: Measurement | None = Field(None, description="the measurement class; absent in results made before it existed")
     performance_skipped: str | None = Field(
         None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
-    performance_skipped: str | None = Field(
-        None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
 
 
 class System(_Wire):
