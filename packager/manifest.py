@@ -493,5 +493,5 @@ def _first_model(ann: Any) -> Any:
 def json_schema() -> dict:
     schema = Manifest.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://request-pack.invalid/schema/request.yaml/v1"
+    schema["$id"] = "https://request-pack.org/schema/request.yaml/v1"
     return schema

@@ -180,8 +180,8 @@ def write_result_dir(out: Path, spec: Spec) -> Path:
         "subject": [{"name": f"{spec.artifact}:0.1.0", "digest": {"sha256": digest.removeprefix("sha256:")}}],
         "predicateType": SLSA_PROVENANCE_TYPE,
         "predicate": {
-            "buildDefinition": {"buildType": "https://request-pack.invalid/synthetic/v1", "externalParameters": {"artifact": spec.artifact}},
-            "runDetails": {"builder": {"id": "https://request-pack.invalid/synthetic-builder"}},
+            "buildDefinition": {"buildType": "https://request-pack.org/buildtypes/synthetic/v1", "externalParameters": {"artifact": spec.artifact}},
+            "runDetails": {"builder": {"id": "https://request-pack.org/builder/synthetic-builder"}},
         },
     }
     (out / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n", encoding="utf-8")

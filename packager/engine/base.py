@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import shutil
 import subprocess
 import tarfile
 from abc import ABC, abstractmethod
@@ -26,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from packager.errors import BuildFailed, EngineUnavailable, ToolMissing
+from packager.errors import BuildFailed, EngineUnavailable
 from packager.platforms import Platform
+from packager.tools import need
 
 log = logging.getLogger(__name__)
 
@@ -92,13 +92,6 @@ class RunResult:
 
 
 # --- commands ----------------------------------------------------------------------------------------
-
-
-def need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissing(f"{tool} is not installed", fix=f"apt-get install -y {package}")
-    return path
 
 
 def run(argv: list[str], *, check: bool = True, timeout: float | None = None, what: str | None = None) -> RunResult:

@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
-from packager.engine.base import Container, ContainerSpec, need
+from packager.engine.base import Container, ContainerSpec
 from packager.engine.podman import Podman
 from packager.errors import BuildFailed, EngineUnavailable
+from packager.tools import need
 
 
 class BuildahContainer(Container):

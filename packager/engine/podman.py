@@ -22,11 +22,11 @@ from packager.engine.base import (
     ContainerSpec,
     Engine,
     ImageInfo,
-    need,
     skopeo_copy,
 )
 from packager.errors import BuildFailed, EngineUnavailable
 from packager.platforms import Platform
+from packager.tools import need
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import logging
 import re
 from dataclasses import dataclass
 
-from packager.engine import need
 from packager.errors import BadInput, ImageMismatch, ImageNotAvailable
 from packager.platforms import Platform
+from packager.tools import need
 
 log = logging.getLogger(__name__)
 

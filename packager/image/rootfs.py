@@ -32,8 +32,9 @@ from pathlib import Path
 from packager.cache import Cache, sha256_file
 from packager.contract import APP_DIR, RUNNER_UID
 from packager.contract import RUNNER_USER as RUNNER
-from packager.errors import BuildFailed, EmulationMissing, ToolMissing
+from packager.errors import BuildFailed, EmulationMissing
 from packager.platforms import DEFAULT_SUITE, Platform
+from packager.tools import need
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,6 @@ def check_emulation(platform: Platform, binfmt_dir: Path = BINFMT_DIR) -> None:
         raise EmulationMissing(f"{platform} needs QEMU: binfmt entry {entry} is {first}", fix="qemu/binfmt.sh (as root)")
 
 
-def _need(tool: str, package: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissing(f"{tool} is not installed", fix=f"apt-get install -y {package}")
-    return path
-
-
 def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, *, suite: str = DEFAULT_SUITE,
                  fresh: bool = False) -> Rootfs:
     """The cached base tar for these .debs, made now if absent (or if ``fresh``, into a temp file).
@@ -129,8 +123,8 @@ def build_rootfs(platform: Platform, debs: list[Deb], cache: Cache, epoch: int, 
         meta = json.loads((store / f"{key}.json").read_text())
         return Rootfs(platform, final, meta["sha256"], key, meta["packages"], meta["seconds"], cached=True)
     check_emulation(platform)
-    mmdebstrap = _need("mmdebstrap", "mmdebstrap")
-    ftparchive = _need("apt-ftparchive", "apt-utils")
+    mmdebstrap = need("mmdebstrap", "mmdebstrap")
+    ftparchive = need("apt-ftparchive", "apt-utils")
     import time
 
     start = time.monotonic()

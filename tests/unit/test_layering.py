@@ -134,10 +134,17 @@ def test_no_import_circle():
     ("harness", {"core", "harness"}),
     # A verifier needs no container engine.
     ("bundle", {"core", "harness", "image", "bundle"}),
+    ("image", {"core", "inputs", "engine", "image"}),
 ])
 def test_what_a_unit_may_import(unit, allowed):
     bad = sorted(f"{m} imports {t}" for m, t in _edges() if unit_of(m) == unit and unit_of(t) not in allowed)
     assert not bad, "\n".join(bad)
+
+
+def test_only_the_builder_talks_to_an_engine_in_image():
+    """build.py loads into and pushes from an engine; the plan, the writer and Nix never need one."""
+    users = sorted({m for m, t in _edges() if unit_of(m) == "image" and unit_of(t) == "engine"})
+    assert users <= ["packager.image.build"], users
 
 
 def test_bundle_takes_only_the_stdlib_writer_from_image():
