@@ -23,6 +23,7 @@ from packager.harness.backends.base import BackendOptions
 from packager.harness.dataset import DatasetSpec
 from packager.harness.errors import ConfigError
 from packager.harness.preprocess import PreprocessParams
+from packager.harness.scenarios import MODES, SUBMISSION_PERFORMANCE_SAMPLES
 
 _SECTION_KEYS = {
     "run": {"scenarios", "batch_sizes", "warmup", "stages", "min_duration_s"},
@@ -73,6 +74,13 @@ class HarnessConfig:
     save_outputs: bool = False
     input_hash_sample: int = 32
     workers: int | None = None
+    # quick | submission (see packager/harness/scenarios.py); recorded in metrics.json's measurement.
+    mode: str = "quick"
+    # Told by the runner: a foreign platform under QEMU. The harness cannot see QEMU user mode itself.
+    execution: str = "native"
+    # Why the performance scenarios do not run (None: they do); the runner skips them under emulation.
+    performance_skipped: str | None = None
+    user_conf_overrides: tuple[str, ...] = ()
 
 
 def _check_keys(section: str, data: Any) -> dict:
@@ -173,4 +181,28 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
         raise ConfigError(f"unknown scenario(s) {bad} (known: SingleStream, Offline)", field="run.scenarios")
     if any(int(b) < 1 for b in cfg["batch_sizes"]):
         raise ConfigError("batch sizes must be >= 1", field="run.batch_sizes")
+    _check_mode(cfg)
     return HarnessConfig(**cfg)
+
+
+def _check_mode(cfg: dict[str, Any]) -> None:
+    """Mode, execution and the skipped scenarios; submission mode takes LoadGen's settings, not ours."""
+    mode = cfg.setdefault("mode", "quick")
+    if mode not in MODES:
+        raise ConfigError(f"mode {mode!r} is not one of {', '.join(MODES)}", field="--mode")
+    if cfg.setdefault("execution", "native") not in ("native", "emulated"):
+        raise ConfigError(f"execution {cfg['execution']!r} is not native or emulated", field="--execution")
+    if cfg.get("performance_skipped"):
+        cfg["scenarios"] = ()
+    if cfg.get("user_conf_overrides") and mode != "submission":
+        raise ConfigError("--user-conf-override only applies to submission mode", field="--user-conf-override")
+    cfg["user_conf_overrides"] = tuple(cfg.get("user_conf_overrides") or ())
+    if mode != "submission":
+        return
+    if cfg.get("samples") is not None or cfg.get("ids") is not None:
+        # MLPerf's accuracy run covers the whole data set; a subset is a quick run.
+        raise ConfigError("submission mode evaluates the whole data set: drop --samples/--ids (or the stage's "
+                          "samples), or use --mode quick", field="--samples")
+    if cfg.get("driver") == "builtin":
+        raise ConfigError("submission mode needs MLPerf LoadGen; --driver builtin is for quick mode", field="--driver")
+    cfg["performance_samples"] = SUBMISSION_PERFORMANCE_SAMPLES

@@ -10,6 +10,17 @@ Two drivers with the same outputs (``LatencyStats`` / ``ThroughputStats`` of
 - ``BuiltinDriver``: a plain timing loop, used where LoadGen is not importable
   (or when asked for); ``driver`` in metrics.json says which ran and why.
 
+Two modes (``ScenarioSettings.mode``, recorded as ``Metrics.measurement``):
+
+- ``quick``: the manifest's short runs on any data set, LoadGen's settings set
+  field by field (its seeds stay 0). Never presented as an MLPerf submission.
+- ``submission``: LoadGen configured as an MLPerf run is: the mlperf.conf built
+  into LoadGen 6.0.17 (the v6.1 round's, with its official seeds, 600 s minimum
+  duration, 1024 performance samples and query counts for ``resnet50``, the
+  benchmark an open ImageNet classifier stands beside) plus a ``user.conf``
+  written by the run into each scenario's log directory (it stays in the
+  outputs and the bundle). Needs LoadGen and at least 1024 images.
+
 Both time only ``backend.run`` on tensors already in memory: decoding and
 preprocessing happened before, as in MLPerf's sample library.
 """
@@ -26,8 +37,9 @@ from pathlib import Path
 import numpy as np
 
 from packager.harness.backends.base import Backend
+from packager.harness.errors import BackendUnavailable, ConfigError, DatasetError
 from packager.mllog import read_detail
-from packager.results import LatencyStats, ThroughputStats
+from packager.results import LatencyStats, Measurement, ThroughputStats
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +49,58 @@ ACCURACY_SET = 512  # tensors held in memory at once during the accuracy pass (a
 RunBatch = Callable[[Sequence[int], np.ndarray], np.ndarray]
 
 
+# --- submission mode: MLPerf's own settings ----------------------------------------------
+
+# mlperf.conf's name for the closed image-classification benchmark (the checker maps it to "resnet").
+MLPERF_MODEL = "resnet50"
+# What mlperf.conf (v6.1, built into LoadGen 6.0.17) requires of resnet50; checked again in the export.
+SUBMISSION_MIN_DURATION_MS = 600_000
+SUBMISSION_PERFORMANCE_SAMPLES = 1024
+# The v6.1 round's seeds (mlperf.conf "*.*.*_rng_seed", and the checker's MODEL_CONFIG["v6.1"]["seeds"]).
+# LoadGen reads seeds only from its built-in mlperf.conf; a run whose settings carry others is refused.
+OFFICIAL_SEEDS = {
+    "qsl_rng_seed": 2085463073848966840,
+    "sample_index_rng_seed": 2747215439041700203,
+    "schedule_rng_seed": 16159082839903944936,
+}
+USER_CONF = "user.conf"
+MODES = ("quick", "submission")
+
+
 @dataclass(frozen=True)
 class ScenarioSettings:
     warmup: int = 10
     min_duration_s: float = 0.0
     single_stream_queries: int = 256
     offline_min_samples: int = 512
+    mode: str = "quick"
+    # Extra user.conf lines ("key = value"), for tests only: a shorter minimum duration makes a
+    # submission-mode run fit a test suite; the export reads the effective values back and flags it.
+    user_conf_overrides: tuple[str, ...] = ()
+
+    @property
+    def submission(self) -> bool:
+        return self.mode == "submission"
+
+    @classmethod
+    def from_config(cls, cfg) -> "ScenarioSettings":
+        """From a ``HarnessConfig`` (not imported here: config imports this module's neighbours)."""
+        return cls(cfg.warmup, cfg.min_duration_s, cfg.single_stream_queries, cfg.offline_min_samples,
+                   mode=cfg.mode, user_conf_overrides=tuple(cfg.user_conf_overrides))
+
+
+def check_data_set(mode: str, count: int, where: str) -> None:
+    """Submission mode refuses a data set smaller than one performance sample set, in one line."""
+    if mode == "submission" and count < SUBMISSION_PERFORMANCE_SAMPLES:
+        raise DatasetError(
+            f"submission mode needs at least {SUBMISSION_PERFORMANCE_SAMPLES} images (MLPerf's performance sample "
+            f"count for {MLPERF_MODEL}); the data set has {count}: use --mode quick or a larger data set", file=where)
+
+
+def measurement_for(settings: ScenarioSettings, driver, execution: str) -> Measurement:
+    """The class a run's numbers belong to, for the signed result."""
+    return Measurement(mode=settings.mode, execution=execution,  # type: ignore[arg-type]
+                       driver="loadgen" if isinstance(driver, LoadGenDriver) else "builtin")
 
 
 def latency_stats(latencies_s: np.ndarray, **extra) -> LatencyStats:
@@ -112,11 +170,45 @@ class BuiltinDriver:
 
 
 class LoadGenDriver:
-    def __init__(self, lg, version: str, log_root: Path) -> None:
+    def __init__(self, lg, version: str, log_root: Path, settings: ScenarioSettings = ScenarioSettings()) -> None:
         self._lg = lg
         self.name = f"mlperf-loadgen {version}"
         self.log_root = Path(log_root)
         self.log_files: list[str] = []
+        self.settings = settings
+
+    def _test_settings(self, scenario: str, subdir: str, user_lines: Sequence[str]):
+        """Quick mode: a blank ``TestSettings``. Submission mode: mlperf.conf, then this run's user.conf.
+
+        ``FromConfig(path, model, scenario)`` (conf_type 1) does exactly these two reads, but counts its
+        calls in a process-wide static and logs "Multiple conf files are used" as an *error* into the
+        next test's detail log from the second call on; a harness runs up to four tests in one process.
+        So: conf_type 0 (only the built-in mlperf.conf; the only place seeds are read from), then
+        conf_type 2 (only the user.conf file, no count).
+        """
+        lg = self._lg
+        ts = lg.TestSettings()
+        if not self.settings.submission:
+            return ts
+        out = self.log_root / subdir
+        out.mkdir(parents=True, exist_ok=True)
+        conf = out / USER_CONF
+        lines = ["# Written by the request-pack harness for this run (submission mode); LoadGen read it after its\n",
+                 "# built-in mlperf.conf (LoadGen 6.0.17: the v6.1 round's).\n",
+                 *(f"{line}\n" for line in user_lines)]
+        if self.settings.user_conf_overrides:
+            lines.append("# TEST-ONLY overrides (--user-conf-override): this run does NOT meet MLPerf's rules.\n")
+            lines += [f"{line}\n" for line in self.settings.user_conf_overrides]
+        conf.write_text("".join(lines), encoding="utf-8")
+        if ts.FromConfig("", MLPERF_MODEL, scenario, 0) != 0:
+            raise BackendUnavailable(f"LoadGen could not read its built-in mlperf.conf for {MLPERF_MODEL}.{scenario}")
+        if ts.FromConfig(str(conf), MLPERF_MODEL, scenario, 2) != 0:
+            raise ConfigError("LoadGen rejected this user.conf (a line is not 'key = number')", file=conf)
+        seeds = {k: getattr(ts, k) for k in OFFICIAL_SEEDS}
+        if seeds != OFFICIAL_SEEDS:
+            raise BackendUnavailable(f"LoadGen's built-in mlperf.conf gives seeds {seeds}, not the v6.1 round's "
+                                     f"{OFFICIAL_SEEDS}: this LoadGen is not 6.0.17")
+        return ts
 
     def _start(self, sut, qsl, settings, subdir: str) -> dict:
         lg = self._lg
@@ -150,13 +242,15 @@ class LoadGenDriver:
                 backend.run(singles[q.index])
                 lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0)])
 
-        settings = lg.TestSettings()
+        settings = self._test_settings("SingleStream", "SingleStream",
+                                       [f"{MLPERF_MODEL}.SingleStream.target_latency = {expected_ns / 1e6:.6f}"])
         settings.scenario = lg.TestScenario.SingleStream
         settings.mode = lg.TestMode.PerformanceOnly
-        settings.single_stream_expected_latency_ns = expected_ns
-        settings.min_query_count = s.single_stream_queries
-        settings.min_duration_ms = int(s.min_duration_s * 1000)
-        settings.performance_sample_count_override = len(singles)
+        if not s.submission:
+            settings.single_stream_expected_latency_ns = expected_ns
+            settings.min_query_count = s.single_stream_queries
+            settings.min_duration_ms = int(s.min_duration_s * 1000)
+            settings.performance_sample_count_override = len(singles)
         sut = lg.ConstructSUT(issue, lambda: None)
         qsl = self._qsl(len(singles))
         try:
@@ -207,14 +301,16 @@ class LoadGenDriver:
                 backend.run(x)
                 lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in chunk])
 
-        settings = lg.TestSettings()
+        settings = self._test_settings("Offline", f"Offline-b{batch_size}",
+                                       [f"{MLPERF_MODEL}.Offline.target_qps = {qps:.3f}"])
         settings.scenario = lg.TestScenario.Offline
         settings.mode = lg.TestMode.PerformanceOnly
-        # Offline issues one query of max(min_query_count, 1.1 x expected QPS x min duration) samples.
-        settings.offline_expected_qps = qps
-        settings.min_query_count = s.offline_min_samples
-        settings.min_duration_ms = int(s.min_duration_s * 1000)
-        settings.performance_sample_count_override = n
+        if not s.submission:
+            # Offline issues one query of max(min_query_count, 1.1 x expected QPS x min duration) samples.
+            settings.offline_expected_qps = qps
+            settings.min_query_count = s.offline_min_samples
+            settings.min_duration_ms = int(s.min_duration_s * 1000)
+            settings.performance_sample_count_override = n
         sut = lg.ConstructSUT(issue, lambda: None)
         qsl = self._lg.ConstructQSL(n, n, stage.load, lambda idx: None)
         try:
@@ -255,13 +351,16 @@ class LoadGenDriver:
                 base = top1.ctypes.data
                 lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, base + 8 * j, 8) for j, q in enumerate(chunk)])
 
-        settings = lg.TestSettings()
+        # mlperf.conf's performance_sample_count_override (1024) must not exceed the QSL's set size.
+        held = min(n, SUBMISSION_PERFORMANCE_SAMPLES if self.settings.submission else ACCURACY_SET)
+        settings = self._test_settings("Offline", "Accuracy", [f"{MLPERF_MODEL}.Offline.target_qps = 1.0"])
         settings.scenario = lg.TestScenario.Offline
         settings.mode = lg.TestMode.AccuracyOnly
-        settings.offline_expected_qps = 1.0
-        settings.performance_sample_count_override = min(n, ACCURACY_SET)
+        if not self.settings.submission:
+            settings.offline_expected_qps = 1.0
+            settings.performance_sample_count_override = held
         sut = lg.ConstructSUT(issue, lambda: None)
-        qsl = lg.ConstructQSL(n, min(n, ACCURACY_SET), load_samples, unload_samples)
+        qsl = lg.ConstructQSL(n, held, load_samples, unload_samples)
         try:
             self._start(sut, qsl, settings, "Accuracy")
         finally:
@@ -309,13 +408,20 @@ def _early(text: str, pct: str) -> float | None:
     return int(m.group(1)) * 1e-9 if m else None
 
 
-def choose_driver(prefer: str, log_root: Path):
-    """LoadGen when importable (unless 'builtin' is asked for); otherwise the built-in loop and why."""
+def choose_driver(prefer: str, log_root: Path, settings: ScenarioSettings = ScenarioSettings()):
+    """LoadGen when importable (unless 'builtin' is asked for); otherwise the built-in loop and why.
+
+    Submission mode has no fallback: an MLPerf run is a LoadGen run.
+    """
     if prefer == "builtin":
+        if settings.submission:
+            raise ConfigError("submission mode needs MLPerf LoadGen; --driver builtin is for quick mode", field="--driver")
         return BuiltinDriver("requested with --driver builtin")
     try:
         import mlperf_loadgen as lg
     except ImportError as e:
+        if settings.submission:
+            raise BackendUnavailable(f"submission mode needs MLPerf LoadGen: mlperf_loadgen not importable: {e}") from e
         return BuiltinDriver(f"mlperf_loadgen not importable: {e}")
     from importlib.metadata import PackageNotFoundError, version
 
@@ -323,4 +429,4 @@ def choose_driver(prefer: str, log_root: Path):
         v = version("mlcommons-loadgen")
     except PackageNotFoundError:
         v = "unknown"
-    return LoadGenDriver(lg, v, log_root)
+    return LoadGenDriver(lg, v, log_root, settings)

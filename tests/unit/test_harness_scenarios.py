@@ -79,3 +79,85 @@ def test_loadgen_driver_keeps_logs_and_early_stopping(backend, tensors, tmp_path
     assert "SingleStream" in summary and "Result is" in summary
     assert (tmp_path / "loadgen" / "Offline-b4" / "mlperf_log_detail.txt").is_file()
     assert choose_driver("builtin", tmp_path).name == "builtin (requested with --driver builtin)"
+
+
+# --- submission mode -----------------------------------------------------------------------
+
+# Test-only user.conf lines: MLPerf's 600 s per scenario would not fit a unit test. The run is then
+# not conformant, and its detail logs say so (effective_min_duration_ms), which the export flags.
+SHORT = ("*.SingleStream.min_duration = 300", "*.Offline.min_duration = 300")
+
+
+def test_submission_mode_takes_mlperf_conf_seeds_and_a_user_conf(tmp_path):
+    """LoadGen's built-in mlperf.conf (v6.1) gives the official seeds and 1024 performance samples; the user.conf
+    the run wrote stays beside the logs, with the test-only lines marked; LoadGen logs no error."""
+    pytest.importorskip("mlperf_loadgen")
+    from packager.harness.scenarios import OFFICIAL_SEEDS, SUBMISSION_PERFORMANCE_SAMPLES
+    from packager.mllog import read_detail
+
+    b = create("onnxruntime")
+    b.load(build(tmp_path / "t.onnx", size=32), BackendOptions(threads=1))
+    t = np.random.default_rng(1).standard_normal((SUBMISSION_PERFORMANCE_SAMPLES, 3, 32, 32)).astype(np.float32)
+    s = ScenarioSettings(warmup=2, mode="submission", user_conf_overrides=SHORT)
+    d = choose_driver("auto", tmp_path / "loadgen", s)
+    d.single_stream(b, t, s)
+    d.offline(b, t, 8, s)
+    d.accuracy(1030, lambda i: t[i % len(t)], lambda idx, x: np.asarray(b.run(x)).argmax(1), 8)
+    for sub, scenario in (("SingleStream", "SingleStream"), ("Offline-b8", "Offline"), ("Accuracy", "Offline")):
+        det = read_detail(tmp_path / "loadgen" / sub / "mlperf_log_detail.txt")
+        assert {k: det[f"effective_{k}"] for k in OFFICIAL_SEEDS} == OFFICIAL_SEEDS, sub
+        assert det["effective_performance_sample_count"] == SUBMISSION_PERFORMANCE_SAMPLES
+        assert det["effective_scenario"] == scenario and det.get("num_errors", 0) == 0, sub
+        conf = (tmp_path / "loadgen" / sub / "user.conf").read_text()
+        assert "TEST-ONLY" in conf and SHORT[0] in conf
+        assert f"loadgen/{sub}/user.conf" in d.log_files
+    assert "resnet50.SingleStream.target_latency = " in (tmp_path / "loadgen" / "SingleStream" / "user.conf").read_text()
+    assert read_detail(tmp_path / "loadgen" / "SingleStream" / "mlperf_log_detail.txt")["effective_min_duration_ms"] == 300
+    assert read_detail(tmp_path / "loadgen" / "Accuracy" / "mlperf_log_detail.txt")["qsl_reported_total_count"] == 1030
+
+
+def test_quick_mode_keeps_todays_settings(backend, tensors, tmp_path):
+    pytest.importorskip("mlperf_loadgen")
+    from packager.mllog import read_detail
+
+    d = choose_driver("auto", tmp_path / "loadgen")
+    d.single_stream(backend, tensors, ScenarioSettings(warmup=1, single_stream_queries=20))
+    det = read_detail(tmp_path / "loadgen" / "SingleStream" / "mlperf_log_detail.txt")
+    assert det["effective_qsl_rng_seed"] == 0 and det["effective_performance_sample_count"] == len(tensors)
+    assert not (tmp_path / "loadgen" / "SingleStream" / "user.conf").exists()
+
+
+def test_submission_mode_refuses_a_small_data_set_and_the_builtin_driver(tmp_path):
+    from packager.errors import BadInput
+    from packager.harness.scenarios import check_data_set
+
+    with pytest.raises(BadInput, match=r"submission mode needs at least 1024 images .* has 200") as e:
+        check_data_set("submission", 200, "/data")
+    assert e.value.return_code == 2 and "\n" not in str(e.value)
+    check_data_set("quick", 200, "/data")  # quick mode runs on anything
+    check_data_set("submission", 1024, "/data")
+    with pytest.raises(BadInput, match="LoadGen"):
+        choose_driver("builtin", tmp_path, ScenarioSettings(mode="submission"))
+
+
+def test_measurement_class_names_mode_execution_and_driver(tmp_path):
+    from packager.harness.scenarios import measurement_for
+
+    m = measurement_for(ScenarioSettings(), BuiltinDriver("test"), "emulated")
+    assert (m.mode, m.execution, m.driver) == ("quick", "emulated", "builtin") and m.key == "quick/emulated/builtin"
+
+
+def test_submission_config_takes_the_whole_data_set(tmp_path):
+    from packager.errors import BadInput
+    from packager.harness.config import build_config
+
+    base = {"preprocessing": {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
+    paths = dict(model_path=tmp_path / "m.onnx", dataset_dir=tmp_path, out_dir=tmp_path, cache_dir=tmp_path)
+    cfg = build_config(base, **paths, stage="full", mode="submission")
+    assert cfg.mode == "submission" and cfg.performance_samples == 1024
+    with pytest.raises(BadInput, match="whole data set"):
+        build_config(base, **paths, stage="full", mode="submission", samples=10)
+    with pytest.raises(BadInput, match="--user-conf-override only"):
+        build_config(base, **paths, user_conf_overrides=["*.Offline.min_duration = 1"])
+    with pytest.raises(BadInput, match="mode 'fast'"):
+        build_config(base, **paths, mode="fast")
