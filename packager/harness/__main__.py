@@ -51,6 +51,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", help="OCI platform recorded in metrics.json (default: from the machine)")
     p.add_argument("--power-probe", choices=["none", "rapl", "ina3221", "command"])
     p.add_argument("--workers", type=int, help="preprocessing worker processes")
+    p.add_argument("--mode", choices=["quick", "submission"], help="quick (default) or submission: LoadGen from mlperf.conf + user.conf")
+    p.add_argument("--execution", choices=["native", "emulated"], help="recorded in the result's measurement class (the runner knows; default native)")
+    p.add_argument("--skip-performance", metavar="REASON", dest="performance_skipped", help="run no performance scenario, recording why")
+    p.add_argument("--user-conf-override", action="append", metavar="'KEY = VALUE'", help="TEST ONLY: an extra user.conf line in submission mode; the export flags the run")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             platform=args.platform,
             power_probe=args.power_probe,
             workers=args.workers,
+            mode=args.mode,
+            execution=args.execution,
+            performance_skipped=args.performance_skipped,
+            user_conf_overrides=args.user_conf_override,
         )
         result = run(cfg)
     except RequestPackError as e:
