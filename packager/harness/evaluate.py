@@ -45,7 +45,7 @@ from packager.harness.preprocess import (
     preprocess_all,
     tensor_sha256,
 )
-from packager.harness.scenarios import ScenarioSettings, choose_driver
+from packager.harness.scenarios import ScenarioSettings, check_data_set, choose_driver, measurement_for
 from packager.harness.validate import compare_outputs
 from packager.results import (
     Footprint,
@@ -100,6 +100,7 @@ def run(cfg: HarnessConfig) -> RunResult:
 
     # 1. dataset and model
     samples = load_dataset(cfg.dataset, count=cfg.samples, ids=cfg.ids)
+    check_data_set(cfg.mode, len(samples), str(cfg.dataset.root))
     backend = backends.create(cfg.backend, cache_dir=cfg.cache_dir)
     backend.load(cfg.model_path, cfg.backend_options)
     fixed_batch = check_model_input(cfg, backend)
@@ -112,7 +113,8 @@ def run(cfg: HarnessConfig) -> RunResult:
     prepared = preprocess_all([s.path for s in samples], cfg.preprocessing, cfg.cache_dir, workers=cfg.workers)
 
     # 3. accuracy pass (LoadGen's AccuracyOnly mode when LoadGen drives)
-    driver = choose_driver(cfg.driver, out / "loadgen")
+    settings = ScenarioSettings.from_config(cfg)
+    driver = choose_driver(cfg.driver, out / "loadgen", settings)
     acc_batch = max(batch_sizes)
     outputs, predictions = _accuracy_pass(cfg, backend, driver, samples, prepared, acc_batch)
     accuracy = accuracy_from([predictions[s.id] for s in samples], truth(samples))
@@ -120,7 +122,6 @@ def run(cfg: HarnessConfig) -> RunResult:
 
     # 4. performance scenarios
     perf = load_batch(prepared[: max(1, min(cfg.performance_samples, len(prepared)))])
-    settings = ScenarioSettings(cfg.warmup, cfg.min_duration_s, cfg.single_stream_queries, cfg.offline_min_samples)
     latency: LatencyStats | None = None
     throughput: list[ThroughputStats] = []
     with PowerMonitor(cfg.power_probe, command=cfg.power_command) as monitor:
@@ -158,6 +159,8 @@ def run(cfg: HarnessConfig) -> RunResult:
         validation=validation,
         preprocessing={"version": PREPROCESS_VERSION, "params_sha256": cfg.preprocessing.digest()},
         loadgen_logs=list(getattr(driver, "log_files", [])),
+        measurement=measurement_for(settings, driver, cfg.execution),
+        performance_skipped=cfg.performance_skipped,
     )
     write_metrics(out, metrics)
     write_system(out, collect_system(image_digest=cfg.image_digest, frameworks=framework_versions({f"backend:{backend.name}": backend.version})))
