@@ -268,6 +268,9 @@ class RunOptions:
     env: dict[str, str] = field(default_factory=dict)
     # Extra read-only binds (host, container): for running a working copy of the harness against an image.
     extra_mounts: tuple[tuple[str, str], ...] = ()
+    mode: str = "quick"  # quick | submission (packager/harness/scenarios.py)
+    # Under QEMU the performance scenarios measure the emulator, not the board: skipped unless forced.
+    emulated_performance: bool = False
 
 
 @dataclass(frozen=True)
@@ -503,7 +506,15 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
                          platform=str(opts.platform))
     if opts.samples is not None:
         argv += ["--samples", str(opts.samples)]
+    if opts.mode != "quick":
+        argv += ["--mode", opts.mode]
     if opts.platform is not Platform.native():
+        argv += ["--execution", "emulated"]
+        if not opts.emulated_performance:
+            # onnxruntime under QEMU is about 630x slower than native: its latency and throughput describe
+            # the emulator. The stage does the accuracy pass (and the reference comparison) only.
+            argv += ["--skip-performance", f"emulated {opts.platform} under QEMU user mode: latency and throughput "
+                                           "would measure the emulator, not the platform (force with --emulated-performance)"]
         # Under QEMU latency and throughput say nothing about the board (16-30x slower, jittery):
         # keep the scenarios short; accuracy is still computed on every sample.
         # A handful of samples asked for means a handful of queries too: the reference backend
