@@ -276,15 +276,18 @@ def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
 
 def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform: Platform, devices: tuple[str, ...],
                 stages: tuple[str, ...], resume: bool, progress: Callable[[str], ProgressFn] | None,
-                timings: dict[str, float]) -> list[StageSummary]:
-    """Steps 3-4: each stage in turn; one below its min_top1 stops the evaluation."""
+                timings: dict[str, float], mode: str = "quick", emulated_performance: bool = False) -> list[StageSummary]:
+    """Steps 3-4: each stage in turn; one below its min_top1 stops the evaluation.
+
+    ``mode`` applies to the full stage: the functional stage is a smoke check on a few images, always quick."""
     summaries = []
     for stage in stages:
         t = time.monotonic()
         stage_out = out / stage
         if stage_out.exists() and not resume:
             shutil.rmtree(stage_out)
-        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume)
+        opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume,
+                          mode=mode if stage == "full" else "quick", emulated_performance=emulated_performance)
         min_top1 = getattr(manifest.run.stages, stage).min_top1
         result = _finished(stage_out, ref) if resume else None
         if result is not None:
@@ -313,6 +316,8 @@ def evaluate(
     stages: str = "all",
     resume: bool = False,
     image: str | None = None,
+    mode: str = "quick",
+    emulated_performance: bool = False,
 ) -> Evaluation:
     """Steps 1-5 of the module doc; raises with the failing stage's name.
 
@@ -340,7 +345,7 @@ def evaluate(
     timings["image"] = time.monotonic() - t0
     with contextlib.closing(eng):  # over ssh: end the transport's ssh sessions while the board still answers
         summaries = _run_stages(manifest, ref, eng, dataset, out, platform, devices, STAGE_CHOICES[stages], resume,
-                                progress, timings)
+                                progress, timings, mode=mode, emulated_performance=emulated_performance)
 
     # 5.
     t = time.monotonic()
