@@ -19,6 +19,14 @@ from packager.cli.common import (
 commands = typer.Typer()
 
 
+def _mode(mode: str) -> str:
+    from packager.errors import BadInput
+
+    if mode not in ("quick", "submission"):
+        raise BadInput(f"--mode {mode!r}: expected quick or submission", field="--mode")
+    return mode
+
+
 @commands.command("run")
 def run_cmd(
     artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
@@ -33,6 +41,8 @@ def run_cmd(
     samples: Optional[int] = typer.Option(None, "--samples", help="Override the stage's sample count."),
     cdi_spec_dir: list[Path] = typer.Option([], "--cdi-spec-dir", help="CDI spec directories (default /etc/cdi, /var/run/cdi)."),
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
+    mode: str = typer.Option("quick", "--mode", help="quick (any data set; never an MLPerf submission) or submission (LoadGen from mlperf.conf + user.conf, official seeds, 600 s, >= 1024 images)."),
+    emulated_performance: bool = typer.Option(False, "--emulated-performance", help="Also run the performance scenarios under QEMU (skipped by default: they measure the emulator)."),
 ) -> None:
     """Run one stage of an artifact's image, by digest, in the sandbox."""
     from packager.engine import get_engine
@@ -46,7 +56,8 @@ def run_cmd(
     artifact_dir = artifact.parent if artifact.is_file() else artifact
     ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
     opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
-                      samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS)
+                      samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS, mode=_mode(mode),
+                      emulated_performance=emulated_performance)
     with progress_bar() as bar:
         result = run_stage(manifest, ref, get_engine(engine, target), opts, progress=progress_fn(bar, f"{stage} {plat}"))
     console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
@@ -67,6 +78,8 @@ def evaluate_cmd(
     resume: bool = typer.Option(False, "--resume", help="Continue each stage's predictions.jsonl in --out (a requeued job)."),
     image: Optional[str] = typer.Option(None, "--image", metavar="HOST/REPO@sha256:DIGEST", help="Pull this index or manifest from a registry, by digest, instead of building."),
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
+    mode: str = typer.Option("quick", "--mode", help="quick (any data set; never an MLPerf submission) or submission (LoadGen from mlperf.conf + user.conf, official seeds, 600 s, >= 1024 images)."),
+    emulated_performance: bool = typer.Option(False, "--emulated-performance", help="Also run the performance scenarios under QEMU (skipped by default: they measure the emulator)."),
 ) -> None:
     """Build-or-pull, digest check, functional stage, full stage, sign, verify, summary."""
     from rich.table import Table
@@ -77,7 +90,8 @@ def evaluate_cmd(
     with progress_bar() as bar:
         ev = evaluate(artifact, dataset or default_sample_dataset(), out, key=key, platform=parse_platform(platform),
                       engine=engine, target=target, devices=tuple(device), progress=lambda stage: progress_fn(bar, stage),
-                      stages=stage, resume=resume, image=image, build_root=build_root)
+                      stages=stage, resume=resume, image=image, build_root=build_root, mode=_mode(mode),
+                      emulated_performance=emulated_performance)
     table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
     for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
