@@ -68,10 +68,17 @@ def lock_cmd(
 @commands.command()
 def fetch(
     path: Path = typer.Argument(..., help=ARTIFACT_HELP),
-    from_file: Optional[Path] = typer.Option(None, "--from", help="Model file (or its source) to verify against the lock and store, offline."),
+    from_file: Optional[Path] = typer.Option(
+        None, "--from", metavar="ARCHIVE_OR_DIR",
+        help="The only source: an archive from `request-pack archive`, or a directory of loose files (found by "
+             "sha256); nothing else is contacted. A model file (or its source) instead adds to the downloads."),
     cache: Optional[Path] = typer.Option(None, "--cache", help=CACHE_HELP),
 ) -> None:
-    """Fill the cache with every file an existing lock pins, verified."""
+    """Fill the cache with every file an existing lock pins, verified.
+
+    Without --from, each missing file comes from its recorded locations in order (a .deb's pool URL,
+    then Debian's snapshot service by content), transient failures retried and partial files resumed.
+    """
     from packager.cache import Cache
     from packager.inputs.lock import fetch as fill
 

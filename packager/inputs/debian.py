@@ -27,6 +27,7 @@ can give two locks. ``lock --frozen`` never resolves; the lock is the pin.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -211,6 +212,23 @@ class PrivateApt:
         if proc.returncode != 0:
             raise EnvironmentMissing(f"apt-cache show failed for {self.arch}: {proc.stderr.strip()[-300:]}")
         return parse_stanzas(proc.stdout)
+
+
+SNAPSHOT = "https://snapshot.debian.org"
+
+
+def snapshot_locations(deb: Path) -> list[str]:
+    """Where Debian's snapshot service serves these bytes after the pool dropped them (a point release, a security update).
+
+    snapshot.debian.org keeps every file ever published in the archive and serves it by
+    content at ``/file/<sha1>``; the lock's sha256 still checks what comes back. SHA-1 because
+    that is the service's key, computed here from the verified file in the cache.
+    """
+    h = hashlib.sha1(usedforsecurity=False)
+    with open(deb, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return [f"{SNAPSHOT}/file/{h.hexdigest()}"]
 
 
 def parse_stanzas(text: str) -> dict[tuple[str, str], Packages]:

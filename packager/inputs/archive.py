@@ -1,0 +1,328 @@
+"""One archive of every input a lock names, and filling a cache from it (or from loose files), offline.
+
+``plan`` lists what goes in: the manifest and the lock (and a local model
+source, e.g. resnet-tvm's ``weights-seed.json``), the Dockerfile templates the
+lock pins, and every file of every platform the lock pins (.debs, wheels,
+sdists and the build inputs of cross-built wheels, the cross-built wheels and
+the converted model themselves) plus the inputs of the conversion recipe that
+the lock does not list (the model's source wheel, the int8 recipe's
+calibration wheel). ``index.json`` maps each entry to its sha256, size and
+member path. The tar itself is written by the one deterministic tar writer
+(``packager.image.writer.oci``, called by the CLI: ``inputs`` sits below
+``image``): a plain, uncompressed tar (.debs and wheels are compressed
+already) with sorted members, mtime 0 and numeric owner 0, so the same lock
+and cache give the same bytes; ``tar tvf`` lists it and any archive service
+takes it.
+
+Layout below the top directory (the artifact's name):
+``index.json``; ``artifact/`` (request.yaml, request.lock, local sources);
+``templates/``; .debs at their mirror path (``debian/pool/main/...``,
+``debian-security/pool/...``), so an unpacked archive served over HTTP is a
+pool a lock's URLs can be re-pointed at; ``pypi/`` downloaded wheels and
+sdists; ``built/`` wheels cross-built from their sdist; ``model/`` the model.
+
+``fill_cache`` is the reverse and contacts nothing: each wanted object is
+read from the archive (or found among the loose files of a directory by its
+hash) and stored only if its bytes hash to the lock's pin; a tampered member
+is refused with the entry's name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlparse
+
+from packager.cache import Cache, sha256_file
+from packager.errors import BadInput, CacheMissError, IntegrityError, StaleLockError
+from packager.inputs.convert import CalibrationSet
+from packager.inputs.lockfile import Lock, LockedObject, load_lock, locked_objects
+from packager.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, load_manifest, manifest_path
+from packager.repo import DOCKERFILE_TEMPLATES
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_VERSION = 1
+INDEX_NAME = "index.json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Member:
+    """One file of the archive; ``entries`` are the lock entries it serves (an arch:all .deb serves two platforms)."""
+
+    path: str  # below the top directory
+    sha256: str
+    size: int
+    source: Path | None  # where its bytes are read from when writing; None for index.json
+    entries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    top: str
+    index: bytes
+    members: tuple[Member, ...]  # sorted by path; index.json is not among them
+
+    @property
+    def payload(self) -> int:
+        return sum(m.size for m in self.members)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An object a cache should hold: from the lock, or an input of the conversion recipe."""
+
+    entry: str
+    sha256: str
+    size: int | None = None
+    sources: tuple[str, ...] = ()  # download locations, in order
+    made_by: str = "fetch"
+
+
+def wanted_objects(manifest: Manifest, lock: Lock) -> list[Wanted]:
+    """Everything the lock names for all its platforms, and the recipe inputs it does not list, by sha256 once."""
+    out = {o.sha256: _wanted(o) for o in reversed(locked_objects(lock))}  # reversed: the first name wins
+    for w in recipe_inputs(manifest):
+        out.setdefault(w.sha256, w)
+    return sorted(out.values(), key=lambda w: w.entry)
+
+
+def _wanted(o: LockedObject) -> Wanted:
+    return Wanted(o.name, o.sha256, o.size, o.sources, o.made_by)
+
+
+def recipe_inputs(manifest: Manifest) -> list[Wanted]:
+    """Inputs of the conversion recipe that the lock does not name: the calibration wheel of a static quantisation.
+
+    Its URL is not pinned anywhere (PyPI's listing is asked at download time); its sha256 is, in the manifest.
+    """
+    conv = manifest.model.conversion
+    if conv is None or "calibration" not in conv.args:
+        return []
+    cal = CalibrationSet.from_args(conv.args["calibration"])
+    return [Wanted(f"recipe calibration wheel {cal.wheel}", cal.wheel_sha256)]
+
+
+# --- planning the archive -------------------------------------------------------------------------
+
+
+def plan(artifact_dir: Path, cache: Cache) -> Plan:
+    """Every member and the index, from the lock and the cache; CacheMissError names the first absent entry."""
+    mfile = manifest_path(Path(artifact_dir))
+    artifact_dir = mfile.parent
+    manifest = load_manifest(mfile)
+    lock_path = artifact_dir / LOCK_NAME
+    lock = load_lock(lock_path)
+    if lock.manifest_sha256 != manifest.digest():
+        raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked: run `request-pack lock`")
+    files: dict[str, tuple[str, Path]] = {}  # entry -> (member path, file)
+    files[f"manifest {MANIFEST_NAME}"] = (f"artifact/{MANIFEST_NAME}", mfile)
+    files[f"lock {LOCK_NAME}"] = (f"artifact/{LOCK_NAME}", lock_path)
+    src = lock.model.source
+    if src.kind == "file" and src.path:
+        files[f"model source {src.path}"] = (f"artifact/{src.path}", artifact_dir / src.path)
+    for rel in sorted(lock.templates):
+        files[f"template {rel}"] = (f"templates/{rel}", DOCKERFILE_TEMPLATES.parent / rel)
+    by_path: dict[str, Member] = {}
+    for entry, (path, file) in files.items():
+        _add(by_path, Member(path, sha256_file(file), file.stat().st_size, file, (entry,)))
+    for lock_entry, rel in sorted(lock.templates.items()):
+        got = by_path[f"templates/{lock_entry}"].sha256
+        if got != rel:
+            raise StaleLockError(f"{lock_path}: stale: template {lock_entry} changed since it was locked: run `request-pack lock`")
+    for w in wanted_objects(manifest, lock):
+        if not cache.has(w.sha256):
+            raise CacheMissError(f"{w.entry} is not in the cache: run `request-pack fetch {artifact_dir}` first")
+        path = cache.path_of(w.sha256, size=w.size, verify=True, name=w.entry)
+        _add(by_path, Member(member_path(w), w.sha256, path.stat().st_size, path, (w.entry,)))
+    members = tuple(sorted(by_path.values(), key=lambda m: m.path))
+    index = {
+        "archive_version": ARCHIVE_VERSION,
+        "artifact": lock.artifact,
+        "manifest_sha256": lock.manifest_sha256,
+        "lock_sha256": sha256_file(lock_path),
+        "platforms": sorted(lock.platforms),
+        "entries": sorted(({"entry": e, "sha256": m.sha256, "size": m.size, "path": m.path}
+                           for m in members for e in m.entries), key=lambda d: d["entry"]),
+        # The recipe's tools are pinned by version, not by file: they are not in the archive.
+        "recipe_tools": list(lock.model.conversion.requirements) if lock.model.conversion else [],
+    }
+    return Plan(top=lock.artifact, index=(json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), members=members)
+
+
+def member_path(w: Wanted) -> str:
+    """A readable, stable path: .debs at their mirror path, wheels and sdists by file name."""
+    url = w.sources[0] if w.sources else ""
+    filename = entry_filename(w.entry)
+    if filename.endswith(".deb"):
+        # unquoted: the file on disk is what a web server serving the unpacked archive answers for the URL
+        return unquote(urlparse(url).path).lstrip("/") if url else f"debian/{filename}"
+    if w.made_by == "sourcebuild":
+        return f"built/{filename}"
+    if w.made_by == "convert":
+        return f"model/{filename}"
+    if w.entry.startswith("model source ") and not url:  # a member read out of the model's wheel
+        return f"model/source/{filename}"
+    return f"pypi/{filename}"
+
+
+def entry_filename(entry: str) -> str:
+    """The file name in a lock entry's name (``linux/arm64 build input X of Y`` names X)."""
+    m = re.match(r".* build input (\S+) of \S+$", entry)
+    return m.group(1) if m else PurePosixPath(entry.rsplit(" ", 1)[-1]).name
+
+
+def _add(by_path: dict[str, Member], m: Member) -> None:
+    have = by_path.get(m.path)
+    if have is None:
+        by_path[m.path] = m
+    elif have.sha256 == m.sha256:
+        by_path[m.path] = Member(m.path, m.sha256, m.size, have.source, tuple(sorted({*have.entries, *m.entries})))
+    else:  # two different files under one name: keep both apart by hash
+        alt = f"{PurePosixPath(m.path).parent}/{m.sha256}/{PurePosixPath(m.path).name}"
+        by_path[alt] = m
+
+
+# --- reading an archive or a directory ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FillReport:
+    source: Path
+    filled: tuple[str, ...]  # entries stored from the source
+    present: tuple[str, ...]  # entries the cache had already
+    absent: tuple[Wanted, ...]  # entries the source does not hold
+
+
+def is_archive(path: Path) -> bool:
+    return path.is_file() and tarfile.is_tarfile(path)
+
+
+def read_index(archive: Path) -> dict:
+    with tarfile.open(archive, "r:*") as tar:
+        return _index(tar, archive)
+
+
+def _index(tar: tarfile.TarFile, archive: Path) -> dict:
+    for m in tar:
+        parts = PurePosixPath(m.name).parts
+        if len(parts) == 2 and parts[1] == INDEX_NAME and m.isfile():
+            f = tar.extractfile(m)
+            assert f is not None
+            try:
+                index = json.loads(f.read(1 << 24))
+            except ValueError as e:
+                raise BadInput(f"{INDEX_NAME} is not JSON: {e}", file=archive) from None
+            if index.get("archive_version") != ARCHIVE_VERSION:
+                raise BadInput(f"archive_version {index.get('archive_version')!r} is not {ARCHIVE_VERSION}", file=archive,
+                               field=INDEX_NAME)
+            return {**index, "_top": parts[0]}
+    raise BadInput(f"no <name>/{INDEX_NAME}: not a request-pack archive", file=archive)
+
+
+def fill_cache(source: Path, wanted: Iterable[Wanted], cache: Cache) -> FillReport:
+    """Store every wanted object the archive or directory holds, each checked against its sha256; contacts nothing."""
+    source = Path(source)
+    wanted = list(wanted)
+    todo = {w.sha256: w for w in wanted if not cache.has(w.sha256)}
+    present = tuple(w.entry for w in wanted if w.sha256 not in todo)
+    if source.is_dir():
+        filled = _fill_from_dir(source, todo, cache)
+    elif is_archive(source):
+        filled = _fill_from_archive(source, todo, cache)
+    else:
+        raise BadInput("neither a request-pack archive (tar) nor a directory", file=source, field="--from")
+    absent = tuple(w for sha, w in todo.items() if sha not in filled)
+    log.info("%s: %d stored, %d present, %d absent", source, len(filled), len(present), len(absent))
+    return FillReport(source, tuple(todo[s].entry for s in filled), present, absent)
+
+
+def _fill_from_dir(root: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:
+    # Loose files are recognised by their bytes, not their names: any layout works (a kept
+    # /var/cache/apt/archives, a pip download directory, an unpacked archive).
+    filled = []
+    sizes = {w.size for w in todo.values() if w.size is not None}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        if sizes and all(w.size is not None for w in todo.values()) and path.stat().st_size not in sizes:
+            continue  # cannot be any wanted object: skip hashing it
+        digest = sha256_file(path)
+        if digest in todo and digest not in filled:
+            cache.put_file(path, digest, name=entry_filename(todo[digest].entry))
+            filled.append(digest)
+    return filled
+
+
+def _fill_from_archive(archive: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:
+    filled = []
+    with tarfile.open(archive, "r:*") as tar:
+        index = _index(tar, archive)
+        top = index["_top"]
+        by_path: dict[str, tuple[str, int, str]] = {}
+        for e in index.get("entries", []):
+            if e.get("sha256") in todo:
+                by_path.setdefault(f"{top}/{e['path']}", (e["sha256"], int(e["size"]), e["entry"]))
+        for m in tar:
+            hit = by_path.get(m.name)
+            if hit is None or hit[0] in filled:
+                continue
+            sha, size, entry = hit
+            # the lock, not the archive's own index, is the authority on the bytes
+            if not m.isfile() or m.size != size:
+                raise IntegrityError(f"{archive}: {m.name} ({todo[sha].entry})", f"{sha} ({size} bytes, a regular file)",
+                                     f"{m.size} bytes" if m.isfile() else "not a regular file")
+            stream = tar.extractfile(m)
+            assert stream is not None
+            _store_checked(cache, stream, sha, what=f"{archive}: {m.name} ({todo[sha].entry})",
+                           name=PurePosixPath(m.name).name)
+            filled.append(sha)
+    return filled
+
+
+def _store_checked(cache: Cache, stream, sha256: str, *, what: str, name: str) -> None:
+    tmp = cache.subdir("tmp") / f"from-archive-{sha256}"
+    h = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            while chunk := stream.read(_CHUNK):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != sha256:
+            raise IntegrityError(what, sha256, h.hexdigest())
+        cache.put_file(tmp, sha256, name=name)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def restore_artifact(archive: Path, dest: Path) -> Path:
+    """Unpack ``artifact/`` (manifest, lock, local sources) into ``dest/<name>``, each file checked against the index."""
+    with tarfile.open(archive, "r:*") as tar:
+        index = _index(tar, archive)
+        top = index["_top"]
+        wanted = {f"{top}/{e['path']}": e for e in index["entries"] if e["path"].startswith("artifact/")}
+        out = Path(dest) / top
+        for m in tar:
+            e = wanted.get(m.name)
+            if e is None:
+                continue
+            rel = PurePosixPath(e["path"]).relative_to("artifact")
+            if not m.isfile() or ".." in rel.parts or rel.is_absolute():
+                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", "a regular file inside artifact/", "something else")
+            target = out.joinpath(*rel.parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = tar.extractfile(m).read()  # type: ignore[union-attr]
+            actual = hashlib.sha256(data).hexdigest()
+            if actual != e["sha256"]:
+                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", e["sha256"], actual)
+            target.write_bytes(data)
+    if not (out / LOCK_NAME).is_file() or not (out / MANIFEST_NAME).is_file():
+        raise BadInput(f"holds no artifact/{MANIFEST_NAME} and artifact/{LOCK_NAME}", file=archive)
+    if sha256_file(out / LOCK_NAME) != index["lock_sha256"]:
+        raise IntegrityError(f"{archive}: artifact/{LOCK_NAME}", index["lock_sha256"], sha256_file(out / LOCK_NAME))
+    return out
