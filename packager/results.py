@@ -8,7 +8,7 @@ Top-1/top-5 are defined here once, so the harness and the verifier count alike.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +21,10 @@ SYSTEM_NAME = "system.json"
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Finite numbers only: a NaN or an infinity in signed metrics would top every
+    # Pareto front (the same rule as packager.wire.WireModel, kept inline so the
+    # image's harness carries no more modules).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Prediction(_Wire):
@@ -137,6 +140,10 @@ class Metrics(_Wire):
     preprocessing: dict[str, object] | None = Field(None, description="version and parameter digest of the preprocessing")
     loadgen_logs: list[str] = Field(default_factory=list, description="LoadGen log files in the output directory")
     measurement: Measurement | None = Field(None, description="the measurement class; absent in results made before it existed")
+    dataset: dict[str, str | int | None] | None = Field(
+        None, description="how the data set was read: layout (labels-tsv or ilsvrc2012-val), the labels or ground-truth "
+                          "file, the images directory and synsets file relative to the data set, and how it was chosen "
+                          "(detected or given); absent in results made before it existed")
     performance_skipped: str | None = Field(
         None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
 
@@ -171,6 +178,14 @@ def accuracy_from(predictions: Iterable[Prediction], truth: Mapping[str, int]) -
         top1=c1 / n if n else 0.0,
         top5=c5 / n if n else 0.0,
     )
+
+
+def iter_predictions(path: Path) -> Iterator[Prediction]:
+    """The predictions of a file one line at a time: memory stays flat for 50,000 of them."""
+    with path.open("r", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield Prediction.model_validate_json(line)
 
 
 def read_predictions(path: Path) -> list[Prediction]:
