@@ -110,7 +110,7 @@ def _in_stage(stage: str, fn: Callable, *args, **kw):
 
 
 def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platform, engine_name: str,
-           build_root: Path | None) -> ImageRef:
+           build_root: Path | None, inputs_from: Path | None = None) -> ImageRef:
     try:
         ref = image_from_record(artifact_dir, name, platform, build_root)
         recorded = json.loads(ref.record.read_text()).get("manifest_sha256") if ref.record else None
@@ -123,6 +123,10 @@ def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platfo
         build as builder,  # only when needed: building pulls in the whole build chain
     )
 
+    from packager.inputs.lock import fetch
+
+    # a fresh machine's cache lacks what the lock names: fetch it (only from ``inputs_from`` when given)
+    fetch(artifact_dir, inputs_from, platforms=[platform])
     opts = builder.BuildOptions(platforms=(platform,), build_root=build_root)
     result = builder.build(artifact_dir, opts)
     builder.load_into(result, engine_name)
@@ -318,10 +322,12 @@ def evaluate(
     image: str | None = None,
     mode: str = "quick",
     emulated_performance: bool = False,
+    inputs_from: Path | None = None,
 ) -> Evaluation:
     """Steps 1-5 of the module doc; raises with the failing stage's name.
 
-    ``stages`` is functional, full or all; ``image`` a registry reference by digest."""
+    ``stages`` is functional, full or all; ``image`` a registry reference by digest; ``inputs_from`` an
+    inputs archive or directory, the only source of what the cache lacks (else the lock's locations)."""
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
@@ -339,7 +345,8 @@ def evaluate(
     if image is not None:
         ref = _in_stage("image", _image_from_registry, artifact_dir, manifest.name, platform, image, build_root)
     else:
-        ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root)
+        ref = _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform, engine, build_root,
+                        inputs_from)
     _in_stage("image", _check_provenance, ref)
     eng = _in_stage("image", get_engine, engine, target)
     timings["image"] = time.monotonic() - t0
