@@ -24,8 +24,12 @@ def build_cmd(
     no_load: bool = typer.Option(False, "--no-load", help="Write the OCI layout only; do not load into an engine."),
     cache: Optional[Path] = typer.Option(None, "--cache", help=CACHE_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="Build root (default: build/ beside artifacts/)."),
+    publish_digest: bool = typer.Option(False, "--publish-digest", help="Write the index digest into ARTIFACT/image.json (commit it beside the lock)."),
 ) -> None:
-    """Build the multi-arch OCI image of a locked artifact, offline, from the cache."""
+    """Build the multi-arch OCI image of a locked artifact, offline, from the cache.
+
+    Says whether the index digest is the one the artifact publishes in image.json beside its lock.
+    """
     from packager.image import build as builder
 
     platforms = parse_platforms(platform)
@@ -42,6 +46,11 @@ def build_cmd(
         console.print(f"{img.platform.value:14} {img.manifest.digest}  {sum(i.size for i in img.layers) / 1e6:7.1f} MB  "
                       f"({cached}/{len(img.layers)} layers cached)", soft_wrap=True)
     console.print(f"index {result.index.digest}  ->  {result.layout}  ({result.seconds:.1f} s)", soft_wrap=True)
+    if publish_digest:
+        console.print(f"published {builder.write_published(path, result)}", soft_wrap=True)
+    cmp = builder.compare_published(path, result)
+    colour = {"match": "green", "differs": "bold red"}.get(cmp.status, "yellow")
+    console.print(f"[{colour}]{cmp.status}[/{colour}]: {cmp.detail}", soft_wrap=True)
     if not no_load:
         for plat, ref in builder.load_into(result, engine).items():
             console.print(f"loaded {plat} into {engine} as {ref}", soft_wrap=True)

@@ -287,6 +287,64 @@ def _tool_version(argv: list[str]) -> str | None:
     return out.splitlines()[0] if out else None
 
 
+# --- the published digest --------------------------------------------------------------------
+
+PUBLISHED_NAME = "image.json"  # beside request.lock: the index digest its lock must give
+
+
+@dataclass(frozen=True)
+class Published:
+    """What an artifact publishes beside its lock: the image index its lock must build, for these platforms."""
+
+    index_digest: str
+    lock_sha256: str
+    platforms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    status: str  # match, differs, not-comparable, unpublished
+    detail: str
+
+    @property
+    def matches(self) -> bool:
+        return self.status == "match"
+
+
+def published(artifact_dir: Path) -> Published | None:
+    path = manifest_path(artifact_dir).parent / PUBLISHED_NAME
+    if not path.is_file():
+        return None
+    d = json.loads(path.read_text())
+    return Published(d["index_digest"], d["lock_sha256"], tuple(d["platforms"]))
+
+
+def compare_published(artifact_dir: Path, result: BuildResult) -> Comparison:
+    """Whether this build reproduced the image the artifact publishes; a subset of platforms or another lock cannot."""
+    pub = published(artifact_dir)
+    name = f"{manifest_path(artifact_dir).parent.name}/{PUBLISHED_NAME}"
+    if pub is None:
+        return Comparison("unpublished", f"{name} does not exist: nothing to compare with")
+    built = tuple(sorted(img.platform.value for img in result.images))
+    if result.record["lock_sha256"] != pub.lock_sha256:
+        return Comparison("not-comparable", f"{name} is for lock {pub.lock_sha256[:12]}, this build's lock is "
+                                            f"{result.record['lock_sha256'][:12]}: re-lock or re-publish")
+    if built != tuple(sorted(pub.platforms)):
+        return Comparison("not-comparable", f"{name} is for {', '.join(pub.platforms)}; built {', '.join(built)}")
+    if result.index.digest == pub.index_digest:
+        return Comparison("match", f"the index digest {name} publishes: reproduced")
+    return Comparison("differs", f"{name} publishes {pub.index_digest}, this build gives {result.index.digest}: "
+                                 "not reproduced (`build --check` names the first differing layer and file)")
+
+
+def write_published(artifact_dir: Path, result: BuildResult) -> Path:
+    path = manifest_path(artifact_dir).parent / PUBLISHED_NAME
+    doc = {"index_digest": result.index.digest, "lock_sha256": result.record["lock_sha256"],
+           "platforms": sorted(img.platform.value for img in result.images)}
+    oci.write_file(path, oci.readable_json(doc))
+    return path
+
+
 # --- reproducibility check ------------------------------------------------------------------
 
 
