@@ -26,12 +26,14 @@ import http.client
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from packager.cache import Cache, sha256_file
 from packager.errors import DownloadFailed, IntegrityError
@@ -84,8 +86,25 @@ def partial_path(cache: Cache, sha256: str) -> Path:
     return cache.subdir("partial") / f"{sha256}.part"
 
 
+# Hosts that exhausted their retries a moment ago, by netloc: on a machine with no network at all
+# every file would otherwise spend the whole backoff again (DNS says "try again" offline, too).
+DOWN_FOR = 120.0
+_down: dict[str, tuple[float, str]] = {}
+_down_lock = threading.Lock()
+
+
+def _host_down(url: str) -> str | None:
+    with _down_lock:
+        since = _down.get(urlparse(url).netloc)
+    if since and time.monotonic() - since[0] < DOWN_FOR:
+        return f"{since[1]} (host given up on {time.monotonic() - since[0]:.0f} s ago)"
+    return None
+
+
 def _try_location(cache: Cache, sha256: str, url: str, *, name: str, size: int | None, policy: Policy) -> str | None:
     """None when the object is now in the cache, else the reason this location failed for good."""
+    if (down := _host_down(url)) is not None:
+        return down
     part = partial_path(cache, sha256)
     last = ""
     for attempt in range(1, policy.attempts + 1):
@@ -114,6 +133,8 @@ def _try_location(cache: Cache, sha256: str, url: str, *, name: str, size: int |
             return str(e)
         part.unlink(missing_ok=True)
         return None
+    with _down_lock:
+        _down[urlparse(url).netloc] = (time.monotonic(), last)
     return f"{last} (gave up after {policy.attempts} attempts)"
 
 

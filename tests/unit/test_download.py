@@ -144,3 +144,16 @@ def test_an_object_already_cached_contacts_nobody(tmp_path: Path) -> None:
     cache = Cache.open(tmp_path)
     cache.put_bytes(DATA, SHA)
     assert download.fetch(cache, SHA, ["http://127.0.0.1:9/never"], name="x", policy=FAST).read_bytes() == DATA
+
+
+def test_a_host_that_gave_up_is_skipped_for_the_next_files(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    slept: list[float] = []
+    policy = download.Policy(attempts=2, backoff=0.1, timeout=2, sleep=slept.append)
+    cache = Cache.open(tmp_path)
+    for i in range(3):
+        with pytest.raises(DownloadFailed):
+            download.fetch(cache, f"{i}" * 64, [f"http://127.0.0.1:{port}/{i}.deb"], name=f"deb {i}.deb", policy=policy)
+    assert slept == [0.1]  # only the first file waited
