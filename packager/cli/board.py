@@ -50,6 +50,16 @@ def export_cmd(
                       f"({e.accuracy.correct_top1}/{e.accuracy.samples}), {perf}", soft_wrap=True)
     for e in report.without_performance_logs:
         console.print(f"[yellow]note[/yellow] {escape(e.model)}/{e.scenario}: {escape(e.reason or '')}", soft_wrap=True)
+    for e in report.nonconformant:
+        console.print(f"[yellow]not conformant[/yellow] {escape(e.model)}/{e.scenario}: "
+                      f"{escape('; '.join(e.nonconformities))}", soft_wrap=True)
+    for why in report.skipped:
+        console.print(f"[yellow]not exported[/yellow] {escape(why)}", soft_wrap=True)
+    from packager.scoreboard.mlperf import CONFORMANCE, ROUND
+
+    console.print(f"MLPerf Inference {ROUND}: {len(report.entries) - len(report.nonconformant)} of {len(report.entries)} "
+                  f"scenario result(s) meet every rule checked; details in {escape(str(report.root / CONFORMANCE))}",
+                  soft_wrap=True)
     console.print(f"[green]wrote[/green] {len(report.files)} files: {escape(str(report.root / report.division / report.submitter))}")
 
 

@@ -1,24 +1,29 @@
 """``request-pack export --mlperf``: result bundles or run directories -> an MLPerf-Inference-style submission tree.
 
-The layout is the one MLCommons' submission checker reads for the v5.1 round
+The layout is the one MLCommons' submission checker reads for the v6.1 round
 (``tools/submission/submission_checker/constants.py`` in mlcommons/inference:
 ``SYSTEM_PATH``, ``MEASUREMENTS_PATH``, ``PERFORMANCE_LOG_PATH``,
-``ACCURACY_*_PATH``, ``SRC_PATH``)::
+``ACCURACY_*_PATH``, ``SRC_PATH``; LoadGen 6.0.17's built-in seeds are that round's)::
 
     open/<submitter>/
       model_mapping.json                     open-division model -> closed benchmark ("resnet")
       systems/<system>.json                  SYSTEM_DESC_REQUIRED_FIELDS, "unknown" where we do not know
-      code/<model>/README.md, request.yaml, request.lock
-      measurements/<system>/<model>/<scenario>/
-        user.conf  README.md  <system>_<model>_<scenario>.json
+      src/<model>/README.md, request.yaml, request.lock
       results/<system>/<model>/<scenario>/
+        measurements.json  user.conf  README.md
         performance/run_1/mlperf_log_{summary,detail}.txt      only when LoadGen drove the run
-        accuracy/accuracy.txt                                  always: recomputed from predictions.jsonl
-        accuracy/mlperf_log_{accuracy.json,summary.txt,detail.txt}, qsl_ids.tsv   only with LoadGen
+        accuracy/accuracy.txt                                  always: recomputed from predictions.jsonl (+ hash=)
+        accuracy/mlperf_log_{accuracy.json,summary.txt,detail.txt}   only with LoadGen; the accuracy log
+                                                                     truncated as truncate_accuracy_log.py does
+    conformance.txt                          beside open/: every rule of the round a result does not meet
 
 The division is always ``open``: our models are not MLCommons' closed reference models.
 Nothing is made up: a run whose image had no LoadGen (the built-in driver) gets no
-performance logs, and its README says why; the export report lists it.
+performance logs, and its README says why; the export report lists it. Nothing is
+passed off either: a quick-mode run, a data set that is not the 50,000-image
+validation set, a run shorter than 600 s or on fewer than 1024 performance samples
+is named in conformance.txt, in the scenario's README and on stdout (``ExportReport``).
+The full accuracy log and qsl_ids.tsv (qsl_idx -> image id) stay in the bundle.
 
 Steps for each source, in order:
 
@@ -34,6 +39,7 @@ Steps for each source, in order:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -69,6 +75,17 @@ MANIFEST = "request.yaml"
 LOCK = "request.lock"
 VALIDATION_SET_SIZE = 50_000
 UNKNOWN = "unknown"
+ROUND = "v6.1"
+CONFORMANCE = "conformance.txt"
+# The round's rules this export checks (checker: MODEL_CONFIG["v6.1"], TEST_DURATION_MS, MAX_ACCURACY_LOG_SIZE).
+MIN_DURATION_MS = 600_000
+MIN_PERFORMANCE_SAMPLES = 1024
+OFFICIAL_SEEDS = {"qsl_rng_seed": 2085463073848966840, "sample_index_rng_seed": 2747215439041700203,
+                  "schedule_rng_seed": 16159082839903944936}
+# truncate_accuracy_log.py: logs of MAX_ACCURACY_LOG_SIZE or more keep their first and last VIEWABLE_SIZE characters.
+MAX_ACCURACY_LOG_SIZE = 10 * 1024
+VIEWABLE_SIZE = 4096
+ACCURACY_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "mlperf_log_accuracy.json")
 
 
 class ExportError(BadInput):
@@ -96,6 +113,8 @@ class ScenarioEntry:
     reason: str | None  # why there are no performance logs
     accuracy: Accuracy
     signed: bool
+    # Every v6.1 rule this scenario does not meet, one sentence each (empty: conformant as far as we can check).
+    nonconformities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,9 +125,15 @@ class ExportReport:
     entries: tuple[ScenarioEntry, ...]
     files: tuple[str, ...]  # every file written, relative to root
 
+    skipped: tuple[str, ...] = ()  # sources with no performance scenario to export, and why
+
     @property
     def without_performance_logs(self) -> tuple[ScenarioEntry, ...]:
         return tuple(e for e in self.entries if not e.performance_logs)
+
+    @property
+    def nonconformant(self) -> tuple[ScenarioEntry, ...]:
+        return tuple(e for e in self.entries if e.nonconformities)
 
 
 @dataclass(frozen=True)
@@ -314,7 +339,8 @@ def systems_json(r: _Result, opts: ExportOptions, name: str) -> dict:
         sw.append(f"sandbox: network {s.sandbox.get('network', UNKNOWN)}, read-only rootfs {s.sandbox.get('read_only_rootfs', UNKNOWN)}")
     return {
         "division": DIVISION,
-        "submitter": opts.submitter,
+        # The checker's submitter_check compares this with the directory name, which is made file-system safe.
+        "submitter": _safe_component(opts.submitter),
         "status": opts.status,
         "system_name": name,
         "system_type": opts.system_type,
@@ -333,7 +359,8 @@ def systems_json(r: _Result, opts: ExportOptions, name: str) -> dict:
         "host_networking": "none (the run's container had no network)" if s.sandbox.get("network") == "none" else UNKNOWN,
         "host_networking_topology": "N/A" if s.sandbox.get("network") == "none" else UNKNOWN,
         "host_network_card_count": UNKNOWN,
-        "accelerators_per_node": len(accel),
+        # A string: the checker's "meaningful response" test reads the number 0 as empty.
+        "accelerators_per_node": str(len(accel)),
         "accelerator_model_name": ", ".join(accel) if accel else "N/A",
         **{f"accelerator_{k}": UNKNOWN if accel else "N/A" for k in (
             "memory_capacity", "memory_configuration", "frequency", "host_interconnect", "interconnect",
@@ -411,13 +438,19 @@ def _validity(summary: Path) -> str:
 
 
 def user_conf(model: str, scenario: str, detail: dict | None, r: _Result) -> str:
+    """The user.conf the run wrote (submission mode, kept in the bundle); else what the harness set, read back."""
+    if detail is not None:
+        written = _loadgen_dir(r, scenario) / "user.conf"
+        if written.is_file():
+            return written.read_text(encoding="utf-8")
     if detail is None:
         m = r.metrics
         counts = (f"{m.latency.count} queries" if scenario == "SingleStream" and m.latency
                   else ", ".join(f"batch {t.batch_size}: {t.samples} samples" for t in m.throughput))
         return (f"# No MLPerf LoadGen ran ({m.driver}), so no LoadGen setting applied.\n"
                 f"# The built-in timing loop ran {counts} of {scenario} after the warm-up.\n")
-    lines = ["# The LoadGen TestSettings the harness set for this run, read back from its mlperf_log_detail.txt.\n"]
+    lines = ["# Quick mode: no user.conf was read. The LoadGen TestSettings the harness set for this run, read back\n",
+             "# from its mlperf_log_detail.txt:\n"]
     for key, name in _USER_CONF_KEYS.items():
         if key in detail:
             lines.append(f"{model}.{scenario}.{name} = {detail[key]}\n")
@@ -431,6 +464,56 @@ def _best_offline(m: Metrics):
 def _loadgen_dir(r: _Result, scenario: str) -> Path:
     sub = "SingleStream" if scenario == "SingleStream" else f"Offline-b{_best_offline(r.metrics).batch_size}"
     return r.root / "loadgen" / sub
+
+
+def truncated_accuracy_log(text: str) -> str:
+    """What truncate_accuracy_log.py leaves of mlperf_log_accuracy.json: the first and last 4096 characters."""
+    if len(text.encode("utf-8")) < VIEWABLE_SIZE:
+        return text
+    return text[:VIEWABLE_SIZE] + "\n\n...\n\n" + text[-VIEWABLE_SIZE:]
+
+
+def nonconformities(r: _Result, scenario: str, perf: dict | None, acc: dict | None, conf: str) -> list[str]:
+    """The v6.1 rules this scenario's result does not meet, each as one sentence (checker rule in brackets)."""
+    m = r.metrics
+    out: list[str] = []
+    mode = m.measurement.mode if m.measurement else "quick"
+    if mode != "submission":
+        out.append("quick-mode run: LoadGen's settings were set by the harness, not read from mlperf.conf and a "
+                   "user.conf; not an MLPerf submission")
+    if m.measurement and m.measurement.execution == "emulated":
+        out.append(f"emulated run ({m.platform} under QEMU): its performance describes the emulator, not the platform")
+    if perf is None:
+        out.append("no LoadGen performance log (built-in driver) [performance checks]")
+    else:
+        seeds = {k: perf.get(f"effective_{k}") for k in OFFICIAL_SEEDS}
+        if seeds != OFFICIAL_SEEDS:
+            out.append(f"performance run seeds {seeds} are not the {ROUND} round's [seeds_check]")
+        if (perf.get("effective_min_duration_ms") or 0) < MIN_DURATION_MS:
+            out.append(f"minimum duration {perf.get('effective_min_duration_ms')} ms is under {MIN_DURATION_MS} ms "
+                       "[min_duration_check]")
+        if (perf.get("effective_performance_sample_count") or 0) < MIN_PERFORMANCE_SAMPLES:
+            out.append(f"{perf.get('effective_performance_sample_count')} performance samples, under "
+                       f"{MIN_PERFORMANCE_SAMPLES} [performance_sample_count_check]")
+        if scenario == "SingleStream" and not perf.get("early_stopping_met"):
+            out.append("LoadGen's early-stopping condition was not met [latency_check]")
+        if perf.get("num_errors"):
+            out.append(f"the performance log records {perf['num_errors']} LoadGen error(s) [loadgen_errors_check]")
+    if acc is not None:
+        total = acc.get("effective_accuracy_sample_count") or acc.get("qsl_reported_total_count")
+        if total != VALIDATION_SET_SIZE:
+            out.append(f"the accuracy run covers {total} images, not the {VALIDATION_SET_SIZE:,} of the ILSVRC2012 "
+                       "validation set [dataset_check]")
+        if acc.get("num_errors"):
+            out.append(f"the accuracy log records {acc['num_errors']} LoadGen error(s) [loadgen_errors_check]")
+    elif perf is not None:
+        out.append("no LoadGen accuracy log [accuracy_json_check]")
+    else:
+        out.append(f"accuracy on {r.accuracy.samples} images from predictions.jsonl, without a LoadGen accuracy log "
+                   "[accuracy_json_check]")
+    if "TEST-ONLY" in conf:
+        out.append("user.conf carries test-only overrides of MLPerf's settings")
+    return out
 
 
 class _Writer:
@@ -456,7 +539,8 @@ class _Writer:
         self.files.append(rel)
 
 
-def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_reason: str | None, validity: str | None) -> str:
+def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_reason: str | None, validity: str | None,
+                     problems: Sequence[str] = ()) -> str:
     m = r.metrics
     if scenario == "SingleStream" and m.latency:
         figure = (f"SingleStream latency: p50 {m.latency.p50_s * 1e3:.3f} ms, p90 {m.latency.p90_s * 1e3:.3f} ms, "
@@ -481,6 +565,7 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
         f"- {figure}",
         f"- accuracy: top-1 {m.accuracy.top1:.4f}, top-5 {m.accuracy.top5:.4f} on {m.accuracy.samples} images ({m.dataset_note})",
         f"- source: {r.source.name} ({provenance})",
+        f"- measurement class: {m.measurement.key if m.measurement else 'quick (recorded before classes existed)'}",
     ]
     if perf_reason:
         lines.append(f"- performance logs: none. {perf_reason}")
@@ -492,15 +577,21 @@ def _scenario_readme(r: _Result, sysname: str, model: str, scenario: str, perf_r
     lines += [
         "- accuracy logs: "
         + ("LoadGen AccuracyOnly run (Offline mode, every sample once); the same run serves both scenarios. "
-           "`mlperf_log_accuracy.json` holds each sample's top-1 class as a little-endian int64, "
-           "and `qsl_ids.tsv` maps qsl_idx to image ids."
+           "`mlperf_log_accuracy.json` holds each sample's top-1 class as a little-endian int64; here it is "
+           "truncated to its first and last 4096 characters (the sha256 of the full log is accuracy.txt's `hash=`); "
+           "the full log and `qsl_ids.tsv` (qsl_idx to image id) are in the signed bundle under loadgen/Accuracy/."
            if not perf_reason
            else "no LoadGen accuracy log (the built-in driver writes none); accuracy.txt is recomputed from predictions.jsonl."),
         "",
-        "Reproduce: `request-pack evaluate artifacts/<name>` with the request.yaml and request.lock in code/"
+        "Reproduce: `request-pack evaluate artifacts/<name>` with the request.yaml and request.lock in src/"
         f"{model}/ (see its README).",
         "",
     ]
+    if problems:
+        lines += [f"## Not conformant with MLPerf Inference {ROUND}", "",
+                  *(f"- {p}" for p in problems), ""]
+    else:
+        lines += [f"## MLPerf Inference {ROUND}: every rule this export checks is met", ""]
     return "\n".join(lines)
 
 
@@ -522,33 +613,59 @@ def _write_result(w: _Writer, r: _Result, base: str, sysname: str) -> list[Scena
     model = model_name(r)
     entries = []
     for rel in (MANIFEST, LOCK):
-        if (r.root / rel).is_file() and f"{base}/code/{model}/{rel}" not in w.files:
-            w.copy(f"{base}/code/{model}/{rel}", r.root / rel, field_name=rel)
-    if f"{base}/code/{model}/README.md" not in w.files:
-        w.text(f"{base}/code/{model}/README.md", _code_readme(r, model))
+        if (r.root / rel).is_file() and f"{base}/src/{model}/{rel}" not in w.files:
+            w.copy(f"{base}/src/{model}/{rel}", r.root / rel, field_name=rel)
+    if f"{base}/src/{model}/README.md" not in w.files:
+        w.text(f"{base}/src/{model}/README.md", _code_readme(r, model))
     loadgen = _uses_loadgen(r.metrics)
+    acc_dir = r.root / "loadgen" / "Accuracy"
+    acc_detail = _detail(acc_dir / "mlperf_log_detail.txt") if loadgen and (acc_dir / "mlperf_log_detail.txt").is_file() else None
     for scenario in scenarios(r.metrics):
-        meas = f"{base}/measurements/{sysname}/{model}/{scenario}"
         res = f"{base}/results/{sysname}/{model}/{scenario}"
         detail = validity = reason = None
+        accuracy = accuracy_text(r)
         if loadgen:
             lg = _loadgen_dir(r, scenario)
             w.copy(f"{res}/performance/run_1/mlperf_log_summary.txt", lg / "mlperf_log_summary.txt")
             w.copy(f"{res}/performance/run_1/mlperf_log_detail.txt", lg / "mlperf_log_detail.txt")
             detail = _detail(lg / "mlperf_log_detail.txt")
             validity = _validity(lg / "mlperf_log_summary.txt")
-            acc = r.root / "loadgen" / "Accuracy"
-            for name in ("mlperf_log_accuracy.json", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "qsl_ids.tsv"):
-                w.copy(f"{res}/accuracy/{name}", acc / name)
+            # accuracy/ holds exactly ACCURACY_FILES; the log as truncate_accuracy_log.py leaves it.
+            for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+                w.copy(f"{res}/accuracy/{name}", acc_dir / name)
+            full = acc_dir / "mlperf_log_accuracy.json"
+            if not full.is_file():
+                raise ExportError("mlperf_log_accuracy.json is missing", file=full, field="loadgen_logs")
+            data = full.read_bytes()
+            w.text(f"{res}/accuracy/mlperf_log_accuracy.json", truncated_accuracy_log(data.decode("utf-8")))
+            accuracy += f"\nhash={hashlib.sha256(data).hexdigest()}\n"
         else:
             reason = (f"The run used the built-in timing loop, not MLPerf LoadGen (metrics.json: driver {r.metrics.driver!r}); "
                       "its figures are in the source's metrics.json, and no LoadGen log is written in their place.")
-        w.text(f"{res}/accuracy/accuracy.txt", accuracy_text(r))
-        w.text(f"{meas}/user.conf", user_conf(model, scenario, detail, r))
-        w.text(f"{meas}/README.md", _scenario_readme(r, sysname, model, scenario, reason, validity))
-        w.json(f"{meas}/{sysname}_{model}_{scenario}.json", measurements_json(r))
-        entries.append(ScenarioEntry(str(r.source), sysname, model, scenario, reason is None, reason, r.accuracy, r.signed))
+        w.text(f"{res}/accuracy/accuracy.txt", accuracy)
+        conf = user_conf(model, scenario, detail, r)
+        problems = nonconformities(r, scenario, detail, acc_detail if loadgen else None, conf)
+        w.text(f"{res}/user.conf", conf)
+        w.text(f"{res}/README.md", _scenario_readme(r, sysname, model, scenario, reason, validity, problems))
+        w.json(f"{res}/measurements.json", measurements_json(r))
+        entries.append(ScenarioEntry(str(r.source), sysname, model, scenario, reason is None, reason, r.accuracy, r.signed,
+                                     tuple(problems)))
     return entries
+
+
+def conformance_text(entries: Sequence[ScenarioEntry], skipped: Sequence[str]) -> str:
+    lines = [f"# MLPerf Inference {ROUND} conformance of this tree, as request-pack export checks it",
+             "# (MLCommons' submission checker is the judge; these are the rules it applies that these results can be",
+             "#  checked against here. A line per rule not met.)", ""]
+    for e in entries:
+        head = f"{e.system}/{e.model}/{e.scenario}"
+        if e.nonconformities:
+            lines += [f"{head}: NOT conformant"] + [f"  - {p}" for p in e.nonconformities]
+        else:
+            lines.append(f"{head}: conformant")
+    for why in skipped:
+        lines.append(f"not exported: {why}")
+    return "\n".join(lines) + "\n"
 
 
 def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = ExportOptions()) -> ExportReport:
@@ -573,10 +690,15 @@ def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = Expo
             w = _Writer(staging)
             base = f"{DIVISION}/{submitter}"
             entries: list[ScenarioEntry] = []
+            skipped: list[str] = []
             seen: dict[tuple[str, str, str], str] = {}
             systems: dict[str, dict] = {}
             mapping: dict[str, str] = {}
             for r in results:
+                if not scenarios(r.metrics):
+                    skipped.append(f"{r.source}: no performance scenario ran"
+                                   + (f" ({r.metrics.performance_skipped})" if r.metrics.performance_skipped else ""))
+                    continue
                 sysname, model = system_name(r), model_name(r)
                 desc = systems_json(r, opts, sysname)
                 n = 1
@@ -595,6 +717,7 @@ def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = Expo
             for sysname, desc in systems.items():
                 w.json(f"{base}/systems/{sysname}.json", desc)
             w.json(f"{base}/model_mapping.json", mapping)
+            w.text(CONFORMANCE, conformance_text(entries, skipped))
             if out.exists():
                 out.rmdir()  # empty, checked above; rename needs the name free
             os.replace(staging, out)
@@ -602,4 +725,4 @@ def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = Expo
             shutil.rmtree(staging, ignore_errors=True)
             raise
     log.info("wrote %d files under %s", len(w.files), out)
-    return ExportReport(out, DIVISION, submitter, tuple(entries), tuple(sorted(w.files)))
+    return ExportReport(out, DIVISION, submitter, tuple(entries), tuple(sorted(w.files)), tuple(skipped))

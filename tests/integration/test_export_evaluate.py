@@ -12,6 +12,7 @@ and say why (the unit tests cover that case with a host run).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -62,8 +63,9 @@ def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
     assert sysinfo["image_digest"] in desc["sw_notes"]
     assert desc["host_networking"].startswith("none")  # the run's container had --network none
 
-    # The code directory carries the manifest and lock the bundle was made from.
-    assert (sub / "code" / model / "request.lock").read_bytes() == (root / "artifacts" / model / "request.lock").read_bytes()
+    # The src directory (v6.1; code/ before) carries the manifest and lock the bundle was made from.
+    assert desc["accelerators_per_node"] == "0"
+    assert (sub / "src" / model / "request.lock").read_bytes() == (root / "artifacts" / model / "request.lock").read_bytes()
 
     truth = {line.split("\t")[0]: int(line.split("\t")[2]) for line in labels[1:]}
     top1 = sum(p["top5"][0] == truth[p["id"]] for p in preds)
@@ -72,7 +74,9 @@ def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
         acc = (sub / "results" / system / model / scenario / "accuracy" / "accuracy.txt").read_text()
         assert re.match(rf"accuracy={100 * top1 / 200:.3f}%, good={top1}, total=200$", acc.splitlines()[0])
         assert "NOT the 50,000-image ILSVRC2012 validation set" in acc
-        readme = (sub / "measurements" / system / model / scenario / "README.md").read_text()
+        readme = (sub / "results" / system / model / scenario / "README.md").read_text()
+        # The demo is a quick-mode run on the 200-image sample: flagged, never passed off as a submission.
+        assert "Not conformant with MLPerf Inference v6.1" in readme and "quick-mode run" in readme
         assert "signed bundle, verified" in readme
         perf = sub / "results" / system / model / scenario / "performance" / "run_1"
         if metrics["driver"].startswith("builtin"):
@@ -85,10 +89,15 @@ def test_export_of_an_evaluated_bundle(evaluated, tmp_path):
                 for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
                     assert (perf / name).read_bytes() == tar.extractfile(f"loadgen/{sub_dir}/{name}").read()
             acc_dir = sub / "results" / system / model / scenario / "accuracy"
-            assert {"mlperf_log_accuracy.json", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "qsl_ids.tsv"} <= \
-                {p.name for p in acc_dir.iterdir()}
+            assert {"mlperf_log_accuracy.json", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt"} == \
+                {p.name for p in acc_dir.iterdir()}  # exactly these; qsl_ids.tsv stays in the bundle
+            with tarfile.open(bundle) as tar:
+                full = tar.extractfile("loadgen/Accuracy/mlperf_log_accuracy.json").read()
+            assert f"hash={hashlib.sha256(full).hexdigest()}" in acc.splitlines()
             assert "LoadGen's verdict" in readme
-    json_files = list((sub / "measurements" / system / model).glob("*/*.json"))
+    assert not (sub / "measurements").exists()
+    assert "not conformant" in res.stdout and (out / "conformance.txt").is_file()
+    json_files = list((sub / "results" / system / model).glob("*/measurements.json"))
     imp = json.loads(json_files[0].read_text())
     from packager.manifest import load_manifest
 

@@ -5,14 +5,14 @@ The tiny net answers at random, so the run's dataset gets a labels file in which
 every other image is labelled with the class the net predicts for it (found by a
 first, probe run): the accuracy then is well above zero and known in advance.
 
-The layout and field lists checked here are MLCommons' (v5.1 round) as the
-submission checker reads them: ``SYSTEM_PATH``, ``MEASUREMENTS_PATH``,
+The layout and field lists checked here are MLCommons' (v6.1 round) as the
+submission checker reads them: ``SYSTEM_PATH``, ``MEASUREMENTS_PATH``, ``SRC_PATH``,
 ``PERFORMANCE_LOG_PATH``, ``ACCURACY_*_PATH``, ``REQUIRED_MEASURE_FILES``,
 ``REQUIRED_ACC_FILES``, ``SYSTEM_DESC_REQUIRED_FIELDS``,
 ``SYSTEM_IMP_REQUIRED_FILES`` and the ``acc`` pattern of ``ACC_PATTERN``, in
 ``tools/submission/submission_checker/constants.py`` of mlcommons/inference.
 The checker itself is not on PyPI (only its repository carries it), so these
-tests check its rules rather than run it.
+tests check its rules rather than run it, one by one; each test names the checker's rule.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def tree(runs, tmp_path_factory):
 
 def test_tree_has_the_checkers_layout_and_every_file_it_names(tree, runs):
     root = tree.root / "open" / "Example-Org"
-    assert sorted(p.name for p in tree.root.iterdir()) == ["open"]  # division is open, never closed
+    assert sorted(p.name for p in tree.root.iterdir()) == ["conformance.txt", "open"]  # division is open, never closed
     on_disk = sorted(str(p.relative_to(tree.root)) for p in tree.root.rglob("*") if p.is_file())
     assert on_disk == list(tree.files)
     systems = [p.stem for p in (root / "systems").glob("*.json")]
@@ -121,18 +121,17 @@ def test_tree_has_the_checkers_layout_and_every_file_it_names(tree, runs):
     system = systems[0]
     assert json.loads((root / "model_mapping.json").read_text()) == {"tiny-loadgen": "resnet", "tiny-builtin": "resnet"}
     for model in ("tiny-loadgen", "tiny-builtin"):
-        assert (root / "code" / model / "README.md").is_file()
+        assert (root / "src" / model / "README.md").is_file()  # SRC_PATH v6.1: src/, not code/
         assert sorted(p.name for p in (root / "results" / system / model).iterdir()) == ["Offline", "SingleStream"]
         for scenario in ("SingleStream", "Offline"):
-            meas = root / "measurements" / system / model / scenario
-            for f in REQUIRED_MEASURE_FILES + [f"{system}_{model}_{scenario}.json"]:
+            meas = res = root / "results" / system / model / scenario  # MEASUREMENTS_PATH v6.1: in the scenario
+            for f in REQUIRED_MEASURE_FILES + ["measurements.json"]:
                 assert (meas / f).stat().st_size > 0, meas / f
-            imp = json.loads((meas / f"{system}_{model}_{scenario}.json").read_text())
-            assert all(imp[k] for k in SYSTEM_IMP_REQUIRED_FIELDS) and imp["input_data_types"] == "fp32"
-            res = root / "results" / system / model / scenario
+            imp = json.loads((meas / "measurements.json").read_text())
+            assert all(isinstance(imp[k], str) and imp[k] for k in SYSTEM_IMP_REQUIRED_FIELDS) and imp["input_data_types"] == "fp32"
             if model == "tiny-loadgen":
                 assert sorted(p.name for p in (res / "performance" / "run_1").iterdir()) == sorted(REQUIRED_PERF_FILES)
-                assert set(REQUIRED_ACC_FILES) <= {p.name for p in (res / "accuracy").iterdir()}
+                assert sorted(p.name for p in (res / "accuracy").iterdir()) == sorted(REQUIRED_ACC_FILES)  # exactly
             else:  # nothing stands in for logs LoadGen never wrote
                 assert not (res / "performance").exists()
                 assert sorted(p.name for p in (res / "accuracy").iterdir()) == ["accuracy.txt"]
@@ -140,6 +139,21 @@ def test_tree_has_the_checkers_layout_and_every_file_it_names(tree, runs):
                 assert "No MLPerf LoadGen ran" in (meas / "user.conf").read_text()
     assert {(e.model, e.scenario) for e in tree.without_performance_logs} == {("tiny-builtin", "SingleStream"), ("tiny-builtin", "Offline")}
     assert all(e.reason and "LoadGen" in e.reason for e in tree.without_performance_logs)
+    assert not (root / "measurements").exists() and not (root / "code").exists()
+
+
+def test_quick_mode_results_are_flagged_never_passed_off(tree):
+    """Quick mode is never an MLPerf submission: conformance.txt, the README and the report say so, per rule."""
+    assert len(tree.nonconformant) == len(tree.entries) == 4
+    text = (tree.root / "conformance.txt").read_text()
+    for e in tree.entries:
+        assert any(p.startswith("quick-mode run") for p in e.nonconformities)
+        assert f"{e.system}/{e.model}/{e.scenario}: NOT conformant" in text
+        readme = (tree.root / "open" / "Example-Org" / "results" / e.system / e.model / e.scenario / "README.md").read_text()
+        assert "Not conformant with MLPerf Inference v6.1" in readme and "quick-mode run" in readme
+    lg = {e.scenario: e.nonconformities for e in tree.entries if e.model == "tiny-loadgen"}
+    for rule in ("[seeds_check]", "[min_duration_check]", "[performance_sample_count_check]", "[dataset_check]"):
+        assert any(rule in p for p in lg["Offline"]), rule
 
 
 def test_systems_json_has_every_required_field_from_system_json(tree, runs):
@@ -149,7 +163,7 @@ def test_systems_json_has_every_required_field_from_system_json(tree, runs):
     assert [f for f in SYSTEM_DESC_REQUIRED_FIELDS if f not in desc] == []
     assert all(desc[f] not in ("", None) for f in SYSTEM_DESC_REQUIRED_FIELDS)
     system = json.loads((runs[1] / "system.json").read_text())
-    assert desc["division"] == "open" and desc["submitter"] == "Example Org" and desc["system_name"] == desc_path.stem
+    assert desc["division"] == "open" and desc["submitter"] == "Example-Org"  # submitter_check: the directory's name and desc["system_name"] == desc_path.stem
     assert desc["status"] in ("available", "preview", "rdi") and desc["system_type"] in ("edge", "datacenter")
     assert desc["host_processor_model_name"] == (system["cpu_model"] or "unknown")
     assert desc["host_processor_core_count"] == system["cores"]
@@ -157,6 +171,8 @@ def test_systems_json_has_every_required_field_from_system_json(tree, runs):
     assert desc["framework"].startswith(f"onnxruntime {system['frameworks']['onnxruntime']}")
     assert f"mlperf_loadgen {system['frameworks']['mlperf_loadgen']}" in desc["other_software_stack"]
     assert desc["host_storage_type"] == "unknown"  # nothing in a run observes it
+    # accelerators_per_node: the checker's meaningful-response test reads the number 0 as empty.
+    assert desc["accelerators_per_node"] == "0" and desc["accelerator_model_name"] == "N/A"
 
 
 def test_accuracy_txt_is_what_the_predictions_give(tree, runs):
@@ -180,14 +196,14 @@ def test_loadgen_logs_are_copied_unchanged_and_user_conf_reads_them_back(tree, r
     (res,) = root.glob("results/*/tiny-loadgen/SingleStream")
     for f in REQUIRED_PERF_FILES:
         assert (res / "performance" / "run_1" / f).read_bytes() == (lg / "loadgen" / "SingleStream" / f).read_bytes()
-    accuracy_log = "mlperf_log_accuracy.json"
-    assert (res / "accuracy" / accuracy_log).read_bytes() == (lg / "loadgen" / "Accuracy" / accuracy_log).read_bytes()
+    for f in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+        assert (res / "accuracy" / f).read_bytes() == (lg / "loadgen" / "Accuracy" / f).read_bytes()
     m = Metrics.model_validate_json((lg / "metrics.json").read_text())
     best = max(m.throughput, key=lambda t: t.images_per_s)
     (off,) = root.glob("results/*/tiny-loadgen/Offline")
     assert (off / "performance" / "run_1" / "mlperf_log_detail.txt").read_bytes() == \
         (lg / "loadgen" / f"Offline-b{best.batch_size}" / "mlperf_log_detail.txt").read_bytes()
-    (conf,) = root.glob("measurements/*/tiny-loadgen/SingleStream/user.conf")
+    (conf,) = root.glob("results/*/tiny-loadgen/SingleStream/user.conf")
     assert "tiny-loadgen.SingleStream.min_query_count = 24" in conf.read_text()
 
 
@@ -258,9 +274,10 @@ def test_signed_bundles_are_verified_first_with_distinct_exit_codes(tmp_path):
     ok = _cli("--mlperf", str(bundle), "--out", str(tmp_path / "ok"), "--trust", str(key.public_path))
     assert ok.returncode == 0, ok.stderr
     assert "no performance logs" in ok.stdout and "built-in" in ok.stdout
-    (readme,) = (tmp_path / "ok").glob("open/request-pack/measurements/*/*/Offline/README.md")
+    assert "not conformant" in ok.stdout and "quick-mode run" in ok.stdout and "conformance.txt" in ok.stdout
+    (readme,) = (tmp_path / "ok").glob("open/request-pack/results/*/*/Offline/README.md")
     assert "signed bundle, verified, signer " + key.keyid[:16] in readme.read_text()
-    (code,) = (tmp_path / "ok").glob("open/request-pack/code/*")
+    (code,) = (tmp_path / "ok").glob("open/request-pack/src/*")
     assert {p.name for p in code.iterdir()} == {"README.md", "request.yaml", "request.lock"}
 
     no_key = _cli("--mlperf", str(bundle), "--out", str(tmp_path / "n"))
@@ -269,7 +286,7 @@ def test_signed_bundles_are_verified_first_with_distinct_exit_codes(tmp_path):
     assert wrong.returncode == SignatureError.return_code, wrong.stderr
     unverified = _cli("--mlperf", str(bundle), "--out", str(tmp_path / "u"), "--no-verify")
     assert unverified.returncode == 0, unverified.stderr
-    assert "NOT verified" in next((tmp_path / "u").glob("open/*/measurements/*/*/Offline/README.md")).read_text()
+    assert "NOT verified" in next((tmp_path / "u").glob("open/*/results/*/*/Offline/README.md")).read_text()
     assert not (tmp_path / "n").exists() and not (tmp_path / "w").exists()
 
     from packager.bundle.archive import pack, safe_unpack
