@@ -4,15 +4,24 @@ PyYAML's SafeLoader silently keeps the last of duplicate keys and expands
 aliases without bound; both hide mistakes (or attacks) in a manifest. This
 loader rejects duplicate keys and refuses aliases outright: a manifest has no
 use for them, and refusing them is the simplest defence against alias bombs.
+
+Like every untrusted read (``packager.wire``): the file is read only if it is a
+regular file within MAX_BYTES (a FIFO or ``/dev/zero`` is refused by ``lstat``,
+before it is opened), a symlink only if it stays in the file's own directory,
+the text is UTF-8 without a byte-order mark, nesting stops at ``wire.MAX_DEPTH``
+(PyYAML's composer recurses, and would raise RecursionError), and ``.inf``/``.nan`` are refused.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from packager import wire
 from packager.errors import BadInput
 
 MAX_BYTES = 1 << 20  # a manifest is a page of text, not a megabyte
@@ -32,7 +41,23 @@ def _compose_node(self: _StrictLoader, parent, index):  # type: ignore[no-untype
         raise yaml.constructor.ConstructorError(
             None, None, f"YAML aliases are not allowed (alias *{event.anchor})", event.start_mark
         )
-    return yaml.SafeLoader.compose_node(self, parent, index)
+    depth = getattr(self, "_depth", 0) + 1
+    if depth > wire.MAX_DEPTH:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"nested more than {wire.MAX_DEPTH} levels deep", self.peek_event().start_mark
+        )
+    self._depth = depth
+    try:
+        return yaml.SafeLoader.compose_node(self, parent, index)
+    finally:
+        self._depth = depth - 1
+
+
+def _construct_float(self: _StrictLoader, node: yaml.ScalarNode) -> float:
+    value = yaml.SafeLoader.construct_yaml_float(self, node)
+    if not math.isfinite(value):
+        raise yaml.constructor.ConstructorError(None, None, f"{node.value!r} is not a finite number", node.start_mark)
+    return value
 
 
 def _construct_mapping(self: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -50,22 +75,29 @@ def _construct_mapping(self: _StrictLoader, node: yaml.MappingNode, deep: bool =
 
 _StrictLoader.compose_node = _compose_node  # type: ignore[method-assign]
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes: a regular file within MAX_BYTES, or a symlink to one in the same directory."""
+    if not os.path.lexists(path):
+        raise BadInput("file not found", file=path)
+    target = path
+    if os.path.islink(path):
+        # Follow a symlink only as far as the file's own directory (the artifact): never outside it.
+        home = Path(os.path.realpath(path.parent))
+        target = Path(os.path.realpath(path))
+        if home not in target.parents:
+            raise BadInput(f"is a symlink to {target}, outside {home}; refused", file=path)
+    if target.is_dir():
+        raise BadInput("is a directory, expected a YAML file", file=path)
+    return wire.read_regular(target, MAX_BYTES, error=BadInput, shown=str(path))
 
 
 def load_yaml(path: Path) -> Any:
     """Parse one YAML document strictly; errors name the file and the line."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise BadInput("file not found", file=path) from None
-    except IsADirectoryError:
-        raise BadInput("is a directory, expected a YAML file", file=path) from None
-    if len(raw) > MAX_BYTES:
-        raise BadInput(f"file is {len(raw)} bytes, over the {MAX_BYTES}-byte limit", file=path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})", file=path) from None
+    raw = _read(Path(path))
+    text = wire.decode_utf8(raw, error=BadInput, shown=str(path))
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
     except yaml.MarkedYAMLError as e:

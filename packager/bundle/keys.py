@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from packager import wire
 from packager.errors import KeyFileError
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,18 @@ def generate_keypair(out_dir: Path, name: str = "signing", passphrase: bytes | N
     return KeyPair(priv_path, pub_path, kid)
 
 
+MAX_KEY_BYTES = 64 << 10  # a PEM Ed25519 key is ~120 bytes
+
+
+def _read_key(path: Path, what: str) -> bytes:
+    """A key file's bytes: symlinks are the user's own and are followed, but only to a
+    regular file of at most MAX_KEY_BYTES (never a FIFO or /dev/zero)."""
+    return wire.read_regular(Path(os.path.realpath(path)), MAX_KEY_BYTES,
+                             error=lambda m: KeyFileError(f"cannot read {what} key: {m}"), shown=str(path))
+
+
 def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519PrivateKey:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"cannot read private key: {e.strerror}", file=path) from e
+    data = _read_key(path, "private")
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         log.warning("%s is readable by others (mode %o); keep private keys 0600", path, mode)
@@ -96,10 +104,7 @@ def load_private_key(path: Path, passphrase: bytes | None = None) -> Ed25519Priv
 
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"cannot read public key: {e.strerror}", file=path) from e
+    data = _read_key(path, "public")
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError as e:

@@ -71,7 +71,7 @@ def _load(path: Path, model: type[M]) -> M:
 
 def build_statement(result_dir: Path) -> Statement:
     """The statement a signer vouches for, computed from the directory alone."""
-    tree = archive.scan_tree(result_dir)
+    tree = archive.scan_tree(result_dir, error=BadInput)
     if tree.others:
         raise BadInput("is a symlink or special file; a result directory holds regular files only", file=result_dir / tree.others[0])
     files = {rel: p for rel, p in tree.files.items() if rel != ENVELOPE_NAME}

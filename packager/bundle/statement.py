@@ -22,6 +22,7 @@ from packager.attestation import (
 from packager.cache import sha256_file  # noqa: F401 (re-exported for sign and verify)
 from packager.contract import BUILD_RECORD_NAME  # noqa: F401 (re-exported: the bundle's name for it)
 from packager.results import Metrics, System
+from packager.wire import WireModel
 
 PREDICATE_TYPE = RESULT_PREDICATE_TYPE  # what we sign; verification also accepts the legacy types
 IMAGE_SUBJECT = "oci-image-index"
@@ -34,8 +35,8 @@ Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
 OciDigest = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _Wire(WireModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
 
 
 class Subject(_Wire):
@@ -103,7 +104,7 @@ class Statement(_Wire):
 class BuildRecord(BaseModel):
     """The builder's ``build-record.json``; only the fields the verifier relies on are typed."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     index_digest: str = OciDigest
     artifact: str | None = None
     lock_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of request.lock's bytes")
@@ -113,7 +114,7 @@ class BuildRecord(BaseModel):
 class ProvenanceStatement(BaseModel):
     """A SLSA v1 provenance statement; its predicate is the builder's business."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)
     type_: Literal[STATEMENT_TYPE] = Field(alias="_type")
     subject: list[Subject] = Field(min_length=1)
     predicateType: Literal[SLSA_PROVENANCE_TYPE]

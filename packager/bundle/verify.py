@@ -1,10 +1,12 @@
 """Verify a signed result bundle (directory or .tar.gz), check by check.
 
-0. (archive only) the .tar.gz unpacks safely into a private temporary directory;
+0. the .tar.gz unpacks safely into a private temporary directory (a directory:
+   its tree, by lstat only, is within the caps and the name rules);
 1. a signature over the DSSE PAE verifies with a trusted key, and the payload
-   is an in-toto Statement v1 with our result predicate;
-2. every file matches its subject's sha256, no file lacks a subject, no subject
-   lacks a file;
+   is an in-toto Statement v1 with our result predicate; nothing but the
+   envelope is read before this passes;
+2. every file matches its subject's sha256 (hashed streaming, within the caps),
+   no file lacks a subject, no subject lacks a file, subject names follow the name rules;
 3. the image index digest is the same in the statement, the build record and
    the provenance (and, with an artifact directory, its local build and lock);
 4. top-1/top-5 recomputed from predictions.jsonl and the ground truth equal the
@@ -14,13 +16,13 @@
 Every check runs and is reported (checks that need something an earlier step
 could not provide are skipped, saying why); then the lowest-numbered failure is
 raised, carrying the whole report, so the exit code names the failure class.
-Checks 2-5 run on an untrusted statement when check 1 fails, for diagnosis
-only: the result is rejected either way.
+When check 1 fails, checks 2-5 are skipped: nothing a stranger sent is hashed
+or parsed before a trusted key vouched for it. Every read is bounded before it
+happens (``packager.wire``; caps in ``archive.Limits`` and below, listed in the README).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -28,12 +30,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from packager import wire
 from packager.bundle import archive
-from packager.bundle.dsse import ENVELOPE_NAME, Envelope, read_envelope, signature_bytes
+from packager.bundle.dsse import (
+    ENVELOPE_NAME,
+    Envelope,
+    read_envelope,
+    read_payload,
+    signature_bytes,
+)
 from packager.bundle.keys import Role, TrustedKey, TrustStore
 from packager.bundle.labels import read_labels
 from packager.bundle.statement import (
@@ -46,7 +55,6 @@ from packager.bundle.statement import (
     BuildRecord,
     ProvenanceStatement,
     Statement,
-    sha256_file,
 )
 from packager.errors import (
     BadInput,
@@ -89,7 +97,13 @@ REQUIRED_JSON: dict[str, type[BaseModel]] = {
     BUILD_RECORD_NAME: BuildRecord,
     PROVENANCE_NAME: ProvenanceStatement,
 }
+TREE_CHECK_NAME = "bundle tree is safe"  # check 0 of a directory bundle, reported only when it fails
 ACCURACY_TOLERANCE = 1e-9  # top-1/top-5 are ratios of the same integers; only float noise may differ
+# Caps beyond archive.Limits (README, "Caps"), from a real 50,000-image bundle:
+MAX_JSON_BYTES = 8 << 20  # one JSON file; the largest real one, LoadGen's accuracy log, is ~3.3 MB
+MAX_SAMPLES = 200_000  # predictions and labels: 4x ImageNet's 50,000 validation images
+MAX_LINE_BYTES = 4096  # one line of predictions.jsonl (~210 bytes) or labels.tsv (~50)
+_BATCH = 4096  # predictions validated per pydantic call: one call per line is several times slower
 
 
 @dataclass(frozen=True)
@@ -148,15 +162,14 @@ class _Bundle:
     statement: Statement | None = None
     trusted: bool = False
     models: dict[str, BaseModel] = field(default_factory=dict)
-    predictions: list[Prediction] | None = None
+    predictions: list["_Pred"] | None = None
     labels: dict[str, int] | None = None
     schema_errors: list[str] = field(default_factory=list)
     tree: archive.Tree | None = None
 
     def file(self, name: str) -> Path | None:
         """A regular file of the bundle, by lstat: a symlink named metrics.json is never followed."""
-        if self.tree is None:
-            self.tree = archive.scan_tree(self.root)
+        assert self.tree is not None  # scanned first, by _verify_dir
         return self.tree.files.get(name)
 
 
@@ -180,20 +193,19 @@ def verify_bundle(
     """
     truth_source = _TruthSource(labels, dataset)
     start = time.perf_counter()
+    local = (artifact, build_root)
     if bundle.is_dir():
-        report = _verify_dir(bundle, bundle, trust, truth_source, (artifact, build_root), require_role, [], start)
+        report = _verify_dir(bundle, bundle, trust, truth_source, local, require_role, [], start, limits)
     elif bundle.is_file():
         with tempfile.TemporaryDirectory(prefix="request-pack-verify-") as tmp:
             root = Path(tmp) / "bundle"
             try:
                 archive.safe_unpack(bundle, root, limits)
             except UnsafeArchive as e:
-                checks = [CheckResult(0, CHECK_NAMES[0], "fail", str(e), e)]
-                checks += [CheckResult(n, CHECK_NAMES[n], "skip", "archive rejected") for n in range(1, 6)]
-                report = Report(bundle, tuple(checks), seconds=time.perf_counter() - start)
+                report = _refused(bundle, CHECK_NAMES[0], e, "archive rejected", start)
             else:
                 pre = [CheckResult(0, CHECK_NAMES[0], "pass", f"unpacked {bundle.name}")]
-                report = _verify_dir(bundle, root, trust, truth_source, (artifact, build_root), require_role, pre, start)
+                report = _verify_dir(bundle, root, trust, truth_source, local, require_role, pre, start, limits)
     else:
         raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
     failed = next((c for c in report.checks if c.status == "fail"), None)
@@ -208,6 +220,12 @@ def verify_bundle(
     return report
 
 
+def _refused(bundle: Path, name: str, e: UnsafeArchive, why: str, start: float) -> Report:
+    checks = [CheckResult(0, name, "fail", str(e), e)]
+    checks += [CheckResult(n, CHECK_NAMES[n], "skip", why) for n in range(1, 6)]
+    return Report(bundle, tuple(checks), seconds=time.perf_counter() - start)
+
+
 def _verify_dir(
     shown: Path,
     root: Path,
@@ -217,8 +235,13 @@ def _verify_dir(
     require_role: Role | None,
     checks: list[CheckResult],
     start: float,
+    limits: archive.Limits,
 ) -> Report:
     b = _Bundle(root)
+    try:
+        b.tree = archive.scan_tree(root, limits)  # lstat only: counts, sizes, names
+    except UnsafeArchive as e:
+        return _refused(shown, TREE_CHECK_NAME, e, "bundle tree rejected", start)
     signer_box: list[TrustedKey] = []
     accuracy_box: list[Accuracy] = []
 
@@ -230,16 +253,19 @@ def _verify_dir(
         except BundleCheckFailed as e:
             checks.append(CheckResult(number, CHECK_NAMES[number], "fail", str(e), e))
         else:
-            if number in (2, 3, 4) and not b.trusted:
-                detail += " (against an unverified statement)"
             checks.append(CheckResult(number, CHECK_NAMES[number], "pass", detail))
 
     run(1, lambda: _check_signature(b, trust, require_role, signer_box))
-    _load_files(b)  # once, for checks 3-5
-    run(2, lambda: _check_subjects(b))
-    run(3, lambda: _check_image(b, *local))
-    run(4, lambda: _check_metrics(b, truth_source, accuracy_box))
-    run(5, lambda: _check_schemas(b))
+    if not b.trusted:
+        # Nothing else a stranger sent is hashed or parsed before a trusted key vouched for it.
+        why = "signature not verified: nothing else was read"
+        checks += [CheckResult(n, CHECK_NAMES[n], "skip", why) for n in range(2, 6)]
+    else:
+        run(2, lambda: _check_subjects(b, limits))
+        _load_files(b)  # once, for checks 3-5
+        run(3, lambda: _check_image(b, *local))
+        run(4, lambda: _check_metrics(b, truth_source, accuracy_box))
+        run(5, lambda: _check_schemas(b))
     digest = b.statement.predicate.image.index_digest if b.statement else None
     return Report(
         shown,
@@ -260,16 +286,8 @@ def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, s
         if os.path.lexists(b.root / ENVELOPE_NAME):
             raise EnvelopeError(f"{ENVELOPE_NAME}: not a regular file (symlink, directory or special file)")
         raise EnvelopeError(f"{ENVELOPE_NAME}: missing: the bundle is not signed")
-    b.envelope = read_envelope(env_path)
+    b.envelope = read_envelope(env_path)  # a regular file within MAX_ENVELOPE_BYTES, strict JSON
     message = b.envelope.pae()
-    # Parse the statement even if no signature verifies, so later checks can
-    # still explain what is wrong; `trusted` records whether to believe it.
-    try:
-        b.statement = Statement.model_validate_json(b.envelope.payload_bytes())
-    except ValidationError as e:
-        statement_error = _first_error(e)
-    else:
-        statement_error = None
 
     problems: list[str] = []
     for sig in b.envelope.signatures:
@@ -292,8 +310,11 @@ def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, s
             break
     if not signer_box:
         raise SignatureError("; ".join(problems))
-    if statement_error:
-        raise EnvelopeError(f"payload is not an in-toto Statement v1 with the result predicate: {statement_error}")
+    # Only now is the payload parsed: strictly (UTF-8, finite numbers, bounded nesting), then by the model.
+    try:
+        b.statement = Statement.model_validate(read_payload(b.envelope))
+    except ValidationError as e:
+        raise EnvelopeError(f"payload is not an in-toto Statement v1 with the result predicate: {_first_error(e)}") from None
     b.trusted = True
     key = signer_box[0]
     return f"Ed25519 key {key.keyid[:16]} ({key.role}, {key.source.name})"
@@ -302,11 +323,26 @@ def _check_signature(b: _Bundle, trust: TrustStore, require_role: Role | None, s
 # --- 2. subjects -----------------------------------------------------------------------
 
 
-def _check_subjects(b: _Bundle) -> str:
+def _subject_names(st: Statement, limits: archive.Limits) -> None:
+    """Subject names follow the bundle's name rules: a relative path, NFC, bounded, no two folding alike."""
+    if len(st.subject) > limits.max_entries + 1:
+        raise SubjectMismatch(f"statement has {len(st.subject)} subjects, more than the {limits.max_entries} files a bundle may hold")
+    names = [s.name for s in st.subject if s.name != IMAGE_SUBJECT]
+    for name in names:
+        parts = name.split("/")
+        if name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in name:
+            raise SubjectMismatch(f"subject {name!r}: not a plain relative path")
+        wire.check_name(name, error=SubjectMismatch, shown="subject")
+    clash = wire.collision(names)
+    if clash and clash[0] != clash[1]:
+        raise SubjectMismatch(f"subjects {clash[0]!r} and {clash[1]!r} collide after Unicode normalisation or case folding")
+
+
+def _check_subjects(b: _Bundle, limits: archive.Limits) -> str:
     st = _statement(b)
-    b.file(ENVELOPE_NAME)  # scans the tree once
     tree = b.tree
     assert tree is not None
+    _subject_names(st, limits)
     files = {rel: p for rel, p in tree.files.items() if rel != ENVELOPE_NAME}
     subjects = st.file_subjects()
     problems: list[str] = []
@@ -323,7 +359,7 @@ def _check_subjects(b: _Bundle) -> str:
         if want is None:
             problems.append(f"{name}: subject has no sha256 digest")
             continue
-        got = sha256_file(files[name])
+        got = _sha256(files[name], name, limits.max_entry_bytes)
         if got != want:
             problems.append(f"{name}: sha256 {got[:16]}… differs from subject {want[:16]}…")
     labels = st.predicate.labels
@@ -371,7 +407,7 @@ def _check_record_inputs(b: _Bundle, record: BuildRecord, name: str, problems: l
     if record.lock_sha256 is not None:
         if lock is None:
             problems.append(f"{BUILD_RECORD_NAME} pins lock {record.lock_sha256[:16]}… but the bundle has no {LOCK_NAME}")
-        elif sha256_file(lock) != record.lock_sha256:
+        elif _sha256(lock, LOCK_NAME) != record.lock_sha256:
             problems.append(f"{LOCK_NAME} is not the lock the image was built from ({BUILD_RECORD_NAME} lock_sha256)")
         else:
             bound.append(LOCK_NAME)
@@ -397,7 +433,7 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
                        roots[0] / name / BUILD_RECORD_NAME)
     if record_path.is_file():
         try:
-            local = BuildRecord.model_validate_json(record_path.read_bytes())
+            local = BuildRecord.model_validate(wire.load_file(record_path, MAX_JSON_BYTES, error=BadInput, shown=str(record_path)))
         except ValidationError as e:
             raise BadInput(_first_error(e), file=record_path) from e
         compared.append("local build")
@@ -409,7 +445,7 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
             compared.append(f"local {fname}")
             if theirs is None:
                 problems.append(f"bundle has no {fname} to compare with {ours}")
-            elif sha256_file(theirs) != sha256_file(ours):
+            elif _sha256(theirs, fname) != _sha256(ours, str(ours), error=BadInput):
                 problems.append(f"bundle's {fname} differs from {ours}")
     return (", " + ", ".join(compared)) if compared else ", (no local build or lock found)"
 
@@ -435,8 +471,8 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
     elif labels is not None:
         try:
             truth = read_labels(labels)
-        except (OSError, ValueError) as e:
-            raise BadInput(str(e), file=labels) from e
+        except ValueError as e:
+            raise BadInput(str(e), file=labels) from None
         truth_name = str(labels)
     else:
         if b.file(LABELS_NAME) is None:
@@ -499,14 +535,31 @@ def _expected_samples(b: _Bundle, stage: str, n_labels: int) -> int | None:
 # --- 5. schemas and the shared loader ----------------------------------------------------
 
 
+def _sha256(path: Path, shown: str, limit: int = archive.DEFAULT_MAX_ENTRY_BYTES,
+            error: wire.Refuse = SubjectMismatch) -> str:
+    return wire.sha256_regular(path, limit, error=error, shown=shown)
+
+
+def _json(b: _Bundle, rel: str, path: Path) -> object | None:
+    """One JSON file of the bundle, bounded and strict; a refusal is recorded as a schema error."""
+    try:
+        return wire.load_file(path, MAX_JSON_BYTES, error=SchemaError, shown=rel)
+    except SchemaError as e:
+        b.schema_errors.append(str(e))
+        return None
+
+
 def _load_files(b: _Bundle) -> None:
     for name, model in REQUIRED_JSON.items():
         path = b.file(name)
         if path is None:
             b.schema_errors.append(f"{name}: missing or not a regular file")
             continue
+        data = _json(b, name, path)
+        if data is None:
+            continue
         try:
-            b.models[name] = model.model_validate_json(path.read_bytes())
+            b.models[name] = model.model_validate(data)
         except ValidationError as e:
             b.schema_errors.append(f"{name}: {_first_error(e)}")
     path = b.file(PREDICTIONS_NAME)
@@ -518,11 +571,8 @@ def _load_files(b: _Bundle) -> None:
     for rel, p in b.tree.files.items():
         # Other JSON files must parse, except empty ones: LoadGen leaves an
         # empty mlperf_log_trace.json when tracing is off, and it claims nothing.
-        if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME and p.stat().st_size:
-            try:
-                json.loads(p.read_bytes())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                b.schema_errors.append(f"{rel}: not valid JSON: {e}")
+        if rel.endswith(".json") and rel not in REQUIRED_JSON and rel != ENVELOPE_NAME and p.lstat().st_size:
+            _json(b, rel, p)
     manifest = b.file(MANIFEST_NAME)
     if manifest is not None:
         from packager.manifest import Manifest
@@ -538,32 +588,61 @@ def _load_files(b: _Bundle) -> None:
     if labels is not None:
         try:
             b.labels = read_labels(labels)
-        except (ValueError, UnicodeDecodeError) as e:
+        except ValueError as e:
             b.schema_errors.append(f"{LABELS_NAME}: {e}")
+
+
+class _Pred(NamedTuple):
+    """What check 4 needs of a prediction: a tenth of a pydantic object's memory."""
+
+    id: str
+    top5: tuple[int, ...]
 
 
 _PREDICTIONS = TypeAdapter(list[Prediction])
 
 
-def _read_predictions(path: Path, errors: list[str]) -> list[Prediction] | None:
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    try:
-        # One validator call over a JSON array is several times faster than
-        # one per line; the per-line pass below only runs to name a bad line.
-        return _PREDICTIONS.validate_json(b"[" + b",".join(lines) + b"]")
-    except ValidationError:
-        pass
-    validate = Prediction.model_validate_json
-    for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
-        if not line.strip():
-            continue
+def _read_predictions(path: Path, errors: list[str]) -> list[_Pred] | None:
+    """Stream predictions.jsonl line by line (bounded lines, bounded count), validated in batches."""
+    out: list[_Pred] = []
+    batch: list[tuple[int, bytes]] = []
+
+    def flush() -> bool:
         try:
-            validate(line)
-        except ValidationError as e:
-            errors.append(f"{PREDICTIONS_NAME} line {lineno}: {_first_error(e)}")
-            return None
-    errors.append(f"{PREDICTIONS_NAME}: not one JSON object per line")
-    return None
+            # One validator call over a JSON array is several times faster than
+            # one per line; the per-line pass below only runs to name a bad line.
+            preds = _PREDICTIONS.validate_json(b"[" + b",".join(line for _, line in batch) + b"]")
+        except ValidationError:
+            for lineno, line in batch:
+                try:
+                    Prediction.model_validate_json(line)
+                except ValidationError as e:
+                    errors.append(f"{PREDICTIONS_NAME} line {lineno}: {_first_error(e)}")
+                    return False
+            errors.append(f"{PREDICTIONS_NAME} lines {batch[0][0]}-{batch[-1][0]}: not one JSON object per line")
+            return False
+        out.extend(_Pred(p.id, tuple(p.top5)) for p in preds)
+        batch.clear()
+        return True
+
+    try:
+        lines = wire.iter_lines(path, archive.DEFAULT_MAX_ENTRY_BYTES, max_line=MAX_LINE_BYTES, error=SchemaError,
+                                shown=PREDICTIONS_NAME)
+        for lineno, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            if len(out) + len(batch) >= MAX_SAMPLES:
+                errors.append(f"{PREDICTIONS_NAME}: more than {MAX_SAMPLES} predictions")
+                return None
+            batch.append((lineno, line))
+            if len(batch) == _BATCH and not flush():
+                return None
+    except SchemaError as e:
+        errors.append(str(e))
+        return None
+    if batch and not flush():
+        return None
+    return out
 
 
 def _check_schemas(b: _Bundle) -> str:

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import tempfile
 import time
@@ -28,8 +27,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from packager import wire
 from packager.bundle import archive
-from packager.bundle.dsse import ENVELOPE_NAME, parse_envelope, signature_bytes
+from packager.bundle.dsse import (
+    ENVELOPE_NAME,
+    MAX_ENVELOPE_BYTES,
+    parse_envelope,
+    read_payload,
+    signature_bytes,
+)
 from packager.bundle.keys import TrustStore
 from packager.bundle.statement import (
     BUILD_RECORD_NAME,
@@ -105,40 +111,46 @@ def _verified_record(shown: Path, root: Path, trust: TrustStore, labels: Path | 
         raise SignatureError(f"{shown}: verification passed without naming a signer; refusing to publish")
 
     # Step 3: what we store must be what was verified.
-    envelope_bytes = (root / ENVELOPE_NAME).read_bytes()
+    # Every read bounded and strict, as in verify: the directory may have changed since.
+    envelope_bytes = wire.read_regular(root / ENVELOPE_NAME, MAX_ENVELOPE_BYTES, error=SignatureError,
+                                       shown=f"{shown}/{ENVELOPE_NAME}")
     envelope = parse_envelope(envelope_bytes, source=f"{shown}/{ENVELOPE_NAME}")
     message = envelope.pae()
     if not any(signer.verifies(signature_bytes(s), message) for s in envelope.signatures):
         raise SignatureError(f"{shown}: envelope changed after verification")
     payload = envelope.payload_bytes()
-    statement = Statement.model_validate_json(payload)
+    payload_json = read_payload(envelope, source=f"{shown}/{ENVELOPE_NAME} payload")
+    statement = Statement.model_validate(payload_json)
     subjects = statement.file_subjects()
 
     def signed_text(name: str) -> str | None:
-        path = root / name
         if name not in subjects:
             return None
-        data = path.read_bytes()
+        data = wire.read_regular(root / name, archive.DEFAULT_MAX_ENTRY_BYTES, error=SubjectMismatch, shown=f"{shown}/{name}")
         if hashlib.sha256(data).hexdigest() != subjects[name].sha256:
             raise SubjectMismatch(f"{shown}/{name} changed after verification")
-        return data.decode("utf-8")
+        return wire.decode_utf8(data, error=SubjectMismatch, shown=f"{shown}/{name}")
+
+    def signed_json(name: str) -> object | None:
+        text = signed_text(name)
+        return None if text is None else wire.loads(text.encode(), error=SubjectMismatch, shown=f"{shown}/{name}")
 
     manifest_text = signed_text(MANIFEST_NAME)
     manifest = _manifest(manifest_text, shown)
-    provenance = signed_text(PROVENANCE_NAME)
-    build_record = signed_text(BUILD_RECORD_NAME)
+    provenance = signed_json(PROVENANCE_NAME)
+    build_record = signed_json(BUILD_RECORD_NAME)
     lock_text = signed_text(LOCK_NAME)
 
     bundle_digest = "sha256:" + hashlib.sha256(payload).hexdigest()
     row = _row(statement, manifest, manifest_text, bundle_digest, signer.keyid, signer.role)
     detail = {
-        "predicate": json.loads(payload)["predicate"],
+        "predicate": payload_json["predicate"],  # type: ignore[index]
         "subjects": [s.model_dump(mode="json") for s in statement.subject],
-        "provenance": json.loads(provenance) if provenance else None,
-        "build_record": json.loads(build_record) if build_record else None,
+        "provenance": provenance,
+        "build_record": build_record,
         "manifest": manifest_text,
         "lock_sha256": subjects[LOCK_NAME].sha256 if lock_text is not None else None,
-        "envelope": json.loads(envelope_bytes),
+        "envelope": wire.loads(envelope_bytes, error=SignatureError, shown=f"{shown}/{ENVELOPE_NAME}"),
         "signer": {"keyid": signer.keyid, "role": signer.role},
         "checks": _checks(report),
         "source": shown.name,

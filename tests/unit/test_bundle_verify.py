@@ -198,7 +198,8 @@ def test_wrong_payload_type(bundle: Path, keys: Keys) -> None:
     env["payloadType"] = "application/vnd.in-toto+json; v=0"
     (bundle / ENVELOPE_NAME).write_text(json.dumps(env))
     report = _reject(bundle, keys, EnvelopeError, "payloadType is 'application/vnd.in-toto+json; v=0'")
-    assert [c.status for c in report.checks] == ["fail", "skip", "skip", "skip", "pass"]
+    # Nothing else is read before a signature verified: schemas are not checked either.
+    assert [c.status for c in report.checks] == ["fail", "skip", "skip", "skip", "skip"]
 
 
 def test_truncated_envelope(bundle: Path, keys: Keys) -> None:
@@ -421,12 +422,14 @@ def test_local_build_in_the_repository_layout(bundle: Path, keys: Keys, tmp_path
     _reject(bundle, keys, ImageDigestMismatch, "replayed from another image", artifact=repo / "artifacts" / ARTIFACT)
 
 
-def test_checks_after_a_failed_signature_say_they_ran_on_an_unverified_statement(bundle: Path, keys: Keys) -> None:
+def test_nothing_is_read_after_a_failed_signature(bundle: Path, keys: Keys) -> None:
     (bundle / "logs" / "run.log").write_text("a different log, so the untrusted key replaces the envelope\n")
     sign_result_dir(bundle, keys.untrusted)
+    # A file that would fail checks 2 and 5 if it were read: it is not, the signature failed first.
+    (bundle / "metrics.json").write_text("[" * 100_000)
     report = _reject(bundle, keys, SignatureError, "not among the 1 trusted key(s)")
-    assert [c.status for c in report.checks] == ["fail", "pass", "pass", "pass", "pass"]
-    assert all(c.detail.endswith("(against an unverified statement)") for c in report.checks[1:4])
+    assert [c.status for c in report.checks] == ["fail", "skip", "skip", "skip", "skip"]
+    assert all(c.detail == "signature not verified: nothing else was read" for c in report.checks[1:])
     assert report.signer is None
 
 
