@@ -2,20 +2,28 @@
 
 One view model (``BoardView``) feeds the HTML page, the JSON API and the CSV
 export, so the table, the plots and the exports always show the same rows,
-the same frontier and the same badges. Plotly's JavaScript is inlined from
-the installed ``plotly`` package (``include_plotlyjs=True``): the page needs
-no CDN and works on a machine without internet access.
+the same frontier and the same badges.
+
+A full board stays light in the browser (``benchmarks/scoreboard.py --chromium``):
+the table pages on the server (``page``, ``page_size``, sort and filters in the
+query string), the plots get compact columns (``plots.py``) drawn with WebGL
+past a few thousand points, responses are gzipped, and plotly.js is served by
+this app from the installed ``plotly`` package under a content-hashed URL that
+the browser caches for good. No CDN: the board works offline.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import hashlib
 import io
 import json
 import logging
 import math
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -26,18 +34,13 @@ from urllib.parse import urlencode
 import jinja2
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
-from packager.errors import BadInput
+from packager.errors import BadInput, CheckFailed
 from packager.scoreboard.badges import Award, Evidence, Tolerances
-from packager.scoreboard.pareto import (
-    Direction,
-    Frontier,
-    Missing,
-    Objective,
-    pareto_front_columns,
-    parse_objectives,
-)
+from packager.scoreboard.pareto import Frontier, Missing, Objective, pareto_front_columns, parse_objectives
+from packager.scoreboard.plots import column, pareto_plots, plot_data, script_json
 from packager.scoreboard.store import (
     FILTER_FIELDS,
     OBJECTIVE_COLUMNS,
@@ -52,41 +55,11 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
 DEFAULT_OBJECTIVES = "accuracy:max,latency:min,price:min,power:min"
-# SVG scatter puts one DOM node per point; past this, WebGL keeps the page responsive.
-WEBGL_THRESHOLD = 2000
-DEFAULT_PAGE_SIZE = 500
-
-
-@dataclass(frozen=True)
-class Axis:
-    objective: str
-    direction: Direction
-    title: str
-    scale: float = 1.0  # display unit: latency is stored in seconds, shown in ms
-
-
-@dataclass(frozen=True)
-class PlotSpec:
-    slug: str
-    title: str
-    x: Axis
-    y: Axis
-
-
-PLOTS: tuple[PlotSpec, ...] = (
-    PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90 (ms)", 1000.0), Axis("accuracy", Direction.MAX, "top-1")),
-    PlotSpec("throughput-price", "Throughput vs price", Axis("price", Direction.MIN, "platform price (USD)"), Axis("throughput", Direction.MAX, "throughput (images/s)")),
-    PlotSpec("accuracy-power", "Accuracy vs power", Axis("power", Direction.MIN, "peak power (W)"), Axis("accuracy", Direction.MAX, "top-1")),
-)
-
-
-@dataclass(frozen=True)
-class Plot:
-    spec: PlotSpec
-    figure: dict[str, Any]
-    points: int
-    frontier: int
-    missing: int  # results without a value on one of the axes: not drawn, and said so
+# Rows per table page: the table is for reading; the plots, JSON and CSV hold every row.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+# gzip level for pages and the API: level 9 costs twice the CPU of 6 for ~2 % fewer bytes.
+GZIP_LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -157,7 +130,7 @@ class _SnapshotCache:
 
 def columns_of(rows: Sequence[ResultRow], objectives: Iterable[str]) -> dict[str, np.ndarray]:
     """Objective values column-wise (None → NaN), the form the frontier code wants."""
-    return {name: np.array([getattr(r, OBJECTIVE_COLUMNS[name]) for r in rows], dtype=np.float64) for name in objectives}
+    return {name: column(rows, name) for name in objectives}
 
 
 def board_view(
@@ -208,100 +181,6 @@ class _Reversed:
 
     def __lt__(self, other: "_Reversed") -> bool:
         return other.v < self.v
-
-
-# --- plots --------------------------------------------------------------------------
-
-
-def pareto_plots(rows: Sequence[ResultRow]) -> list[Plot]:
-    return [_plot(spec, rows) for spec in PLOTS]
-
-
-def _plot(spec: PlotSpec, rows: Sequence[ResultRow]) -> Plot:
-    objs = (Objective(spec.x.objective, spec.x.direction), Objective(spec.y.objective, spec.y.direction))
-    cols = columns_of(rows, [spec.x.objective, spec.y.objective])
-    xs, ys = cols[spec.x.objective], cols[spec.y.objective]
-    keep = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
-    drawn = [(rows[i], {spec.x.objective: float(xs[i]), spec.y.objective: float(ys[i])}) for i in keep]
-    front = set(
-        pareto_front_columns(
-            [rows[i].bundle_digest for i in keep], {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs
-        ).front
-    )
-    kind = "scattergl" if len(drawn) > WEBGL_THRESHOLD else "scatter"
-
-    def trace(name: str, members: list[tuple[ResultRow, dict[str, float]]], frontier: bool) -> dict[str, Any]:
-        if frontier:
-            members = sorted(members, key=lambda m: (m[1][spec.x.objective], m[1][spec.y.objective]))
-        return {
-            "type": kind,
-            "name": name,
-            "mode": "lines+markers" if frontier else "markers",
-            "x": [m[1][spec.x.objective] * spec.x.scale for m in members],
-            "y": [m[1][spec.y.objective] * spec.y.scale for m in members],
-            "customdata": [m[0].bundle_digest for m in members],
-            "text": [f"{m[0].artifact} · {m[0].platform} · {m[0].framework} {m[0].precision}" for m in members],
-            "hovertemplate": "%{text}<br>" + f"{spec.x.title}: %{{x:.4g}}<br>{spec.y.title}: %{{y:.4g}}<extra>{name}</extra>",
-            "marker": (
-                {"symbol": "star", "size": 13, "color": "#d62728", "line": {"width": 1, "color": "#7f0000"}}
-                if frontier
-                else {"symbol": "circle", "size": 8, "color": "#1f77b4", "opacity": 0.65}
-            ),
-            "line": {"shape": "hv", "color": "#d62728", "dash": "dot"} if frontier else None,
-        }
-
-    others = [m for m in drawn if m[0].bundle_digest not in front]
-    on_front = [m for m in drawn if m[0].bundle_digest in front]
-    traces = [trace("results", others, False), trace("Pareto frontier", on_front, True)]
-    for t in traces:
-        if t["line"] is None:
-            del t["line"]
-    missing = len(rows) - len(drawn)
-    subtitle = f"{len(drawn)} results, {len(on_front)} on the frontier" + (f"; {missing} without {_missing_axis(spec)} not drawn" if missing else "")
-    figure = {
-        "data": traces,
-        "layout": {
-            "title": {"text": f"{spec.title}<br><sup>{subtitle}</sup>"},
-            "xaxis": {"title": {"text": f"{spec.x.title} ({spec.x.direction.value} is better)"}, "gridcolor": "#eee", "zeroline": False},
-            "yaxis": {"title": {"text": f"{spec.y.title} ({spec.y.direction.value} is better)"}, "gridcolor": "#eee", "zeroline": False},
-            "height": 420,
-            "margin": {"l": 60, "r": 20, "t": 70, "b": 95},
-            "legend": {"orientation": "h", "y": -0.32},
-            # No named template: with validate=False plotly would not resolve one.
-            "plot_bgcolor": "#fff",
-            "hovermode": "closest",
-        },
-    }
-    return Plot(spec, figure, len(drawn), len(on_front), missing)
-
-
-def _missing_axis(spec: PlotSpec) -> str:
-    return f"{spec.x.objective} or {spec.y.objective}"
-
-
-@lru_cache(maxsize=1)
-def _plotly_js() -> str:
-    import plotly.offline
-
-    return plotly.offline.get_plotlyjs()
-
-
-def plot_html(plot: Plot, *, include_plotlyjs: bool) -> str:
-    """Plotly's own embedding, so its JSON escaping (``</script>`` in a name) is used as is."""
-    import plotly.io as pio
-
-    # Clicking a point opens that result's page.
-    post = "document.getElementById('{plot_id}').on('plotly_click', function(d){ if (d.points.length) { window.location = 'results/' + d.points[0].customdata; } });"
-    return pio.to_html(
-        plot.figure,
-        include_plotlyjs=include_plotlyjs,
-        full_html=False,
-        validate=False,
-        div_id=f"plot-{plot.spec.slug}",
-        post_script=post,
-        config={"displaylogo": False, "responsive": True},
-        default_height="420px",
-    )
 
 
 # --- exports ----------------------------------------------------------------------
@@ -369,33 +248,94 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("precision", "precision"),
     ("device", "device"),
     ("stage", "stage"),
+    ("samples", "images"),
     ("top1", "top-1"),
     ("top5", "top-5"),
     ("latency_p90_s", "latency p90 (ms)"),
-    ("throughput_ips", "images/s"),
+    ("throughput_ips", "throughput (images/s)"),
     ("price_usd", "price (USD)"),
     ("power_w", "power (W)"),
     ("signer_role", "signed by"),
 )
 
 
-def render_index(view: BoardView, *, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE, query: str = "") -> str:
-    plots = pareto_plots(view.rows)
-    html_plots = [plot_html(p, include_plotlyjs=(i == 0)) for i, p in enumerate(plots)]
-    pages = max(1, math.ceil(len(view.rows) / page_size))
-    page = min(max(page, 1), pages)
-    shown = view.rows[(page - 1) * page_size : page * page_size]
-    table = [(r, view.on_frontier(r), [a for a in view.awards(r) if a.awarded]) for r in shown]
+@dataclass(frozen=True)
+class Paging:
+    """One page of the table: 1-based ``page`` of ``pages``, rows ``first``..``last`` of ``count``."""
+
+    page: int
+    size: int
+    count: int
+
+    @classmethod
+    def of(cls, count: int, page: int = 1, size: int = DEFAULT_PAGE_SIZE) -> "Paging":
+        size = min(max(size, 1), MAX_PAGE_SIZE)
+        pages = max(1, math.ceil(count / size))
+        return cls(min(max(page, 1), pages), size, count)
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.count / self.size))
+
+    @property
+    def first(self) -> int:
+        return min((self.page - 1) * self.size + 1, self.count)
+
+    @property
+    def last(self) -> int:
+        return min(self.page * self.size, self.count)
+
+    def slice(self, rows: Sequence[ResultRow]) -> Sequence[ResultRow]:
+        return rows[(self.page - 1) * self.size : self.page * self.size]
+
+
+@dataclass(frozen=True)
+class StaticFile:
+    """A file the page loads from this app: content-hashed name, cached by browsers for good, gzipped once."""
+
+    name: str
+    media_type: str
+    body: bytes
+
+    @cached_property
+    def gzipped(self) -> bytes:
+        return gzip.compress(self.body, compresslevel=9, mtime=0)
+
+
+STATIC = Path(__file__).with_name("static")
+PLOTLY_JS = "plotly-gl2d-3.7.0.min.js"
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> StaticFile:
+    """plotly.js as vendored from npm, checked against its pin (``static/vendored.json``) before it is ever served."""
+    pin = json.loads((STATIC / "vendored.json").read_text())[PLOTLY_JS]
+    body = (STATIC / PLOTLY_JS).read_bytes()
+    got = hashlib.sha256(body).hexdigest()
+    if got != pin["sha256"]:
+        raise CheckFailed(f"{STATIC / PLOTLY_JS}: sha256 {got}, pinned {pin['sha256']} ({pin['npm']} {pin['version']})")
+    # The name carries the content hash, so the browser may keep it for good.
+    return StaticFile(f"plotly-gl2d-{got[:16]}.min.js", "text/javascript; charset=utf-8", body)
+
+
+def render_index(view: BoardView, *, paging: Paging | None = None, query: str = "") -> str:
+    paging = paging or Paging.of(len(view.rows))
+    columns = {}
+    plots = pareto_plots(view.rows, columns)
+    data = plot_data(view.rows, plots, columns)
+    table = [(r, view.on_frontier(r), [a for a in view.awards(r) if a.awarded]) for r in paging.slice(view.rows)]
+    table_query = query + (f"{'&' if query else ''}page_size={paging.size}" if paging.size != DEFAULT_PAGE_SIZE else "")
     return templates().get_template("index.html").render(
         view=view,
-        plots=list(zip(plots, html_plots)),
+        plots=plots,
+        plot_json=script_json(data),
+        plotly_src=f"static/{plotly_js().name}",
         table=table,
         columns=COLUMNS,
         filter_fields=FILTER_FIELDS,
-        page=page,
-        pages=pages,
-        page_size=page_size,
+        paging=paging,
         query=query,
+        table_query=table_query,
         tolerances=Tolerances(),
     )
 
@@ -407,9 +347,34 @@ def render_result(row: ResultRow, detail: dict[str, Any], awards: Sequence[Award
 # --- the app ------------------------------------------------------------------------
 
 
+class _PageCache:
+    """Rendered responses of the current snapshot, by query string: an unchanged board's front page is rendered once."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.items: dict[tuple[tuple[int, int], str, str], bytes] = {}
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple[tuple[int, int], str, str], make: Any) -> bytes:
+        with self.lock:
+            hit = self.items.get(key)
+        if hit is not None:
+            return hit
+        body = make()
+        with self.lock:
+            self.items = {k: v for k, v in self.items.items() if k[0] == key[0]}  # drop older snapshots
+            if len(self.items) >= self.size:
+                self.items.pop(next(iter(self.items)))
+            self.items[key] = body
+        return body
+
+
 def create_app(board_url: str) -> FastAPI:
     board = Board(board_url)
     snapshots = _SnapshotCache(board)
+    pages = _PageCache()
+    # ETags name the snapshot and this process: a restarted (maybe upgraded) server never answers 304 for an old page.
+    instance = uuid.uuid4().hex[:8]
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -417,17 +382,33 @@ def create_app(board_url: str) -> FastAPI:
         board.close()
 
     app = FastAPI(title="request-pack scoreboard", docs_url="/api/docs", openapi_url="/api/openapi.json", lifespan=lifespan)
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=GZIP_LEVEL)
 
-    def view_from(request: Request, sort: str, order: str, objectives: str, missing: str) -> BoardView:
+    def view_from(request: Request, sort: str, order: str, objectives: str, missing: str, snap: Snapshot | None = None) -> BoardView:
         filters = Filters(**{f: request.query_params.get(f, "") for f in FILTER_FIELDS})
         try:
             miss = Missing(missing)
         except ValueError:
             raise HTTPException(400, f"missing must be one of {[m.value for m in Missing]}") from None
         try:
-            return board_view(board, filters, sort=sort, descending=(order != "asc"), objectives=objectives, missing=miss, snapshot=snapshots.get())
+            return board_view(board, filters, sort=sort, descending=(order != "asc"), objectives=objectives, missing=miss, snapshot=snap or snapshots.get())
         except BadInput as e:
             raise HTTPException(400, str(e)) from e
+
+    def cached(request: Request, kind: str, media_type: str, make: Any, headers: dict[str, str] | None = None) -> Response:
+        """Render once per snapshot and query; answer 304 when the browser already has this version."""
+        snap = snapshots.get()
+        query = str(request.query_params)
+        etag = f'"{instance}-{snap.token[0]}-{snap.token[1]}-{hashlib.sha256(f"{kind}?{query}".encode()).hexdigest()[:16]}"'
+        # no-cache: the browser may keep the page but asks every time; the board changes when anyone publishes.
+        common = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
+        if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+            return Response(status_code=304, headers=common)
+        # Kept gzipped: a cached page is then sent without compressing it again (GZipMiddleware passes it through).
+        body = pages.get((snap.token, kind, query), lambda: gzip.compress(make(snap), compresslevel=GZIP_LEVEL, mtime=0))
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return Response(body, media_type=media_type, headers=common | {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        return Response(gzip.decompress(body), media_type=media_type, headers=common)
 
     @app.get("/", response_class=HTMLResponse)
     def index(
@@ -437,14 +418,29 @@ def create_app(board_url: str) -> FastAPI:
         objectives: str = DEFAULT_OBJECTIVES,
         missing: str = "worst",
         page: int = Query(1, ge=1),
-    ) -> HTMLResponse:
-        view = view_from(request, sort, order, objectives, missing)
-        query = urlencode({k: v for k, v in request.query_params.items() if k not in ("sort", "order", "page")})
-        return HTMLResponse(render_index(view, page=page, query=query))
+        page_size: int = Query(DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+    ) -> Response:
+        def make(snap: Snapshot) -> bytes:
+            view = view_from(request, sort, order, objectives, missing, snap)
+            query = urlencode({k: v for k, v in request.query_params.items() if k not in ("sort", "order", "page", "page_size")})
+            return render_index(view, paging=Paging.of(len(view.rows), page, page_size), query=query).encode()
+
+        return cached(request, "index", "text/html; charset=utf-8", make)
+
+    @app.get("/static/{name}")
+    def static(name: str, request: Request) -> Response:
+        asset = plotly_js()
+        if name != asset.name:
+            raise HTTPException(404, f"no static file {name}")
+        headers = {"Cache-Control": "public, max-age=31536000, immutable", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            # Already compressed, once: GZipMiddleware passes a response with a Content-Encoding through.
+            return Response(asset.gzipped, media_type=asset.media_type, headers=headers | {"Content-Encoding": "gzip"})
+        return Response(asset.body, media_type=asset.media_type, headers=headers)
 
     @app.get("/api/results")
-    def api_results(request: Request, sort: str = "top1", order: str = "desc", objectives: str = DEFAULT_OBJECTIVES, missing: str = "worst") -> JSONResponse:
-        return JSONResponse(api_json(view_from(request, sort, order, objectives, missing)))
+    def api_results(request: Request, sort: str = "top1", order: str = "desc", objectives: str = DEFAULT_OBJECTIVES, missing: str = "worst") -> Response:
+        return cached(request, "api", "application/json", lambda snap: json.dumps(api_json(view_from(request, sort, order, objectives, missing, snap)), ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
 
     @app.get("/api/pareto")
     def api_pareto(request: Request, objectives: str = DEFAULT_OBJECTIVES, missing: str = "worst") -> JSONResponse:
@@ -460,9 +456,12 @@ def create_app(board_url: str) -> FastAPI:
         )
 
     @app.get("/results.csv")
-    def results_csv(request: Request, sort: str = "top1", order: str = "desc", objectives: str = DEFAULT_OBJECTIVES, missing: str = "worst") -> PlainTextResponse:
-        view = view_from(request, sort, order, objectives, missing)
-        return PlainTextResponse(csv_text(view), media_type="text/csv", headers={"Content-Disposition": "attachment; filename=results.csv"})
+    def results_csv(request: Request, sort: str = "top1", order: str = "desc", objectives: str = DEFAULT_OBJECTIVES, missing: str = "worst") -> Response:
+        return cached(
+            request, "csv", "text/csv; charset=utf-8",
+            lambda snap: csv_text(view_from(request, sort, order, objectives, missing, snap)).encode(),
+            headers={"Content-Disposition": "attachment; filename=results.csv"},
+        )
 
     def _one(digest: str) -> tuple[ResultRow, dict[str, Any], tuple[Award, ...]]:
         found = board.get(digest)

@@ -264,13 +264,21 @@ def client(tmp_path_factory: pytest.TempPathFactory, keys, trust):
         yield c
 
 
+def plot_data(html: str) -> dict:
+    m = re.search(r'<script type="application/json" id="board-plots">(.*?)</script>', html, re.S)
+    assert m, "no plot data in the page"
+    return json.loads(m.group(1))
+
+
 def plot_counts(html: str) -> dict[str, tuple[int, int]]:
-    """(points, frontier points) per plot, read from the plotly figure JSON in the page."""
+    """(points, frontier points) per plot, from the columns the page's script draws."""
+    data = plot_data(html)
     out = {}
-    decoder = json.JSONDecoder()
-    for m in re.finditer(r'Plotly\.newPlot\(\s*"plot-([a-z-]+)",\s*', html):
-        data, _ = decoder.raw_decode(html, m.end())
-        out[m.group(1)] = (sum(len(t["x"]) for t in data), sum(len(t["x"]) for t in data if t["name"] == "Pareto frontier"))
+    for p in data["plots"]:
+        xs, ys = data["values"][p["x"]["values"]], data["values"][p["y"]["values"]]
+        drawn = {i for i, (x, y) in enumerate(zip(xs, ys)) if x is not None and y is not None}
+        assert set(p["front"]) <= drawn
+        out[p["slug"]] = (len(drawn), len(p["front"]))
     return out
 
 
@@ -278,9 +286,11 @@ def test_index_table_plots_and_exports_agree(client) -> None:
     page = client.get("/")
     assert page.status_code == 200
     html = page.text
-    # plotly.js is inline: no script is loaded from anywhere (a CDN would fail offline).
-    assert re.findall(r"<script[^>]*\bsrc=", html) == []
-    assert html.count("<script") >= 3
+    # Scripts come from this app only (a CDN would fail offline), plotly.js under a content-hashed name.
+    srcs = re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html)
+    assert len(srcs) == 1 and re.fullmatch(r"static/plotly-gl2d-[0-9a-f]{16}\.min\.js", srcs[0])
+    js = client.get("/" + srcs[0])
+    assert js.status_code == 200 and "immutable" in js.headers["cache-control"] and b"Plotly" in js.content[:2000]
     assert html.count("<tr class=\"result") == 24
     api = client.get("/api/results").json()
     assert api["count"] == 24 and len(api["results"]) == 24
@@ -329,9 +339,13 @@ def test_result_page_shows_identity_provenance_and_badges(client) -> None:
     r = client.get("/api/results").json()["results"][0]
     page = client.get(f"/results/{r['bundle_digest']}")
     assert page.status_code == 200
-    for needle in (r["image_digest"], r["key_id"], "synthetic-builder", "Available", "signature by a trusted key", r["artifact"]):
-        assert needle in page.text
     detail = client.get(f"/api/results/{r['bundle_digest']}").json()
+    builder = detail["detail"]["provenance"]["predicate"]["runDetails"]["builder"]["id"]
+    note = detail["detail"]["predicate"]["metrics"]["dataset_note"]
+    for needle in (r["image_digest"], r["key_id"], builder, "Available", "signature by a trusted key", r["artifact"]):
+        assert needle in page.text
+    # The data set a figure is about is said next to it, with the image count.
+    assert re.search(rf'id="dataset-note">{r["samples"]} images: {re.escape(note)}<', page.text)
     assert detail["detail"]["signer"]["keyid"] == r["key_id"]
     assert {b["badge"] for b in detail["badges"]} == {"Available", "Functional", "Reusable", "Results Reproduced"}
     svg = client.get(f"/badges/{r['bundle_digest']}.svg")
@@ -397,3 +411,59 @@ def synthetic_row():
         "sha256:" + "1" * 64, "a", "1", None, "m", "onnxruntime", "1", "linux/amd64", "fp32", "cpu", "full", 5, 0.5, 0.6,
         None, None, None, None, None, None, "sha256:" + "2" * 64, "k", "author", "x", "t",
     )
+
+
+def test_table_pages_on_the_server_and_the_plots_keep_every_row(client) -> None:
+    everything = client.get("/api/results", params={"sort": "latency_p90_s", "order": "asc"}).json()["results"]
+    seen = []
+    for page in (1, 2, 3):
+        html = client.get("/", params={"sort": "latency_p90_s", "order": "asc", "page_size": 10, "page": page}).text
+        seen += re.findall(r'data-digest="(sha256:[0-9a-f]+)"', html)
+        assert plot_counts(html)["accuracy-latency"][0] == 24  # the plots are not paged
+        assert f"page {page} of 3 (10 per page" in html
+    assert seen == [r["bundle_digest"] for r in everything]
+    html = client.get("/", params={"page_size": 10, "page": 2, "platform": "linux/arm64"}).text
+    n = sum(r["platform"] == "linux/arm64" for r in everything)
+    assert f"of {n} matching the filters (24 on the board)" in html
+    # The links keep the filter, the sort and the page size.
+    assert re.search(r'id="page-(next|prev)" href="\?platform=linux%2Farm64&amp;page_size=10&amp;sort=top1&amp;order=desc&amp;page=\d"', html)
+    assert client.get("/", params={"page_size": 5000}).status_code == 422
+
+
+def test_pages_are_gzipped_cached_and_revalidated(client) -> None:
+    r = client.get("/", params={"platform": "linux/amd64"})
+    assert r.headers["content-encoding"] == "gzip" and r.headers["cache-control"] == "no-cache"
+    again = client.get("/", params={"platform": "linux/amd64"}, headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and not again.content
+    other = client.get("/", params={"platform": "linux/arm64"}, headers={"If-None-Match": r.headers["etag"]})
+    assert other.status_code == 200 and other.headers["etag"] != r.headers["etag"]
+    plain = client.get("/api/results", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.json()["count"] == 24
+    assert client.get("/static/plotly.min.js").status_code == 404
+
+
+def test_vendored_plotly_matches_its_pin() -> None:
+    import hashlib
+
+    from packager.scoreboard.web import PLOTLY_JS, STATIC, plotly_js
+
+    pin = json.loads((STATIC / "vendored.json").read_text())[PLOTLY_JS]
+    assert hashlib.sha256((STATIC / PLOTLY_JS).read_bytes()).hexdigest() == pin["sha256"]
+    assert plotly_js().name.startswith("plotly-gl2d-" + pin["sha256"][:16])
+    assert (STATIC / "plotly-gl2d-3.7.0.LICENSE").read_text().startswith("MIT License")
+
+
+def test_plot_data_is_compact_and_safe_in_a_script_tag() -> None:
+    from packager.scoreboard.plots import WEBGL_THRESHOLD, pareto_plots, plot_data, script_json
+
+    rows = [replace(synthetic_row(), bundle_digest=f"sha256:{i:064x}", artifact="</script><!--", top1=i / 3000, latency_p90_s=0.5 - i / 10000)
+            for i in range(WEBGL_THRESHOLD + 1)]
+    plots = pareto_plots(rows)
+    lat = plots[0]
+    assert lat.points == len(rows) and lat.webgl and lat.front == (len(rows) - 1,)  # best on both axes: alone on the frontier
+    assert not plots[2].webgl and plots[2].points == 0 and plots[2].missing == len(rows)
+    data = plot_data(rows, plots)
+    assert len(data["labels"]) == 1 and data["label"] == [0] * len(rows)
+    assert data["values"]["latency*1000"][0] == 500.0  # display unit (ms)
+    text = script_json(data)
+    assert "</script" not in text and "<!--" not in text and json.loads(text) == data

@@ -1,0 +1,151 @@
+"""The board's Pareto plots as compact data: one block of columns the page turns into plotly traces.
+
+The page used to embed one full plotly figure per plot: every point carried its
+digest, a hover string and marker settings, three times over, and plotly.js
+itself was inlined (9.4 MB for 10,000 results; Chromium took 5 s to load it).
+Now the server sends each column once, in display units, with the hover labels
+as indices into a short list of distinct strings, and each plot as the indices
+of its frontier (computed here, at full precision, with ``pareto.py``). The
+page's script (``templates/index.html``) builds the traces; a plot with more
+than ``WEBGL_THRESHOLD`` points draws them with ``scattergl`` (WebGL), because
+SVG puts one DOM node per point.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from packager.scoreboard.pareto import Direction, Objective, pareto_front_columns
+from packager.scoreboard.store import OBJECTIVE_COLUMNS, ResultRow
+
+# SVG scatter puts one DOM node per point; past this, WebGL keeps the page responsive.
+WEBGL_THRESHOLD = 2000
+# Plotted values keep 6 significant digits: the hover shows 4, and the frontier is
+# computed from the stored values, not from these.
+PLOT_DIGITS = 6
+
+
+@dataclass(frozen=True)
+class Axis:
+    objective: str
+    direction: Direction
+    title: str  # with its unit
+    scale: float = 1.0  # display unit: latency is stored in seconds, shown in ms
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    slug: str
+    title: str
+    x: Axis
+    y: Axis
+
+
+PLOTS: tuple[PlotSpec, ...] = (
+    PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90 (ms)", 1000.0), Axis("accuracy", Direction.MAX, "top-1 (fraction)")),
+    PlotSpec("throughput-price", "Throughput vs price", Axis("price", Direction.MIN, "platform price (USD)"), Axis("throughput", Direction.MAX, "throughput (images/s)")),
+    PlotSpec("accuracy-power", "Accuracy vs power", Axis("power", Direction.MIN, "peak power (W)"), Axis("accuracy", Direction.MAX, "top-1 (fraction)")),
+)
+
+
+@dataclass(frozen=True)
+class Plot:
+    spec: PlotSpec
+    points: int  # results drawn (both values present)
+    missing: int  # results without a value on one of the axes: not drawn, and said so
+    front: tuple[int, ...]  # row indices on this plot's frontier, in drawing order (x, then y)
+
+    @property
+    def frontier(self) -> int:
+        return len(self.front)
+
+    @property
+    def webgl(self) -> bool:
+        return self.points > WEBGL_THRESHOLD
+
+    def subtitle(self) -> str:
+        s = f"{self.points} results, {self.frontier} on the frontier"
+        if self.missing:
+            s += f"; {self.missing} without {self.spec.x.objective} or {self.spec.y.objective} not drawn"
+        return s
+
+
+def column(rows: Sequence[ResultRow], objective: str) -> np.ndarray:
+    """One objective's values (None → NaN), the form the frontier code wants."""
+    attr = OBJECTIVE_COLUMNS[objective]
+    return np.fromiter((np.nan if (v := getattr(r, attr)) is None else v for r in rows), dtype=np.float64, count=len(rows))
+
+
+def pareto_plots(rows: Sequence[ResultRow], columns: dict[str, np.ndarray] | None = None) -> list[Plot]:
+    """The plots over ``rows``; ``columns`` caches the objective columns read (pass it on to ``plot_data``)."""
+    cols = columns if columns is not None else {}
+    for spec in PLOTS:
+        for axis in (spec.x, spec.y):
+            if axis.objective not in cols:
+                cols[axis.objective] = column(rows, axis.objective)
+    return [_plot(spec, cols[spec.x.objective], cols[spec.y.objective]) for spec in PLOTS]
+
+
+def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray) -> Plot:
+    keep = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+    objs = (Objective(spec.x.objective, spec.x.direction), Objective(spec.y.objective, spec.y.direction))
+    front = pareto_front_columns(keep.tolist(), {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs).front
+    ordered = sorted(front, key=lambda i: (xs[i], ys[i]))  # type: ignore[index]
+    return Plot(spec, len(keep), len(xs) - len(keep), tuple(int(i) for i in ordered))  # type: ignore[arg-type]
+
+
+def _rounded(values: np.ndarray, scale: float) -> list[float | None]:
+    out: list[float | None] = []
+    for v in values.tolist():
+        out.append(None if math.isnan(v) else float(f"{v * scale:.{PLOT_DIGITS}g}"))
+    return out
+
+
+def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """What the page's script needs to draw ``plots``, and nothing else."""
+    cols = columns or {}
+    labels: dict[str, int] = {}
+    label_of = [
+        labels.setdefault(f"{r.artifact} · {r.platform} · {r.framework} {r.precision}", len(labels)) for r in rows
+    ]
+    values: dict[str, list[float | None]] = {}
+    for p in plots:
+        for axis in (p.spec.x, p.spec.y):
+            key = f"{axis.objective}*{axis.scale:g}"
+            if key not in values:
+                values[key] = _rounded(cols[axis.objective] if axis.objective in cols else column(rows, axis.objective), axis.scale)
+    return {
+        # Digests without the common "sha256:" prefix: a click opens results/sha256:<hex>.
+        "digests": [r.bundle_digest.removeprefix("sha256:") for r in rows],
+        "labels": list(labels),
+        "label": label_of,
+        "values": values,
+        "plots": [
+            {
+                "slug": p.spec.slug,
+                "title": p.spec.title,
+                "subtitle": p.subtitle(),
+                "webgl": p.webgl,
+                "x": _axis_json(p.spec.x),
+                "y": _axis_json(p.spec.y),
+                "front": list(p.front),
+            }
+            for p in plots
+        ],
+    }
+
+
+def _axis_json(axis: Axis) -> dict[str, str]:
+    return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": f"{axis.title} ({axis.direction.value} is better)"}
+
+
+def script_json(data: Any) -> str:
+    """JSON safe inside ``<script type="application/json">``: no ``</script>``, no ``<!--`` from a hostile name."""
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
