@@ -89,43 +89,70 @@ def board_pareto(
     board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
     objectives: str = typer.Option("accuracy:max,latency:min,price:min,power:min", "--objectives", help="name:max|min, comma-separated."),
     missing: str = typer.Option("worst", "--missing", help="A missing value (e.g. no power probe): 'worst' or 'exclude'."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    measurement: str = typer.Option("", "--class", help="Only this measurement class, mode/execution/driver (e.g. quick/native/loadgen); default: one frontier per class."),
+    platform: str = typer.Option("", "--platform", help="Only results of this platform."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Print the Pareto frontier of the board's results."""
+    """Print the Pareto frontier of the board's results: one per measurement class, never across classes."""
     from rich.table import Table
 
     from packager.errors import BadInput
-    from packager.scoreboard.pareto import Missing
-    from packager.scoreboard.store import OBJECTIVE_COLUMNS, Board
-    from packager.scoreboard.web import board_view
+    from packager.scoreboard.pareto import Missing, parse_objectives
+    from packager.scoreboard.store import (
+        COLUMN_UNITS,
+        OBJECTIVE_COLUMNS,
+        OBJECTIVE_UNITS,
+        Board,
+        Filters,
+        frontiers_by_class,
+        objective_title,
+    )
 
     try:
         policy = Missing(missing)
     except ValueError:
         raise BadInput(f"--missing {missing!r}: expected 'worst' or 'exclude'") from None
+    objs = parse_objectives(objectives, known=OBJECTIVE_COLUMNS)
     with Board(board) as b:
-        view = board_view(b, objectives=objectives, missing=policy)
-    front = set(view.frontier.front)
-    rows = [r for r in view.rows if r.bundle_digest in front]
+        rows = b.rows(Filters(measurement=measurement, platform=platform))
+    by_digest = {r.bundle_digest: r for r in rows}
+    fronts = frontiers_by_class(rows, objs, missing=policy)
     if as_json:
+        def record(digest: str) -> dict:
+            r = by_digest[digest]
+            return r.to_json() | {"objectives": {o.name: getattr(r, OBJECTIVE_COLUMNS[o.name]) for o in objs}}
+
         out = {
-            "objectives": [str(o) for o in view.objectives],
+            "objectives": [str(o) for o in objs],
+            "units": {o.name: {"label": OBJECTIVE_UNITS[o.name].label, "scale": OBJECTIVE_UNITS[o.name].scale,
+                               "stored": COLUMN_UNITS[OBJECTIVE_COLUMNS[o.name]].label} for o in objs},
             "missing": policy.value,
-            "count": len(view.rows),
-            "frontier": [view.record(r) for r in rows],
-            "excluded": list(view.frontier.excluded),
+            "count": len(rows),
+            "classes": {k: {"count": sum(r.measurement == k for r in rows), "frontier": [record(d) for d in f.front],
+                            "excluded": list(f.excluded)} for k, f in fronts.items()},
+            # Every frontier member, class by class (each compared only within its class).
+            "frontier": [record(d) for f in fronts.values() for d in f.front],
+            "excluded": [d for f in fronts.values() for d in f.excluded],
         }
         sys.stdout.write(json.dumps(out, indent=2, sort_keys=True) + "\n")
         return
-    table = Table(title=f"Pareto frontier: {len(rows)} of {len(view.rows)} results ({', '.join(map(str, view.objectives))}; missing={policy.value})")
-    for col in ["artifact", "platform", *[o.name for o in view.objectives], "bundle"]:
-        table.add_column(col)
-    for r in rows:
-        vals = [getattr(r, OBJECTIVE_COLUMNS[o.name]) for o in view.objectives]
-        table.add_row(r.artifact, r.platform, *["—" if v is None else f"{v:.4g}" for v in vals], r.bundle_digest[:19])
-    console.print(table)
-    if view.frontier.excluded:
-        console.print(f"{len(view.frontier.excluded)} result(s) left out for a missing objective")
+    if not fronts:
+        console.print(f"no results on the board{' for class ' + measurement if measurement else ''}")
+    for key, front in fronts.items():
+        members = [by_digest[d] for d in front.front]
+        total = sum(r.measurement == key for r in rows)
+        table = Table(title=f"class {key}: Pareto frontier, {len(members)} of {total} results "
+                            f"({', '.join(map(str, objs))}; missing={policy.value})")
+        for col in ["artifact", "platform", "samples", *[objective_title(o.name) for o in objs], "bundle"]:
+            table.add_column(col)
+        for r in members:
+            vals = [OBJECTIVE_UNITS[o.name].show(getattr(r, OBJECTIVE_COLUMNS[o.name])) for o in objs]
+            table.add_row(r.artifact, r.platform, str(r.samples), *vals, r.bundle_digest[:19])
+        console.print(table)
+        if front.excluded:
+            console.print(f"{len(front.excluded)} result(s) of class {key} left out for a missing objective")
+    console.print("Accuracy is on each result's own data set (see `samples`): the shared 200-image sample is not "
+                  "the ILSVRC2012 validation set. Results of different classes are never compared.", soft_wrap=True)
 
 
 @board_app.command("serve")

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from packager.errors import BadInput, EnvironmentMissing
+from packager.scoreboard.pareto import Frontier, Missing, Objective, pareto_front_columns
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,13 @@ def _results_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _measurement_column() -> sa.Column:
+    # "mode/execution/driver" (packager.results.Measurement.key): results of different classes are never compared.
+    return sa.Column("measurement", sa.String(40), nullable=True)
+
+
 results = _results_table(metadata)
+results.append_column(_measurement_column())
 
 
 def _m1_tables(conn: Connection) -> None:
@@ -97,8 +104,18 @@ def _m2_filter_indexes(conn: Connection) -> None:
         sa.Index(f"ix_results_{col}", table.c[col]).create(conn)
 
 
+def _m3_measurement_class(conn: Connection) -> None:
+    """The measurement class as a column; rows published before it get the class their signed predicate implies."""
+    conn.execute(sa.text("ALTER TABLE results ADD COLUMN measurement VARCHAR(40)"))
+    table = _results_table(sa.MetaData())
+    table.append_column(_measurement_column())
+    for rid, detail in conn.execute(sa.select(table.c.id, table.c.detail)).all():
+        conn.execute(table.update().where(table.c.id == rid).values(measurement=measurement_key(json.loads(detail))))
+    sa.Index("ix_results_measurement", table.c.measurement).create(conn)
+
+
 # Append only: a released migration is never edited, a change is a new entry.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes, _m3_measurement_class)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- rows -------------------------------------------------------------------------
@@ -133,6 +150,8 @@ class ResultRow:
     signer_role: str
     machine: str
     published_at: str
+    # The measurement class, "mode/execution/driver"; "" until Board.insert derives it from the signed predicate.
+    measurement: str = ""
 
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies, and the API serialises 10,000 of these.
@@ -140,7 +159,7 @@ class ResultRow:
 
 
 ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
-FILTER_FIELDS: tuple[str, ...] = ("model", "framework", "platform", "precision", "device")
+FILTER_FIELDS: tuple[str, ...] = ("model", "framework", "platform", "precision", "device", "measurement")
 SORT_FIELDS: frozenset[str] = frozenset(ROW_FIELDS)
 
 # Objective name → row attribute. Latency is the SingleStream 90th percentile
@@ -162,6 +181,86 @@ def objective_values(row: ResultRow, names: Iterable[str]) -> dict[str, float | 
 
 
 @dataclass(frozen=True)
+class Unit:
+    """How a stored value is shown: stored in SI base units (seconds, fractions), shown as ``value * scale`` ``label``."""
+
+    label: str
+    scale: float = 1.0
+
+    def show(self, value: float | None, digits: int = 4) -> str:
+        return "—" if value is None else f"{value * self.scale:.{digits}g} {self.label}"
+
+
+# Every numeric column and objective carries its unit; the CLI, API and page label axes and headers with it.
+COLUMN_UNITS: Mapping[str, Unit] = {
+    "top1": Unit("%", 100.0),
+    "top5": Unit("%", 100.0),
+    "min_top1": Unit("%", 100.0),
+    "latency_mean_s": Unit("ms", 1000.0),
+    "latency_p90_s": Unit("ms", 1000.0),
+    "throughput_ips": Unit("images/s"),
+    "price_usd": Unit("USD"),
+    "power_w": Unit("W"),
+    "samples": Unit("images"),
+}
+OBJECTIVE_UNITS: Mapping[str, Unit] = {name: COLUMN_UNITS[col] for name, col in OBJECTIVE_COLUMNS.items()}
+
+
+def objective_title(name: str) -> str:
+    """``latency (ms)``: an objective's name with its unit."""
+    return f"{name} ({OBJECTIVE_UNITS[name].label})"
+
+
+# --- measurement classes ------------------------------------------------------------
+
+
+def measurement_key(detail: Mapping[str, Any]) -> str:
+    """The class key of a published result, from its signed predicate (``detail["predicate"]``).
+
+    A result signed with ``metrics.measurement`` carries its class. One signed before classes existed gets the class
+    its other signed fields imply: mode ``quick`` (submission mode did not exist); driver ``loadgen`` when
+    ``metrics.driver`` names mlperf-loadgen, else ``builtin``; execution ``emulated`` when the engine that ran it
+    reported another architecture than the result's platform (``environment.sandbox.engine.arch``), and where no
+    engine architecture is recorded, ``emulated`` for any platform but linux/amd64: every such result on this
+    project's boards came from QEMU on an amd64 host. A row without a predicate (hand-inserted) is ``unknown``.
+    """
+    pred = detail.get("predicate") if isinstance(detail, Mapping) else None
+    metrics = pred.get("metrics") if isinstance(pred, Mapping) else None
+    if not isinstance(metrics, Mapping):
+        return "unknown"
+    m = metrics.get("measurement")
+    if isinstance(m, Mapping) and {"mode", "execution", "driver"} <= set(m):
+        return f"{m['mode']}/{m['execution']}/{m['driver']}"
+    driver = "loadgen" if str(metrics.get("driver", "")).startswith("mlperf-loadgen") else "builtin"
+    platform = str(metrics.get("platform", ""))
+    env = pred.get("environment") if isinstance(pred.get("environment"), Mapping) else {}
+    engine = (env.get("sandbox") or {}).get("engine") if isinstance(env.get("sandbox"), Mapping) else None
+    arch = engine.get("arch") if isinstance(engine, Mapping) else None
+    arch_platform = {"amd64": "linux/amd64", "x86_64": "linux/amd64", "arm64": "linux/arm64", "aarch64": "linux/arm64",
+                     "arm": "linux/arm/v7"}.get(str(arch)) if arch else None
+    if arch_platform:
+        execution = "native" if arch_platform == platform else "emulated"
+    else:
+        execution = "native" if platform == "linux/amd64" else "emulated"
+    return f"quick/{execution}/{driver}"
+
+
+def frontiers_by_class(rows: Sequence[ResultRow], objectives: Sequence[Objective], *,
+                       missing: Missing = Missing.WORST) -> dict[str, Frontier]:
+    """One Pareto frontier per measurement class: numbers of different classes never share a frontier."""
+    groups: dict[str, list[ResultRow]] = {}
+    for r in rows:
+        groups.setdefault(r.measurement or "unknown", []).append(r)
+    out = {}
+    for key in sorted(groups):
+        members = groups[key]
+        columns = {o.name: [getattr(r, OBJECTIVE_COLUMNS[o.name]) for r in members] for o in objectives}
+        out[key] = pareto_front_columns([r.bundle_digest for r in members], columns, objectives,
+                                        missing=missing)
+    return out
+
+
+@dataclass(frozen=True)
 class Filters:
     """Exact-match filters; an empty value means "any"."""
 
@@ -170,6 +269,7 @@ class Filters:
     platform: str = ""
     precision: str = ""
     device: str = ""
+    measurement: str = ""  # a class key, "mode/execution/driver"
 
     def active(self) -> dict[str, str]:
         return {k: v for k, v in asdict(self).items() if v}
@@ -300,6 +400,8 @@ class Board:
     def insert(self, row: ResultRow, detail: Mapping[str, Any]) -> bool:
         """Insert unless the bundle digest is already there; True when this call inserted it."""
         values = row.to_json() | {"detail": json.dumps(detail, sort_keys=True)}
+        if not values["measurement"]:
+            values["measurement"] = measurement_key(detail)  # from the signed predicate stored beside it
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
