@@ -63,6 +63,11 @@ OFFICIAL_SEEDS = {
     "sample_index_rng_seed": 2747215439041700203,
     "schedule_rng_seed": 16159082839903944936,
 }
+# LoadGen 6.0.17 compiles mlperf.conf in (no file in the wheel); its version record lists the file's git blob id.
+# That blob is loadgen/mlperf.conf of mlcommons/inference at 6.0.17 (d6147c7e, seeds of "Add random seeds for
+# v6.1", b0662794), sha256 below; tests/unit/test_harness_scenarios.py finds the id in the installed library.
+MLPERF_CONF_GIT_BLOB = "68cdba8667e971c3ae8f1617ba67fa56d01065b4"
+MLPERF_CONF_SHA256 = "f6fe8510fde70f3d2b897f387c4c1397045bd028bb408a9c9eb808b3a4cbe75c"
 USER_CONF = "user.conf"
 MODES = ("quick", "submission")
 

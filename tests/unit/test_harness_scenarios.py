@@ -161,3 +161,13 @@ def test_submission_config_takes_the_whole_data_set(tmp_path):
         build_config(base, **paths, user_conf_overrides=["*.Offline.min_duration = 1"])
     with pytest.raises(BadInput, match="mode 'fast'"):
         build_config(base, **paths, mode="fast")
+
+
+def test_the_installed_loadgen_embeds_the_v61_mlperf_conf():
+    """The wheel ships no mlperf.conf file: LoadGen compiles it in and records its git blob id; it is the pinned one."""
+    lg = pytest.importorskip("mlperf_loadgen")
+    from pathlib import Path
+
+    from packager.harness.scenarios import MLPERF_CONF_GIT_BLOB
+
+    assert f"{MLPERF_CONF_GIT_BLOB} /mlperf.conf".encode() in Path(lg.__file__).read_bytes()
