@@ -32,13 +32,27 @@ DATA_MOUNT = "/data"
 OUT_MOUNT = "/out"
 SCRATCH = "/tmp"
 SCRATCH_SIZE_BYTES = 2 * 1024**3
+# The harness's preprocessed-tensor cache (--cache). The runner binds a host directory over it,
+# read-write (under the request-pack cache, reused across runs, keyed by content): the scratch
+# tmpfs cannot hold a real data set (50,000 crops are 7 GiB). A mount inside /tmp leaves the
+# harness's argument vector the same with or without it; a pod without a volume there caches
+# in its scratch, and a data set too large for it stops with the harness's NoSpace error.
+CACHE_MOUNT = f"{SCRATCH}/cache"
+
+
+def scratch_tmpfs(size_bytes: int = SCRATCH_SIZE_BYTES) -> str:
+    """The scratch tmpfs's mount options for a size in bytes (docker takes a k/m/g suffix)."""
+    size = f"{size_bytes // 1024**3}g" if size_bytes % 1024**3 == 0 else f"{-(-size_bytes // 1024**2)}m"
+    return f"rw,exec,nosuid,nodev,size={size}"
+
+
 # Fixed so a result says exactly what confined it; recorded verbatim in system.json.
 SANDBOX: dict[str, object] = {
     "network": "none",
     "read_only_rootfs": True,
     # exec: TVM links the compiled model into a .so in scratch and dlopens it; docker's
     # tmpfs default is noexec. The root filesystem stays read-only, so nothing persists.
-    "tmpfs": {SCRATCH: f"rw,exec,nosuid,nodev,size={SCRATCH_SIZE_BYTES // 1024**3}g"},
+    "tmpfs": {SCRATCH: scratch_tmpfs()},
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
     "user": f"{RUNNER_UID}:{RUNNER_UID}",
@@ -60,7 +74,7 @@ def harness_argv(*, config: str, model: str, out: str, stage: str, image_digest:
                  platform: str | None = None) -> list[str]:
     """The harness's command line as both the runner and a pod give it (see packager/harness/__main__.py)."""
     argv = ["--config", config, "--model", model, "--dataset", DATA_MOUNT, "--out", out,
-            "--cache", f"{SCRATCH}/cache", "--stage", stage]
+            "--cache", CACHE_MOUNT, "--stage", stage]
     if image_digest is not None:
         argv += ["--image-digest", image_digest]
     if platform is not None:

@@ -42,6 +42,7 @@ from packager.errors import (
     RequestPackError,
     StageFailed,
 )
+from packager.harness.dataset import DatasetSpec, load_dataset
 from packager.manifest import (
     LOCK_NAME,
     MANIFEST_NAME,
@@ -59,6 +60,7 @@ from packager.run.runner import (
     ProgressFn,
     RunOptions,
     RunResult,
+    check_dataset,
     count_lines,
     image_from_record,
     run_stage,
@@ -200,9 +202,28 @@ def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: 
     lock = artifact_dir / LOCK_NAME
     if lock.is_file():
         shutil.copyfile(lock, dest / LOCK_NAME)
-    labels = dataset / labels_name
-    if labels.is_file():
-        shutil.copyfile(labels, dest / LABELS_NAME)
+    _bundle_labels(dataset, labels_name, dest, dest / LABELS_NAME)
+
+
+def _bundle_labels(dataset: Path, labels_name: str, stage_dir: Path, dest: Path) -> None:
+    """The ground truth a verifier recomputes accuracy from, as the stage read the data set
+    (``Metrics.dataset``): a labels-tsv file is copied; any other layout (an ILSVRC2012 devkit
+    ground truth needs its synsets file to mean anything) is written out as ``file<TAB>class_index``
+    rows, one per sample id."""
+    try:
+        record = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text()).dataset or {}
+    except (OSError, ValueError):
+        record = {}
+    if record.get("layout", "labels-tsv") == "labels-tsv":
+        labels = dataset / str(record.get("labels") or labels_name)
+        if labels.is_file():
+            shutil.copyfile(labels, dest)
+        return
+    spec = DatasetSpec(dataset, layout=str(record["layout"]), labels=str(record["labels"]),
+                       images=str(record.get("images") or "images"), synsets=record.get("synsets"))  # type: ignore[arg-type]
+    with dest.open("w", encoding="utf-8") as f:
+        f.write("file\tclass_index\n")
+        f.writelines(f"{s.id}\t{s.label}\n" for s in load_dataset(spec))
 
 
 def evaluator_key(key: Path | None) -> tuple[Path, Path]:
@@ -253,13 +274,29 @@ def seal(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, sta
     from packager.bundle.sign import sign_result_dir
     from packager.bundle.verify import verify_bundle
 
+    from packager.bundle.statement import LABELS_NAME
+
     bundle_files(artifact_dir, ref, dataset, labels_name, stage_dir)
     priv, pub = evaluator_key(key)
     signed = _in_stage("sign", sign_result_dir, stage_dir, priv,
                        passphrase=os.environ.get(PASSPHRASE_ENV, "").encode() or None, archive_path=archive)
-    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]), dataset=dataset,
+    # The verifier reads --dataset in the manifest's layout; a data set in another layout is checked
+    # against the ground truth the stage read from it, written into the bundle by bundle_files.
+    labels = stage_dir / LABELS_NAME
+    as_manifest = _read_layout(stage_dir) in (None, "labels-tsv")
+    report = _in_stage("verify", verify_bundle, archive, TrustStore.load([pub]),
+                       dataset=dataset if as_manifest or not labels.is_file() else None,
+                       labels=None if as_manifest or not labels.is_file() else labels,
                        artifact=artifact_dir, build_root=build_root)
     return Sealed(archive, signed.keyid, report.seconds)
+
+
+def _read_layout(stage_dir: Path) -> str | None:
+    try:
+        record = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text()).dataset
+    except (OSError, ValueError):
+        return None
+    return str(record["layout"]) if record and record.get("layout") else None
 
 
 def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
@@ -280,7 +317,8 @@ def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
 
 def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform: Platform, devices: tuple[str, ...],
                 stages: tuple[str, ...], resume: bool, progress: Callable[[str], ProgressFn] | None,
-                timings: dict[str, float], mode: str = "quick", emulated_performance: bool = False) -> list[StageSummary]:
+                timings: dict[str, float], mode: str = "quick", emulated_performance: bool = False,
+                dataset_layout: str | None = None) -> list[StageSummary]:
     """Steps 3-4: each stage in turn; one below its min_top1 stops the evaluation.
 
     ``mode`` applies to the full stage: the functional stage is a smoke check on a few images, always quick."""
@@ -291,7 +329,8 @@ def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform
         if stage_out.exists() and not resume:
             shutil.rmtree(stage_out)
         opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume,
-                          mode=mode if stage == "full" else "quick", emulated_performance=emulated_performance)
+                          mode=mode if stage == "full" else "quick", emulated_performance=emulated_performance,
+                          dataset_layout=dataset_layout)
         min_top1 = getattr(manifest.run.stages, stage).min_top1
         result = _finished(stage_out, ref) if resume else None
         if result is not None:
@@ -323,6 +362,7 @@ def evaluate(
     mode: str = "quick",
     emulated_performance: bool = False,
     inputs_from: Path | None = None,
+    dataset_layout: str | None = None,
 ) -> Evaluation:
     """Steps 1-5 of the module doc; raises with the failing stage's name.
 
@@ -340,6 +380,9 @@ def evaluate(
     if stages not in STAGE_CHOICES:
         raise BadInput(f"stage {stages!r} is not one of {', '.join(STAGE_CHOICES)}", field="--stage")
     build_root = build_root or default_build_root(artifact_dir)
+    # The data set's layout and labels, on this machine, before anything is built (errors name the user's path).
+    _in_stage("dataset", check_dataset, manifest, RunOptions(stage=STAGE_CHOICES[stages][-1], dataset=dataset, out=out,
+                                                             platform=platform, dataset_layout=dataset_layout))
 
     # 1-2.
     if image is not None:
@@ -352,7 +395,8 @@ def evaluate(
     timings["image"] = time.monotonic() - t0
     with contextlib.closing(eng):  # over ssh: end the transport's ssh sessions while the board still answers
         summaries = _run_stages(manifest, ref, eng, dataset, out, platform, devices, STAGE_CHOICES[stages], resume,
-                                progress, timings, mode=mode, emulated_performance=emulated_performance)
+                                progress, timings, mode=mode, emulated_performance=emulated_performance,
+                                dataset_layout=dataset_layout)
 
     # 5.
     t = time.monotonic()

@@ -32,6 +32,7 @@ def run_cmd(
     artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
     stage: str = typer.Option("functional", "--stage", help="functional or full."),
     dataset: Path = typer.Option(..., "--dataset", help="Dataset directory (mounted read-only)."),
+    dataset_layout: Optional[str] = typer.Option(None, "--dataset-layout", metavar="auto|labels-tsv|ilsvrc2012-val", help="The data set's layout (default: detected from the directory; recorded in the result)."),
     out: Path = typer.Option(..., "--out", help="Output directory (the only writable mount)."),
     platform: Optional[str] = typer.Option(None, "--platform", help="linux/amd64, linux/arm64 or linux/arm/v7 (non-native runs under QEMU)."),
     device: list[str] = typer.Option([], "--device", help="/dev/NODE[:/dev/NAME], vendor.com/class=name (CDI) or gpu; repeatable."),
@@ -57,7 +58,7 @@ def run_cmd(
     ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
     opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
                       samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS, mode=_mode(mode),
-                      emulated_performance=emulated_performance)
+                      emulated_performance=emulated_performance, dataset_layout=dataset_layout)
     with progress_bar() as bar:
         result = run_stage(manifest, ref, get_engine(engine, target), opts, progress=progress_fn(bar, f"{stage} {plat}"))
     console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
@@ -68,6 +69,7 @@ def run_cmd(
 def evaluate_cmd(
     artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    dataset_layout: Optional[str] = typer.Option(None, "--dataset-layout", metavar="auto|labels-tsv|ilsvrc2012-val", help="The data set's layout (default: detected from the directory; recorded in the result)."),
     key: Optional[Path] = typer.Option(None, "--key", help="Evaluator's Ed25519 private key (NAME.key beside NAME.pub); default ~/.config/request-pack/keys/evaluator.key, made once."),
     out: Path = typer.Option(Path("results"), "--out", help="Result directory: functional/, full/ and the signed bundle."),
     platform: Optional[str] = typer.Option(None, "--platform", help="Platform to evaluate (default: this machine's)."),
@@ -91,7 +93,7 @@ def evaluate_cmd(
         ev = evaluate(artifact, dataset or default_sample_dataset(), out, key=key, platform=parse_platform(platform),
                       engine=engine, target=target, devices=tuple(device), progress=lambda stage: progress_fn(bar, stage),
                       stages=stage, resume=resume, image=image, build_root=build_root, mode=_mode(mode),
-                      emulated_performance=emulated_performance)
+                      emulated_performance=emulated_performance, dataset_layout=dataset_layout)
     table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
     for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
         table.add_column(col, justify="right" if col != "stage" else "left")

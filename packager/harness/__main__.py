@@ -9,12 +9,14 @@ environment lacks (framework not importable).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
 
 from packager.errors import RequestPackError
 from packager.harness.config import build_config, load_config_file
+from packager.harness.dataset import resolve
 from packager.harness.preprocess import default_cache_dir
 
 
@@ -33,7 +35,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stage", choices=["functional", "full"], default="functional")
     p.add_argument("--samples", type=int, help="evaluate the first N samples")
     p.add_argument("--ids", type=Path, help="file with one sample id per line to evaluate")
-    p.add_argument("--layout", choices=["labels-tsv", "ilsvrc2012-val"])
+    p.add_argument("--layout", choices=["auto", "labels-tsv", "ilsvrc2012-val"],
+                   help="dataset layout (default: detected from the directory; the config's is the first guess)")
+    p.add_argument("--labels", help="labels or ground-truth file, relative to the dataset (default: the layout's usual)")
+    p.add_argument("--images", help="images directory, relative to the dataset")
+    p.add_argument("--synsets", help="devkit synsets mapping (ilsvrc2012_id<TAB>wnid), relative to the dataset")
     p.add_argument("--batch-sizes", type=_csv_ints, help="comma-separated Offline batch sizes")
     p.add_argument("--scenarios", type=lambda s: s.split(","), help="SingleStream,Offline")
     p.add_argument("--warmup", type=int)
@@ -79,7 +85,6 @@ def main(argv: list[str] | None = None) -> int:
             stage=args.stage,
             samples=args.samples,
             ids=ids,
-            layout=args.layout,
             batch_sizes=args.batch_sizes,
             scenarios=args.scenarios,
             warmup=args.warmup,
@@ -102,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             performance_skipped=args.performance_skipped,
             user_conf_overrides=args.user_conf_override,
         )
+        given = {k: v for k, v in (("labels", args.labels), ("images", args.images), ("synsets", args.synsets)) if v}
+        hint = dataclasses.replace(cfg.dataset, **given)
+        layout = args.layout or (hint.layout if given else None)  # file names given mean the layout is, too
+        cfg = dataclasses.replace(cfg, dataset=resolve(hint.root, hint, layout))
         result = run(cfg)
     except RequestPackError as e:
         logging.getLogger("packager.harness").error("%s", e)

@@ -26,14 +26,23 @@ torchvision and timm models are trained with):
     The id of a sample is the file stem, ``ILSVRC2012_val_NNNNNNNN``.
 
 Subsets: the first ``count`` samples in the dataset's order, or an explicit id list.
+
+A user points ``--dataset`` at a directory as they have it: ``detect`` finds its
+layout (``resolve`` unless one is given): a ``labels.tsv`` with ``file`` and
+``class_index`` columns is labels-tsv; ``ILSVRC2012_val_*.JPEG`` files (in
+``images/``, ``val/``, ``ILSVRC2012_img_val/`` or the directory itself) with a
+``val.txt`` or the devkit's ``ILSVRC2012_validation_ground_truth.txt`` (also
+under ``data/`` or ``ILSVRC2012_devkit_t12/data/``) are ilsvrc2012-val. The
+manifest's dataset section is the first guess, never a requirement.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from packager.harness.errors import DatasetError, MissingLabel
@@ -59,6 +68,8 @@ class DatasetSpec:
     images: str = "images"
     synsets: str | None = None
     note: str | None = None
+    # "detected" from the directory, or "given" (an explicit layout or file names): recorded with the result.
+    chosen: str = "given"
 
 
 def load_dataset(spec: DatasetSpec, *, count: int | None = None, ids: Sequence[str] | None = None) -> list[Sample]:
@@ -73,6 +84,91 @@ def load_dataset(spec: DatasetSpec, *, count: int | None = None, ids: Sequence[s
     else:
         raise DatasetError(f"unknown layout {spec.layout!r} (known: {', '.join(LAYOUTS)})", file=root, field="layout")
     return select(samples, count=count, ids=ids, where=root)
+
+
+VAL_GROUND_TRUTH = ("val.txt", "ILSVRC2012_validation_ground_truth.txt")
+_GT_DIRS = ("", "data", "ILSVRC2012_devkit_t12/data")
+_VAL_IMAGE_DIRS = ("images", "val", "ILSVRC2012_img_val", ".")
+
+
+def resolve(root: Path, hint: DatasetSpec, layout: str | None = None) -> DatasetSpec:
+    """The spec to read ``root`` with: ``layout`` when given (file names from ``hint`` or that
+    layout's usual ones), else what ``detect`` finds."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError("dataset directory does not exist", file=root)
+    if layout is None or layout == "auto":
+        return detect(root, hint)
+    if layout not in LAYOUTS:
+        raise DatasetError(f"unknown layout {layout!r} (known: {', '.join(LAYOUTS)}, auto)", file=root, field="layout")
+    if layout == hint.layout:
+        return replace(hint, root=root, chosen="given")
+    found = [c for c in _candidates(root, hint) if c.layout == layout]  # the hint's file names are another layout's
+    if found:
+        return replace(found[0], chosen="given")
+    usual = "labels.tsv" if layout == "labels-tsv" else VAL_GROUND_TRUTH[0]
+    return replace(hint, root=root, layout=layout, labels=usual, chosen="given")
+
+
+def detect(root: Path, hint: DatasetSpec) -> DatasetSpec:
+    """The layout of ``root`` as found on disk; the hint's layout wins when both would fit."""
+    found = _candidates(Path(root), hint)
+    if not found:
+        raise DatasetError(
+            "no known dataset layout here: expected a labels.tsv (labels-tsv) or ILSVRC2012_val_*.JPEG files "
+            f"with {' or '.join(VAL_GROUND_TRUTH)} (ilsvrc2012-val); or name the layout with --dataset-layout",
+            file=root)
+    found.sort(key=lambda c: c.layout != hint.layout)
+    return replace(found[0], chosen="detected")
+
+
+def _candidates(root: Path, hint: DatasetSpec) -> list[DatasetSpec]:
+    out: list[DatasetSpec] = []
+    tsv_names = [hint.labels] if hint.layout == "labels-tsv" else []
+    for name in dict.fromkeys([*tsv_names, "labels.tsv"]):
+        if _is_labels_tsv(root / name):
+            out.append(replace(hint, root=root, layout="labels-tsv", labels=name))
+            break
+    images = _val_images(root, hint)
+    if images is not None:
+        gt_names = [hint.labels] if hint.layout == "ilsvrc2012-val" else []
+        gt_names += [str(Path(d) / n) for d in _GT_DIRS for n in VAL_GROUND_TRUTH]
+        for name in dict.fromkeys(gt_names):
+            if (root / name).is_file():
+                synsets = hint.synsets if hint.synsets and (root / hint.synsets).is_file() else None
+                if synsets is None:
+                    near = [str(Path(name).parent / "synsets.tsv"), "synsets.tsv"]
+                    synsets = next((n for n in near if (root / n).is_file()), None)
+                out.append(replace(hint, root=root, layout="ilsvrc2012-val", labels=name, images=images, synsets=synsets))
+                break
+    return out
+
+
+def _is_labels_tsv(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as f:
+            header = f.readline().rstrip("\n").split("\t")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return "file" in header and "class_index" in header
+
+
+def _val_images(root: Path, hint: DatasetSpec) -> str | None:
+    """The directory (relative to ``root``) holding ILSVRC2012_val_* images, if any."""
+    for name in dict.fromkeys([hint.images, *_VAL_IMAGE_DIRS]):
+        d = root / name
+        if not d.is_dir():
+            continue
+        with os.scandir(d) as it:
+            if any(_VAL_RE.match(e.name) for e in it):
+                return name
+    return None
+
+
+def dataset_record(spec: DatasetSpec, samples: int) -> dict[str, str | int | None]:
+    """How the data set was read, for metrics.json: enough to read it the same way again."""
+    return {"layout": spec.layout, "labels": spec.labels, "images": spec.images, "synsets": spec.synsets,
+            "chosen": spec.chosen, "samples": samples}
 
 
 def select(samples: list[Sample], *, count: int | None, ids: Sequence[str] | None, where: Path) -> list[Sample]:

@@ -44,6 +44,26 @@ class BackendUnavailable(EnvironmentMissing):
     """The framework a backend needs is not importable in this environment."""
 
 
+class NoSpace(EnvironmentMissing):
+    """A directory the run writes to (the tensor cache, the outputs) has no room for what is left.
+
+    One line naming the directory, the bytes still needed and the bytes free, never a raw
+    ``OSError`` from a worker process (ENOSPC surfaced as "150528 requested and 50144 written")."""
+
+    def __init__(self, path: Path | str, needed: int, free: int) -> None:
+        super().__init__(f"{path}: no room: needs about {_size(needed)}, {_size(free)} free",
+                         fix="free space there, or point the cache elsewhere (REQUEST_PACK_CACHE)")
+        self.path, self.needed, self.free = str(path), needed, free
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 class OutputMismatch(CheckFailed):
     """Outputs differ from the reference outputs beyond the tolerance; lists the ids."""
 

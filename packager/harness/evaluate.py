@@ -7,7 +7,8 @@ Order matters for honest numbers:
 2. decode and preprocess every image in worker processes into the tensor
    cache; nothing timed has touched a JPEG;
 3. accuracy pass over all samples at the largest batch size (LoadGen AccuracyOnly when LoadGen drives), writing
-   predictions.jsonl batch by batch (resumable);
+   predictions.jsonl batch by batch (resumable); top-1/top-5 are then counted from that file as it
+   streams by, so no per-sample output or prediction stays in memory (peak RSS flat in the data set);
 4. performance scenarios on an in-memory sample set under the power probe;
 5. validation against reference outputs, then metrics.json and system.json;
    a failed validation or a top-1 under the stage's floor raises after the
@@ -25,8 +26,8 @@ import numpy as np
 from packager.errors import CheckFailed
 from packager.harness import backends
 from packager.harness.config import HarnessConfig
-from packager.harness.dataset import Sample, load_dataset, truth
-from packager.harness.errors import BackendUnavailable, ModelMismatch, OutputMismatch
+from packager.harness.dataset import Sample, dataset_record, load_dataset, truth
+from packager.harness.errors import BackendUnavailable, DatasetError, ModelMismatch, OutputMismatch
 from packager.harness.outputs import (
     PredictionWriter,
     collect_system,
@@ -41,19 +42,22 @@ from packager.harness.preprocess import (
     PREPROCESS_VERSION,
     Prepared,
     load_batch,
-    load_tensor,
+    load_crop,
+    normalize,
     preprocess_all,
     tensor_sha256,
 )
 from packager.harness.scenarios import ScenarioSettings, check_data_set, choose_driver, measurement_for
-from packager.harness.validate import compare_outputs
+from packager.harness.validate import OutputComparer
 from packager.results import (
+    PREDICTIONS_NAME,
     Footprint,
     LatencyStats,
     Metrics,
     Power,
     ThroughputStats,
     accuracy_from,
+    iter_predictions,
 )
 
 log = logging.getLogger(__name__)
@@ -116,8 +120,10 @@ def run(cfg: HarnessConfig) -> RunResult:
     settings = ScenarioSettings.from_config(cfg)
     driver = choose_driver(cfg.driver, out / "loadgen", settings)
     acc_batch = max(batch_sizes)
-    outputs, predictions = _accuracy_pass(cfg, backend, driver, samples, prepared, acc_batch)
-    accuracy = accuracy_from([predictions[s.id] for s in samples], truth(samples))
+    comparer = OutputComparer(cfg.reference_outputs, cfg.atol, label_offset=cfg.label_offset) \
+        if cfg.reference_outputs is not None else None
+    _accuracy_pass(cfg, backend, driver, samples, prepared, acc_batch, comparer)
+    accuracy = _accuracy(out / PREDICTIONS_NAME, samples)
     log.info("top-1 %.4f top-5 %.4f on %d sample(s)", accuracy.top1, accuracy.top5, accuracy.samples)
 
     # 4. performance scenarios
@@ -138,9 +144,7 @@ def run(cfg: HarnessConfig) -> RunResult:
     power = monitor.reading()
 
     # 5. validation, outputs
-    validation = None
-    if cfg.reference_outputs is not None:
-        validation = compare_outputs(outputs, cfg.reference_outputs, cfg.atol, label_offset=cfg.label_offset)
+    validation = comparer.result() if comparer is not None else None
     metrics = Metrics(
         artifact=cfg.artifact,
         stage=cfg.stage,  # type: ignore[arg-type]
@@ -158,6 +162,7 @@ def run(cfg: HarnessConfig) -> RunResult:
         fingerprint=fingerprint,
         validation=validation,
         preprocessing={"version": PREPROCESS_VERSION, "params_sha256": cfg.preprocessing.digest()},
+        dataset=dataset_record(cfg.dataset, len(samples)),
         loadgen_logs=list(getattr(driver, "log_files", [])),
         measurement=measurement_for(settings, driver, cfg.execution),
         performance_skipped=cfg.performance_skipped,
@@ -177,17 +182,42 @@ def run(cfg: HarnessConfig) -> RunResult:
     return RunResult(metrics, out)
 
 
-def _accuracy_pass(cfg: HarnessConfig, backend, driver, samples: list[Sample], prepared: list[Prepared], batch: int):
-    """Run every sample once (through the driver); returns this run's raw outputs and all predictions by id."""
-    outputs: dict[str, np.ndarray] = {}
+def _accuracy(predictions: Path, samples: list[Sample]):
+    """Top-1/top-5 of the samples, counted from predictions.jsonl as it streams by (one line in memory)."""
+    labels = truth(samples)
+    seen: set[str] = set()
+
+    def ours():
+        for p in iter_predictions(predictions):
+            if p.id in labels and p.id not in seen:  # a resumed file may hold ids of another subset
+                seen.add(p.id)
+                yield p
+
+    accuracy = accuracy_from(ours(), labels)
+    if accuracy.samples != len(samples):
+        missing = next(s.id for s in samples if s.id not in seen)
+        raise DatasetError(f"{len(samples) - accuracy.samples} sample(s) have no prediction, first {missing!r}", file=predictions)
+    return accuracy
+
+
+def _accuracy_pass(cfg: HarnessConfig, backend, driver, samples: list[Sample], prepared: list[Prepared], batch: int,
+                   comparer: OutputComparer | None) -> None:
+    """Run every sample not yet predicted once (through the driver), streaming each batch to disk.
+
+    Nothing per sample stays in memory but the ids: predictions go to predictions.jsonl, raw
+    outputs to the comparer's verdicts and (``save_outputs``) to a file beside them. The
+    driver holds LoadGen's set of samples as uint8 crops (``load_crop``, a quarter of a
+    float32 tensor) and each batch is normalised here, just before it runs."""
     pad = backend.static_batch or isinstance(backend.input.shape[0], int)
+    raw = _RawOutputs(Path(cfg.out_dir)) if cfg.save_outputs else None
     with PredictionWriter(cfg.out_dir, resume=cfg.resume) as writer:
         todo = [i for i, s in enumerate(samples) if s.id not in writer.done]
         if len(todo) < len(samples):
             log.info("skipping %d sample(s) already in predictions.jsonl", len(samples) - len(todo))
 
-        def run_batch(positions, x: np.ndarray) -> np.ndarray:
+        def run_batch(positions, crops: np.ndarray) -> np.ndarray:
             n = len(positions)
+            x = normalize(crops, cfg.preprocessing)
             if n < batch and pad:
                 x = np.concatenate([x, np.repeat(x[-1:], batch - n, axis=0)])  # fixed-batch models, or one compile per size
             y = np.asarray(backend.run(x), dtype=np.float32)[:n]
@@ -198,20 +228,54 @@ def _accuracy_pass(cfg: HarnessConfig, backend, driver, samples: list[Sample], p
             preds = predictions_for(ids, y, label_offset=cfg.label_offset, input_hashes=hashes)
             writer.write(preds)
             for sid, row in zip(ids, y):
-                outputs[sid] = row.reshape(-1)
+                if comparer is not None:
+                    comparer.add(sid, row)
+                if raw is not None:
+                    raw.add(sid, row)
             return np.array([p.top5[0] for p in preds], dtype=np.int64)
 
         if todo:
             if hasattr(driver, "log_root"):
                 qsl = Path(driver.log_root) / "Accuracy"
                 qsl.mkdir(parents=True, exist_ok=True)
-                (qsl / "qsl_ids.tsv").write_text("".join(f"{k}\t{samples[i].id}\n" for k, i in enumerate(todo)), encoding="utf-8")
-            driver.accuracy(len(todo), lambda p: load_tensor(prepared[todo[p]]), run_batch, batch)
-        predictions = dict(writer.done)
-    if cfg.save_outputs and outputs:
-        ids = [s.id for s in samples if s.id in outputs]
-        np.savez(Path(cfg.out_dir) / OUTPUTS_NPZ, ids=np.array(ids), outputs=np.stack([outputs[i] for i in ids]))
-    return outputs, predictions
+                with (qsl / "qsl_ids.tsv").open("w", encoding="utf-8") as f:
+                    f.writelines(f"{k}\t{samples[i].id}\n" for k, i in enumerate(todo))
+            driver.accuracy(len(todo), lambda p: load_crop(prepared[todo[p]]), run_batch, batch)
+    if raw is not None:
+        raw.finish(Path(cfg.out_dir) / OUTPUTS_NPZ)
+
+
+class _RawOutputs:
+    """``save_outputs``: rows appended to a scratch file as they come, packed into outputs.npz at the end
+    (numpy streams a memory-mapped array into the zip in chunks), so they are never all in memory."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self._path = out_dir / (OUTPUTS_NPZ + ".rows")
+        self._f = self._path.open("wb")
+        self.ids: list[str] = []
+        self.width: int | None = None
+
+    def add(self, sid: str, row: np.ndarray) -> None:
+        row = np.ascontiguousarray(row, dtype=np.float32).reshape(-1)
+        self.width = self.width or row.size
+        self.ids.append(sid)
+        self._f.write(row.tobytes())
+
+    def finish(self, dest: Path) -> None:
+        import zipfile
+
+        self._f.close()
+        try:
+            if not self.ids:
+                return
+            rows = np.memmap(self._path, dtype=np.float32, mode="r", shape=(len(self.ids), self.width))
+            with zipfile.ZipFile(dest, "w", allowZip64=True) as z:
+                for name, arr in (("ids", np.array(self.ids)), ("outputs", rows)):
+                    with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                        np.lib.format.write_array(f, arr, allow_pickle=False)
+            del rows
+        finally:
+            self._path.unlink(missing_ok=True)
 
 
 def _check_output(cfg: HarnessConfig, y: np.ndarray) -> None:

@@ -8,6 +8,7 @@ process died) and skips the ids already present.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from packager.harness.errors import DatasetError
+from packager.harness.errors import DatasetError, NoSpace
 from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,
@@ -68,11 +69,15 @@ def predictions_for(
 
 
 class PredictionWriter:
-    """Appends predictions and fsyncs after every batch."""
+    """Appends predictions and fsyncs after every batch.
+
+    It remembers only the ids written (for ``--resume`` and duplicates), never the
+    predictions: accuracy is counted afterwards from the file (``iter_predictions``),
+    so memory does not grow with the data set beyond one short string per sample."""
 
     def __init__(self, out_dir: Path, *, resume: bool) -> None:
         self.path = Path(out_dir) / PREDICTIONS_NAME
-        self.done: dict[str, Prediction] = {}
+        self.done: set[str] = set()
         if resume and self.path.exists():
             self.done = _recover(self.path)
             log.info("resuming: %d prediction(s) already in %s", len(self.done), self.path)
@@ -81,11 +86,18 @@ class PredictionWriter:
         self._f = self.path.open("a", encoding="utf-8")
 
     def write(self, predictions: Iterable[Prediction]) -> None:
-        for p in predictions:
-            self._f.write(dump_line(p))
-            self.done[p.id] = p
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        try:
+            for p in predictions:
+                self._f.write(dump_line(p))
+                self.done.add(p.id)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                # A few hundred bytes a line: say so rather than "No space left on device".
+                st = os.statvfs(self.path.parent)
+                raise NoSpace(self.path.parent, 4096, st.f_bavail * st.f_frsize) from None
+            raise
 
     def close(self) -> None:
         self._f.close()
@@ -97,23 +109,30 @@ class PredictionWriter:
         self.close()
 
 
-def _recover(path: Path) -> dict[str, Prediction]:
-    """Valid lines of an interrupted predictions file; a torn last line is cut off the file."""
-    data = path.read_bytes()
-    keep = data.rfind(b"\n") + 1  # everything after the last newline was being written when we died
-    if keep != len(data):
-        log.warning("%s: dropping a truncated last line (%d bytes)", path, len(data) - keep)
+def _recover(path: Path) -> set[str]:
+    """Ids of the valid lines of an interrupted predictions file; a torn last line is cut off the file."""
+    size = path.stat().st_size
+    keep = size
+    with path.open("rb") as f:
+        # everything after the last newline was being written when we died
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        cut = tail.rfind(b"\n")
+        keep = (size - len(tail) + cut + 1) if cut >= 0 else (0 if size <= 65536 else size)
+    if keep != size:
+        log.warning("%s: dropping a truncated last line (%d bytes)", path, size - keep)
         with path.open("r+b") as f:
             f.truncate(keep)
-    done: dict[str, Prediction] = {}
-    for n, line in enumerate(data[:keep].decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            p = Prediction.model_validate_json(line)
-        except ValueError as e:
-            raise DatasetError(f"cannot resume, line {n} is not a prediction: {str(e).splitlines()[0]}", file=path) from None
-        done[p.id] = p
+    done: set[str] = set()
+    with path.open("r", encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                p = Prediction.model_validate_json(line)
+            except ValueError as e:
+                raise DatasetError(f"cannot resume, line {n} is not a prediction: {str(e).splitlines()[0]}", file=path) from None
+            done.add(p.id)
     return done
 
 

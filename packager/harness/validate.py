@@ -39,38 +39,55 @@ def load_reference(path: Path) -> tuple[dict[str, np.ndarray] | None, dict[str, 
     return raw, {i: int(np.argmax(o)) for i, o in raw.items()}
 
 
-def compare_outputs(outputs: Mapping[str, np.ndarray], reference: Path, atol: float, *, label_offset: int = 0) -> Validation:
-    raw, top1 = load_reference(reference)
-    mismatched: list[str] = []
-    top1_bad: list[str] = []
-    missing: list[str] = []
-    max_diff = 0.0
-    compared = 0
-    for sid, y in outputs.items():
-        if sid not in top1:
-            missing.append(sid)
-            continue
-        compared += 1
+class OutputComparer:
+    """Compares outputs batch by batch as the accuracy pass makes them, keeping only the verdicts:
+    the run's own outputs are never all in memory (4 KB per image for 1000 classes)."""
+
+    def __init__(self, reference: Path, atol: float, *, label_offset: int = 0) -> None:
+        self.reference, self.atol, self.label_offset = reference, atol, label_offset
+        self._raw, self._top1 = load_reference(reference)
+        self.mismatched: list[str] = []
+        self.top1_bad: list[str] = []
+        self.missing: list[str] = []
+        self.max_diff = 0.0
+        self.compared = 0
+
+    def add(self, sid: str, y: np.ndarray) -> None:
+        y = np.asarray(y, dtype=np.float32).reshape(-1)
+        if sid not in self._top1:
+            self.missing.append(sid)
+            return
+        self.compared += 1
         mine = int(np.argmax(y))
-        ref_top1 = top1[sid] if raw is not None else top1[sid] + label_offset  # predictions store offset-corrected classes
+        # predictions store offset-corrected classes
+        ref_top1 = self._top1[sid] if self._raw is not None else self._top1[sid] + self.label_offset
         if mine != ref_top1:
-            top1_bad.append(sid)
-        if raw is not None:
-            r = raw[sid]
+            self.top1_bad.append(sid)
+        if self._raw is not None:
+            r = self._raw[sid]
             if r.shape != y.shape:
-                mismatched.append(sid)
-                continue
+                self.mismatched.append(sid)
+                return
             d = float(np.max(np.abs(r - y)))
-            max_diff = max(max_diff, d)
-            if not d <= atol:  # NaN counts as a mismatch
-                mismatched.append(sid)
-    return Validation(
-        reference=str(reference),
-        atol=atol,
-        compared=compared,
-        max_abs_diff=max_diff if raw is not None and compared else None,
-        mismatched_ids=mismatched,
-        top1_mismatched_ids=top1_bad,
-        missing_ids=missing,
-        passed=not (mismatched or top1_bad or missing),
-    )
+            self.max_diff = max(self.max_diff, d)
+            if not d <= self.atol:  # NaN counts as a mismatch
+                self.mismatched.append(sid)
+
+    def result(self) -> Validation:
+        return Validation(
+            reference=str(self.reference),
+            atol=self.atol,
+            compared=self.compared,
+            max_abs_diff=self.max_diff if self._raw is not None and self.compared else None,
+            mismatched_ids=self.mismatched,
+            top1_mismatched_ids=self.top1_bad,
+            missing_ids=self.missing,
+            passed=not (self.mismatched or self.top1_bad or self.missing),
+        )
+
+
+def compare_outputs(outputs: Mapping[str, np.ndarray], reference: Path, atol: float, *, label_offset: int = 0) -> Validation:
+    comparer = OutputComparer(reference, atol, label_offset=label_offset)
+    for sid, y in outputs.items():
+        comparer.add(sid, y)
+    return comparer.result()

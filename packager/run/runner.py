@@ -29,6 +29,8 @@ import hashlib
 import json
 import logging
 import os
+import re
+import signal
 import threading
 import time
 import uuid
@@ -36,9 +38,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packager.cache import default_root as default_cache_root
 from packager.cache import sha256_digest
 from packager.contract import (
     BUILD_RECORD_NAME,
+    CACHE_MOUNT,
     DATA_MOUNT,
     ENTRYPOINT,
     MODEL_PATH,
@@ -46,6 +50,8 @@ from packager.contract import (
     RUN_CONFIG,
     SANDBOX,
     SCRATCH,
+    SCRATCH_SIZE_BYTES,
+    scratch_tmpfs,
 )
 from packager.contract import RUNNER_UID as CONTAINER_UID
 from packager.contract import (
@@ -60,6 +66,7 @@ from packager.errors import (
     StageFailed,
     ToolMissing,
 )
+from packager.harness.dataset import DatasetSpec, load_dataset, resolve
 from packager.manifest import Manifest
 from packager.platforms import Platform
 from packager.repo import default_build_root
@@ -269,6 +276,14 @@ class RunOptions:
     # Extra read-only binds (host, container): for running a working copy of the harness against an image.
     extra_mounts: tuple[tuple[str, str], ...] = ()
     mode: str = "quick"  # quick | submission (packager/harness/scenarios.py)
+    # The data set's layout when the user names it (--dataset-layout); None: detected from the directory.
+    dataset_layout: str | None = None
+    # Host directory for the harness's preprocessed tensors, mounted read-write at CACHE_MOUNT and reused
+    # across runs (keyed by image content and preprocessing); None: <request-pack cache>/tensors.
+    tensor_cache: Path | None = None
+    # The scratch tmpfs's size; None: contract.SCRATCH_SIZE_BYTES. Tests shrink it to prove data sets larger
+    # than scratch run.
+    scratch_bytes: int | None = None
     # Under QEMU the performance scenarios measure the emulator, not the board: skipped unless forced.
     emulated_performance: bool = False
 
@@ -284,9 +299,12 @@ class RunResult:
 
 def build_spec(image: str, command: Sequence[str], plan: DevicePlan, *, dataset: str, out: str,
                remote: bool, env: dict[str, str], run_id: str, entrypoint: Sequence[str] | None = None,
-               extra_mounts: Sequence[tuple[str, str]] = ()) -> ContainerSpec:
+               extra_mounts: Sequence[tuple[str, str]] = (), cache: str | None = None,
+               scratch_bytes: int | None = None) -> ContainerSpec:
     kind = "volume" if remote else "bind"
     mounts = [MountSpec(dataset, DATA_MOUNT, True, kind), MountSpec(out, OUT_MOUNT, False, kind)]
+    if cache is not None:
+        mounts.append(MountSpec(cache, CACHE_MOUNT, False, kind))
     mounts += [MountSpec(h, c, True, "bind") for h, c in (*plan.mounts, *extra_mounts)]
     full_env = {"HOME": SCRATCH, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
     full_env.update(e.split("=", 1) for e in plan.env if "=" in e)
@@ -296,7 +314,7 @@ def build_spec(image: str, command: Sequence[str], plan: DevicePlan, *, dataset:
         command=tuple(command),
         user=str(SANDBOX["user"]),
         mounts=tuple(mounts),
-        tmpfs=dict(SANDBOX["tmpfs"]),  # type: ignore[arg-type]
+        tmpfs={SCRATCH: scratch_tmpfs(scratch_bytes or SCRATCH_SIZE_BYTES)},
         env=full_env,
         devices=tuple(n.as_docker() for n in plan.nodes),
         cdi_devices=plan.native_cdi,
@@ -316,44 +334,84 @@ def run_container(engine: Engine, spec: ContainerSpec, out: Path, *, log_name: s
     """Start, stream the log to ``out/logs``, report progress, wait; always remove the container."""
     log_path = out / LOG_DIR / log_name
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    container = engine.start(spec)
-    log.info("container %s started from %s", container.id[:12], spec.image)
-    if on_start:
-        on_start(container.id)
-    stop = threading.Event()
-
-    def pump() -> None:
-        with log_path.open("ab") as f:
-            for chunk in container.logs():
-                f.write(chunk)
-                f.flush()
-
-    def poll() -> None:
-        preds = out / PREDICTIONS_NAME
-        while not stop.wait(0.5):
-            if progress:
-                progress(count_lines(preds), total)
-
-    threads = [threading.Thread(target=pump, daemon=True)]
-    if progress and not engine.remote:
-        threads.append(threading.Thread(target=poll, daemon=True))
-    for t in threads:
-        t.start()
+    # SIGTERM/SIGINT while the engine creates the container would leave a container the runner has
+    # no handle on (issue 17): they are held until the handle is inside the try that removes it.
+    held = _HeldSignals()
     try:
-        code = container.wait()
+        container = engine.start(spec)
     except BaseException:
-        container.kill()
+        held.release()
         raise
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        held.release()
+        log.info("container %s started from %s", container.id[:12], spec.image)
+        if on_start:
+            on_start(container.id)
+
+        def pump() -> None:
+            with log_path.open("ab") as f:
+                for chunk in container.logs():
+                    f.write(chunk)
+                    f.flush()
+
+        def poll() -> None:
+            preds = out / PREDICTIONS_NAME
+            while not stop.wait(0.5):
+                if progress:
+                    progress(count_lines(preds), total)
+
+        threads.append(threading.Thread(target=pump, daemon=True))
+        if progress and not engine.remote:
+            threads.append(threading.Thread(target=poll, daemon=True))
+        for t in threads:
+            t.start()
+        try:
+            code = container.wait()
+        except BaseException:
+            container.kill()
+            raise
     finally:
         stop.set()
-        threads[0].join(timeout=3)
-        if threads[0].is_alive():
-            # Over ssh the follow stream may outlive the container; take the whole log instead.
-            log_path.write_bytes(container.logs_all())
+        if threads:
+            threads[0].join(timeout=3)
+            if threads[0].is_alive():
+                # Over ssh the follow stream may outlive the container; take the whole log instead.
+                log_path.write_bytes(container.logs_all())
         container.remove()
     if progress and not engine.remote:
         progress(count_lines(out / PREDICTIONS_NAME), total)
     return code, log_path
+
+
+class _HeldSignals:
+    """SIGTERM and SIGINT noted instead of acted on, from construction until ``release``, which
+    restores the handlers and hands them what arrived (``exit_on_sigterm``'s SystemExit, say).
+
+    Only the main thread can set handlers; elsewhere nothing is held (Python runs handlers in the
+    main thread anyway, so a worker thread's ``engine.start`` is not interrupted by them)."""
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._old: dict[int, object] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self._SIGNALS:
+                self._old[sig] = signal.signal(sig, lambda signum, frame: self._pending.append(signum))
+
+    def release(self) -> None:
+        old, self._old = self._old, {}
+        for sig, handler in old.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        for signum in dict.fromkeys(self._pending):
+            handler = old.get(signum)
+            if callable(handler):
+                handler(signum, None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)  # the default action, now that the handle is held
+        self._pending.clear()
 
 
 def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Callable[[ImageInfo], Sequence[str]],
@@ -378,12 +436,14 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
     dataset_src, out_src = str(opts.dataset.resolve()), str(opts.out.resolve())
     if engine.remote:
         dataset_src, out_src = _ship_to_remote(engine, ref, opts, resume_state)
+    cache_src = _tensor_cache(engine, ref, opts)
     env = {"REQUEST_PACK_IMAGE_DIGEST": ref.manifest_digest or ref.config_digest, **emulation_env(opts.platform),
            **opts.env}
     if callable(command):
         command = command(info)
     spec = build_spec(ref.image, command, plan, dataset=dataset_src, out=out_src, remote=engine.remote, env=env,
-                      run_id=run_id, entrypoint=entrypoint, extra_mounts=opts.extra_mounts)
+                      run_id=run_id, entrypoint=entrypoint, extra_mounts=opts.extra_mounts, cache=cache_src,
+                      scratch_bytes=opts.scratch_bytes)
     # 3-4.
     code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
     if engine.remote:
@@ -403,8 +463,10 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
         "image": {"config_digest": ref.config_digest, "manifest_digest": ref.manifest_digest,
                   "index_digest": ref.index_digest, "size": info.size, "record": str(ref.record) if ref.record else None},
         "engine": engine.describe(),
-        "sandbox": {**SANDBOX, "devices": plan.record(),
+        "sandbox": {**SANDBOX, "tmpfs": dict(spec.tmpfs), "devices": plan.record(),
+                    "tensor_cache": f"{CACHE_MOUNT} (read-write: preprocessed tensors, keyed by content)",
                     "extra_read_only_mounts": [f"{h}:{c}" for h, c in opts.extra_mounts]},
+        "mounts": {DATA_MOUNT: str(opts.dataset.resolve()), OUT_MOUNT: str(opts.out.resolve()), CACHE_MOUNT: cache_src},
         "command": list(command),
         "resumed_after": resume_state.done if opts.resume else None,
         "exit_code": code,
@@ -414,6 +476,28 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
     (opts.out / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     _annotate_system(opts.out / SYSTEM_NAME, record)
     return RunResult(code, wall, opts.out, log_path, record)
+
+
+TENSOR_VOLUME = "request-pack-tensors"
+
+
+def tensor_cache_dir(opts: RunOptions) -> Path:
+    return opts.tensor_cache or default_cache_root() / "tensors"
+
+
+def _tensor_cache(engine: Engine, ref: ImageRef, opts: RunOptions) -> str:
+    """The host directory (or, on a remote engine, the volume) mounted read-write at CACHE_MOUNT."""
+    if engine.remote:
+        engine.make_volume(TENSOR_VOLUME, fresh=False)
+        _chown_volume(engine, TENSOR_VOLUME, ref.image)
+        return TENSOR_VOLUME
+    cache = tensor_cache_dir(opts)
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chown(cache, CONTAINER_UID, CONTAINER_UID)
+    except PermissionError:
+        cache.chmod(0o777)  # not root: the engine maps uid 1000 to someone else
+    return str(cache.resolve())
 
 
 def _ship_to_remote(engine: Engine, ref: ImageRef, opts: RunOptions, state: ResumeState) -> tuple[str, str]:
@@ -504,6 +588,8 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
     """Arguments of ``python -m packager.harness`` (see packager/harness/__main__.py)."""
     argv = contract_argv(config=config, model=model, out=OUT_MOUNT, stage=opts.stage, image_digest=image_digest,
                          platform=str(opts.platform))
+    if opts.dataset_layout is not None:
+        argv += ["--layout", opts.dataset_layout]
     if opts.samples is not None:
         argv += ["--samples", str(opts.samples)]
     if opts.mode != "quick":
@@ -537,21 +623,27 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
     return argv
 
 
-def stage_total(manifest: Manifest, opts: RunOptions) -> int | None:
-    """How many predictions the stage will write, for the progress bar (None when unknown)."""
-    if opts.samples is not None:
-        return opts.samples
-    stage = getattr(manifest.run.stages, opts.stage)
-    if stage.samples is not None:
-        return stage.samples
-    try:
-        from packager.harness.dataset import DatasetSpec, load_dataset
+def check_dataset(manifest: Manifest, opts: RunOptions) -> tuple[DatasetSpec, int]:
+    """The data set as the harness will read it, checked on this machine before any container starts.
 
-        ds = manifest.dataset
-        return len(load_dataset(DatasetSpec(opts.dataset, ds.layout, ds.labels, ds.images, ds.synsets)))
-    except Exception as e:  # only the progress bar needs it; the harness reports dataset errors itself
-        log.debug("cannot count the dataset: %s", e)
-        return None
+    The layout is detected from the directory (the manifest's is the first guess) unless
+    ``opts.dataset_layout`` names it; the harness runs the same detection on the same files
+    under DATA_MOUNT. Every error here names the user's path, not the container's. Returns the
+    spec and how many predictions the stage will write (the progress bar's total)."""
+    ds = manifest.dataset
+    hint = DatasetSpec(opts.dataset, ds.layout, ds.labels, ds.images, ds.synsets, ds.note)
+    spec = resolve(opts.dataset, hint, opts.dataset_layout)
+    count = opts.samples if opts.samples is not None else getattr(manifest.run.stages, opts.stage).samples
+    n = len(load_dataset(spec, count=count))
+    log.info("dataset %s: %s (%s), %d sample(s) for the %s stage", opts.dataset, spec.layout, spec.chosen, n, opts.stage)
+    return spec, n
+
+
+def host_paths(text: str, mounts: dict[str, str]) -> str:
+    """``text`` (the harness's words) with the container's mount points replaced by the host's paths."""
+    for inside, host in sorted(mounts.items(), key=lambda kv: -len(kv[0])):
+        text = re.sub(rf"(?<![\w/.-]){re.escape(inside)}(?=/|\b|$)", lambda m, h=host: h, text)
+    return text
 
 
 def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOptions, *,
@@ -563,12 +655,13 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     # Always written: it says what the stage was asked to do, and images without a baked config read it.
     (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
     digest = ref.manifest_digest or ref.config_digest
+    _, total = check_dataset(manifest, opts)
     result = run_in_sandbox(
         engine, ref, lambda info: harness_argv(manifest, opts, digest, image_model_path(info), image_config_path(info)), opts,
-        declared_devices=manifest.devices, progress=progress, total=stage_total(manifest, opts),
+        declared_devices=manifest.devices, progress=progress, total=total,
         on_start=on_start, entrypoint=HARNESS_ENTRYPOINT)
     if result.exit_code != 0:
-        tail = _log_tail(result.container_log)
+        tail = host_paths(_log_tail(result.container_log), result.record.get("mounts") or {})
         hint = " (killed; rerun with --resume to continue)" if result.exit_code in (137, 143) else ""
         raise StageFailed(opts.stage, f"the harness exited with {result.exit_code}{hint}: {tail}")
     if not (opts.out / METRICS_NAME).is_file():

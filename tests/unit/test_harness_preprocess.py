@@ -151,3 +151,27 @@ def test_bad_parameters_are_config_errors():
         PreprocessParams(mean=(0, 0, 0), std=(1, 1, 1), resize=100, crop=224)
     with pytest.raises(ConfigError, match="unknown"):
         PreprocessParams.from_mapping({"mean": [0, 0, 0], "std": [1, 1, 1], "colour": "RGB"})
+
+
+def test_cached_crops_give_the_very_tensor_preprocess_bytes_gives(tmp_path, shared_sample):
+    """The cache keeps uint8 crops (a quarter of the bytes); normalising them on load is bit-for-bit step 4-5."""
+    paths = [s.path for s in load_dataset(DatasetSpec(root=shared_sample), count=3)]
+    for params in (PARAMS, PreprocessParams(**{**PARAMS.__dict__, "layout": "NHWC", "color": "BGR"})):
+        prepared = preprocess_all(paths, params, tmp_path, workers=1)
+        assert all(p.path.stat().st_size <= params.crop * params.crop * 3 + 128 for p in prepared)
+        batch = load_batch(prepared)
+        want = np.stack([preprocess_bytes(p.read_bytes(), params) for p in paths])
+        assert batch.dtype == np.float32 and batch.tobytes() == want.tobytes()
+
+
+def test_a_cache_without_room_is_one_typed_error_naming_it_and_the_bytes(tmp_path, shared_sample):
+    from packager.harness.errors import NoSpace
+    from packager.harness.preprocess import TensorCache, check_room
+
+    cache = TensorCache(tmp_path, PARAMS)
+    cache.dir.mkdir(parents=True)
+    with pytest.raises(NoSpace) as e:
+        check_room(cache, 10**12)  # a trillion crops fit on no disk
+    assert str(cache.dir) in str(e.value) and "needs about" in str(e.value) and "free" in str(e.value)
+    assert e.value.return_code == 3 and "\n" not in str(e.value)
+    check_room(cache, 10)  # ten do

@@ -164,16 +164,32 @@ def test_cli_run_without_a_build_exits_3(tmp_path):
     assert isinstance(res.exception, ImageNotAvailable) and res.exception.return_code == 3
 
 
-def test_cli_evaluate_names_the_failing_stage(tmp_path):
+def test_cli_evaluate_names_the_failing_stage(tmp_path, shared_sample):
     """No build and no lock: evaluate tries to build and stops at stage 'image' with the lock error (exit 2)."""
     src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
     art = tmp_path / "artifacts" / "test-valid"
     art.mkdir(parents=True)
     for f in src.iterdir():
         (art / f.name).write_bytes(f.read_bytes())
-    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--out", str(tmp_path / "o")])
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(shared_sample), "--out", str(tmp_path / "o")])
     assert isinstance(res.exception, BadInput) and res.exception.return_code == 2
     assert "stage 'image'" in str(res.exception) and "request.lock" in str(res.exception)
+
+
+def test_cli_evaluate_checks_the_dataset_first_and_names_the_users_path(tmp_path):
+    """A directory in no known layout stops evaluate before anything is built, naming that directory."""
+    src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
+    art = tmp_path / "artifacts" / "test-valid"
+    art.mkdir(parents=True)
+    for f in src.iterdir():
+        (art / f.name).write_bytes(f.read_bytes())
+    data = tmp_path / "my-images"
+    data.mkdir()
+    (data / "photo.JPEG").write_bytes(b"not looked at")
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(data), "--out", str(tmp_path / "o")])
+    assert isinstance(res.exception, BadInput) and res.exception.return_code == 2
+    assert "stage 'dataset'" in str(res.exception) and str(data) in str(res.exception)
+    assert "/data" not in str(res.exception).replace(str(data), "")
 
 
 def test_harness_argv_by_digest_and_short_scenarios_when_emulated(tmp_path):
@@ -239,7 +255,7 @@ def test_engine_factory_refuses_what_it_cannot_do():
         get_engine("lxc")
 
 
-def test_cli_evaluate_refuses_an_unknown_stage_and_a_tag(tmp_path):
+def test_cli_evaluate_refuses_an_unknown_stage_and_a_tag(tmp_path, shared_sample):
     src = Path(__file__).resolve().parents[1] / "data" / "manifest-valid"
     art = tmp_path / "artifacts" / "test-valid"
     art.mkdir(parents=True)
@@ -247,6 +263,77 @@ def test_cli_evaluate_refuses_an_unknown_stage_and_a_tag(tmp_path):
         (art / f.name).write_bytes(f.read_bytes())
     res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--stage", "quick"])
     assert isinstance(res.exception, BadInput) and "--stage" in str(res.exception)
-    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(tmp_path), "--stage", "functional",
+    res = CliRunner().invoke(app, ["evaluate", str(art), "--dataset", str(shared_sample), "--stage", "functional",
                                    "--image", "127.0.0.1:5000/request-pack/test-valid:latest"])
     assert isinstance(res.exception, BadInput) and "stage 'image'" in str(res.exception) and "tag" in str(res.exception)
+
+
+def test_signals_during_container_creation_are_held_until_the_handle_is(tmp_path):
+    """SIGTERM between the engine creating a container and the runner holding it (issue 17) is
+    delivered only on release, to the handler that was there (exit_on_sigterm's SystemExit)."""
+    import os
+    import signal
+
+    from packager.cli import exit_on_sigterm
+    from packager.run.runner import _HeldSignals
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        exit_on_sigterm()
+        held = _HeldSignals()
+        os.kill(os.getpid(), signal.SIGTERM)  # lands "inside engine.start"
+        for _ in range(1000):
+            pass  # bytecodes run: an unheld handler would have raised by now
+        with pytest.raises(SystemExit) as e:
+            held.release()
+        assert e.value.code == 128 + signal.SIGTERM
+        held.release()  # idempotent: nothing left to deliver
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_container_paths_in_the_harness_error_become_the_users():
+    from packager.run.runner import host_paths
+
+    mounts = {"/data": "/home/u/ILSVRC2012", "/out": "/home/u/results/full", "/tmp/cache": "/home/u/.cache/request-pack/tensors"}
+    text = "ERROR /data/ILSVRC2012_val_00000007.JPEG: cannot decode | /tmp/cache/crops/ab: no room | /database /tmp/x"
+    assert host_paths(text, mounts) == ("ERROR /home/u/ILSVRC2012/ILSVRC2012_val_00000007.JPEG: cannot decode | "
+                                        "/home/u/.cache/request-pack/tensors/crops/ab: no room | /database /tmp/x")
+
+
+def test_spec_binds_the_tensor_cache_inside_scratch_and_sizes_scratch(tmp_path):
+    from packager.contract import CACHE_MOUNT, SCRATCH
+    from packager.run.devices import DevicePlan
+    from packager.run.runner import build_spec
+
+    spec = build_spec("sha256:" + "0" * 64, ["x"], DevicePlan(), dataset="/d", out="/o", remote=False, env={},
+                      run_id="r", cache="/host/cache", scratch_bytes=64 * 1024**2)
+    cache = [m for m in spec.mounts if m.target == CACHE_MOUNT]
+    assert cache and cache[0].source == "/host/cache" and not cache[0].read_only
+    assert CACHE_MOUNT.startswith(SCRATCH + "/") and spec.tmpfs[SCRATCH].endswith("size=64m")
+
+
+def test_check_dataset_detects_on_the_host_and_counts_the_stage(tmp_path, shared_sample):
+    from packager.manifest import load_manifest
+    from packager.run.runner import RunOptions, check_dataset, harness_argv
+
+    manifest = load_manifest(Path(__file__).resolve().parents[1] / "data" / "manifest-valid")
+    data = tmp_path / "val"
+    data.mkdir()
+    header, *rows = (shared_sample / "labels.tsv").read_text().splitlines()
+    cols = header.split("\t")
+    lines = []
+    for k, row in enumerate(rows[:25], start=1):
+        r = row.split("\t")
+        (data / f"ILSVRC2012_val_{k:08d}.JPEG").write_bytes((shared_sample / "images" / r[cols.index("file")]).read_bytes())
+        lines.append(f"ILSVRC2012_val_{k:08d}.JPEG {r[cols.index('class_index')]}\n")
+    (data / "val.txt").write_text("".join(lines))
+    opts = RunOptions(stage="full", dataset=data, out=tmp_path / "o", platform=Platform.native())
+    spec, n = check_dataset(manifest, opts)
+    assert (spec.layout, spec.labels, n) == ("ilsvrc2012-val", "val.txt", 25)
+    argv = harness_argv(manifest, RunOptions(**{**opts.__dict__, "dataset_layout": "ilsvrc2012-val"}), "sha256:x", "/m")
+    assert argv[argv.index("--layout") + 1] == "ilsvrc2012-val" and "--layout" not in harness_argv(manifest, opts, "sha256:x", "/m")
+    (data / "val.txt").write_text("".join(lines[:-1]))
+    with pytest.raises(BadInput) as e:
+        check_dataset(manifest, opts)
+    assert str(data / "val.txt") in str(e.value)
