@@ -299,6 +299,7 @@ class Published:
     index_digest: str
     lock_sha256: str
     platforms: tuple[str, ...]
+    harness: dict[str, str]  # platform -> harness layer digest: the code of this checkout that goes into the image
 
 
 @dataclass(frozen=True)
@@ -316,7 +317,11 @@ def published(artifact_dir: Path) -> Published | None:
     if not path.is_file():
         return None
     d = json.loads(path.read_text())
-    return Published(d["index_digest"], d["lock_sha256"], tuple(d["platforms"]))
+    return Published(d["index_digest"], d["lock_sha256"], tuple(d["platforms"]), dict(d.get("harness", {})))
+
+
+def _harness_layers(result: BuildResult) -> dict[str, str]:
+    return {img.platform.value: next(i.digest for i in img.layers if i.role == "harness") for img in result.images}
 
 
 def compare_published(artifact_dir: Path, result: BuildResult) -> Comparison:
@@ -331,6 +336,11 @@ def compare_published(artifact_dir: Path, result: BuildResult) -> Comparison:
                                             f"{result.record['lock_sha256'][:12]}: re-lock or re-publish")
     if built != tuple(sorted(pub.platforms)):
         return Comparison("not-comparable", f"{name} is for {', '.join(pub.platforms)}; built {', '.join(built)}")
+    if result.index.digest != pub.index_digest and pub.harness and _harness_layers(result) != pub.harness:
+        # the harness layer is this checkout's packager/harness (and what it imports): another version of
+        # request-pack builds another image from the same lock
+        return Comparison("not-comparable", f"{name} was published by a request-pack whose harness differs from this "
+                                            "checkout's: check out the commit that published it, or re-publish")
     if result.index.digest == pub.index_digest:
         return Comparison("match", f"the index digest {name} publishes: reproduced")
     return Comparison("differs", f"{name} publishes {pub.index_digest}, this build gives {result.index.digest}: "
@@ -340,7 +350,7 @@ def compare_published(artifact_dir: Path, result: BuildResult) -> Comparison:
 def write_published(artifact_dir: Path, result: BuildResult) -> Path:
     path = manifest_path(artifact_dir).parent / PUBLISHED_NAME
     doc = {"index_digest": result.index.digest, "lock_sha256": result.record["lock_sha256"],
-           "platforms": sorted(img.platform.value for img in result.images)}
+           "platforms": sorted(img.platform.value for img in result.images), "harness": _harness_layers(result)}
     oci.write_file(path, oci.readable_json(doc))
     return path
 

@@ -20,9 +20,11 @@ LOCK = "a" * 64
 INDEX = "sha256:" + "1" * 64
 
 
-def _result(digest: str = INDEX, lock: str = LOCK, platforms=("linux/amd64", "linux/arm64")) -> builder.BuildResult:
+def _result(digest: str = INDEX, lock: str = LOCK, platforms=("linux/amd64", "linux/arm64"),
+            harness: str = "sha256:" + "h" * 64) -> builder.BuildResult:
     # compare_published reads the index, the record's lock and the images' platforms only
-    images = tuple(SimpleNamespace(platform=Platform(p)) for p in platforms)
+    images = tuple(SimpleNamespace(platform=Platform(p), layers=[SimpleNamespace(role="harness", digest=harness)])
+                   for p in platforms)
     return builder.BuildResult("lock-basic", Path("b"), Path("b/oci"), oci.Descriptor(oci.MT_INDEX, digest, 1),
                                images, {"lock_sha256": lock}, 0.0)  # type: ignore[arg-type]
 
@@ -37,7 +39,8 @@ def test_written_then_matched(art: Path) -> None:
     assert builder.compare_published(art, _result()).status == "unpublished"
     path = builder.write_published(art, _result())
     assert json.loads(path.read_text()) == {"index_digest": INDEX, "lock_sha256": LOCK,
-                                            "platforms": ["linux/amd64", "linux/arm64"]}
+                                            "platforms": ["linux/amd64", "linux/arm64"],
+                                            "harness": {p: "sha256:" + "h" * 64 for p in ("linux/amd64", "linux/arm64")}}
     assert builder.compare_published(art, _result()).matches
 
 
@@ -48,7 +51,8 @@ def test_another_digest_differs_and_says_both(art: Path) -> None:
     assert c.status == "differs" and INDEX in c.detail and other in c.detail
 
 
-@pytest.mark.parametrize("kw", [{"lock": "b" * 64}, {"platforms": ("linux/amd64",)}])
+@pytest.mark.parametrize("kw", [{"lock": "b" * 64}, {"platforms": ("linux/amd64",)},
+                                {"digest": "sha256:" + "3" * 64, "harness": "sha256:" + "4" * 64}])
 def test_another_lock_or_a_subset_of_platforms_is_not_comparable(art: Path, kw: dict) -> None:
     builder.write_published(art, _result())
     assert builder.compare_published(art, _result(**kw)).status == "not-comparable"
