@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 
 from packager.cache import Cache
 from packager.cli import app
-from packager.cli.archive import write_archive
 from packager.errors import CacheMissError, IntegrityError
 from packager.inputs import archive, download
 from packager.inputs.lock import fetch
@@ -40,6 +39,7 @@ from packager.inputs.lockfile import (
     template_hashes,
 )
 from packager.manifest import load_manifest
+from packager.reproduce import write_archive
 
 FIXTURE = Path(__file__).resolve().parents[1] / "data" / "lock-basic"
 POOL = "http://deb.debian.org/debian/pool/main"

@@ -26,12 +26,13 @@ RANKS = {
     "bundle": 5,
     "scoreboard": 6,
     "pipeline": 7,
+    "reproduce": 7,
     "doctor": 8,
     "farm": 8,
     "cli": 9,
 }
 FOLDERS = {"harness", "inputs", "engine", "image", "run", "bundle", "scoreboard", "farm", "cli"}
-TOP_MODULES = {"pipeline", "doctor"}
+TOP_MODULES = {"pipeline", "doctor", "reproduce"}
 
 
 def _module_name(path: Path) -> str:
