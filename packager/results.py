@@ -63,6 +63,11 @@ class Power(_Wire):
     peak_w: float | None = None
     mean_w: float | None = None
     reason: str | None = Field(None, description="why there is no reading, when peak_w is null")
+    # Added for the runner's host probe (packager/run/power.py); optional, so older readings stay valid.
+    source: str | None = Field(None, description="what was read, e.g. '/sys/class/powercap/intel-rapl:0 (package-0)'")
+    energy_j: float | None = Field(None, ge=0, description="energy over the window, joules")
+    window_s: float | None = Field(None, ge=0, description="length of the measured window, seconds")
+    window: str | None = Field(None, description="what the window covers")
 
 
 class Footprint(_Wire):
