@@ -481,8 +481,14 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
 TENSOR_VOLUME = "request-pack-tensors"
 
 
+TENSOR_CACHE_ENV = "REQUEST_PACK_TENSOR_CACHE"
+
+
 def tensor_cache_dir(opts: RunOptions) -> Path:
-    return opts.tensor_cache or default_cache_root() / "tensors"
+    """``opts.tensor_cache``, else $REQUEST_PACK_TENSOR_CACHE (a disk with room for a data set's crops),
+    else ``tensors/`` in the request-pack cache."""
+    env = os.environ.get(TENSOR_CACHE_ENV)
+    return opts.tensor_cache or (Path(env) if env else default_cache_root() / "tensors")
 
 
 def _tensor_cache(engine: Engine, ref: ImageRef, opts: RunOptions) -> str:
