@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from packager.scoreboard.pareto import Direction, Objective, pareto_front_columns
-from packager.scoreboard.store import OBJECTIVE_COLUMNS, ResultRow
+from packager.scoreboard.store import OBJECTIVE_COLUMNS, OBJECTIVE_UNITS, ResultRow, Unit
 
 # SVG scatter puts one DOM node per point; past this, WebGL keeps the page responsive.
 WEBGL_THRESHOLD = 2000
@@ -35,8 +35,19 @@ PLOT_DIGITS = 6
 class Axis:
     objective: str
     direction: Direction
-    title: str  # with its unit
-    scale: float = 1.0  # display unit: latency is stored in seconds, shown in ms
+    name: str
+
+    @property
+    def unit(self) -> Unit:
+        return OBJECTIVE_UNITS[self.objective]  # the one table of units: stored SI, shown as scale × value
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.unit.label})"
+
+    @property
+    def scale(self) -> float:
+        return self.unit.scale
 
 
 @dataclass(frozen=True)
@@ -48,9 +59,9 @@ class PlotSpec:
 
 
 PLOTS: tuple[PlotSpec, ...] = (
-    PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90 (ms)", 1000.0), Axis("accuracy", Direction.MAX, "top-1 (fraction)")),
-    PlotSpec("throughput-price", "Throughput vs price", Axis("price", Direction.MIN, "platform price (USD)"), Axis("throughput", Direction.MAX, "throughput (images/s)")),
-    PlotSpec("accuracy-power", "Accuracy vs power", Axis("power", Direction.MIN, "peak power (W)"), Axis("accuracy", Direction.MAX, "top-1 (fraction)")),
+    PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90"), Axis("accuracy", Direction.MAX, "top-1")),
+    PlotSpec("throughput-price", "Throughput vs price", Axis("price", Direction.MIN, "platform price"), Axis("throughput", Direction.MAX, "throughput")),
+    PlotSpec("accuracy-power", "Accuracy vs power", Axis("power", Direction.MIN, "peak power"), Axis("accuracy", Direction.MAX, "top-1")),
 )
 
 
@@ -59,7 +70,13 @@ class Plot:
     spec: PlotSpec
     points: int  # results drawn (both values present)
     missing: int  # results without a value on one of the axes: not drawn, and said so
-    front: tuple[int, ...]  # row indices on this plot's frontier, in drawing order (x, then y)
+    # Per measurement class (index into the classes), the row indices on that class's frontier in drawing
+    # order (x, then y). One frontier per class: numbers of different classes are never compared.
+    fronts: tuple[tuple[int, tuple[int, ...]], ...]
+
+    @property
+    def front(self) -> tuple[int, ...]:
+        return tuple(i for _, f in self.fronts for i in f)
 
     @property
     def frontier(self) -> int:
@@ -70,7 +87,8 @@ class Plot:
         return self.points > WEBGL_THRESHOLD
 
     def subtitle(self) -> str:
-        s = f"{self.points} results, {self.frontier} on the frontier"
+        classes = len(self.fronts)
+        s = f"{self.points} results, {self.frontier} on " + ("the frontier" if classes <= 1 else f"the frontiers of their {classes} measurement classes")
         if self.missing:
             s += f"; {self.missing} without {self.spec.x.objective} or {self.spec.y.objective} not drawn"
         return s
@@ -82,6 +100,13 @@ def column(rows: Sequence[ResultRow], objective: str) -> np.ndarray:
     return np.fromiter((np.nan if (v := getattr(r, attr)) is None else v for r in rows), dtype=np.float64, count=len(rows))
 
 
+def classes_of(rows: Sequence[ResultRow]) -> tuple[list[str], np.ndarray]:
+    """The measurement classes present (sorted) and each row's index into them."""
+    names = sorted({r.measurement or "unknown" for r in rows})
+    index = {n: i for i, n in enumerate(names)}
+    return names, np.fromiter((index[r.measurement or "unknown"] for r in rows), dtype=np.int32, count=len(rows))
+
+
 def pareto_plots(rows: Sequence[ResultRow], columns: dict[str, np.ndarray] | None = None) -> list[Plot]:
     """The plots over ``rows``; ``columns`` caches the objective columns read (pass it on to ``plot_data``)."""
     cols = columns if columns is not None else {}
@@ -89,15 +114,19 @@ def pareto_plots(rows: Sequence[ResultRow], columns: dict[str, np.ndarray] | Non
         for axis in (spec.x, spec.y):
             if axis.objective not in cols:
                 cols[axis.objective] = column(rows, axis.objective)
-    return [_plot(spec, cols[spec.x.objective], cols[spec.y.objective]) for spec in PLOTS]
+    _, cls = classes_of(rows)
+    return [_plot(spec, cols[spec.x.objective], cols[spec.y.objective], cls) for spec in PLOTS]
 
 
-def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray) -> Plot:
-    keep = np.flatnonzero(~(np.isnan(xs) | np.isnan(ys)))
+def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray, cls: np.ndarray) -> Plot:
+    drawn = ~(np.isnan(xs) | np.isnan(ys))
     objs = (Objective(spec.x.objective, spec.x.direction), Objective(spec.y.objective, spec.y.direction))
-    front = pareto_front_columns(keep.tolist(), {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs).front
-    ordered = sorted(front, key=lambda i: (xs[i], ys[i]))  # type: ignore[index]
-    return Plot(spec, len(keep), len(xs) - len(keep), tuple(int(i) for i in ordered))  # type: ignore[arg-type]
+    fronts = []
+    for c in np.unique(cls[drawn]).tolist():
+        keep = np.flatnonzero(drawn & (cls == c))
+        front = pareto_front_columns(keep.tolist(), {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs).front
+        fronts.append((int(c), tuple(int(i) for i in sorted(front, key=lambda i: (xs[i], ys[i])))))  # type: ignore[index]
+    return Plot(spec, int(drawn.sum()), int((~drawn).sum()), tuple(fronts))
 
 
 def _rounded(values: np.ndarray, scale: float) -> list[float | None]:
@@ -114,6 +143,7 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
     label_of = [
         labels.setdefault(f"{r.artifact} · {r.platform} · {r.framework} {r.precision}", len(labels)) for r in rows
     ]
+    classes, cls = classes_of(rows)
     values: dict[str, list[float | None]] = {}
     for p in plots:
         for axis in (p.spec.x, p.spec.y):
@@ -126,6 +156,8 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
         "labels": list(labels),
         "label": label_of,
         "values": values,
+        "classes": classes,
+        "cls": cls.tolist(),
         "plots": [
             {
                 "slug": p.spec.slug,
@@ -134,7 +166,7 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
                 "webgl": p.webgl,
                 "x": _axis_json(p.spec.x),
                 "y": _axis_json(p.spec.y),
-                "front": list(p.front),
+                "fronts": [[c, list(f)] for c, f in p.fronts],
             }
             for p in plots
         ],
@@ -142,7 +174,7 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
 
 
 def _axis_json(axis: Axis) -> dict[str, str]:
-    return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": f"{axis.title} ({axis.direction.value} is better)"}
+    return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": f"{axis.title}, {axis.direction.value} is better"}
 
 
 def script_json(data: Any) -> str:

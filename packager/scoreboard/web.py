@@ -39,8 +39,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 
 from packager.errors import BadInput, CheckFailed
 from packager.scoreboard.badges import Award, Evidence, Tolerances
-from packager.scoreboard.pareto import Frontier, Missing, Objective, pareto_front_columns, parse_objectives
-from packager.scoreboard.plots import column, pareto_plots, plot_data, script_json
+from packager.scoreboard.pareto import Frontier, Missing, Objective, parse_objectives
+from packager.scoreboard.plots import pareto_plots, plot_data, script_json
 from packager.scoreboard.store import (
     FILTER_FIELDS,
     OBJECTIVE_COLUMNS,
@@ -49,6 +49,7 @@ from packager.scoreboard.store import (
     Board,
     Filters,
     ResultRow,
+    frontiers_by_class,
 )
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,21 @@ class BoardView:
     objectives: tuple[Objective, ...]
     rows: tuple[ResultRow, ...]
     total: int  # rows on the board, before filters
-    frontier: Frontier
+    frontiers: dict[str, Frontier]  # one per measurement class: numbers of different classes never share one
     evidence: Evidence
     facets: dict[str, list[str]]
+
+    @cached_property
+    def frontier(self) -> Frontier:
+        """Every class's frontier together (in row order): a row is starred when it is on its own class's frontier."""
+        front = set().union(*(f.front for f in self.frontiers.values()))
+        excluded = set().union(*(f.excluded for f in self.frontiers.values()))
+        return Frontier(
+            self.objectives,
+            tuple(r.bundle_digest for r in self.rows if r.bundle_digest in front),
+            tuple(r.bundle_digest for r in self.rows if r.bundle_digest in excluded),
+            next(iter(self.frontiers.values())).missing if self.frontiers else Missing.WORST,
+        )
 
     @cached_property
     def front(self) -> frozenset[str]:
@@ -128,11 +141,6 @@ class _SnapshotCache:
             return self.current
 
 
-def columns_of(rows: Sequence[ResultRow], objectives: Iterable[str]) -> dict[str, np.ndarray]:
-    """Objective values column-wise (None → NaN), the form the frontier code wants."""
-    return {name: column(rows, name) for name in objectives}
-
-
 def board_view(
     board: Board,
     filters: Filters = Filters(),
@@ -151,7 +159,7 @@ def board_view(
     active = filters.active()
     rows = [r for r in everything if all(getattr(r, k) == v for k, v in active.items())] if active else list(everything)
     rows.sort(key=lambda r: (getattr(r, sort) is None, _sort_key(getattr(r, sort), descending)))
-    frontier = pareto_front_columns([r.bundle_digest for r in rows], columns_of(rows, [o.name for o in objs]), objs, missing=missing)
+    frontiers = frontiers_by_class(rows, objs, missing=missing)
     return BoardView(
         filters=filters,
         sort=sort,
@@ -159,7 +167,7 @@ def board_view(
         objectives=objs,
         rows=tuple(rows),
         total=len(everything),
-        frontier=frontier,
+        frontiers=frontiers,
         evidence=snap.evidence,
         facets=snap.facets,
     )
@@ -208,6 +216,7 @@ def api_json(view: BoardView) -> dict[str, Any]:
         "objectives": [str(o) for o in view.objectives],
         "missing": view.frontier.missing.value,
         "frontier": list(view.frontier.front),
+        "frontiers": {k: list(f.front) for k, f in view.frontiers.items()},
         "results": [view.record(r) for r in view.rows],
     }
 
@@ -236,6 +245,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters["fmt"] = _fmt
     env.filters["ms"] = lambda v: _fmt(v * 1000.0 if v is not None else None, 2)
+    env.filters["pct"] = lambda v: _fmt(v * 100.0 if v is not None else None, 1)
     env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True)
     return env
 
@@ -248,9 +258,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("precision", "precision"),
     ("device", "device"),
     ("stage", "stage"),
+    ("measurement", "class (mode/execution/driver)"),
     ("samples", "images"),
-    ("top1", "top-1"),
-    ("top5", "top-5"),
+    ("top1", "top-1 (%)"),
+    ("top5", "top-5 (%)"),
     ("latency_p90_s", "latency p90 (ms)"),
     ("throughput_ips", "throughput (images/s)"),
     ("price_usd", "price (USD)"),
@@ -451,6 +462,7 @@ def create_app(board_url: str) -> FastAPI:
                 "objectives": [str(o) for o in view.objectives],
                 "missing": view.frontier.missing.value,
                 "frontier": [view.record(r) for r in view.rows if r.bundle_digest in front],
+                "frontiers": {k: list(f.front) for k, f in view.frontiers.items()},
                 "excluded": list(view.frontier.excluded),
             }
         )

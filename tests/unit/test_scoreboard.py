@@ -277,8 +277,11 @@ def plot_counts(html: str) -> dict[str, tuple[int, int]]:
     for p in data["plots"]:
         xs, ys = data["values"][p["x"]["values"]], data["values"][p["y"]["values"]]
         drawn = {i for i, (x, y) in enumerate(zip(xs, ys)) if x is not None and y is not None}
-        assert set(p["front"]) <= drawn
-        out[p["slug"]] = (len(drawn), len(p["front"]))
+        front = [i for c, f in p["fronts"] for i in f]
+        assert set(front) <= drawn
+        # One frontier per measurement class, each holding only its own class's results.
+        assert all(data["cls"][i] == c for c, f in p["fronts"] for i in f)
+        out[p["slug"]] = (len(drawn), len(front))
     return out
 
 
@@ -467,3 +470,22 @@ def test_plot_data_is_compact_and_safe_in_a_script_tag() -> None:
     assert data["values"]["latency*1000"][0] == 500.0  # display unit (ms)
     text = script_json(data)
     assert "</script" not in text and "<!--" not in text and json.loads(text) == data
+
+
+def test_measurement_classes_are_a_column_a_filter_and_separate_frontiers(client) -> None:
+    api = client.get("/api/results").json()
+    classes = {r["measurement"] for r in api["results"]}
+    assert {"quick/native/builtin", "quick/emulated/builtin"} <= classes  # amd64 native, arm under QEMU
+    html = client.get("/").text
+    assert 'id="filter-measurement"' in html and "class (mode/execution/driver)" in html
+    data = plot_data(html)
+    assert sorted(data["classes"]) == sorted(classes)
+    for p in data["plots"]:
+        assert len({c for c, _ in p["fronts"]}) == len(p["fronts"])  # one frontier per class present
+    # The API's frontier is the union of the per-class frontiers, each within its class.
+    by_digest = {r["bundle_digest"]: r for r in api["results"]}
+    assert set(api["frontiers"]) == classes
+    assert all(by_digest[d]["measurement"] == k for k, ds in api["frontiers"].items() for d in ds)
+    assert sorted(api["frontier"]) == sorted(d for ds in api["frontiers"].values() for d in ds)
+    one = client.get("/", params={"measurement": "quick/native/builtin"}).text
+    assert set(plot_data(one)["classes"]) == {"quick/native/builtin"}
