@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,6 +31,13 @@ def test_the_real_host_gives_a_reading_or_says_why() -> None:
         assert r.source == str(POWERCAP)
     else:  # a host with RAPL: a reading, or the root-only / no-package reason
         assert (r.energy_j is not None and r.window_s and r.window_s >= 0.1) or r.reason
+
+
+def set_counter(zone_dir: Path, value: int) -> None:
+    """A kernel read of energy_uj is atomic; a rewritten file is not, so the new value replaces the file whole."""
+    tmp = zone_dir / "energy_uj.new"
+    tmp.write_text(f"{value}\n")
+    os.replace(tmp, zone_dir / "energy_uj")
 
 
 def zone(root: Path, name: str, label: str, energy: int, max_range: int = 262143328850) -> Path:
@@ -63,8 +71,8 @@ def test_energy_is_summed_over_package_zones_across_a_wrap(tmp_path: Path, case:
         # 6 steps of +2 J on package 0 and +3 J on package 1 (wrapping at 1,000 J on the 1st step).
         for i in range(1, steps + 1):
             time.sleep(0.03)
-            (p0 / "energy_uj").write_text(f"{1_000_000 + i * 2_000_000}\n")
-            (p1 / "energy_uj").write_text(f"{(999_000_000 + i * 3_000_000) % 1_000_000_000}\n")
+            set_counter(p0, 1_000_000 + i * 2_000_000)
+            set_counter(p1, (999_000_000 + i * 3_000_000) % 1_000_000_000)
 
     with HostPowerProbe(root, interval_s=0.05) as probe:
         t = threading.Thread(target=load)
