@@ -113,6 +113,33 @@ def evaluate(data: Path, out: Path, cache: Path) -> dict:
     }
 
 
+def _timed(argv: list[str], log: Path) -> tuple[float, int]:
+    """(wall s, peak RSS bytes) of one request-pack command; raises SystemExit when it fails."""
+    t0 = time.monotonic()
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[2:4])} failed:\n{log.read_text(errors='replace')[-3000:]}")
+    return time.monotonic() - t0, usage.ru_maxrss * 1024
+
+
+def after_evaluate(out: Path) -> dict:
+    """verify, publish (verify-then-publish to a fresh SQLite board) and export --mlperf of the bundle."""
+    bundle = next(out.glob("*.bundle.tar.gz"))
+    pub = Path.home() / ".config" / "request-pack" / "keys" / "evaluator.pub"
+    cli = [sys.executable, "-m", "packager.cli"]
+    board = out / "board.db"
+    board.unlink(missing_ok=True)
+    shutil.rmtree(out / "mlperf", ignore_errors=True)
+    r = {}
+    r["verify"] = _timed([*cli, "verify", str(bundle), "--trust", str(pub)], out / "verify.log")
+    r["publish"] = _timed([*cli, "publish", str(bundle), "--board", f"sqlite:///{board}", "--trust", str(pub)], out / "publish.log")
+    r["export"] = _timed([*cli, "export", str(bundle), "--mlperf", "--out", str(out / "mlperf"), "--trust", str(pub)],
+                         out / "export.log")
+    return r
+
+
 def lower_bound(data: Path, n: int, probe: int = 300) -> dict:
     """Per-image decode (all cores) and inference (accuracy batch) cost, measured alone, scaled to ``n``."""
     import numpy as np
@@ -161,6 +188,7 @@ def main() -> int:
         data = generate(args.work / f"ilsvrc-{n}", n, SAMPLE)
         print(f"[{n}] data set: {_gib(_du(data))} in {data} (generated or reused in {time.monotonic() - t0:.0f} s)", flush=True)
         r = evaluate(data, args.work / f"out-{n}", args.work / f"tensors-{n}")
+        r["after"] = after_evaluate(args.work / f"out-{n}")
         r.update(lower_bound(data, n))
         rows[n] = r
         bound = r["decode_s"] + r["infer_s"]
@@ -169,6 +197,7 @@ def main() -> int:
         print(f"[{n}] lower bound {bound:.0f} s = decode {r['decode_s']:.0f} s ({r['decode_ms']:.1f} ms/image on one core, "
               f"{r['cores']} cores) + inference {r['infer_s']:.0f} s ({r['infer_ms']:.2f} ms/image); full stage / bound "
               f"{r['full_wall_s'] / bound:.2f}", flush=True)
+        print(f"[{n}] " + "; ".join(f"{k} {w:.1f} s, peak RSS {_gib(m)}" for k, (w, m) in r["after"].items()), flush=True)
         print(f"[{n}] {r['samples']} samples counted, layout {r['dataset']}; top-1 {r['top1']:.3f} on GENERATED images "
               "(labels copied from their source images; says nothing about the model)", flush=True)
     if len(rows) > 1:
