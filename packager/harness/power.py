@@ -4,7 +4,9 @@ A probe samples in a background thread while a scenario runs and reports peak
 and mean watts. Readers:
 
 - ``rapl``: Intel/AMD RAPL energy counters under /sys/class/powercap
-  (``intel-rapl:N/energy_uj``, package domains only, summed); power is the
+  (``intel-rapl:N/energy_uj`` of the zones named package-N only, summed; since
+  Linux 5.10 root-only, so inside the sandbox this usually records why not, and
+  the runner's host probe, packager/run/power.py, reads them outside); power is the
   energy difference over each sampling interval, with counter wrap handled via
   ``max_energy_range_uj``.
 - ``ina3221``: the INA3221 monitors on Jetson boards, through hwmon
@@ -22,6 +24,7 @@ from __future__ import annotations
 import abc
 import glob
 import logging
+import re
 import shlex
 import subprocess
 import threading
@@ -57,13 +60,36 @@ class _Reader(abc.ABC):
     def read(self) -> float | None: ...
 
 
+_RAPL_TOP_ZONE = re.compile(r"intel-rapl:\d+")
+
+
+def rapl_package_zones(root: Path) -> list[tuple[Path, str]]:
+    """(zone directory, name) of the top-level RAPL zones named package-N under a powercap root.
+
+    Only those are summed: sub-zones (intel-rapl:N:M: core, uncore, dram) are parts of
+    or beside a package, ``psys`` (also a top-level intel-rapl:N) covers the whole
+    platform, and intel-rapl-mmio:N is a second view of a package's counter; adding
+    any of them to the packages would count energy twice. Also used by the runner's
+    host probe (packager/run/power.py). A zone whose name cannot be read raises OSError.
+    """
+    out = []
+    for d in sorted(p for p in root.iterdir() if _RAPL_TOP_ZONE.fullmatch(p.name)):
+        name = (d / "name").read_text().strip()
+        if name.startswith("package"):
+            out.append((d, name))
+    return out
+
+
 class RaplReader(_Reader):
     def __init__(self, root: Path = Path("/sys/class/powercap")) -> None:
         if not root.is_dir():
             raise Unavailable(f"{root} does not exist (no RAPL powercap interface exposed)")
-        domains = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)
+        try:
+            domains = [d for d, _ in rapl_package_zones(root)]
+        except OSError as err:
+            raise Unavailable(f"cannot read the zone names under {root}: {err}") from None
         if not domains:
-            raise Unavailable(f"no package domains intel-rapl:N under {root}")
+            raise Unavailable(f"no package zone (intel-rapl:N named package-N) under {root}")
         self._domains = []
         for d in domains:
             try:

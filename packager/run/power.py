@@ -27,12 +27,12 @@ gives ``peak_w = mean_w = energy_j = None`` and the reason.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from packager.harness.power import rapl_package_zones
 from packager.results import Power
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ PROBE = "rapl-host"
 # What the runner can see: the container from start to exit (the harness's start-up,
 # accuracy pass and scenarios), not the scenarios alone.
 WINDOW = "the container's run, start to exit, read by the runner on the host"
-_PACKAGE_ZONE = re.compile(r"intel-rapl:\d+")
 
 
 class Unavailable(Exception):
@@ -76,14 +75,12 @@ def package_zones(root: Path = POWERCAP) -> list[_Zone]:
     """The package zones under ``root`` with their counters read once; ``Unavailable`` says why there are none."""
     if not root.is_dir():
         raise Unavailable(f"{root} does not exist: this host exposes no powercap interface (no RAPL energy counters)")
+    try:
+        found = rapl_package_zones(root)  # the one rule of which zones to sum (see the module doc)
+    except OSError as e:
+        raise Unavailable(f"cannot read the zone names under {root}: {e}") from None
     zones = []
-    for d in sorted(p for p in root.iterdir() if _PACKAGE_ZONE.fullmatch(p.name)):
-        try:
-            name = (d / "name").read_text().strip()
-        except OSError as e:
-            raise Unavailable(f"cannot read {d / 'name'}: {e}") from None
-        if not name.startswith("package"):
-            continue  # psys and friends: see the module doc
+    for d, name in found:
         max_range = _read_int(d / "max_energy_range_uj")
         if max_range <= 0:
             raise Unavailable(f"{d / 'max_energy_range_uj'} is {max_range}: cannot undo counter wraps")
@@ -96,11 +93,12 @@ def package_zones(root: Path = POWERCAP) -> list[_Zone]:
 class HostPowerProbe:
     """``with HostPowerProbe() as probe: run(); probe.reading()`` — a ``Power`` record either way."""
 
-    def __init__(self, root: Path = POWERCAP, *, interval_s: float = 1.0) -> None:
+    def __init__(self, root: Path = POWERCAP, *, interval_s: float = 1.0, remote: bool = False) -> None:
         self.root = root
         self.interval_s = interval_s
         self._zones: list[_Zone] = []
-        self._reason: str | None = None
+        # A container on a remote engine (docker over ssh) draws its power there, not from this host's counters.
+        self._reason: str | None = "the container ran on a remote engine host; this host's counters do not measure it" if remote else None
         self._joules = 0.0
         self._peak_w: float | None = None
         self._t0 = self._t_last = self._t1 = 0.0
@@ -109,6 +107,8 @@ class HostPowerProbe:
         self._lock = threading.Lock()
 
     def __enter__(self) -> "HostPowerProbe":
+        if self._reason is not None:
+            return self
         try:
             self._zones = package_zones(self.root)
         except Unavailable as e:

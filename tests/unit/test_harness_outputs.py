@@ -119,6 +119,7 @@ def test_power_command_probe_samples_a_real_command(tmp_path):
 def test_rapl_reader_reads_energy_counters_with_wrap(tmp_path):
     d = tmp_path / "intel-rapl:0"
     d.mkdir()
+    (d / "name").write_text("package-0\n")  # as the kernel names a package zone; only those are summed
     (d / "energy_uj").write_text("999000000\n")
     (d / "max_energy_range_uj").write_text("1000000000\n")
     r = RaplReader(tmp_path)

@@ -111,3 +111,28 @@ def test_a_counter_that_vanishes_midway_gives_no_partial_number(tmp_path: Path, 
         time.sleep(0.06)
     r = probe.reading()
     assert r.energy_j is None and r.mean_w is None and r.reason.startswith("stopped during the window: cannot read")
+
+
+def test_a_remote_engine_is_not_measured_by_this_hosts_counters() -> None:
+    with HostPowerProbe(remote=True) as probe:
+        pass
+    r = probe.reading()
+    assert r.peak_w is None and r.energy_j is None and "remote engine" in (r.reason or "")
+
+
+@pytest.mark.parametrize("case", [FAKE_SYSFS_REASON])
+def test_the_harness_probe_sums_the_same_zones(tmp_path: Path, case: str) -> None:
+    from packager.harness.power import RaplReader
+
+    root, p0, _ = sysfs(tmp_path)
+    t0 = time.monotonic()
+    reader = RaplReader(root)
+    t1 = time.monotonic()
+    time.sleep(0.05)
+    set_counter(p0, 1_000_000 + 2_000_000)  # +2 J on package 0
+    for other in ("intel-rapl:2", "intel-rapl:0:0", "intel-rapl-mmio:0"):  # +1000 J that must not count
+        set_counter(root / other, 1_000_000_000)
+    t2 = time.monotonic()
+    watts = reader.read()
+    t3 = time.monotonic()
+    assert watts is not None and 2.0 / (t3 - t0) <= watts <= 2.0 / (t2 - t1)
