@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import yaml
 
 from packager.contract import (
+    CACHE_MOUNT,
     CONFIG_PATH,
     DATA_MOUNT,
     ENTRYPOINT,
@@ -114,6 +115,9 @@ NETWORK_POLICY_FILE = f"{NETWORK_POLICY_NAME}.networkpolicy.yaml"
 # retrying on another pod cannot help, so they fail the Job at once.
 PERMANENT_EXIT_CODES = (2, 3)
 SCRATCH_SIZE = f"{SCRATCH_SIZE_BYTES // 1024**3}Gi"  # the same scratch as the runner's tmpfs
+# The preprocessed-tensor cache sits on node disk, not in the scratch: about 150 KB of uint8 crops per
+# distinct image, so the 50,000-image validation set needs ~7.3 GiB (the runner binds a host directory).
+TENSOR_CACHE_SIZE = "8Gi"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # An extended resource: a domain prefix (not kubernetes.io's) and a name, as device plugins register them.
@@ -227,7 +231,8 @@ def render(job: FarmJob, opts: KubeOptions = KubeOptions()) -> Any:
         seccomp_profile=c.V1SeccompProfile(type="RuntimeDefault"))
     mounts = [c.V1VolumeMount(name="dataset", mount_path=DATA_MOUNT, read_only=True),
               c.V1VolumeMount(name="results", mount_path=OUT_MOUNT),
-              c.V1VolumeMount(name="scratch", mount_path=SCRATCH)]
+              c.V1VolumeMount(name="scratch", mount_path=SCRATCH),
+              c.V1VolumeMount(name="tensor-cache", mount_path=CACHE_MOUNT)]
     limits = resource_limits(job, opts)
 
     def container(stage: str) -> Any:
@@ -258,6 +263,7 @@ def render(job: FarmJob, opts: KubeOptions = KubeOptions()) -> Any:
             c.V1Volume(name="results", persistent_volume_claim=c.V1PersistentVolumeClaimVolumeSource(
                 claim_name=opts.results_claim)),
             c.V1Volume(name="scratch", empty_dir=c.V1EmptyDirVolumeSource(size_limit=SCRATCH_SIZE)),
+            c.V1Volume(name="tensor-cache", empty_dir=c.V1EmptyDirVolumeSource(size_limit=TENSOR_CACHE_SIZE)),
         ])
     failure_policy = c.V1PodFailurePolicy(rules=[
         # A lost node or a preemption is not the job's fault: retry without spending the backoff.

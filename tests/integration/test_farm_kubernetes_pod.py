@@ -142,13 +142,16 @@ def test_the_jobs_pod_runs_in_the_image_and_a_replacement_resumes(job_yaml, shar
                           capture_output=True, text=True).stdout.strip() == config
 
     # The results claim: owned by root, group-writable for the pod's fsGroup, as the kubelet leaves it.
-    results, scratch = tmp_path / "results", tmp_path / "scratch"
+    results, scratch, tensors = tmp_path / "results", tmp_path / "scratch", tmp_path / "tensor-cache"
     results.mkdir()
     scratch.mkdir()
+    tensors.mkdir()
     os.chown(results, 0, pod["securityContext"]["fsGroup"])
     results.chmod(0o2775)
     scratch.chmod(0o1777)  # an emptyDir is world-writable
-    volumes = {"dataset": _subset(shared_sample, tmp_path / "dataset", SUBSET), "results": results, "scratch": scratch}
+    tensors.chmod(0o1777)
+    volumes = {"dataset": _subset(shared_sample, tmp_path / "dataset", SUBSET), "results": results, "scratch": scratch,
+               "tensor-cache": tensors}
     t0 = time.monotonic()
     _run_pod(doc, volumes)
     print(f"pod (functional init container + full container): {time.monotonic() - t0:.1f} s")

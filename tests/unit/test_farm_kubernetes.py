@@ -135,12 +135,14 @@ def test_sandbox_in_pod_terms(rendered, all_jobs):
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
             mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
             assert mounts["/data"]["readOnly"] is True
-            assert set(mounts) == {"/data", "/out", "/tmp"}
+            assert set(mounts) == {"/data", "/out", "/tmp", "/tmp/cache"}
             assert "resources" not in c  # CPU-only artifacts: no device-plugin resource
         vols = {v["name"]: v for v in pod["volumes"]}
         assert vols["dataset"]["persistentVolumeClaim"] == {"claimName": "request-pack-dataset", "readOnly": True}
         assert vols["results"]["persistentVolumeClaim"] == {"claimName": "request-pack-results"}
         assert "emptyDir" in vols["scratch"]
+        # the tensor cache is on node disk (no medium: Memory), sized for the 50,000-image validation set
+        assert vols["tensor-cache"]["emptyDir"] == {"sizeLimit": "8Gi"}
         assert "tolerations" not in pod
 
 
