@@ -65,14 +65,20 @@ class Published:
 def publish(bundle: Path, board: Board, trust: TrustStore, *, labels: Path | None = None) -> Published:
     """Verify one bundle (directory or .tar.gz) and put it on the board."""
     start = time.perf_counter()
+    row, detail = verified(bundle, trust, labels=labels)
+    return _insert(Path(bundle), board, row, detail, start)
+
+
+def verified(bundle: Path, trust: TrustStore, *, labels: Path | None = None) -> tuple[ResultRow, dict[str, Any]]:
+    """Steps 1-3: the row and detail of a fully verified bundle, or its check's error; touches no board."""
     bundle = Path(bundle)
     try:
         if bundle.is_file():
             with tempfile.TemporaryDirectory(prefix="request-pack-publish-") as tmp:
                 root = archive.safe_unpack(bundle, Path(tmp) / "bundle")
-                row, detail = _verified_record(bundle, root, trust, labels)
+                return _verified_record(bundle, root, trust, labels)
         elif bundle.is_dir():
-            row, detail = _verified_record(bundle, bundle, trust, labels)
+            return _verified_record(bundle, bundle, trust, labels)
         else:
             raise BadInput("no such bundle (a directory or .tar.gz)", file=bundle)
     except BundleCheckFailed as e:
@@ -80,6 +86,9 @@ def publish(bundle: Path, board: Board, trust: TrustStore, *, labels: Path | Non
         e.message = f"{bundle}: not published: {e.message}"
         e.args = (e.message,)
         raise
+
+
+def _insert(bundle: Path, board: Board, row: ResultRow, detail: dict[str, Any], start: float) -> Published:
     inserted = board.insert(row, detail)
     seconds = time.perf_counter() - start
     log.debug("%s %s (%s)", "published" if inserted else "already on the board:", bundle, row.bundle_digest[:19])
@@ -91,10 +100,20 @@ def publish_iter(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, 
 
     Stops at the first refused bundle (raising its check's error); the ones
     before it stay published, and a caller printing as it goes has said so.
+    The board is opened only once a first bundle verified: a refused one
+    creates no database, migrates nothing and writes no row.
     """
-    with Board(board_url) as board:
+    board: Board | None = None
+    try:
         for b in bundles:
-            yield publish(b, board, trust, labels=labels)
+            start = time.perf_counter()
+            row, detail = verified(b, trust, labels=labels)
+            if board is None:
+                board = Board(board_url)
+            yield _insert(Path(b), board, row, detail, start)
+    finally:
+        if board is not None:
+            board.close()
 
 
 def publish_all(bundles: Sequence[Path], board_url: str, trust: TrustStore, *, labels: Path | None = None) -> list[Published]:
