@@ -130,10 +130,19 @@ def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray, cls: np.ndarray) -> Pl
 
 
 def _rounded(values: np.ndarray, scale: float) -> list[float | None]:
-    out: list[float | None] = []
-    for v in values.tolist():
-        out.append(None if math.isnan(v) else float(f"{v * scale:.{PLOT_DIGITS}g}"))
-    return out
+    """``values * scale`` to ``PLOT_DIGITS`` significant digits, None for NaN.
+
+    Vectorised: round(v * 10**n) / 10**n with an exact power of ten gives the double
+    nearest the decimal, whose JSON form is then the short decimal itself.
+    """
+    v = values * scale
+    finite = np.isfinite(v) & (v != 0)
+    n = np.zeros(len(v))
+    n[finite] = PLOT_DIGITS - 1 - np.floor(np.log10(np.abs(v[finite])))
+    n = np.clip(n, -15, 15)
+    p = 10.0 ** np.abs(n)
+    out = np.where(n >= 0, np.round(v * p) / p, np.round(v / p) * p)
+    return [None if math.isnan(x) else x for x in out.tolist()]
 
 
 def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[str, np.ndarray] | None = None) -> dict[str, Any]:

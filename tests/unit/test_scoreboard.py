@@ -489,3 +489,16 @@ def test_measurement_classes_are_a_column_a_filter_and_separate_frontiers(client
     assert sorted(api["frontier"]) == sorted(d for ds in api["frontiers"].values() for d in ds)
     one = client.get("/", params={"measurement": "quick/native/builtin"}).text
     assert set(plot_data(one)["classes"]) == {"quick/native/builtin"}
+
+
+def test_plotted_values_keep_six_significant_digits() -> None:
+    import random
+
+    import numpy as np
+
+    from packager.scoreboard.plots import _rounded
+
+    rng = random.Random(3)
+    values = np.array([rng.uniform(1e-4, 1e4) for _ in range(2000)] + [float("nan"), 0.0, 123456789.0, 0.89])
+    assert _rounded(values, 1.0) == [None if v != v else float(f"{v:.6g}") for v in values.tolist()]
+    assert _rounded(np.array([0.0123456789]), 1000.0) == [12.3457]  # seconds shown as ms
