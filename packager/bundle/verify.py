@@ -626,6 +626,11 @@ def _read_predictions(path: Path, errors: list[str]) -> list[_Pred] | None:
         return True
 
     try:
+        # Count the lines first (C speed, no decoding): too many is refused before validating any.
+        chunks = wire.iter_chunks(path, archive.DEFAULT_MAX_ENTRY_BYTES, error=SchemaError, shown=PREDICTIONS_NAME)
+        if sum(chunk.count(b"\n") for chunk in chunks) > MAX_SAMPLES:
+            errors.append(f"{PREDICTIONS_NAME}: more than {MAX_SAMPLES} predictions")
+            return None
         lines = wire.iter_lines(path, archive.DEFAULT_MAX_ENTRY_BYTES, max_line=MAX_LINE_BYTES, error=SchemaError,
                                 shown=PREDICTIONS_NAME)
         for lineno, line in enumerate(lines, start=1):
