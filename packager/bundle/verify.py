@@ -515,12 +515,16 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
 
 def _dataset_truth(b: _Bundle, root: Path) -> dict[str, int]:
     """Ground truth read from a local copy of the dataset, the way the harness reads it."""
-    from packager.harness.dataset import DatasetSpec, load_dataset, truth
+    from packager.harness.dataset import DatasetSpec, load_dataset, resolve, truth
 
     manifest = b.models.get(MANIFEST_NAME)
     ds = getattr(manifest, "dataset", None)
-    spec = DatasetSpec(root=root) if ds is None else DatasetSpec(root=root, layout=ds.layout, labels=ds.labels, images=ds.images, synsets=ds.synsets)
-    return truth(load_dataset(spec))
+    hint = DatasetSpec(root=root) if ds is None else DatasetSpec(root=root, layout=ds.layout, labels=ds.labels, images=ds.images, synsets=ds.synsets)
+    # The user's copy may be in another layout than the manifest's (an ILSVRC2012 directory with val.txt):
+    # read it as the run did, by the layout the signed metrics record, else by detection.
+    metrics = b.models.get(METRICS_NAME)
+    recorded = (getattr(metrics, "dataset", None) or {}).get("layout")
+    return truth(load_dataset(resolve(root, hint, layout=recorded if isinstance(recorded, str) else None)))
 
 
 def _expected_samples(b: _Bundle, stage: str, n_labels: int) -> int | None:

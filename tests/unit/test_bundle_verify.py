@@ -517,3 +517,25 @@ def test_bundle_signed_with_the_legacy_predicate_type_still_verifies(keys: Keys,
     new = make_result_dir(tmp_path / "new")
     sign_result_dir(new, keys.trusted)
     assert json.loads(read_envelope(new / ENVELOPE_NAME).payload_bytes())["predicateType"] == RESULT_PREDICATE_TYPE
+
+
+def test_dataset_in_another_layout_than_the_manifests(tmp_path: Path, keys: Keys) -> None:
+    """verify --dataset on the user's ILSVRC2012 directory (val.txt) while the manifest says labels-tsv:
+    the directory is read by detection, as the run read it, and its ground truth recomputes the metrics."""
+    root = make_result_dir(tmp_path / "result", n=50)
+    # the harness names ILSVRC2012 inputs by their stem
+    for name in ("predictions.jsonl", "labels.tsv"):
+        path = root / name
+        path.write_text(path.read_text().replace('.JPEG"', '"').replace(".JPEG\t", "\t"))
+    sign_result_dir(root, keys.trusted)
+    rows = [r.split("\t") for r in (root / "labels.tsv").read_text().splitlines()[1:]]
+    dataset = tmp_path / "ILSVRC2012_img_val"
+    dataset.mkdir()
+    for stem, _, _, _ in rows:
+        (dataset / f"{stem}.JPEG").write_bytes(b"")  # truth needs the listing, not the pixels
+    (dataset / "val.txt").write_text("".join(f"{stem}.JPEG {idx}\n" for stem, _, idx, _ in rows))
+    report = verify_bundle(root, keys.store, dataset=dataset)
+    assert report.checks[3].detail.endswith(f"vs dataset {dataset}")
+    # a wrong ground truth in that layout is caught the same way
+    (dataset / "val.txt").write_text("".join(f"{stem}.JPEG {(int(idx) + 1) % 1000}\n" for stem, _, idx, _ in rows))
+    _reject(root, keys, MetricsMismatch, "recomputed", dataset=dataset)
