@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ENV_ROOT = "REQUEST_PACK_CACHE"
 _CHUNK = 1 << 20
-_USER_AGENT = "request-pack (+https://request-pack.invalid)"
+_USER_AGENT = "request-pack (+https://request-pack.org)"
 
 
 def default_root() -> Path:

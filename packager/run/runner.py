@@ -72,6 +72,7 @@ from packager.platforms import Platform
 from packager.repo import default_build_root
 from packager.results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
 from packager.run.devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
+from packager.run.power import HostPowerProbe
 
 log = logging.getLogger(__name__)
 
@@ -444,8 +445,9 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
     spec = build_spec(ref.image, command, plan, dataset=dataset_src, out=out_src, remote=engine.remote, env=env,
                       run_id=run_id, entrypoint=entrypoint, extra_mounts=opts.extra_mounts, cache=cache_src,
                       scratch_bytes=opts.scratch_bytes)
-    # 3-4.
-    code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
+    # 3-4. Host power (RAPL), read on this host outside the sandbox, around the container's run.
+    with HostPowerProbe(remote=engine.remote) as host_power:
+        code, log_path = run_container(engine, spec, opts.out, progress=progress, total=total, on_start=on_start)
     if engine.remote:
         engine.fetch_volume(out_src, ref.image, opts.out)
         # The board keeps nothing of a finished run; an unfinished run's output volume stays for --resume.
@@ -470,6 +472,7 @@ def run_in_sandbox(engine: Engine, ref: ImageRef, command: Sequence[str] | Calla
         "command": list(command),
         "resumed_after": resume_state.done if opts.resume else None,
         "exit_code": code,
+        "host_power": host_power.reading().model_dump(mode="json"),
         "wall_s": round(wall, 3),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
     }
