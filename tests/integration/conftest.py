@@ -38,3 +38,15 @@ def registry(tmp_path_factory):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# A one-layer ONNX model made on the spot: runner tests that need a model but not ImageNet weights.
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from packager.harness import tinynet
+
+    d = tmp_path_factory.mktemp("model")
+    d.chmod(0o755)  # the sandbox user (uid 1000) reads it through a bind mount
+    model = tinynet.build(d / "tiny.onnx")
+    model.chmod(0o644)
+    return model

@@ -36,17 +36,6 @@ SCRATCH = 32 * 1024**2
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from packager.harness import tinynet
-
-    d = tmp_path_factory.mktemp("model")
-    d.chmod(0o755)  # the sandbox user (uid 1000) reads it through a bind mount
-    model = tinynet.build(d / "tiny.onnx")
-    model.chmod(0o644)
-    return model
-
-
-@pytest.fixture(scope="module")
 def generated(tmp_path_factory, shared_sample) -> Path:
     root = tmp_path_factory.mktemp("large") / "ILSVRC2012_img_val"
     generate(root, IMAGES, shared_sample)

@@ -37,17 +37,6 @@ def _host_python_mounts() -> tuple[tuple[str, str], ...]:
     return tuple((p, p) for p in sorted(paths))
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from packager.harness import tinynet
-
-    d = tmp_path_factory.mktemp("model")
-    d.chmod(0o755)  # the sandbox user (uid 1000) reads it through a bind mount
-    model = tinynet.build(d / "tiny.onnx")
-    model.chmod(0o644)
-    return model
-
-
 def _manifest(model: Path) -> Manifest:
     return Manifest.model_validate({
         "name": "resume-test", "version": "0", "authors": [{"name": "t"}], "license": "Apache-2.0",

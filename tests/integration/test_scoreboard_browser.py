@@ -47,15 +47,8 @@ def chromium_path() -> str:
     pytest.fail("chromium not installed (apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    d = tmp_path_factory.mktemp("browser")
-    kp = generate_keypair(d / "keys", "author")
-    trust = TrustStore.load([kp.public_path])
-    url = f"sqlite:///{d / 'board.db'}"
-    with Board(url) as board:
-        for i, spec in enumerate(synthetic.spread(RESULTS, seed=11)):
-            publish(synthetic.make_bundle(d / f"b{i}", spec, kp.private_path), board, trust)
+def _serve(url: str, results: int | None = None) -> Iterator[str]:
+    """``board serve`` on a free port until the caller is done; ``results``: the count /healthz must report."""
     port = free_port()
     proc = subprocess.Popen([*BASE, "board", "serve", "--board", url, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -63,7 +56,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     while True:
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:
-                assert json.load(r)["results"] == RESULTS
+                assert results is None or json.load(r)["results"] == results
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -78,6 +71,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    d = tmp_path_factory.mktemp("browser")
+    kp = generate_keypair(d / "keys", "author")
+    trust = TrustStore.load([kp.public_path])
+    url = f"sqlite:///{d / 'board.db'}"
+    with Board(url) as board:
+        for i, spec in enumerate(synthetic.spread(RESULTS, seed=11)):
+            publish(synthetic.make_bundle(d / f"b{i}", spec, kp.private_path), board, trust)
+    yield from _serve(url, RESULTS)
 
 
 @pytest.fixture(scope="module")
@@ -186,24 +191,7 @@ def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for i in range(BIG - len(rows)):
             board.insert(replace(rows[i % len(rows)], bundle_digest=f"sha256:{rng.getrandbits(256):064x}", top1=rng.random(),
                                  latency_p90_s=rng.uniform(0.001, 0.5)), {"note": "copy of a verified row, for the page test"})
-    port = free_port()
-    proc = subprocess.Popen([*BASE, "board", "serve", "--board", url, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"board serve did not come up: {proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.2)
-    try:
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    yield from _serve(url)
 
 
 def test_a_full_board_draws_with_webgl_and_pages_the_table(big_server: str, browser) -> None:  # type: ignore[no-untyped-def]
