@@ -27,7 +27,12 @@ from packager.errors import CheckFailed
 from packager.harness import backends
 from packager.harness.config import HarnessConfig
 from packager.harness.dataset import Sample, dataset_record, load_dataset, truth
-from packager.harness.errors import BackendUnavailable, DatasetError, ModelMismatch, OutputMismatch
+from packager.harness.errors import (
+    BackendUnavailable,
+    DatasetError,
+    ModelMismatch,
+    OutputMismatch,
+)
 from packager.harness.outputs import (
     PredictionWriter,
     collect_system,
@@ -47,7 +52,12 @@ from packager.harness.preprocess import (
     preprocess_all,
     tensor_sha256,
 )
-from packager.harness.scenarios import ScenarioSettings, check_data_set, choose_driver, measurement_for
+from packager.harness.scenarios import (
+    ScenarioSettings,
+    check_data_set,
+    choose_driver,
+    measurement_for,
+)
 from packager.harness.validate import OutputComparer
 from packager.results import (
     PREDICTIONS_NAME,

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from packager.harness.backends.base import Backend
+from packager.harness.config import SUBMISSION_PERFORMANCE_SAMPLES
 from packager.harness.errors import BackendUnavailable, ConfigError, DatasetError
 from packager.mllog import read_detail
 from packager.results import LatencyStats, Measurement, ThroughputStats
@@ -55,7 +56,6 @@ RunBatch = Callable[[Sequence[int], np.ndarray], np.ndarray]
 MLPERF_MODEL = "resnet50"
 # What mlperf.conf (v6.1, built into LoadGen 6.0.17) requires of resnet50; checked again in the export.
 SUBMISSION_MIN_DURATION_MS = 600_000
-SUBMISSION_PERFORMANCE_SAMPLES = 1024
 # The v6.1 round's seeds (mlperf.conf "*.*.*_rng_seed", and the checker's MODEL_CONFIG["v6.1"]["seeds"]).
 # LoadGen reads seeds only from its built-in mlperf.conf; a run whose settings carry others is refused.
 OFFICIAL_SEEDS = {
@@ -69,7 +69,6 @@ OFFICIAL_SEEDS = {
 MLPERF_CONF_GIT_BLOB = "68cdba8667e971c3ae8f1617ba67fa56d01065b4"
 MLPERF_CONF_SHA256 = "f6fe8510fde70f3d2b897f387c4c1397045bd028bb408a9c9eb808b3a4cbe75c"
 USER_CONF = "user.conf"
-MODES = ("quick", "submission")
 
 
 @dataclass(frozen=True)

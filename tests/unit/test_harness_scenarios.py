@@ -92,7 +92,8 @@ def test_submission_mode_takes_mlperf_conf_seeds_and_a_user_conf(tmp_path):
     """LoadGen's built-in mlperf.conf (v6.1) gives the official seeds and 1024 performance samples; the user.conf
     the run wrote stays beside the logs, with the test-only lines marked; LoadGen logs no error."""
     pytest.importorskip("mlperf_loadgen")
-    from packager.harness.scenarios import OFFICIAL_SEEDS, SUBMISSION_PERFORMANCE_SAMPLES
+    from packager.harness.config import SUBMISSION_PERFORMANCE_SAMPLES
+    from packager.harness.scenarios import OFFICIAL_SEEDS
     from packager.mllog import read_detail
 
     b = create("onnxruntime")
