@@ -21,7 +21,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ from packager.bundle.verify import Report, verify_bundle
 from packager.errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
 from packager.manifest import Manifest, PypiFileSource, UrlSource
 from packager.results import METRICS_NAME
-from packager.scoreboard.store import Board, ResultRow, now_iso
+from packager.scoreboard.store import Board, ResultRow, measurement_key, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,8 @@ def _verified_record(shown: Path, root: Path, trust: TrustStore, labels: Path | 
         "checks": _checks(report),
         "source": shown.name,
     }
-    return row, detail
+    # the class the board stores (derived from the signed predicate), so the row returned is the row stored
+    return replace(row, measurement=row.measurement or measurement_key(detail)), detail
 
 
 def _checks(report: Report) -> list[dict[str, Any]]:
