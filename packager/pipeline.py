@@ -188,10 +188,10 @@ def _summary(stage: str, result: RunResult, min_top1: float) -> StageSummary:
 def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:
     """What the verifier needs beside the outputs: build record, provenance, manifest, lock, labels."""
     from packager.bundle.statement import (
-        BUILD_RECORD_NAME,
         LABELS_NAME,
         PROVENANCE_NAME,
     )
+    from packager.contract import BUILD_RECORD_NAME
 
     assert ref.record is not None
     shutil.copyfile(ref.record, dest / BUILD_RECORD_NAME)
@@ -272,9 +272,8 @@ def seal(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, sta
     holds no key, the same way."""
     from packager.bundle.keys import TrustStore
     from packager.bundle.sign import sign_result_dir
-    from packager.bundle.verify import verify_bundle
-
     from packager.bundle.statement import LABELS_NAME
+    from packager.bundle.verify import verify_bundle
 
     bundle_files(artifact_dir, ref, dataset, labels_name, stage_dir)
     priv, pub = evaluator_key(key)

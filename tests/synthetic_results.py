@@ -19,13 +19,13 @@ import yaml
 
 from packager.bundle.sign import sign_result_dir
 from packager.bundle.statement import (
-    BUILD_RECORD_NAME,
     LABELS_NAME,
     MANIFEST_NAME,
     PROVENANCE_NAME,
     SLSA_PROVENANCE_TYPE,
     STATEMENT_TYPE,
 )
+from packager.contract import BUILD_RECORD_NAME
 from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,

@@ -29,7 +29,6 @@ from packager.bundle.dsse import (
 )
 from packager.bundle.keys import key_id, load_private_key
 from packager.bundle.statement import (
-    BUILD_RECORD_NAME,
     IMAGE_SUBJECT,
     LABELS_NAME,
     BuildRecord,
@@ -39,8 +38,9 @@ from packager.bundle.statement import (
     RunParameters,
     Statement,
     Subject,
-    sha256_file,
 )
+from packager.cache import sha256_file
+from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BadInput, EnvelopeError
 from packager.results import METRICS_NAME, SYSTEM_NAME, Metrics, System
 

@@ -19,8 +19,6 @@ from packager.attestation import (
     SLSA_PROVENANCE_TYPE,
     STATEMENT_TYPE,
 )
-from packager.cache import sha256_file  # noqa: F401 (re-exported for sign and verify)
-from packager.contract import BUILD_RECORD_NAME  # noqa: F401 (re-exported: the bundle's name for it)
 from packager.results import Metrics, System
 from packager.wire import WireModel
 

@@ -46,7 +46,6 @@ from packager.bundle.dsse import (
 from packager.bundle.keys import Role, TrustedKey, TrustStore
 from packager.bundle.labels import read_labels
 from packager.bundle.statement import (
-    BUILD_RECORD_NAME,
     IMAGE_SUBJECT,
     LABELS_NAME,
     LOCK_NAME,
@@ -56,6 +55,7 @@ from packager.bundle.statement import (
     ProvenanceStatement,
     Statement,
 )
+from packager.contract import BUILD_RECORD_NAME
 from packager.errors import (
     BadInput,
     BundleCheckFailed,

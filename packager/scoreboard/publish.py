@@ -38,13 +38,13 @@ from packager.bundle.dsse import (
 )
 from packager.bundle.keys import TrustStore
 from packager.bundle.statement import (
-    BUILD_RECORD_NAME,
     LOCK_NAME,
     MANIFEST_NAME,
     PROVENANCE_NAME,
     Statement,
 )
 from packager.bundle.verify import Report, verify_bundle
+from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
 from packager.manifest import Manifest, PypiFileSource, UrlSource
 from packager.results import METRICS_NAME
