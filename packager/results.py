@@ -151,6 +151,9 @@ class Metrics(_Wire):
                           "(detected or given); absent in results made before it existed")
     performance_skipped: str | None = Field(
         None, description="why no performance scenario ran (an emulated run measures QEMU, not the board), when none did")
+    run_config: dict[str, int | str] | None = Field(
+        None, description="the run-time knobs the run was given (packager/runconfig.py: threads, inter_threads, batch, "
+                          "opt_level, execution_provider, target); absent when it ran with the manifest's defaults")
 
 
 class System(_Wire):
