@@ -44,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scenarios", type=lambda s: s.split(","), help="SingleStream,Offline")
     p.add_argument("--warmup", type=int)
     p.add_argument("--threads", type=int)
+    p.add_argument("--run-config", metavar="JSON", help="run-time knobs as JSON (packager/runconfig.py), recorded in metrics.json")
     p.add_argument("--min-duration", type=float, dest="min_duration_s")
     p.add_argument("--queries", type=int, dest="single_stream_queries", help="SingleStream queries (minimum)")
     p.add_argument("--offline-samples", type=int, dest="offline_min_samples", help="Offline samples per batch size (minimum)")
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         ids = None
         if args.ids:
             ids = [line.strip() for line in args.ids.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from packager.runconfig import from_json
+
+        knobs = from_json(args.run_config) if args.run_config else None
         cfg = build_config(
             data,
             model_path=args.model,
@@ -106,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             execution=args.execution,
             performance_skipped=args.performance_skipped,
             user_conf_overrides=args.user_conf_override,
+            run_config=knobs,
         )
         given = {k: v for k, v in (("labels", args.labels), ("images", args.images), ("synsets", args.synsets)) if v}
         hint = dataclasses.replace(cfg.dataset, **given)

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packager.errors import RequestPackError
 from packager.harness.backends.base import BackendOptions
 from packager.harness.dataset import DatasetSpec
 from packager.harness.errors import ConfigError
 from packager.harness.preprocess import PreprocessParams
+from packager.runconfig import RunConfig
 
 # The run modes, and what MLPerf's mlperf.conf (v6.1) asks of resnet50's performance sample count.
 # Here and not in scenarios.py: this module is imported by the entry point (--help included), which
@@ -86,6 +88,8 @@ class HarnessConfig:
     # Why the performance scenarios do not run (None: they do); the runner skips them under emulation.
     performance_skipped: str | None = None
     user_conf_overrides: tuple[str, ...] = ()
+    # The run-time knobs the runner asked for (packager/runconfig.py); applied below, recorded in metrics.json.
+    run_config: RunConfig = RunConfig()
 
 
 def _check_keys(section: str, data: Any) -> dict:
@@ -133,14 +137,27 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
     fw = _check_keys("framework", data.get("framework"))
     opts = _check_keys("framework.options", fw.get("options"))
     eps = opts.get("execution_providers")
+    knobs = o.pop("run_config", None) or RunConfig()
+    backend_name = o.get("backend") or fw.get("name", "onnxruntime")
+    try:
+        knobs.check_applies(backend_name, where="--run-config")
+    except RequestPackError as e:
+        raise ConfigError(e.message) from None
+    if knobs.execution_provider:
+        # The asked-for provider first, the CPU as onnxruntime's fallback for what it cannot place.
+        eps = list(dict.fromkeys([knobs.execution_provider, "CPUExecutionProvider"]))
     backend_options = BackendOptions(
-        threads=o.pop("threads", None) or opts.get("threads"),
+        threads=knobs.threads or o.pop("threads", None) or opts.get("threads"),
+        inter_threads=knobs.inter_threads,
         execution_providers=tuple(eps) if eps else None,
-        target=opts.get("target"),
-        opt_level=opts.get("opt_level"),
+        target=knobs.target or opts.get("target"),
+        opt_level=knobs.opt_level if knobs.opt_level is not None else opts.get("opt_level"),
         extra={"tuning_log": opts["tuning_log"]} if opts.get("tuning_log") else {},
     )
+    o.pop("threads", None)
     run = _check_keys("run", data.get("run"))
+    if knobs.batch:
+        o["batch_sizes"] = (knobs.batch,)
     stage = o.pop("stage", "functional")
     if stage not in ("functional", "full"):
         raise ConfigError(f"stage {stage!r} is not 'functional' or 'full'", field="stage")
@@ -177,6 +194,7 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
     )
     if "ids" in o:
         cfg["ids"] = tuple(o.pop("ids"))
+    cfg["run_config"] = knobs
     cfg.update(o)  # the rest map one to one onto HarnessConfig fields
     unknown = sorted(set(cfg) - set(HarnessConfig.__dataclass_fields__))
     if unknown:

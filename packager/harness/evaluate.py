@@ -176,6 +176,7 @@ def run(cfg: HarnessConfig) -> RunResult:
         loadgen_logs=list(getattr(driver, "log_files", [])),
         measurement=measurement_for(settings, driver, cfg.execution),
         performance_skipped=cfg.performance_skipped,
+        run_config=cfg.run_config.as_dict() or None,
     )
     write_metrics(out, metrics)
     write_system(out, collect_system(image_digest=cfg.image_digest, frameworks=framework_versions({f"backend:{backend.name}": backend.version})))

@@ -73,6 +73,8 @@ from packager.repo import default_build_root
 from packager.results import METRICS_NAME, PREDICTIONS_NAME, SYSTEM_NAME
 from packager.run.devices import DEFAULT_CDI_DIRS, DevicePlan, plan_devices
 from packager.run.power import HostPowerProbe
+from packager.runconfig import ARGV_FLAG as RUN_CONFIG_FLAG
+from packager.runconfig import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +289,8 @@ class RunOptions:
     scratch_bytes: int | None = None
     # Under QEMU the performance scenarios measure the emulator, not the board: skipped unless forced.
     emulated_performance: bool = False
+    # Run-time knobs (threads, batch, ...): passed to the harness, recorded in metrics.json; the image stays.
+    run_config: RunConfig = RunConfig()
 
 
 @dataclass(frozen=True)
@@ -627,6 +631,8 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
                 # Emulated Offline throughput says nothing either, and the accuracy pass already
                 # runs a batch: a functional stage under QEMU measures SingleStream only.
                 argv += ["--scenarios", "SingleStream"]
+    if opts.run_config:
+        argv += [RUN_CONFIG_FLAG, opts.run_config.canonical()]
     if opts.resume:
         argv.append("--resume")
     return argv
@@ -660,6 +666,8 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     """Run the harness in the image for one stage; ``StageFailed`` names the stage when it does not pass."""
     if opts.stage not in ("functional", "full"):
         raise BadInput(f"stage {opts.stage!r} is not 'functional' or 'full'", field="--stage")
+    # A knob the framework does not apply is refused here, before a container starts.
+    opts.run_config.check_applies(manifest.framework.name)
     opts.out.mkdir(parents=True, exist_ok=True)
     # Always written: it says what the stage was asked to do, and images without a baked config read it.
     (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")

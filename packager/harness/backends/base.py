@@ -16,6 +16,7 @@ class BackendOptions:
     """What the manifest's ``framework.options`` can ask of a backend."""
 
     threads: int | None = None
+    inter_threads: int | None = None
     execution_providers: tuple[str, ...] | None = None
     target: str | Mapping[str, Any] | None = None
     opt_level: int | None = None

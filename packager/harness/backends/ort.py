@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 # Preference order when the manifest names no providers: accelerators first, CPU always last.
 _PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# The run config's graph optimisation level 0-3, by onnxruntime's names.
+_OPT_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL")
 
 
 class OrtBackend(Backend):
@@ -36,10 +38,14 @@ class OrtBackend(Backend):
     def load(self, model_path: Path, options: BackendOptions) -> None:
         ort = self._ort
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        level = 3 if options.opt_level is None else min(options.opt_level, 3)
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
         threads = options.threads or len(os.sched_getaffinity(0))
         so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+        so.inter_op_num_threads = options.inter_threads or 1
+        if options.inter_threads and options.inter_threads > 1:
+            # inter-op threads only run independent nodes side by side in the parallel execution mode.
+            so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
         self._threads = threads
         available = ort.get_available_providers()
         if options.execution_providers:
@@ -53,7 +59,8 @@ class OrtBackend(Backend):
             self._session = ort.InferenceSession(str(model_path), sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime raises its own untyped exceptions
             raise ModelMismatch(f"onnxruntime cannot load the model: {e}", file=model_path) from None
-        log.info("onnxruntime %s providers %s threads %d", self.version, self._session.get_providers(), threads)
+        log.info("onnxruntime %s providers %s threads %d/%d opt %s", self.version, self._session.get_providers(), threads,
+                 so.inter_op_num_threads, _OPT_LEVELS[level])
         inp = self._session.get_inputs()[0]
         self._input = InputInfo(inp.name, tuple(inp.shape), inp.type)
         self._output_name = self._session.get_outputs()[0].name
