@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -71,7 +70,6 @@ log = logging.getLogger(__name__)
 STAGES = ("functional", "full")
 STAGE_CHOICES = {"functional": ("functional",), "full": ("full",), "all": STAGES}
 DEFAULT_KEY_DIR = Path.home() / ".config" / "request-pack" / "keys"
-PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"  # the signing key's passphrase: never on a command line
 
 
 @dataclass(frozen=True)
@@ -270,7 +268,7 @@ def seal(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, sta
     verified with its public half against the dataset and the artifact, as any verifier would.
     ``evaluate`` seals its last stage with it; ``farm collect`` seals the outputs of a pod, which
     holds no key, the same way."""
-    from packager.bundle.keys import TrustStore
+    from packager.bundle.keys import TrustStore, read_passphrase
     from packager.bundle.sign import sign_result_dir
     from packager.bundle.statement import LABELS_NAME
     from packager.bundle.verify import verify_bundle
@@ -278,7 +276,7 @@ def seal(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, sta
     bundle_files(artifact_dir, ref, dataset, labels_name, stage_dir)
     priv, pub = evaluator_key(key)
     signed = _in_stage("sign", sign_result_dir, stage_dir, priv,
-                       passphrase=os.environ.get(PASSPHRASE_ENV, "").encode() or None, archive_path=archive)
+                       passphrase=read_passphrase(), archive_path=archive)
     # The verifier reads --dataset in the manifest's layout; a data set in another layout is checked
     # against the ground truth the stage read from it, written into the bundle by bundle_files.
     labels = stage_dir / LABELS_NAME

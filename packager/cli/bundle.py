@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,19 +10,11 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
+from packager.bundle.keys import PASSPHRASE_ENV, read_passphrase
 from packager.cli.common import TRUST_DIR_HELP, TRUST_HELP, console
 
 commands = typer.Typer()
 
-PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"
-
-
-def passphrase(file: Optional[Path]) -> Optional[bytes]:
-    """A passphrase from a file or $REQUEST_PACK_PASSPHRASE: never from argv, where ps would show it."""
-    if file is not None:
-        return file.read_bytes().rstrip(b"\r\n") or None
-    value = os.environ.get(PASSPHRASE_ENV)
-    return value.encode() if value else None
 
 
 @commands.command()
@@ -36,7 +27,7 @@ def keygen(
     """Generate an Ed25519 signing key pair; print its key id (sha256 of the raw public key)."""
     from packager.bundle.keys import generate_keypair
 
-    pair = generate_keypair(out, name, passphrase(passphrase_file), overwrite=force)
+    pair = generate_keypair(out, name, read_passphrase(passphrase_file), overwrite=force)
     console.print(f"[green]key id[/green] {pair.keyid}")
     console.print(f"private {escape(str(pair.private_path))} (0600)\npublic  {escape(str(pair.public_path))}")
 
@@ -51,7 +42,7 @@ def sign(
     """Write envelope.dsse.json: a DSSE-signed in-toto statement over every file and the image."""
     from packager.bundle.sign import sign_result_dir
 
-    signed = sign_result_dir(result_dir, key, passphrase=passphrase(passphrase_file), archive_path=archive)
+    signed = sign_result_dir(result_dir, key, passphrase=read_passphrase(passphrase_file), archive_path=archive)
     console.print(
         f"[green]signed[/green] {signed.subjects} subjects of {escape(str(result_dir))} with key {signed.keyid[:16]} "
         f"(image {signed.index_digest[:19]}…)"
