@@ -44,15 +44,64 @@ def test_batches_cycle_the_sample_set():
     assert [x[:, 0].tolist() for x in b] == [[0, 1], [2, 3], [4, 0]]
 
 
-def test_staging_serves_batches_in_load_order_as_views():
+def test_batches_are_views_but_the_wrapping_one():
+    t = np.arange(5)[:, None].astype(np.float32)
+    b = _batches(t, 2)
+    assert b[0].base is t and b[1].base is t and b[2].base is not t
+
+
+def test_staging_serves_batches_in_load_order_as_views_rearranged_in_place():
     full = np.arange(5)[:, None].astype(np.float32)
     st = _Staging(full, 3)
-    assert st.view([0, 1, 2]) is None  # nothing loaded yet
+    buf = np.empty((3, 1), np.float32)
+    assert st.view([0, 1, 2]).base is full  # sample order before any load
     st.load([3, 0, 4, 1, 2])
-    for idx in ([3, 0, 4], [1, 2, 3], [2, 3, 0], [4, 1]):  # load order, wrapping around
+    assert full[:, 0].tolist() == [3, 0, 4, 1, 2]  # in place: no second copy of the set
+    for idx in ([3, 0, 4], [1, 2], [0, 4, 1]):  # slices of the load order
         v = st.view(idx)
-        assert v is not None and v[:, 0].tolist() == idx and v.base is not None and v.flags.c_contiguous
-    assert st.view([0, 3, 4]) is None and st.view([3, 4, 0]) is None  # another order: the caller gathers
+        assert v is not None and v[:, 0].tolist() == idx and v.base is full and v.flags.c_contiguous
+        assert st.batch(idx, buf)[: len(idx), 0].tolist() == idx
+    for idx in ([2, 3, 0], [0, 3, 4]):  # wrapping, or another order: gathered into the buffer
+        assert st.view(idx) is None
+        x = st.batch(idx, buf)
+        assert x is buf and x[:, 0].tolist() == idx
+    assert st.batch([4, 1], buf)[:, 0].tolist() == [4, 1, 4]  # a short last batch, padded with its first sample
+    st.load([1, 2, 0])  # not the whole set: left as it is, gathered
+    assert st.batch([1, 2, 0], buf)[:, 0].tolist() == [1, 2, 0]
+    st.restore()
+    assert full[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_staging_follows_every_cycle_of_a_large_permutation():
+    rng = np.random.default_rng(1)
+    full = np.repeat(np.arange(257, dtype=np.float32)[:, None], 4, axis=1)
+    st = _Staging(full, 32)
+    for _ in range(3):
+        order = rng.permutation(257)
+        st.load(order)
+        assert full[:, 0].tolist() == order.tolist() and (full == full[:, :1]).all()
+    st.restore()
+    assert full[:, 0].tolist() == list(range(257))
+
+
+def test_loadgen_offline_holds_one_performance_set(backend, tmp_path):
+    """Measured with tracemalloc (numpy reports its buffers to it): the set, not two or three of it."""
+    pytest.importorskip("mlperf_loadgen")
+    import tracemalloc
+
+    t = np.random.default_rng(2).standard_normal((64, 3, 64, 64)).astype(np.float32)  # 3 MiB
+    before = t.copy()
+    d = choose_driver("auto", tmp_path / "loadgen")
+    s = ScenarioSettings(warmup=2, offline_min_samples=128)
+    tracemalloc.start()
+    try:
+        th = d.offline(backend, t, 8, s)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert th.samples >= 128
+    assert peak < 0.5 * t.nbytes, f"offline allocated {peak / t.nbytes:.2f} performance sets"
+    assert np.array_equal(t, before)  # put back in sample order
 
 
 def test_builtin_driver(backend, tensors):
