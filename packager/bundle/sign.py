@@ -101,6 +101,7 @@ def build_statement(result_dir: Path) -> Statement:
         samples=metrics.accuracy.samples,
         scenarios=scenarios,
         batch_sizes=sorted({t.batch_size for t in metrics.throughput}),
+        run_config=metrics.run_config,
     )
     predicate = ResultPredicate(
         stage=metrics.stage,

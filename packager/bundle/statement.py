@@ -67,6 +67,8 @@ class RunParameters(_Wire):
     samples: int = Field(ge=0)
     scenarios: list[str] = Field(default_factory=list)
     batch_sizes: list[int] = Field(default_factory=list)
+    # The run-time knobs (packager/runconfig.py) the run was given; absent: the manifest's defaults.
+    run_config: dict[str, int | str] | None = None
 
 
 class ResultPredicate(_Wire):

@@ -44,6 +44,7 @@ from packager.bundle.dsse import (
     signature_bytes,
 )
 from packager.bundle.keys import Role, TrustedKey, TrustStore
+from packager.bundle.knobs import RUN_RECORD_NAME, run_config_problems
 from packager.bundle.labels import read_labels
 from packager.bundle.statement import (
     IMAGE_SUBJECT,
@@ -505,6 +506,8 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
         problems.append(f"stage {metrics.stage!r} in {METRICS_NAME} vs {stage!r} in the statement")
     if st.predicate.run.samples != got.samples:
         problems.append(f"statement run.samples {st.predicate.run.samples} vs {got.samples} predictions")
+    record = b.file(RUN_RECORD_NAME)
+    problems += run_config_problems(st, metrics, _json(b, RUN_RECORD_NAME, record) if record is not None else None)
     expected = _expected_samples(b, stage, len(truth))
     if expected is not None and got.samples != expected:
         problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")
