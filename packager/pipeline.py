@@ -50,6 +50,7 @@ from packager.manifest import (
     manifest_path,
 )
 from packager.platforms import Platform
+from packager.runconfig import RunConfig
 from packager.repo import default_build_root
 from packager.results import METRICS_NAME, PREDICTIONS_NAME, Metrics
 from packager.run.runner import (
@@ -296,9 +297,10 @@ def _read_layout(stage_dir: Path) -> str | None:
     return str(record["layout"]) if record and record.get("layout") else None
 
 
-def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
-    """A stage a requeued job already finished: the run record says exit 0 with this image, and
-    predictions.jsonl holds exactly the whole lines metrics.json counted (nothing torn or added since)."""
+def _finished(stage_out: Path, ref: ImageRef, run_config: RunConfig = RunConfig()) -> RunResult | None:
+    """A stage a requeued job already finished: the run record says exit 0 with this image, metrics.json
+    names the same run config, and predictions.jsonl holds exactly the whole lines metrics.json counted
+    (nothing torn or added since)."""
     try:
         record = json.loads((stage_out / RUN_RECORD).read_text())
         metrics = Metrics.model_validate_json((stage_out / METRICS_NAME).read_text())
@@ -306,6 +308,8 @@ def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
     except (OSError, ValueError):
         return None
     if record.get("exit_code") != 0 or (record.get("image") or {}).get("config_digest") != ref.config_digest:
+        return None
+    if (metrics.run_config or {}) != run_config.as_dict():
         return None
     if not preds.endswith(b"\n") or count_lines(stage_out / PREDICTIONS_NAME) != metrics.accuracy.samples:
         return None
@@ -315,7 +319,7 @@ def _finished(stage_out: Path, ref: ImageRef) -> RunResult | None:
 def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform: Platform, devices: tuple[str, ...],
                 stages: tuple[str, ...], resume: bool, progress: Callable[[str], ProgressFn] | None,
                 timings: dict[str, float], mode: str = "quick", emulated_performance: bool = False,
-                dataset_layout: str | None = None) -> list[StageSummary]:
+                dataset_layout: str | None = None, run_config: RunConfig = RunConfig()) -> list[StageSummary]:
     """Steps 3-4: each stage in turn; one below its min_top1 stops the evaluation.
 
     ``mode`` applies to the full stage: the functional stage is a smoke check on a few images, always quick."""
@@ -327,9 +331,9 @@ def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform
             shutil.rmtree(stage_out)
         opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume,
                           mode=mode if stage == "full" else "quick", emulated_performance=emulated_performance,
-                          dataset_layout=dataset_layout)
+                          dataset_layout=dataset_layout, run_config=run_config)
         min_top1 = getattr(manifest.run.stages, stage).min_top1
-        result = _finished(stage_out, ref) if resume else None
+        result = _finished(stage_out, ref, run_config) if resume else None
         if result is not None:
             log.info("%s stage already finished in %s (%.0f s then): kept", stage, stage_out, result.wall_s)
         else:
@@ -360,11 +364,13 @@ def evaluate(
     emulated_performance: bool = False,
     inputs_from: Path | None = None,
     dataset_layout: str | None = None,
+    run_config: RunConfig = RunConfig(),
 ) -> Evaluation:
     """Steps 1-5 of the module doc; raises with the failing stage's name.
 
     ``stages`` is functional, full or all; ``image`` a registry reference by digest; ``inputs_from`` an
-    inputs archive or directory, the only source of what the cache lacks (else the lock's locations)."""
+    inputs archive or directory, the only source of what the cache lacks (else the lock's locations);
+    ``run_config`` the run-time knobs of every stage (the image is the same whatever they are)."""
     t0 = time.monotonic()
     timings: dict[str, float] = {}
     artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
@@ -376,6 +382,7 @@ def evaluate(
         raise BadInput("dataset directory does not exist", file=dataset)
     if stages not in STAGE_CHOICES:
         raise BadInput(f"stage {stages!r} is not one of {', '.join(STAGE_CHOICES)}", field="--stage")
+    run_config.check_applies(manifest.framework.name)  # before anything is built
     build_root = build_root or default_build_root(artifact_dir)
     # The data set's layout and labels, on this machine, before anything is built (errors name the user's path).
     _in_stage("dataset", check_dataset, manifest, RunOptions(stage=STAGE_CHOICES[stages][-1], dataset=dataset, out=out,
@@ -393,7 +400,7 @@ def evaluate(
     with contextlib.closing(eng):  # over ssh: end the transport's ssh sessions while the board still answers
         summaries = _run_stages(manifest, ref, eng, dataset, out, platform, devices, STAGE_CHOICES[stages], resume,
                                 progress, timings, mode=mode, emulated_performance=emulated_performance,
-                                dataset_layout=dataset_layout)
+                                dataset_layout=dataset_layout, run_config=run_config)
 
     # 5.
     t = time.monotonic()
