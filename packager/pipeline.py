@@ -134,6 +134,17 @@ def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platfo
     return image_from_record(artifact_dir, name, platform, build_root)
 
 
+def image_for(artifact: Path, *, platform: Platform | None = None, engine: str = "docker",
+              build_root: Path | None = None) -> ImageRef:
+    """Step 1 alone: the artifact's image pinned by digest, built (and loaded) only when no build of this
+    request.yaml exists. A sweep asks once and keys its points by the digest."""
+    artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
+    manifest = load_manifest(artifact)
+    build_root = build_root or default_build_root(artifact_dir)
+    return _in_stage("image", _image, artifact_dir, manifest.digest(), manifest.name, platform or Platform.native(),
+                     engine, build_root)
+
+
 def _image_from_registry(artifact_dir: Path, name: str, platform: Platform, reference: str,
                          build_root: Path | None) -> ImageRef:
     """Pin the image by the registry's (hashed) manifests; the build record must name the same image.
