@@ -114,8 +114,45 @@ def _m3_measurement_class(conn: Connection) -> None:
     sa.Index("ix_results_measurement", table.c.measurement).create(conn)
 
 
+def _sweep_tables(md: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """A design-space sweep (packager/explore.py) and its points, as of migration 4."""
+    sweep = sa.Table(
+        "sweeps",
+        md,
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("artifact", sa.String(200), nullable=False),  # the parent artifact the sweep varies
+        sa.Column("space", sa.Text, nullable=False),  # the space file as given (YAML text)
+        sa.Column("space_sha256", sa.String(64), nullable=False),
+        sa.Column("created_at", sa.String(40), nullable=False),
+    )
+    point = sa.Table(
+        "sweep_points",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("sweep_id", sa.String(64), sa.ForeignKey("sweeps.id"), nullable=False, index=True),
+        sa.Column("point_key", sa.String(64), nullable=False),  # image digest + run config + data set
+        sa.Column("knobs", sa.Text, nullable=False),  # JSON: the point's knob values
+        sa.Column("status", sa.String(20), nullable=False),  # done | failed
+        sa.Column("bundle_digest", sa.String(71), nullable=True, index=True),  # results.bundle_digest when done
+        sa.Column("image_digest", sa.String(71), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("published_at", sa.String(40), nullable=False),
+        sa.UniqueConstraint("sweep_id", "point_key", name="uq_sweep_points_key"),
+    )
+    return sweep, point
+
+
+def _m4_sweeps(conn: Connection) -> None:
+    """Sweeps as groups: a sweep names its parent artifact and space; each point its knobs, status and result."""
+    for table in _sweep_tables(sa.MetaData()):
+        table.create(conn)
+
+
+sweeps, sweep_points = _sweep_tables(metadata)
+
 # Append only: a released migration is never edited, a change is a new entry.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes, _m3_measurement_class)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes, _m3_measurement_class,
+                                                        _m4_sweeps)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- rows -------------------------------------------------------------------------
