@@ -13,6 +13,7 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
+import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import (
     BaseModel,
@@ -20,9 +21,11 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
+from packager import compose
 from packager.errors import ManifestError
 from packager.platforms import (
     BASE_SYSTEMS,
@@ -43,6 +46,12 @@ Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _omit_empty(data: dict, *keys: str) -> dict:
+    # Fields added with composition are left out of the dump while empty, so a manifest that does not
+    # use them keeps the digest its lock and its published images were made from.
+    return {k: v for k, v in data.items() if not (k in keys and not v)}
 
 
 # --- identity ------------------------------------------------------------------
@@ -216,6 +225,8 @@ class DebianSystem(_Strict):
     suite: Suite = DEFAULT_SUITE  # type: ignore[valid-type]
     mirror: str = Field("http://deb.debian.org/debian", pattern=r"^(https?|file)://")
     packages: list[str] = Field(default_factory=list, description="packages beyond the essential set; 'name' or 'name=version'")
+    platform_packages: dict[str, list[str]] = Field(
+        default_factory=dict, description="more packages for one platform only (a framework chosen per platform)")
 
     @field_validator("packages")
     @classmethod
@@ -227,9 +238,22 @@ class DebianSystem(_Strict):
             raise ValueError("duplicate package")
         return v
 
+    @field_validator("platform_packages")
+    @classmethod
+    def _platform_pkg_names(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for packages in v.values():
+            cls._pkg_names(packages)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # type: ignore[no-untyped-def]
+        return _omit_empty(handler(self), "platform_packages")
+
 
 class Python(_Strict):
     requirements: list[str] = Field(default_factory=list, description="PEP 508, pinned with ==; markers select platforms")
+    platform_requirements: dict[str, list[str]] = Field(
+        default_factory=dict, description="more requirements for one platform only (a framework chosen per platform)")
 
     @field_validator("requirements")
     @classmethod
@@ -237,6 +261,17 @@ class Python(_Strict):
         for text in v:
             parse_pinned(text)
         return v
+
+    @field_validator("platform_requirements")
+    @classmethod
+    def _platform_pinned(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for reqs in v.values():
+            cls._pinned(reqs)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # type: ignore[no-untyped-def]
+        return _omit_empty(handler(self), "platform_requirements")
 
 
 def parse_pinned(text: str) -> Requirement:
@@ -309,7 +344,8 @@ class Manifest(_Strict):
     description: str = ""
     task: Task
     model: Model
-    framework: Framework
+    framework: Framework = Field(description="the framework of every platform not named in frameworks")
+    frameworks: dict[str, Framework] = Field(default_factory=dict, description="platform -> its own framework")
     dataset: Dataset
     preprocessing: Preprocessing
     platforms: list[Platform] = Field(min_length=1)
@@ -345,7 +381,33 @@ class Manifest(_Strict):
             raise ValueError(
                 f"model.input.layout {self.model.input.layout} differs from preprocessing.layout {self.preprocessing.layout}"
             )
+        names = {p.value for p in self.platforms}
+        for where, keys in (("frameworks", self.frameworks), ("python.platform_requirements", self.python.platform_requirements),
+                            ("system.platform_packages", self.system.platform_packages)):
+            for key in keys:
+                if key not in names:
+                    raise ValueError(f"{where}: {key!r} is not one of platforms ({', '.join(sorted(names))})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # type: ignore[no-untyped-def]
+        return _omit_empty(handler(self), "frameworks")
+
+    def framework_for(self, platform: Platform) -> Framework:
+        return self.frameworks.get(platform.value, self.framework)
+
+    def packages_for(self, platform: Platform) -> list[str]:
+        return list(self.system.packages) + list(self.system.platform_packages.get(platform.value, ()))
+
+    def for_platform(self, platform: Platform) -> "Manifest":
+        """This manifest as one platform sees it: its framework as ``framework``, its requirements and packages folded in.
+
+        The runner hands this to the harness, whose config reads ``framework`` alone.
+        """
+        python = Python(requirements=[*self.python.requirements, *self.python.platform_requirements.get(platform.value, ())])
+        system = self.system.model_copy(update={"packages": self.packages_for(platform), "platform_packages": {}})
+        return self.model_copy(update={"framework": self.framework_for(platform), "frameworks": {},
+                                       "python": python, "system": system})
 
     def canonical_json(self) -> bytes:
         """Stable bytes for hashing: the lock records this digest to detect staleness."""
@@ -362,7 +424,8 @@ class Manifest(_Strict):
     def requirements_for(self, platform: Platform) -> list[Requirement]:
         """Pinned requirements whose markers select this platform."""
         env = marker_environment(platform, self.base_system)
-        reqs = [parse_pinned(t) for t in self.python.requirements]
+        texts = [*self.python.requirements, *self.python.platform_requirements.get(platform.value, ())]
+        reqs = [parse_pinned(t) for t in texts]
         return [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
 
 
@@ -392,17 +455,34 @@ def manifest_path(path: Path) -> Path:
 
 
 def load_manifest(path: Path) -> Manifest:
-    """Load and validate; raise ManifestError naming the file and the first bad field."""
+    """Load, resolve its components (docs/components.md) and validate; ManifestError naming the file and field."""
+    return load_composed(path)[0]
+
+
+def load_composed(path: Path) -> tuple[Manifest, compose.Resolved]:
+    """The manifest and its resolution: which component and parent files it read, by sha256."""
     file = manifest_path(Path(path))
     data = load_yaml(file)
     if not isinstance(data, dict):
         raise ManifestError("top level must be a mapping", file=file)
+    resolved = compose.resolve(file, Manifest)
     try:
-        manifest = Manifest.model_validate(data)
+        manifest = Manifest.model_validate(resolved.data)
     except ValidationError as e:
-        raise ManifestError(_describe(e, data), file=file, field=_loc(e.errors()[0]["loc"])) from None
+        loc = e.errors()[0]["loc"]
+        by = resolved.origin_of(tuple(loc)) if resolved.composed else None
+        shown = compose.components_root(file.parent)
+        where = by if by and not by.startswith("/") else file
+        note = f" (resolving {file})" if by and Path(shown, by).resolve() != file.resolve() else ""
+        raise ManifestError(_describe(e, resolved.data) + note, file=where, field=_loc(loc)) from None
     _check_files_inside(manifest, file.parent, file)
-    return manifest
+    return manifest, resolved
+
+
+def resolved_yaml(manifest: Manifest) -> str:
+    """The resolved manifest as YAML, keys in schema order: what ``show`` prints and a bundle carries."""
+    return yaml.safe_dump(manifest.model_dump(mode="json"), sort_keys=False, default_flow_style=False,
+                          allow_unicode=True, width=100)
 
 
 def _check_files_inside(manifest: Manifest, root: Path, file: Path) -> None:
