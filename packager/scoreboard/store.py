@@ -400,6 +400,10 @@ class Board:
         """A write transaction (BEGIN IMMEDIATE on SQLite)."""
         return self.engine.connect().execution_options(board_write=True)
 
+    def write(self) -> Any:
+        """A connection whose transactions take the write lock up front (for the board's other tables: sweeps)."""
+        return self._write()
+
     # --- migrations ---------------------------------------------------------------
 
     def schema_version(self) -> int:
