@@ -393,7 +393,7 @@ def evaluate(
         raise BadInput("dataset directory does not exist", file=dataset)
     if stages not in STAGE_CHOICES:
         raise BadInput(f"stage {stages!r} is not one of {', '.join(STAGE_CHOICES)}", field="--stage")
-    run_config.check_applies(manifest.framework.name)  # before anything is built
+    run_config.check_applies(manifest.framework_for(platform).name)  # before anything is built
     build_root = build_root or default_build_root(artifact_dir)
     # The data set's layout and labels, on this machine, before anything is built (errors name the user's path).
     _in_stage("dataset", check_dataset, manifest, RunOptions(stage=STAGE_CHOICES[stages][-1], dataset=dataset, out=out,

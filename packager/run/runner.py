@@ -667,7 +667,7 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     if opts.stage not in ("functional", "full"):
         raise BadInput(f"stage {opts.stage!r} is not 'functional' or 'full'", field="--stage")
     # A knob the framework does not apply is refused here, before a container starts.
-    opts.run_config.check_applies(manifest.framework.name)
+    opts.run_config.check_applies(manifest.framework_for(opts.platform).name)
     opts.out.mkdir(parents=True, exist_ok=True)
     # Always written: it says what the stage was asked to do, and images without a baked config read it.
     (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
