@@ -39,13 +39,30 @@ class _Hashing(io.RawIOBase):
         return self.sink.write(b)
 
 
+def harness_sources(root: Path | None = None) -> list:  # list[inputs.archive.Source]
+    """The request-pack files this checkout's harness layer is made from (``image.plan.harness_files``), for the archive."""
+    from packager.image.plan import PACKAGE_ROOT, harness_files
+    from packager.inputs.archive import Source
+
+    root = root or PACKAGE_ROOT
+    return [Source(src, src.relative_to(root.parent).as_posix(), 0o755 if src.stat().st_mode & 0o111 else 0o644)
+            for src, _ in harness_files(root)]
+
+
+def plan_archive(artifact_dir: Path, cache):  # type: ignore[no-untyped-def]
+    """``inputs.archive.plan`` with request-pack's own harness source: another checkout rebuilds the same image."""
+    from packager.inputs import archive
+
+    return archive.plan(artifact_dir, cache, harness_sources())
+
+
 def write_archive(plan, out: Path) -> Written:  # type: ignore[no-untyped-def]
     """Stream ``plan`` (``inputs.archive.Plan``) into ``out`` as a plain tar: sorted, mtime 0, owner 0, mode 0644/0755."""
     from packager.image.writer import oci
 
     top = plan.top
     files = [oci.Entry(f"{top}/index.json", "file", size=len(plan.index), open=lambda: io.BytesIO(plan.index))]
-    files += [oci.Entry(f"{top}/{m.path}", "file", size=m.size, open=(lambda p=m.source: open(p, "rb")))
+    files += [oci.Entry(f"{top}/{m.path}", "file", mode=m.mode, size=m.size, open=(lambda p=m.source: open(p, "rb")))
               for m in plan.members]
     entries = oci.normalise(oci.parent_dirs([e.path for e in files]) + files, 0)
     out = Path(out)
@@ -67,6 +84,14 @@ class Reproduced:
     actual: str
     platforms: tuple[str, ...]
     seconds: float
+    harness: str  # "archive": request-pack's source the archive carries; "checkout": this one's (an older archive)
+    differing: tuple[str, ...] = ()  # "linux/amd64 harness" for each layer whose digest is not the bundle's
+    lock_sha256: str = ""
+    archive_sha256: str = ""
+
+    @property
+    def matches(self) -> bool:
+        return self.expected == self.actual
 
 
 def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_dir: Path | None, work: Path) -> Reproduced:
@@ -75,7 +100,7 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
     from packager.bundle.archive import safe_unpack
     from packager.bundle.keys import TrustStore
     from packager.bundle.verify import verify_bundle
-    from packager.cache import Cache
+    from packager.cache import Cache, sha256_file
     from packager.contract import BUILD_RECORD_NAME
     from packager.errors import BadInput, IntegrityError
     from packager.image import build as builder
@@ -97,12 +122,18 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
     if index["lock_sha256"] != record["lock_sha256"]:
         raise IntegrityError(f"{from_archive}: the lock it holds (the bundle's build record names the lock)",
                              record["lock_sha256"], index["lock_sha256"])
-    # 4. a fresh cache, filled from the archive alone
+    # 4. a fresh cache, filled from the archive alone; request-pack's own harness source from it too
     artifact_dir = archive.restore_artifact(from_archive, work / "artifact")
+    harness_root = archive.restore_sources(from_archive, work / "source")
     cache_dir = work / "cache"
     fetch(artifact_dir, from_archive, cache=Cache.open(cache_dir))
     # 5. the build, from that cache only
     opts = builder.BuildOptions(platforms=tuple(Platform(p) for p in platforms), build_root=work / "build",
-                                cache_root=cache_dir)
+                                cache_root=cache_dir, **({"harness_root": harness_root} if harness_root else {}))
     result = builder.build(artifact_dir, opts)
-    return Reproduced(report.index_digest, result.index.digest, platforms, time.monotonic() - t0)
+    differing = tuple(f"{p} {mine['role']}" for p in platforms
+                      for mine, theirs in zip(result.record["platforms"][p]["layers"], record["platforms"][p]["layers"])
+                      if mine["digest"] != theirs["digest"])
+    return Reproduced(report.index_digest, result.index.digest, platforms, time.monotonic() - t0,
+                      "archive" if harness_root else "checkout", differing, record["lock_sha256"],
+                      sha256_file(from_archive))

@@ -29,14 +29,14 @@ def archive_cmd(
     """Write one deterministic tar of every input the lock names, for all platforms, with an index of sha256s.
 
     .debs, wheels, sdists and the build inputs of cross-built wheels, the model and the inputs of
-    its recipe, the Dockerfile templates, manifest and lock. The same lock gives the same bytes.
+    its recipe, the Dockerfile templates, manifest and lock, and request-pack's own source the
+    image's harness layer is made from. The same lock and checkout give the same bytes.
     `request-pack fetch ARTIFACT --from FILE` fills a cache from it offline.
     """
     from packager.cache import Cache
-    from packager.inputs import archive
-    from packager.reproduce import write_archive
+    from packager.reproduce import plan_archive, write_archive
 
-    written = write_archive(archive.plan(path, Cache.open(cache)), out)
+    written = write_archive(plan_archive(path, Cache.open(cache)), out)
     console.print(f"{escape(str(written.path))}: {written.size:,} bytes ({written.size / 1e6:.1f} MB), "
                   f"{written.entries} files, sha256:{written.sha256}", soft_wrap=True, highlight=False)
 
@@ -62,7 +62,8 @@ def reproduce(
         work = Path(keep) if keep else Path(tmp)
         result = reproduce_bundle(bundle, from_archive, trust, trust_dir, work)
     line = (f"bundle {result.expected}\nrebuilt {result.actual} from {escape(str(from_archive))} offline "
-            f"({', '.join(result.platforms)}; {result.seconds:.0f} s)")
-    if result.actual != result.expected:
-        raise CheckFailed(f"not reproduced: the bundle names index {result.expected}, the archive rebuilds {result.actual}")
+            f"({', '.join(result.platforms)}; harness from the {result.harness}; {result.seconds:.0f} s)")
+    if not result.matches:
+        raise CheckFailed(f"not reproduced: the bundle names index {result.expected}, the archive rebuilds {result.actual}"
+                          f" (layers that differ: {', '.join(result.differing) or 'none: config or manifest'})")
     console.print(f"{line}\n[green]reproduced[/green]: the same index digest", soft_wrap=True, highlight=False)

@@ -36,6 +36,7 @@ from packager.cache import Cache
 from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BuildFailed, NotReproducible
 from packager.image.plan import (
+    PACKAGE_ROOT,
     Inputs,
     load_inputs,
     platform_epoch,
@@ -156,6 +157,7 @@ class BuildOptions:
     reuse_layers: bool = True
     fresh_base: bool = False
     tag: str = "latest"
+    harness_root: Path = PACKAGE_ROOT  # the ``packager`` package the harness layer is made from (reproduce: the archive's)
 
 
 def inputs_for(artifact_dir: Path, opts: BuildOptions) -> Inputs:
@@ -184,7 +186,8 @@ def write_layout(inputs: Inputs, cache: Cache, out: Path, opts: BuildOptions) ->
         debs, epoch = platform_epoch(inputs.lock, platform, cache)
         rootfs = build_rootfs(platform, debs, cache, epoch, suite=system_of(inputs.lock, platform).suite,
                               fresh=opts.fresh_base)
-        pplan = platform_plan(inputs.lock, inputs.manifest, platform, cache, epoch, rootfs, inputs.lock_sha256)
+        pplan = platform_plan(inputs.lock, inputs.manifest, platform, cache, epoch, rootfs, inputs.lock_sha256,
+                              opts.harness_root)
         infos: list[LayerInfo] = []
         try:
             mdesc, cfg, _ = ociplan.platform_image(pplan, lc.blobs, _cached_writer(lc, infos))

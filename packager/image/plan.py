@@ -96,6 +96,17 @@ def platform_epoch(lock: Lock, platform: Platform, cache: Cache) -> tuple[list[D
     return debs, int(os.environ.get("SOURCE_DATE_EPOCH") or deb_epoch(paths))
 
 
+def harness_version(root: Path = PACKAGE_ROOT) -> str:
+    """``__version__`` of the request-pack whose harness is at ``root`` (it names the layers in the image's history)."""
+    if root == PACKAGE_ROOT:
+        return __version__
+    for node in ast.parse((root / "__init__.py").read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets) \
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            return node.value.value
+    raise BadInput("sets no __version__ string", file=root / "__init__.py")
+
+
 def harness_files(root: Path = PACKAGE_ROOT) -> list[tuple[Path, str]]:
     """``packager/harness`` and the package modules it imports, found by reading its imports.
 
@@ -141,13 +152,18 @@ def _imported_modules(node: ast.AST, path: Path, root: Path) -> list[tuple[str, 
 
 
 def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cache, epoch: int, rootfs: Rootfs,
-                  lock_sha: str) -> dict:
-    """One platform of the plan: layer specs (inputs by path and hash), config and history."""
+                  lock_sha: str, harness_root: Path = PACKAGE_ROOT) -> dict:
+    """One platform of the plan: layer specs (inputs by path and hash), config and history.
+
+    ``harness_root`` is the ``packager`` package the harness layer is made from: this checkout's,
+    or the one an archive carries (``reproduce`` rebuilds a bundle's image with another checkout).
+    """
     plat_lock = lock.platforms[platform.value]
     system = system_of(lock, platform)
     scheme = {"site_packages": system.site_packages, "include": f"usr/local/include/{system.python_exe}"}
     wheels = [(cache.path_of(w.sha256, size=w.size, name=w.filename), w.filename) for w in plat_lock.wheels]
-    hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files()]
+    hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files(harness_root)]
+    version = harness_version(harness_root)
     model_path = cache.path_of(lock.model.sha256, name=f"model {lock.model.filename}")
     config_sha = cache.put_bytes(oci.canonical_json(manifest.model_dump(mode="json")) + b"\n", name=f"{manifest.name} request.json")
     specs = [
@@ -158,7 +174,7 @@ def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cac
          "detail": ", ".join(f"{w.name} {w.version}" for w in plat_lock.wheels) or "none"},
         {"role": "harness", "kind": "files", "files": [[str(src), dest, mode] for src, dest, mode in hfiles],
          "inputs": {"files": {dest: [hashlib.sha256(src.read_bytes()).hexdigest(), mode] for src, dest, mode in hfiles}},
-         "detail": f"packager.harness {__version__}"},
+         "detail": f"packager.harness {version}"},
         {"role": "model", "kind": "files",
          "files": [[str(model_path), MODEL_PATH, 0o644], [str(cache.object_path(config_sha)), CONFIG_PATH, 0o644]],
          "inputs": {"model": lock.model.sha256, "config": config_sha},
@@ -171,7 +187,7 @@ def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cac
         "WorkingDir": f"/{APP_DIR}",
         "Labels": labels_for(manifest, lock_sha),
     }
-    history = [{"created_by": f"request-pack {__version__}: {s['role']} layer", "comment": s["detail"]} for s in specs]
+    history = [{"created_by": f"request-pack {version}: {s['role']} layer", "comment": s["detail"]} for s in specs]
     return {"platform": oci.platform_json(platform.os, platform.architecture, platform.variant), "epoch": epoch,
             "layers": specs, "config": config, "history": history}
 

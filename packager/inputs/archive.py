@@ -62,6 +62,7 @@ class Member:
     size: int
     source: Path | None  # where its bytes are read from when writing; None for index.json
     entries: tuple[str, ...]
+    mode: int = 0o644
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,24 @@ def recipe_inputs(manifest: Manifest) -> list[Wanted]:
 # --- planning the archive -------------------------------------------------------------------------
 
 
-def plan(artifact_dir: Path, cache: Cache) -> Plan:
-    """Every member and the index, from the lock and the cache; CacheMissError names the first absent entry."""
+SOURCE_DIR = "request-pack"  # request-pack's own source below the top directory: what the harness layer is made from
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file of request-pack's own source that goes into every image (``image.plan.harness_files``)."""
+
+    file: Path
+    rel: str  # below the package's parent: ``packager/harness/__main__.py``
+    mode: int  # 0o644 or 0o755, as the harness layer records it
+
+
+def plan(artifact_dir: Path, cache: Cache, sources: Iterable[Source] = ()) -> Plan:
+    """Every member and the index, from the lock and the cache; CacheMissError names the first absent entry.
+
+    ``sources`` are the request-pack files the image's harness layer is made from (the caller
+    lists them: ``inputs`` sits below ``image``); with them, another checkout rebuilds the same image.
+    """
     mfile = manifest_path(Path(artifact_dir))
     artifact_dir = mfile.parent
     manifest = load_manifest(mfile)
@@ -137,6 +154,9 @@ def plan(artifact_dir: Path, cache: Cache) -> Plan:
         got = by_path[f"templates/{lock_entry}"].sha256
         if got != rel:
             raise StaleLockError(f"{lock_path}: stale: template {lock_entry} changed since it was locked: run `request-pack lock`")
+    for src in sources:
+        _add(by_path, Member(f"{SOURCE_DIR}/{src.rel}", sha256_file(src.file), src.file.stat().st_size, src.file,
+                             (f"request-pack {src.rel}",), src.mode))
     for w in wanted_objects(manifest, lock):
         if not cache.has(w.sha256):
             raise CacheMissError(f"{w.entry} is not in the cache: run `request-pack fetch {artifact_dir}` first")
@@ -149,7 +169,8 @@ def plan(artifact_dir: Path, cache: Cache) -> Plan:
         "manifest_sha256": lock.manifest_sha256,
         "lock_sha256": sha256_file(lock_path),
         "platforms": sorted(lock.platforms),
-        "entries": sorted(({"entry": e, "sha256": m.sha256, "size": m.size, "path": m.path}
+        "entries": sorted(({"entry": e, "sha256": m.sha256, "size": m.size, "path": m.path,
+                            **({"mode": m.mode} if m.path.startswith(f"{SOURCE_DIR}/") else {})}
                            for m in members for e in m.entries), key=lambda d: d["entry"]),
         # The recipe's tools are pinned by version, not by file: they are not in the archive.
         "recipe_tools": list(lock.model.conversion.requirements) if lock.model.conversion else [],
@@ -300,20 +321,20 @@ def _store_checked(cache: Cache, stream, sha256: str, *, what: str, name: str) -
         tmp.unlink(missing_ok=True)
 
 
-def restore_artifact(archive: Path, dest: Path) -> Path:
-    """Unpack ``artifact/`` (manifest, lock, local sources) into ``dest/<name>``, each file checked against the index."""
+def _restore(archive: Path, under: str, out: Path) -> dict:
+    """Unpack the members below ``under/`` into ``out``, each a regular file checked against the index; the index."""
     with tarfile.open(archive, "r:*") as tar:
         index = _index(tar, archive)
         top = index["_top"]
-        wanted = {f"{top}/{e['path']}": e for e in index["entries"] if e["path"].startswith("artifact/")}
-        out = Path(dest) / top
+        wanted = {f"{top}/{e['path']}": e for e in index["entries"] if e["path"].startswith(f"{under}/")}
         for m in tar:
             e = wanted.get(m.name)
             if e is None:
                 continue
-            rel = PurePosixPath(e["path"]).relative_to("artifact")
-            if not m.isfile() or ".." in rel.parts or rel.is_absolute():
-                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", "a regular file inside artifact/", "something else")
+            rel = PurePosixPath(e["path"]).relative_to(under)
+            if not m.isfile() or ".." in rel.parts or rel.is_absolute() or m.size > _MAX_RESTORED:
+                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", f"a regular file inside {under}/",
+                                     "something else")
             target = out.joinpath(*rel.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
             data = tar.extractfile(m).read()  # type: ignore[union-attr]
@@ -321,6 +342,29 @@ def restore_artifact(archive: Path, dest: Path) -> Path:
             if actual != e["sha256"]:
                 raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", e["sha256"], actual)
             target.write_bytes(data)
+            target.chmod(0o755 if int(e.get("mode", 0o644)) & 0o111 else 0o644)
+    return index
+
+
+_MAX_RESTORED = 64 << 20  # manifest, lock, a local model source, request-pack's source files: all small
+
+
+def restore_sources(archive: Path, dest: Path) -> Path | None:
+    """Unpack request-pack's own source (``request-pack/packager/...``) into ``dest``; its ``packager`` directory.
+
+    None for an archive that carries none (made before archives carried it): the caller builds
+    with its own checkout's harness then, and says so.
+    """
+    _restore(archive, SOURCE_DIR, Path(dest))
+    root = Path(dest) / "packager"
+    return root if (root / "__init__.py").is_file() else None
+
+
+def restore_artifact(archive: Path, dest: Path) -> Path:
+    """Unpack ``artifact/`` (manifest, lock, local sources) into ``dest/<name>``, each file checked against the index."""
+    index = read_index(archive)
+    out = Path(dest) / index["_top"]
+    _restore(archive, "artifact", out)
     if not (out / LOCK_NAME).is_file() or not (out / MANIFEST_NAME).is_file():
         raise BadInput(f"holds no artifact/{MANIFEST_NAME} and artifact/{LOCK_NAME}", file=archive)
     if sha256_file(out / LOCK_NAME) != index["lock_sha256"]:

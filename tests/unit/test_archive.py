@@ -215,3 +215,44 @@ def test_fetch_falls_back_to_the_recorded_locations_in_order(tmp_path: Path) -> 
         assert fresh.describe(deb.sha256)["urls"] == [deb.locations[1]]  # the third location served it
     finally:
         pool.close()
+
+
+def test_the_archive_carries_the_harness_source_and_restores_it_for_another_checkout(artifact, tmp_path: Path) -> None:
+    """request-pack's own files the harness layer is made from travel in the archive, by sha256 and mode."""
+    from packager.image.plan import PACKAGE_ROOT, harness_files, harness_version
+    from packager.reproduce import harness_sources, plan_archive
+
+    art, cache = artifact
+    written = write_archive(plan_archive(art, cache), tmp_path / "inputs.tar")
+    assert write_archive(plan_archive(art, cache), tmp_path / "again.tar").sha256 == written.sha256
+    mine = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for src, dest in harness_files()}
+    index = archive.read_index(written.path)
+    carried = {e["path"]: e for e in index["entries"] if e["entry"].startswith("request-pack ")}
+    assert len(carried) == len(mine) == len(harness_sources())
+    assert carried["request-pack/packager/harness/__main__.py"]["sha256"] == _sha(
+        (PACKAGE_ROOT / "harness" / "__main__.py").read_bytes())
+    assert all(e["mode"] in (0o644, 0o755) for e in carried.values())
+
+    root = archive.restore_sources(written.path, tmp_path / "source")
+    assert root == tmp_path / "source" / "packager"
+    # the restored tree is closed under the harness's imports: it yields exactly the same layer files
+    theirs = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for src, dest in harness_files(root)}
+    assert theirs == mine and harness_version(root) == harness_version()
+    # an archive from before it carried sources restores none (reproduce then says it used this checkout)
+    old = write_archive(archive.plan(art, cache), tmp_path / "old.tar")
+    assert archive.restore_sources(old.path, tmp_path / "none") is None
+
+
+def test_a_tampered_harness_source_is_refused_with_its_name(artifact, tmp_path: Path) -> None:
+    from packager.reproduce import plan_archive
+
+    art, cache = artifact
+    written = write_archive(plan_archive(art, cache), tmp_path / "inputs.tar")
+    target = "lock-basic/request-pack/packager/harness/__main__.py"
+    with tarfile.open(written.path) as tar:
+        offset = tar.getmember(target).offset_data
+    data = bytearray(written.path.read_bytes())
+    data[offset] ^= 0x01
+    written.path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"request-pack/packager/harness/__main__.py \(request-pack packager/harness/__main__.py\)"):
+        archive.restore_sources(written.path, tmp_path / "source")
