@@ -16,6 +16,9 @@ RESULT_PREDICATE_TYPE = "https://request-pack.org/attestation/result/v1"
 # Bundles signed before the project owned its URIs carry this; their signatures cover it, so it stays readable.
 LEGACY_RESULT_PREDICATE_TYPES = ("https://request-pack.invalid/result/v1",)
 
+# `reproduce --sign`: a bundle's image rebuilt from its archive of inputs, with both index digests
+REPRODUCED_PREDICATE_TYPE = "https://request-pack.org/attestation/reproduced/v1"
+
 BUILD_TYPE = "https://request-pack.org/buildtypes/oci-layout/v1"
 BUILDER_ID = "https://request-pack.org/builder/request-pack"  # the version goes in builder.version
 
