@@ -1,0 +1,94 @@
+"""``explore``: a design-space sweep of one artifact; and the run-config options ``run``/``evaluate`` share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.markup import escape
+
+from packager.cli.common import ARTIFACT_HELP, BOARD_HELP, BOARD_URL, console, parse_platform, progress_bar, progress_fn
+
+commands = typer.Typer()
+
+SET_HELP = ("A run-time knob, run.KNOB=VALUE (threads, inter_threads, batch, opt_level, execution_provider, target); "
+            "repeatable. The image is not rebuilt; the knobs are recorded in the signed result.")
+RUN_CONFIG_HELP = "A YAML or JSON file of run-time knobs (KNOB: VALUE); --set overrides single knobs."
+
+
+def run_config_from(sets: list[str], file: Optional[Path]) -> Any:
+    """The run config of ``--run-config FILE`` and ``--set run.KNOB=VALUE`` (the latter wins)."""
+    from packager.runconfig import RunConfig, from_mapping, from_sets
+    from packager.yamlsafe import load_yaml
+
+    base = from_mapping(load_yaml(file), where=str(file)) if file is not None else RunConfig()
+    return base.merged(from_sets(sets))
+
+
+@commands.command("explore")
+def explore_cmd(
+    artifact: Path = typer.Argument(..., help=ARTIFACT_HELP),
+    space: Path = typer.Option(..., "--space", help="Space file (YAML): run:/build: knob lists (cross product) or points: (a listed subset), stage:."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Dataset directory (default $REQUEST_PACK_SAMPLE or ../shared/data/imagenet-sample)."),
+    dataset_layout: Optional[str] = typer.Option(None, "--dataset-layout", metavar="auto|labels-tsv|ilsvrc2012-val", help="The data set's layout (default: detected)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Sweep directory: the journal (points.jsonl) and each point's results (default explore/<artifact>-<space sha256[:12]>)."),
+    board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
+    key: Optional[Path] = typer.Option(None, "--key", help="Evaluator's private key (default: this machine's evaluator key)."),
+    platform: Optional[str] = typer.Option(None, "--platform", help="Platform to evaluate (default: this machine's)."),
+    engine: str = typer.Option("docker", "--engine", help="docker or podman."),
+    build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/ is (default: build/ beside artifacts/)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the points an earlier run recorded as failed."),
+    farm: Optional[str] = typer.Option(None, "--farm", help="slurm: submit the points as farm jobs (not in this version)."),
+) -> None:
+    """Evaluate every point of a design space; each verified result is published to the board as one sweep."""
+    import hashlib
+
+    from rich.table import Table
+
+    from packager.errors import BadInput
+    from packager.explore import Options, explore, iter_frontier, load_space
+    from packager.manifest import load_manifest
+    from packager.repo import default_sample_dataset
+
+    if farm is not None:
+        raise BadInput(f"--farm {farm}: submitting sweep points as farm jobs is not implemented yet; run without --farm",
+                       field="--farm")
+    spec = load_space(space)
+    name = load_manifest(artifact).name
+    out = out or Path("explore") / f"{name}-{hashlib.sha256(spec.text.encode()).hexdigest()[:12]}"
+    opts = Options(dataset=dataset or default_sample_dataset(), out=out, board=board, key=key,
+                   platform=parse_platform(platform), engine=engine, build_root=build_root,
+                   dataset_layout=dataset_layout, retry_failed=retry_failed)
+    with progress_bar() as bar:
+        sweep_task = bar.add_task(f"sweep of {name}: {len(spec.points)} point(s)", total=len(spec.points))
+
+        def report(event: str, point: Any, outcome: Any) -> None:
+            if event == "start":
+                bar.console.print(f"point {point.index + 1}/{len(spec.points)}: {escape(point.label())}")
+                return
+            detail = f"top-1 {outcome.top1:.4f}" if outcome.top1 is not None else escape(outcome.error or "")
+            bar.console.print(f"  {event}: {escape(point.label())} {detail}")
+            bar.advance(sweep_task)
+
+        result = explore(artifact, spec, opts, report=report,
+                         progress=lambda stage: progress_fn(bar, f"  {stage}"))
+    table = Table(title=f"sweep {result.sweep_id} of {result.artifact} ({len(result.image_digests)} image digest(s), "
+                        f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)")
+    for col in ("#", "knobs", "status", "top-1", "p90 ms", "img/s", "wall s", "pareto"):
+        table.add_column(col, justify="left" if col in ("knobs", "status") else "right")
+    front = {p.key for _, p in iter_frontier(result)}
+    for o in result.outcomes:
+        table.add_row(str(o.point.index + 1), escape(o.point.label()), o.status,
+                      f"{o.top1:.4f}" if o.top1 is not None else "-", f"{o.p90_ms:.2f}" if o.p90_ms is not None else "-",
+                      f"{o.images_per_s:.1f}" if o.images_per_s is not None else "-", f"{o.wall_s:.1f}",
+                      "*" if o.key in front else "")
+    console.print(table)
+    for cls, p in iter_frontier(result):
+        console.print(f"frontier [{cls}]: {escape(' '.join(f'{k}={v}' for k, v in p.knobs.items()) or 'defaults')} "
+                      f"({p.bundle_digest})")
+    failed = [o for o in result.outcomes if o.status == "failed"]
+    console.print(f"journal {escape(str(result.out / 'points.jsonl'))}; board {escape(board)} sweep {result.sweep_id}"
+                  + (f"; [red]{len(failed)} failed[/red]" if failed else ""))
+    if failed:
+        raise typer.Exit(1)

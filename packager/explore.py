@@ -1,0 +1,364 @@
+"""``request-pack explore ARTIFACT --space SPACE.yaml``: a design-space sweep, every point verified on the board.
+
+The space file::
+
+    stage: functional          # functional (default), full or all: what each point evaluates
+    run:                       # run-time knobs (packager/runconfig.py): the cross product of the lists
+      threads: [1, 2]
+      batch: [1, 32]
+    build:                     # build-time knobs (model, framework, precision): a derived artifact each
+      precision: [fp32, int8]
+    # or, instead of run/build, a listed subset:
+    points:
+      - {threads: 1, batch: 1}
+      - {threads: 2, batch: 32}
+
+Each point, in order:
+
+1. its image: the parent's (run-time knobs never rebuild: one image, by digest, for every
+   such point), built only if no build of the manifest exists;
+2. its key: sha256 of the image index digest, platform, run config, stages and the data set's
+   identity (layout, sha256 of its labels file, sample count). A key already in the sweep's
+   journal (``points.jsonl``) is not run again, done or failed: the sweep resumes after a
+   ``kill -9`` where it stopped, losing at most the point that was running, which continues
+   from its predictions (``evaluate --resume``);
+3. evaluate (``pipeline.evaluate``: functional stage first, then full when asked; signed and
+   verified); a point that fails is recorded as failed with its reason, and not retried
+   unless ``--retry-failed``;
+4. publish to the board (verify-then-publish) and record the point in the board's sweep group;
+5. one line appended to the journal, flushed and fsynced.
+
+A missing environment (engine down) stops the sweep without recording the point: it did not fail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from packager.errors import BadInput, EnvironmentMissing, RequestPackError
+from packager.manifest import MANIFEST_NAME, load_manifest
+from packager.pipeline import STAGE_CHOICES, evaluate, evaluator_key, image_for
+from packager.platforms import Platform
+from packager.run.runner import ImageRef, ProgressFn, RunOptions, check_dataset
+from packager.runconfig import KNOB_HELP, RunConfig, from_mapping
+from packager.scoreboard.store import DEFAULT_BOARD, Board
+from packager.scoreboard.sweeps import SWEEP_OBJECTIVES, Sweep, SweepPoint, load_sweep, record_point, record_sweep, sweep_id
+
+log = logging.getLogger(__name__)
+
+BUILD_KNOBS = ("model", "framework", "precision")
+SPACE_KEYS = {"stage", "run", "build", "points"}
+JOURNAL = "points.jsonl"
+SWEEP_RECORD = "sweep.json"
+MAX_POINTS = 4096
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    run: RunConfig
+    build: Mapping[str, str] = field(default_factory=dict)
+
+    def knobs(self) -> dict[str, Any]:
+        return {**{f"build.{k}": v for k, v in self.build.items()}, **{f"run.{k}": v for k, v in self.run.as_dict().items()}}
+
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.knobs().items()) or "defaults"
+
+
+@dataclass(frozen=True)
+class Space:
+    text: str
+    stage: str
+    points: tuple[Point, ...]
+
+
+def _values(name: str, value: Any, where: str) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise BadInput(f"knob {name!r} has no values", file=Path(where), field=name)
+    return values
+
+
+def _split(entry: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A point's keys: ``run.X``/``X`` for run-time knobs, ``build.X`` or a build knob's bare name for build-time."""
+    run, build = {}, {}
+    for key, value in entry.items():
+        name = str(key)
+        if name.startswith("build.") or name in BUILD_KNOBS:
+            build[name.removeprefix("build.")] = value
+        else:
+            run[name.removeprefix("run.")] = value
+    return run, build
+
+
+def parse_space(text: str, data: Any, where: str) -> Space:
+    """The points of a space file (already parsed) in a stable order; errors name the file and the field."""
+    if not isinstance(data, Mapping):
+        raise BadInput("a space file is a mapping with run:, build: or points:", file=Path(where))
+    unknown = sorted(set(map(str, data)) - SPACE_KEYS)
+    if unknown:
+        raise BadInput(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(SPACE_KEYS))})", file=Path(where), field=unknown[0])
+    stage = str(data.get("stage", "functional"))
+    if stage not in STAGE_CHOICES:
+        raise BadInput(f"stage {stage!r} is not one of {', '.join(STAGE_CHOICES)}", file=Path(where), field="stage")
+    if "points" in data and ("run" in data or "build" in data):
+        raise BadInput("give either points: (a listed subset) or run:/build: (a cross product), not both",
+                       file=Path(where), field="points")
+    combos: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    if "points" in data:
+        entries = data["points"]
+        if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
+            raise BadInput("points: must be a non-empty list of mappings knob: value", file=Path(where), field="points")
+        combos = [_split(e, where) for e in entries]
+    else:
+        run_axes = data.get("run") or {}
+        build_axes = data.get("build") or {}
+        for name, axes in (("run", run_axes), ("build", build_axes)):
+            if not isinstance(axes, Mapping):
+                raise BadInput(f"{name}: must be a mapping knob: [values]", file=Path(where), field=name)
+        names = [("run", str(k)) for k in run_axes] + [("build", str(k)) for k in build_axes]
+        lists = [_values(k, run_axes[k], where) for k in run_axes] + [_values(k, build_axes[k], where) for k in build_axes]
+        total = 1
+        for values in lists:
+            total *= len(values)
+        if total > MAX_POINTS:
+            raise BadInput(f"the cross product has {total} points (at most {MAX_POINTS})", file=Path(where))
+        for combo in itertools.product(*lists):
+            run = {k: v for (kind, k), v in zip(names, combo) if kind == "run"}
+            build = {k: v for (kind, k), v in zip(names, combo) if kind == "build"}
+            combos.append((run, build))
+    points = []
+    for i, (run, build) in enumerate(combos):
+        bad = sorted(set(build) - set(BUILD_KNOBS))
+        if bad:
+            raise BadInput(f"unknown build-time knob {bad[0]!r} (known: {', '.join(BUILD_KNOBS)}; run-time: "
+                           f"{', '.join(KNOB_HELP)})", file=Path(where), field=f"build.{bad[0]}")
+        points.append(Point(i, from_mapping(run, where=f"{where} point {i + 1}"), {k: str(v) for k, v in build.items()}))
+    keys = [p.knobs() for p in points]
+    dupes = [k for i, k in enumerate(keys) if k in keys[:i]]
+    if dupes:
+        raise BadInput(f"point {dupes[0]} is listed twice", file=Path(where), field="points")
+    return Space(text, stage, tuple(points))
+
+
+def load_space(path: Path) -> Space:
+    from packager.yamlsafe import load_yaml
+
+    data = load_yaml(path)  # bounded, strict (no aliases, no duplicate keys)
+    return parse_space(Path(path).read_text(encoding="utf-8"), data, str(path))
+
+
+def dataset_identity(manifest, dataset: Path, stage: str, layout: str | None) -> str:
+    """What a point measured on: the layout, the labels file's sha256 and how many samples the stage reads."""
+    spec, n = check_dataset(manifest, RunOptions(stage=stage, dataset=dataset, out=dataset, platform=Platform.native(),
+                                                 dataset_layout=layout))
+    labels = spec.root / spec.labels
+    digest = hashlib.sha256(labels.read_bytes()).hexdigest() if labels.is_file() else "none"
+    return f"{spec.layout}:{digest}:{n}"
+
+
+def point_key(image: ImageRef, platform: Platform, run: RunConfig, stages: str, dataset_id: str) -> str:
+    return hashlib.sha256(json.dumps([image.index_digest or image.config_digest, str(platform), run.canonical(), stages,
+                                      dataset_id]).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    point: Point
+    key: str
+    status: str  # done | failed | kept (finished in an earlier run of the sweep)
+    image_digest: str | None
+    bundle: str | None = None
+    bundle_digest: str | None = None
+    error: str | None = None
+    top1: float | None = None
+    p90_ms: float | None = None
+    images_per_s: float | None = None
+    wall_s: float = 0.0
+
+    def journal_line(self) -> str:
+        record = {"key": self.key, "index": self.point.index, "knobs": self.point.knobs(), "status": self.status,
+                  "image_digest": self.image_digest, "bundle": self.bundle, "bundle_digest": self.bundle_digest,
+                  "error": self.error, "top1": self.top1, "p90_ms": self.p90_ms, "images_per_s": self.images_per_s,
+                  "wall_s": round(self.wall_s, 3)}
+        return json.dumps(record, sort_keys=True) + "\n"
+
+
+def read_journal(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished points by key; a torn last line (killed mid-write) is ignored, later lines win."""
+    out: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return out
+    with path.open("r", encoding="utf-8") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("key"), str):
+                out[record["key"]] = record
+    return out
+
+
+def _append(path: Path, line: str) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass(frozen=True)
+class Options:
+    dataset: Path
+    out: Path
+    board: str = DEFAULT_BOARD
+    key: Path | None = None
+    platform: Platform | None = None
+    engine: str = "docker"
+    build_root: Path | None = None
+    dataset_layout: str | None = None
+    retry_failed: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    sweep_id: str
+    artifact: str
+    out: Path
+    outcomes: tuple[Outcome, ...]
+    image_digests: frozenset[str]
+    rebuilds: int
+    sweep: Sweep | None
+    seconds: float
+
+
+Reporter = Callable[[str, Point, "Outcome | None"], None]
+
+
+def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | None = None,
+            progress: Callable[[str], ProgressFn] | None = None) -> Result:
+    """Steps 1-5 of the module doc for every point of ``space``; returns the outcomes and the board's group."""
+    t0 = time.monotonic()
+    artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
+    manifest = load_manifest(artifact)
+    platform = opts.platform or Platform.native()
+    needs_build = [p for p in space.points if p.build]
+    if needs_build:
+        # Build-time knobs are `request-pack derive` variants; until that command exists here they are refused.
+        raise BadInput(f"build-time knob(s) {', '.join(sorted(needs_build[0].build))} need `request-pack derive`, "
+                       "which this request-pack does not have yet: sweep run-time knobs only", field="build")
+    framework = manifest.framework_for(platform).name
+    for p in space.points:
+        p.run.check_applies(framework, where=f"point {p.index + 1} ({p.label()})")
+    last_stage = STAGE_CHOICES[space.stage][-1]
+    data_id = dataset_identity(manifest, opts.dataset, last_stage, opts.dataset_layout)
+    sid = sweep_id(manifest.name, space.text, data_id)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    (opts.out / SWEEP_RECORD).write_text(json.dumps({"sweep_id": sid, "artifact": manifest.name, "dataset": data_id,
+                                                     "space": space.text}, indent=2, sort_keys=True) + "\n")
+    journal = opts.out / JOURNAL
+    finished = read_journal(journal)
+    from packager.bundle.keys import TrustStore
+    from packager.scoreboard.publish import publish
+
+    _, pub = evaluator_key(opts.key)
+    trust = TrustStore.load([pub])
+    outcomes: list[Outcome] = []
+    digests: set[str] = set()
+    rebuilds = 0
+    with Board(opts.board) as board:
+        record_sweep(board, sid, manifest.name, space.text)
+        # 1. one image for every run-time point; its record's identity is watched for rebuilds.
+        ref = image_for(artifact_dir, platform=platform, engine=opts.engine, build_root=opts.build_root)
+        stamp = _record_stamp(ref)
+        for point in space.points:
+            key = point_key(ref, platform, point.run, space.stage, data_id)
+            seen = finished.get(key)
+            if seen is not None and (seen.get("status") == "done" or not opts.retry_failed):
+                outcome = _kept(point, key, seen)
+                outcomes.append(outcome)
+                if outcome.image_digest:
+                    digests.add(outcome.image_digest)
+                if report:
+                    report("kept", point, outcome)
+                continue
+            if report:
+                report("start", point, None)
+            outcome = _run_point(artifact_dir, point, key, ref, platform, space.stage, opts, progress)
+            if outcome.status == "done":
+                published = publish(Path(outcome.bundle), board, trust)  # type: ignore[arg-type]
+                outcome = replace(outcome, bundle_digest=published.bundle_digest)
+            record_point(board, sid, SweepPoint(key, point.knobs(), outcome.status, outcome.bundle_digest,
+                                                outcome.image_digest, outcome.error))
+            _append(journal, outcome.journal_line())
+            outcomes.append(outcome)
+            if outcome.image_digest:
+                digests.add(outcome.image_digest)
+            if _record_stamp(ref) != stamp:
+                rebuilds += 1
+                stamp = _record_stamp(ref)
+            if report:
+                report(outcome.status, point, outcome)
+        group = load_sweep(board, sid, objectives=SWEEP_OBJECTIVES)
+    return Result(sid, manifest.name, opts.out, tuple(outcomes), frozenset(digests), rebuilds, group, time.monotonic() - t0)
+
+
+def _record_stamp(ref: ImageRef) -> tuple[int, int] | None:
+    """The build record's inode and mtime: any rebuild rewrites it."""
+    try:
+        st = ref.record.stat() if ref.record else None
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns) if st else None
+
+
+def _kept(point: Point, key: str, seen: Mapping[str, Any]) -> Outcome:
+    return Outcome(point, key, "kept" if seen.get("status") == "done" else "failed", seen.get("image_digest"),
+                   seen.get("bundle"), seen.get("bundle_digest"), seen.get("error"), seen.get("top1"), seen.get("p90_ms"),
+                   seen.get("images_per_s"), float(seen.get("wall_s") or 0.0))
+
+
+def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platform: Platform, stages: str,
+               opts: Options, progress: Callable[[str], ProgressFn] | None) -> Outcome:
+    """Step 3 for one point: a failure is an outcome, except a missing environment, which stops the sweep."""
+    t = time.monotonic()
+    out = opts.out / "points" / f"{point.index + 1:03d}-{key[:12]}"
+    digest = ref.index_digest or ref.config_digest
+    try:
+        ev = evaluate(artifact_dir, opts.dataset, out, key=opts.key, platform=platform, engine=opts.engine,
+                      build_root=opts.build_root, progress=progress, stages=stages, resume=out.exists(),
+                      dataset_layout=opts.dataset_layout, run_config=point.run)
+    except EnvironmentMissing:
+        raise
+    except RequestPackError as e:
+        log.warning("point %d (%s) failed: %s", point.index + 1, point.label(), e)
+        return Outcome(point, key, "failed", digest, error=str(e).splitlines()[0][:2000], wall_s=time.monotonic() - t)
+    last = ev.stages[-1]
+    return Outcome(point, key, "done", ev.image.index_digest or ev.image.config_digest, str(ev.bundle),
+                   top1=last.top1, p90_ms=_p90_ms(last.out), images_per_s=last.images_per_s, wall_s=time.monotonic() - t)
+
+
+def _p90_ms(stage_dir: Path) -> float | None:
+    from packager.results import METRICS_NAME, Metrics
+
+    m = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text())
+    return m.latency.p90_s * 1e3 if m.latency else None
+
+
+def iter_frontier(result: Result) -> Iterator[tuple[str, SweepPoint]]:
+    """(measurement class, point) for every point on its class's frontier, in point order."""
+    if result.sweep is None:
+        return
+    for p in result.sweep.points:
+        if p.row is not None and result.sweep.on_frontier(p):
+            yield p.row.measurement, p
