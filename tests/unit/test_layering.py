@@ -29,10 +29,11 @@ RANKS = {
     "reproduce": 7,
     "doctor": 8,
     "farm": 8,
+    "explore": 8,  # a sweep: pipeline and scoreboard per point
     "cli": 9,
 }
 FOLDERS = {"harness", "inputs", "engine", "image", "run", "bundle", "scoreboard", "farm", "cli"}
-TOP_MODULES = {"pipeline", "doctor", "reproduce"}
+TOP_MODULES = {"pipeline", "doctor", "reproduce", "explore"}
 
 
 def _module_name(path: Path) -> str:
