@@ -15,6 +15,7 @@ from packager.cli.common import (
     progress_bar,
     progress_fn,
 )
+from packager.cli.explore import RUN_CONFIG_HELP, SET_HELP, run_config_from
 
 commands = typer.Typer()
 
@@ -44,6 +45,8 @@ def run_cmd(
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
     mode: str = typer.Option("quick", "--mode", help="quick (any data set; never an MLPerf submission) or submission (LoadGen from mlperf.conf + user.conf, official seeds, 600 s, >= 1024 images)."),
     emulated_performance: bool = typer.Option(False, "--emulated-performance", help="Also run the performance scenarios under QEMU (skipped by default: they measure the emulator)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    run_config: Optional[Path] = typer.Option(None, "--run-config", help=RUN_CONFIG_HELP),
 ) -> None:
     """Run one stage of an artifact's image, by digest, in the sandbox."""
     from packager.engine import get_engine
@@ -58,7 +61,8 @@ def run_cmd(
     ref = image_from_record(artifact_dir, manifest.name, plat, build_root)
     opts = RunOptions(stage=stage, dataset=dataset, out=out, platform=plat, devices=tuple(device), resume=resume,
                       samples=samples, cdi_dirs=tuple(cdi_spec_dir) or DEFAULT_CDI_DIRS, mode=_mode(mode),
-                      emulated_performance=emulated_performance, dataset_layout=dataset_layout)
+                      emulated_performance=emulated_performance, dataset_layout=dataset_layout,
+                      run_config=run_config_from(set_, run_config))
     with progress_bar() as bar:
         result = run_stage(manifest, ref, get_engine(engine, target), opts, progress=progress_fn(bar, f"{stage} {plat}"))
     console.print(f"[green]ok[/green] {stage} stage of {manifest.name} on {plat} in {result.wall_s:.1f} s; "
@@ -82,6 +86,8 @@ def evaluate_cmd(
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/build-record.json is (default: build/ beside artifacts/)."),
     mode: str = typer.Option("quick", "--mode", help="quick (any data set; never an MLPerf submission) or submission (LoadGen from mlperf.conf + user.conf, official seeds, 600 s, >= 1024 images)."),
     emulated_performance: bool = typer.Option(False, "--emulated-performance", help="Also run the performance scenarios under QEMU (skipped by default: they measure the emulator)."),
+    set_: list[str] = typer.Option([], "--set", help=SET_HELP),
+    run_config: Optional[Path] = typer.Option(None, "--run-config", help=RUN_CONFIG_HELP),
 ) -> None:
     """Build-or-pull, digest check, functional stage, full stage, sign, verify, summary."""
     from rich.table import Table
@@ -93,8 +99,11 @@ def evaluate_cmd(
         ev = evaluate(artifact, dataset or default_sample_dataset(), out, key=key, platform=parse_platform(platform),
                       engine=engine, target=target, devices=tuple(device), progress=lambda stage: progress_fn(bar, stage),
                       stages=stage, resume=resume, image=image, build_root=build_root, mode=_mode(mode),
-                      emulated_performance=emulated_performance, dataset_layout=dataset_layout)
-    table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest})")
+                      emulated_performance=emulated_performance, dataset_layout=dataset_layout,
+                      run_config=run_config_from(set_, run_config))
+    knobs = run_config_from(set_, run_config)
+    table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest}; "
+                        f"run config: {knobs.label()})")
     for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
         table.add_column(col, justify="right" if col != "stage" else "left")
     for s in ev.stages:
