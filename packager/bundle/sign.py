@@ -28,6 +28,7 @@ from packager.bundle.dsse import (
     parse_envelope,
 )
 from packager.bundle.keys import key_id, load_private_key
+from packager.bundle.power import read_host_power
 from packager.bundle.statement import (
     IMAGE_SUBJECT,
     LABELS_NAME,
@@ -110,6 +111,7 @@ def build_statement(result_dir: Path) -> Statement:
         metrics=metrics,
         environment=system,
         labels=labels,
+        host_power=read_host_power(result_dir),
     )
     return Statement(subject=subjects, predicate=predicate)
 

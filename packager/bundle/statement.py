@@ -19,7 +19,7 @@ from packager.attestation import (
     SLSA_PROVENANCE_TYPE,
     STATEMENT_TYPE,
 )
-from packager.results import Metrics, System
+from packager.results import Metrics, Power, System
 from packager.wire import WireModel
 
 PREDICATE_TYPE = RESULT_PREDICATE_TYPE  # what we sign; verification also accepts the legacy types
@@ -79,6 +79,10 @@ class ResultPredicate(_Wire):
     metrics: Metrics
     environment: System
     labels: LabelsRef | None = None
+    host_power: Power | None = Field(
+        None, description="the runner's power reading on the host, outside the sandbox (run.json's host_power): "
+                          "figures with their source and window, or null figures and the reason; absent in results "
+                          "signed before it existed (packager/bundle/power.py)")
 
 
 class Statement(_Wire):

@@ -46,6 +46,7 @@ from packager.bundle.dsse import (
 from packager.bundle.keys import Role, TrustedKey, TrustStore
 from packager.bundle.knobs import RUN_RECORD_NAME, run_config_problems
 from packager.bundle.labels import read_labels
+from packager.bundle.power import host_power_problems
 from packager.bundle.statement import (
     IMAGE_SUBJECT,
     LABELS_NAME,
@@ -507,7 +508,9 @@ def _check_metrics(b: _Bundle, source: _TruthSource, accuracy_box: list[Accuracy
     if st.predicate.run.samples != got.samples:
         problems.append(f"statement run.samples {st.predicate.run.samples} vs {got.samples} predictions")
     record = b.file(RUN_RECORD_NAME)
-    problems += run_config_problems(st, metrics, _json(b, RUN_RECORD_NAME, record) if record is not None else None)
+    run_record = _json(b, RUN_RECORD_NAME, record) if record is not None else None
+    problems += run_config_problems(st, metrics, run_record)
+    problems += host_power_problems(st, run_record)
     expected = _expected_samples(b, stage, len(truth))
     if expected is not None and got.samples != expected:
         problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")

@@ -41,6 +41,7 @@ from packager.bundle.statement import (
     LOCK_NAME,
     MANIFEST_NAME,
     PROVENANCE_NAME,
+    ResultPredicate,
     Statement,
 )
 from packager.bundle.verify import Report, verify_bundle
@@ -211,6 +212,14 @@ def model_name(manifest: Manifest | None) -> str:
     return manifest.name
 
 
+def power_w(p: ResultPredicate) -> float | None:
+    """The peak power a row shows: the harness's probe when it measured (its window is the performance
+    scenarios), else the runner's host probe (the container's whole run, packager/bundle/power.py), else none."""
+    if p.metrics.power.peak_w is not None:
+        return p.metrics.power.peak_w
+    return p.host_power.peak_w if p.host_power is not None else None
+
+
 def _row(
     statement: Statement,
     manifest: Manifest | None,
@@ -252,7 +261,7 @@ def _row(
         latency_p90_s=m.latency.p90_s if m.latency else None,
         throughput_ips=throughput,
         price_usd=price,
-        power_w=m.power.peak_w,
+        power_w=power_w(p),
         min_top1=min_top1,
         image_digest=p.image.index_digest,
         key_id=keyid,
