@@ -47,7 +47,7 @@ from packager.manifest import (
     MANIFEST_NAME,
     Manifest,
     load_manifest,
-    manifest_path,
+    resolved_yaml,
 )
 from packager.platforms import Platform
 from packager.runconfig import RunConfig
@@ -208,7 +208,8 @@ def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: 
     prov = ref.record.parent / "provenance.json"
     if prov.is_file():
         shutil.copyfile(prov, dest / PROVENANCE_NAME)
-    shutil.copyfile(manifest_path(artifact_dir), dest / MANIFEST_NAME)
+    # resolved (docs/components.md): the bundle's manifest stands alone, without the components it used
+    (dest / MANIFEST_NAME).write_text(resolved_yaml(load_manifest(artifact_dir)))
     lock = artifact_dir / LOCK_NAME
     if lock.is_file():
         shutil.copyfile(lock, dest / LOCK_NAME)
