@@ -150,9 +150,34 @@ def _m4_sweeps(conn: Connection) -> None:
 
 sweeps, sweep_points = _sweep_tables(metadata)
 
+
+def _reproductions_table(md: sa.MetaData) -> sa.Table:
+    """Verified reproduce records (packager/bundle/reproduction.py), as of migration 5: the rebuild evidence."""
+    return sa.Table(
+        "reproductions",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("record_digest", sa.String(71), nullable=False, unique=True),  # sha256 of the signed statement
+        sa.Column("bundle_digest", sa.String(71), nullable=False, index=True),  # results.bundle_digest it rebuilt
+        sa.Column("index_digest", sa.String(71), nullable=False, index=True),  # what the bundle names
+        sa.Column("rebuilt_digest", sa.String(71), nullable=False),  # what the rebuild gave
+        sa.Column("key_id", sa.String(64), nullable=False),
+        sa.Column("signer_role", sa.String(20), nullable=False),
+        sa.Column("archive_sha256", sa.String(64), nullable=False),
+        sa.Column("envelope", sa.Text, nullable=False),  # the signed record itself, so anyone can re-verify
+        sa.Column("published_at", sa.String(40), nullable=False),
+    )
+
+
+def _m5_reproductions(conn: Connection) -> None:
+    _reproductions_table(sa.MetaData()).create(conn)
+
+
+reproductions = _reproductions_table(metadata)
+
 # Append only: a released migration is never edited, a change is a new entry.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_m1_tables, _m2_filter_indexes, _m3_measurement_class,
-                                                        _m4_sweeps)
+                                                        _m4_sweeps, _m5_reproductions)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # --- rows -------------------------------------------------------------------------
@@ -480,11 +505,28 @@ class Board:
             fetched = conn.execute(q).all()  # fetchall: one driver call instead of one per row
         return [ResultRow(*r) for r in fetched]
 
-    def change_token(self) -> tuple[int, int]:
-        """(row count, highest id): rows are only ever appended, so an unchanged token means unchanged rows."""
+    def change_token(self) -> tuple[int, int, int]:
+        """(row count, highest id, reproduce records): both are only ever appended, so an unchanged token means unchanged rows."""
         with self.engine.connect() as conn:
             n, top = conn.execute(sa.select(sa.func.count(), sa.func.max(results.c.id)).select_from(results)).one()
-        return int(n or 0), int(top or 0)
+            r = conn.execute(sa.select(sa.func.count()).select_from(reproductions)).scalar()
+        return int(n or 0), int(top or 0), int(r or 0)
+
+    def add_reproduction(self, row: "ReproductionRow", envelope: str) -> bool:
+        """Store a verified reproduce record unless it is there already; True when this call stored it."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = (insert(reproductions).values(**asdict(row), envelope=envelope)
+                .on_conflict_do_nothing(index_elements=["record_digest"]).returning(reproductions.c.id))
+        with self._write() as conn, conn.begin():
+            return conn.execute(stmt).first() is not None
+
+    def reproductions(self) -> list["ReproductionRow"]:
+        q = sa.select(*(reproductions.c[f.name] for f in fields(ReproductionRow))).order_by(reproductions.c.id)
+        with self.engine.connect() as conn:
+            return [ReproductionRow(*r) for r in conn.execute(q).all()]
 
     def count(self, filters: Filters = Filters()) -> int:
         q = sa.select(sa.func.count()).select_from(results)
@@ -508,6 +550,20 @@ class Board:
             for f in FILTER_FIELDS:
                 out[f] = [v for (v,) in conn.execute(sa.select(results.c[f]).distinct().order_by(results.c[f]))]
         return out
+
+
+@dataclass(frozen=True)
+class ReproductionRow:
+    """What a verified reproduce record says (its signed predicate), as the board stores it."""
+
+    record_digest: str
+    bundle_digest: str
+    index_digest: str
+    rebuilt_digest: str
+    key_id: str
+    signer_role: str
+    archive_sha256: str
+    published_at: str
 
 
 def rows_by(rows: Sequence[ResultRow], attr: str) -> dict[str, list[ResultRow]]:
