@@ -670,7 +670,9 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     opts.run_config.check_applies(manifest.framework_for(opts.platform).name)
     opts.out.mkdir(parents=True, exist_ok=True)
     # Always written: it says what the stage was asked to do, and images without a baked config read it.
-    (opts.out / RUN_CONFIG).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    # the platform's own framework (docs/components.md): the harness reads framework alone
+    platform_manifest = manifest.for_platform(opts.platform).model_dump(mode="json")
+    (opts.out / RUN_CONFIG).write_text(json.dumps(platform_manifest, indent=2, sort_keys=True) + "\n")
     digest = ref.manifest_digest or ref.config_digest
     _, total = check_dataset(manifest, opts)
     result = run_in_sandbox(

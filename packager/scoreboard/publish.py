@@ -48,6 +48,7 @@ from packager.bundle.verify import Report, verify_bundle
 from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
 from packager.manifest import Manifest, PypiFileSource, UrlSource
+from packager.platforms import Platform
 from packager.results import METRICS_NAME
 from packager.scoreboard.store import Board, ResultRow, measurement_key, now_iso
 
@@ -234,8 +235,11 @@ def _row(
     throughput = max((t.images_per_s for t in m.throughput), default=None)
     # The harness describes the backend ("onnxruntime 1.20.1 (CPUExecutionProvider)");
     # the filter wants the framework's name, the version comes from what the image had.
-    framework = manifest.framework.name if manifest else (m.framework.split() or ["unknown"])[0]
-    framework_version = env.frameworks.get(framework) or (manifest.framework.version if manifest else "")
+    # A manifest may choose its framework per platform: the row names the one of the platform that ran.
+    ran = manifest.framework_for(Platform.parse(m.platform)) if manifest and m.platform in {x.value for x in manifest.platforms} \
+        else (manifest.framework if manifest else None)
+    framework = ran.name if ran else (m.framework.split() or ["unknown"])[0]
+    framework_version = env.frameworks.get(framework) or (ran.version if ran else "")
     if manifest is not None:
         device = next((d.kind for d in manifest.devices if d.required), manifest.devices[0].kind if manifest.devices else "cpu")
         min_top1 = getattr(manifest.run.stages, p.stage).min_top1
