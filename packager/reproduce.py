@@ -88,6 +88,9 @@ class Reproduced:
     differing: tuple[str, ...] = ()  # "linux/amd64 harness" for each layer whose digest is not the bundle's
     lock_sha256: str = ""
     archive_sha256: str = ""
+    bundle_digest: str = ""  # sha256 of the bundle's signed statement (the board's bundle_digest)
+    bundle_signer: str = ""
+    artifact: str = ""
 
     @property
     def matches(self) -> bool:
@@ -98,6 +101,7 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
     import time
 
     from packager.bundle.archive import safe_unpack
+    from packager.bundle.dsse import ENVELOPE_NAME, parse_envelope
     from packager.bundle.keys import TrustStore
     from packager.bundle.verify import verify_bundle
     from packager.cache import Cache, sha256_file
@@ -111,11 +115,15 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
     t0 = time.monotonic()
     # 1. the bundle is signed by a trusted key and consistent (its statement, record and provenance name one image)
     report = verify_bundle(bundle, TrustStore.load(trust, trust_dir))
-    if not report.index_digest:
+    if not report.ok:
+        raise report.first_failure()  # type: ignore[misc]
+    if not report.index_digest or report.signer is None:
         raise BadInput("names no image index digest", file=bundle)
     # 2. what was built: the lock and the platforms, from the bundle's build record
     root = bundle if bundle.is_dir() else safe_unpack(bundle, work / "bundle")
     record = json.loads((root / BUILD_RECORD_NAME).read_text())
+    envelope = parse_envelope((root / ENVELOPE_NAME).read_bytes())  # verified above: the bundle's identity
+    bundle_digest = "sha256:" + hashlib.sha256(envelope.payload_bytes()).hexdigest()
     platforms = tuple(sorted(record["platforms"]))
     # 3. the archive holds exactly that lock
     index = archive.read_index(from_archive)
@@ -136,4 +144,17 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
                       if mine["digest"] != theirs["digest"])
     return Reproduced(report.index_digest, result.index.digest, platforms, time.monotonic() - t0,
                       "archive" if harness_root else "checkout", differing, record["lock_sha256"],
-                      sha256_file(from_archive))
+                      sha256_file(from_archive), bundle_digest, report.signer.keyid, record["artifact"])
+
+
+def reproduction_statement(result: Reproduced):  # type: ignore[no-untyped-def]
+    """The statement ``reproduce --sign`` signs: both digests, the bundle and the archive; no verdict of its own."""
+    from packager import __version__
+    from packager.bundle import reproduction as rec
+
+    return rec.make_statement(rec.ReproducedPredicate(
+        bundle=rec.BundleRef(statement_digest=result.bundle_digest, index_digest=result.expected,
+                             artifact=result.artifact, platforms=list(result.platforms), signer=result.bundle_signer),
+        archive=rec.ArchiveRef(sha256=result.archive_sha256, lock_sha256=result.lock_sha256),
+        rebuilt_index_digest=result.actual, harness=result.harness, differing_layers=list(result.differing),
+        builder={"request-pack": __version__}))

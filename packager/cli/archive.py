@@ -48,6 +48,8 @@ def reproduce(
     trust: list[Path] = typer.Option([], "--trust", help=TRUST_HELP),
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
     keep: Optional[Path] = typer.Option(None, "--keep", help="Work here (fresh cache, artifact, build) and keep it; default a temporary directory."),
+    sign: Optional[Path] = typer.Option(None, "--sign", help="Sign a reproduce record with this Ed25519 key (passphrase from $REQUEST_PACK_PASSPHRASE); written whether or not the digests match."),
+    record: Optional[Path] = typer.Option(None, "--record", help="Where the signed record goes (default BUNDLE_NAME.reproduced.dsse.json here); `board add-reproduction` publishes it."),
 ) -> None:
     """Rebuild the image a signed bundle names from the archive alone, offline, and compare the index digest.
 
@@ -61,9 +63,23 @@ def reproduce(
     with tempfile.TemporaryDirectory(prefix="request-pack-reproduce-") as tmp:
         work = Path(keep) if keep else Path(tmp)
         result = reproduce_bundle(bundle, from_archive, trust, trust_dir, work)
+    if sign is not None:
+        written = _sign_record(result, sign, record or Path(f"{bundle.name.split('.')[0]}.reproduced.dsse.json"))
+        console.print(f"signed reproduce record: {escape(str(written))}", soft_wrap=True, highlight=False)
     line = (f"bundle {result.expected}\nrebuilt {result.actual} from {escape(str(from_archive))} offline "
             f"({', '.join(result.platforms)}; harness from the {result.harness}; {result.seconds:.0f} s)")
     if not result.matches:
         raise CheckFailed(f"not reproduced: the bundle names index {result.expected}, the archive rebuilds {result.actual}"
                           f" (layers that differ: {', '.join(result.differing) or 'none: config or manifest'})")
     console.print(f"{line}\n[green]reproduced[/green]: the same index digest", soft_wrap=True, highlight=False)
+
+
+def _sign_record(result, key: Path, out: Path) -> Path:  # type: ignore[no-untyped-def]
+    from packager.bundle import reproduction
+    from packager.bundle.keys import load_private_key, read_passphrase
+    from packager.image.writer.oci import write_file
+    from packager.reproduce import reproduction_statement
+
+    envelope = reproduction.sign(reproduction_statement(result), load_private_key(key, read_passphrase()))
+    write_file(out, envelope.to_json().encode())
+    return out

@@ -155,6 +155,30 @@ def board_pareto(
                   "the ILSVRC2012 validation set. Results of different classes are never compared.", soft_wrap=True)
 
 
+@board_app.command("add-reproduction")
+def add_reproduction_cmd(
+    records: list[Path] = typer.Argument(..., help="Signed reproduce records (`request-pack reproduce --sign KEY`)."),
+    board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),
+    trust: list[Path] = typer.Option([], "--trust", help=TRUST_HELP),
+    trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
+) -> None:
+    """Verify signed reproduce records and store them: the evidence behind the "Image Rebuilt" badge."""
+    from packager.bundle.keys import TrustStore
+    from packager.scoreboard.rebuilds import add_reproduction
+    from packager.scoreboard.store import Board
+
+    store = TrustStore.load(trust, trust_dir)
+    with Board(board) as b:
+        for record in records:
+            added = add_reproduction(record, b, store)
+            r = added.row
+            verdict = "the same index digest" if r.rebuilt_digest == r.index_digest else f"[red]differs[/red] ({r.rebuilt_digest})"
+            where = "" if added.on_board else "; its bundle is not on this board (yet): no badge follows"
+            console.print(f"{'stored' if added.inserted else 'already on the board'}: {escape(str(record))}: bundle "
+                          f"{r.bundle_digest[:19]}… index {r.index_digest}, rebuilt: {verdict}{where}",
+                          soft_wrap=True, highlight=False)
+
+
 @board_app.command("serve")
 def board_serve(
     board: str = typer.Option(BOARD_URL, "--board", help=BOARD_HELP),

@@ -13,6 +13,12 @@ verified rows show, with the reason it was (or was not) awarded:
 - **Results Reproduced**: a bundle signed by an *evaluator* key (a different
   key from this result's) for the same image, stage, platform and input count
   agrees with an author's within ``Tolerances``.
+- **Image Rebuilt**: a verified reproduce record (``request-pack reproduce --sign``,
+  packager/bundle/reproduction.py) for a bundle on this board whose signed statement
+  says the image rebuilt offline from the archive of its inputs has the very index
+  digest the bundle names. The rule compares the two digests itself; the record
+  carries no verdict. A rebuilt image is not a re-measured result, so this is not
+  "Results Reproduced" (ACM: the numbers obtained again by someone else).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from packager.scoreboard.store import ResultRow
+from packager.scoreboard.store import ReproductionRow, ResultRow
 
 
 class Badge(str, enum.Enum):
@@ -29,6 +35,7 @@ class Badge(str, enum.Enum):
     FUNCTIONAL = "Functional"
     REUSABLE = "Reusable"
     REPRODUCED = "Results Reproduced"
+    REBUILT = "Image Rebuilt"
 
     @property
     def slug(self) -> str:
@@ -64,8 +71,15 @@ class Award:
 class Evidence:
     """Every row of the board, indexed for the badge rules (badges never depend on a page's filters)."""
 
-    def __init__(self, rows: Sequence[ResultRow], tolerances: Tolerances = Tolerances()) -> None:
+    def __init__(self, rows: Sequence[ResultRow], tolerances: Tolerances = Tolerances(),
+                 reproductions: Sequence[ReproductionRow] = ()) -> None:
         self.tolerances = tolerances
+        # a record counts only for a bundle on this board (verified when published) that names the same image
+        image_of = {r.bundle_digest: r.image_digest for r in rows}
+        self.rebuilds: dict[str, list[ReproductionRow]] = {}
+        for rec in reproductions:
+            if image_of.get(rec.bundle_digest) == rec.index_digest:
+                self.rebuilds.setdefault(rec.index_digest, []).append(rec)
         self.by_image: dict[str, list[ResultRow]] = {}
         self.platforms_by_manifest: dict[str, set[str]] = {}
         for r in rows:
@@ -73,7 +87,8 @@ class Evidence:
             self.platforms_by_manifest.setdefault(_manifest_key(r), set()).add(r.platform)
 
     def awards(self, row: ResultRow) -> tuple[Award, ...]:
-        return (self._available(row), self._functional(row), self._reusable(row), self._reproduced(row))
+        return (self._available(row), self._functional(row), self._reusable(row), self._reproduced(row),
+                self._rebuilt(row))
 
     def awarded(self, row: ResultRow) -> tuple[Badge, ...]:
         return tuple(a.badge for a in self.awards(row) if a.awarded)
@@ -127,6 +142,21 @@ class Evidence:
         ok = d1 <= t.top1_abs and d5 <= t.top5_abs
         verb = "agrees" if ok else "disagrees"
         return Award(Badge.REPRODUCED, ok, f"{who} key {best.key_id[:12]}… {verb}: Δtop-1 {d1:.4f}, Δtop-5 {d5:.4f} ({t.describe()})")
+
+
+    def _rebuilt(self, row: ResultRow) -> Award:
+        recs = self.rebuilds.get(row.image_digest, [])
+        same = [r for r in recs if r.rebuilt_digest == r.index_digest == row.image_digest]
+        if same:
+            r = same[0]
+            return Award(Badge.REBUILT, True, f"rebuilt offline from the inputs archive sha256 {r.archive_sha256[:12]}… by "
+                                              f"{r.signer_role} key {r.key_id[:12]}…: index {r.rebuilt_digest[:19]}… as the bundle names "
+                                              f"({len(same)} signed record(s))")
+        if recs:
+            r = recs[0]
+            return Award(Badge.REBUILT, False, f"the rebuild by key {r.key_id[:12]}… gave {r.rebuilt_digest[:19]}…, "
+                                               f"not {row.image_digest[:19]}…")
+        return Award(Badge.REBUILT, False, "no signed reproduce record for this image (`request-pack reproduce --sign`)")
 
 
 def _manifest_key(row: ResultRow) -> str:

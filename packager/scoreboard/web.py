@@ -115,7 +115,7 @@ class Snapshot:
     COUNT/MAX query instead of reading every row again.
     """
 
-    token: tuple[int, int]
+    token: tuple[int, ...]
     rows: tuple[ResultRow, ...]
     evidence: Evidence
     facets: dict[str, list[str]]
@@ -125,7 +125,7 @@ class Snapshot:
         token = board.change_token()
         rows = tuple(board.rows())
         facets = {f: sorted({getattr(r, f) for r in rows}) for f in FILTER_FIELDS}
-        return cls(token, rows, Evidence(rows), facets)
+        return cls(token, rows, Evidence(rows, reproductions=board.reproductions()), facets)
 
 
 class _SnapshotCache:
@@ -411,7 +411,7 @@ def create_app(board_url: str) -> FastAPI:
         """Render once per snapshot and query; answer 304 when the browser already has this version."""
         snap = snapshots.get()
         query = str(request.query_params)
-        etag = f'"{instance}-{snap.token[0]}-{snap.token[1]}-{hashlib.sha256(f"{kind}?{query}".encode()).hexdigest()[:16]}"'
+        etag = f'"{instance}-{"-".join(map(str, snap.token))}-{hashlib.sha256(f"{kind}?{query}".encode()).hexdigest()[:16]}"'
         # no-cache: the browser may keep the page but asks every time; the board changes when anyone publishes.
         common = {"ETag": etag, "Cache-Control": "no-cache", **(headers or {})}
         if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:

@@ -350,7 +350,7 @@ def test_result_page_shows_identity_provenance_and_badges(client) -> None:
     # The data set a figure is about is said next to it, with the image count.
     assert re.search(rf'id="dataset-note">{r["samples"]} images: {re.escape(note)}<', page.text)
     assert detail["detail"]["signer"]["keyid"] == r["key_id"]
-    assert {b["badge"] for b in detail["badges"]} == {"Available", "Functional", "Reusable", "Results Reproduced"}
+    assert {b["badge"] for b in detail["badges"]} == {"Available", "Functional", "Reusable", "Results Reproduced", "Image Rebuilt"}
     svg = client.get(f"/badges/{r['bundle_digest']}.svg")
     assert svg.headers["content-type"].startswith("image/svg+xml") and "Available" in svg.text
     assert client.get("/results/sha256:" + "0" * 64).status_code == 404
