@@ -45,8 +45,10 @@ def lock_table(result: Any) -> Any:
 
 @commands.command("lock")
 def lock_cmd(
-    path: Path = typer.Argument(..., help=ARTIFACT_HELP),
+    paths: list[Path] = typer.Argument(None, help="Artifact directories (or their request.yaml); --check and --stale default to every one under ./artifacts."),
     frozen: bool = typer.Option(False, "--frozen", help="Never resolve or download: check the lock is current and every locked file is cached."),
+    check: bool = typer.Option(False, "--check", help="Only say which locks are stale (a manifest or a component changed); exit 1 if any is."),
+    stale: bool = typer.Option(False, "--stale", help="Re-lock only the stale ones (after a component changed: every artifact using it)."),
     dataset: Optional[Path] = typer.Option(None, "--dataset", help="Pin the sha256 of the dataset's labels file and of each image."),
     platform: str = typer.Option("", "--platform", metavar="P,...", help="Resolve only these platforms (others keep their entries)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help=CACHE_HELP),
@@ -55,14 +57,39 @@ def lock_cmd(
 
     Resolves against the live Debian mirror and PyPI (the mirror moves: the lock,
     not the mirror, is the pin) and stores every file in the cache, verified.
-    --frozen never resolves and never touches the network.
+    --frozen never resolves and never touches the network. The lock records every
+    component file the manifest uses (docs/components.md): --check lists the stale.
     """
     from packager.cache import Cache
-    from packager.inputs.lock import lock
+    from packager.inputs.lock import freshness, lock
 
+    if check and (frozen or stale):
+        raise typer.BadParameter("--check only reads: not with --frozen or --stale")
+    paths = list(paths or []) or (_every_artifact() if check or stale else [])
+    if not paths:
+        raise typer.BadParameter("give at least one artifact (or --check / --stale for all of them)")
+    if check or stale:
+        states = [freshness(p) for p in paths]
+        for state in states:
+            mark = "[yellow]stale[/yellow]" if state.stale else "[green]fresh[/green]"
+            console.print(f"{mark} {state.artifact}" + "".join(f"\n  {why}" for why in state.stale), highlight=False, soft_wrap=True)
+        if check:
+            if any(s.stale for s in states):
+                raise typer.Exit(1)
+            return
+        paths = [s.artifact for s in states if s.stale]
     platforms = list(parse_platforms(platform))
-    result = lock(path, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
-    console.print(lock_table(result))
+    for p in paths:
+        result = lock(p, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
+        console.print(lock_table(result))
+
+
+def _every_artifact() -> list[Path]:
+    from packager.manifest import MANIFEST_NAME
+    from packager.repo import REPO_ROOT
+
+    root = Path("artifacts") if Path("artifacts").is_dir() else REPO_ROOT / "artifacts"
+    return sorted(p.parent for p in root.glob(f"*/{MANIFEST_NAME}"))
 
 
 @commands.command()

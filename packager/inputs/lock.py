@@ -28,8 +28,10 @@ import os
 import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from packager import compose
 from packager.cache import Cache, sha256_file
 from packager.errors import (
     BadInput,
@@ -68,6 +70,7 @@ from packager.inputs.materialise import materialise
 from packager.manifest import (
     LOCK_NAME,
     Manifest,
+    load_composed,
     load_manifest,
     manifest_path,
     parse_pinned,
@@ -80,33 +83,41 @@ log = logging.getLogger(__name__)
 
 
 def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dataset: Path | None = None,
-         platforms: list[Platform] | None = None, cache: Cache | None = None) -> LockResult:
+         platforms: list[Platform] | None = None, cache: Cache | None = None, reuse: Path | None = None) -> LockResult:
     """Resolve and write the lock, or (``frozen``) check it and the cache without resolving.
 
     ``offline`` (not frozen) reuses the cached apt lists and downloads nothing:
     files missing from the cache are an error. pip still needs the index.
+    ``reuse`` (another artifact, a derived one's parent) lends its lock's entries
+    where their inputs are the same: a platform with the same requirements, packages
+    and suite, the model with the same model section, the dataset pins.
     """
     artifact_dir = Path(artifact_dir)
     mfile = manifest_path(artifact_dir)
     artifact_dir = mfile.parent
-    manifest = load_manifest(mfile)
+    manifest, composed = load_composed(mfile)
+    components = _components(composed, mfile)
     cache = cache or Cache.open()
     lock_path = artifact_dir / LOCK_NAME
     selected = _select_platforms(manifest, platforms, mfile)
     if frozen:
-        return check_frozen(manifest, lock_path, cache, selected, dataset=dataset)
+        return check_frozen(manifest, lock_path, cache, selected, dataset=dataset, components=components)
 
     _refuse_unpinned(manifest, mfile)
     previous = _previous(lock_path, manifest)
-    resolved = _resolve_platforms(manifest, selected, cache, offline=offline)
-    model = _lock_model(manifest, artifact_dir, cache, offline=offline)
-    data_lock = dataset_pins(dataset, manifest) if dataset else (previous.dataset if previous else None)
+    lent = _lendable(manifest, reuse, selected) if reuse is not None else {}
+    resolved = _resolve_platforms(manifest, [p for p in selected if p.value not in lent], cache, offline=offline) \
+        if any(p.value not in lent for p in selected) else {}
+    resolved.update({k: v for k, v in lent.items() if k != "model" and k != "dataset"})  # type: ignore[misc]
+    model = lent.get("model") or _lock_model(manifest, artifact_dir, cache, offline=offline)  # type: ignore[assignment]
+    data_lock = dataset_pins(dataset, manifest) if dataset else (previous.dataset if previous else lent.get("dataset"))  # type: ignore[assignment]
     plat_locks = dict(previous.platforms) if previous else {}
     plat_locks = {k: v for k, v in plat_locks.items() if Platform(k) in manifest.platforms}
     plat_locks.update(resolved)
     new = Lock(lock_version=LOCK_VERSION, generator="request-pack", artifact=manifest.name,
                manifest_sha256=manifest.digest(), model=model, dataset=data_lock, templates=template_hashes(),
-               python=PythonTarget.of(manifest.base_system), platforms=dict(sorted(plat_locks.items())))
+               python=PythonTarget.of(manifest.base_system), platforms=dict(sorted(plat_locks.items())),
+               components=components)
     _convert_if_possible(manifest, new, cache, selected)
     changed = _write_if_changed(lock_path, new.to_bytes())
     log.info("%s %s", "wrote" if changed else "unchanged", lock_path)
@@ -114,11 +125,16 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
 
 
 def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: list[Platform],
-                 *, dataset: Path | None = None) -> LockResult:
+                 *, dataset: Path | None = None, components: dict[str, str] | None = None) -> LockResult:
     """The offline check that a build can proceed: reads, hashes, compares; never resolves, downloads or builds."""
     # 1. the lock exists and is well-formed
     current = load_lock(lock_path)
-    # 2. it was made from this manifest
+    # 2. it was made from this manifest and these components
+    changed_components = component_changes(current.components, components)
+    if changed_components:
+        raise StaleLockError(f"{lock_path}: stale: {changed_components[0]}"
+                             + (f" (and {len(changed_components) - 1} more)" if len(changed_components) > 1 else "")
+                             + ": run `request-pack lock`")
     if current.manifest_sha256 != manifest.digest():
         raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked "
                              f"(locked {current.manifest_sha256[:12]}, now {manifest.digest()[:12]}): run `request-pack lock`")
@@ -145,6 +161,74 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
             bad = _first_dataset_difference(current.dataset, actual)
             raise IntegrityError(f"dataset file {Path(dataset) / bad}", "the locked bytes", "different or missing bytes")
     return LockResult(path=lock_path, lock=current, changed=False, frozen=True, summary=summarize(current))
+
+
+def _components(composed: compose.Resolved, mfile: Path) -> dict[str, str] | None:
+    """The files the manifest read besides itself (components, parents), by path from the checkout."""
+    if not composed.composed:
+        return None
+    own = manifest_path(mfile).resolve()
+    root = compose.components_root(own.parent)
+    return dict(sorted((k, v) for k, v in composed.files.items() if (root / k).resolve() != own))
+
+
+def component_changes(locked: dict[str, str] | None, now: dict[str, str] | None) -> list[str]:
+    """Why the components make a lock stale, one phrase each; empty when they do not."""
+    locked, now = locked or {}, now or {}
+    out = [f"component {k} changed since it was locked (sha256 {locked[k][:12]}, now {now[k][:12]})"
+           for k in sorted(locked.keys() & now.keys()) if locked[k] != now[k]]
+    out += [f"{k} is used now, not when it was locked" for k in sorted(now.keys() - locked.keys())]
+    out += [f"{k} was used when it was locked, not now" for k in sorted(locked.keys() - now.keys())]
+    return out
+
+
+@dataclass(frozen=True)
+class Freshness:
+    artifact: Path
+    stale: tuple[str, ...]  # why, one phrase each; empty when fresh
+
+
+def freshness(artifact_dir: Path) -> Freshness:
+    """Is the lock current with the manifest and every component it uses? Reads, hashes, compares; nothing else."""
+    mfile = manifest_path(Path(artifact_dir))
+    lock_path = mfile.parent / LOCK_NAME
+    manifest, composed = load_composed(mfile)
+    if not lock_path.is_file():
+        return Freshness(mfile.parent, ("no request.lock",))
+    current = load_lock(lock_path)
+    why = component_changes(current.components, _components(composed, mfile))
+    if current.manifest_sha256 != manifest.digest() and not why:
+        why.append(f"request.yaml changed since it was locked (resolved sha256 {current.manifest_sha256[:12]}, "
+                   f"now {manifest.digest()[:12]})")
+    why += [f"no entry for {p.value}" for p in manifest.platforms if p.value not in current.platforms]
+    return Freshness(mfile.parent, tuple(why))
+
+
+def _lendable(manifest: Manifest, other: Path, selected: list[Platform]) -> dict[str, object]:
+    """Entries of ``other``'s lock that this manifest would resolve to the same: platform -> PlatformLock,
+    "model" -> ModelLock, "dataset" -> DatasetLock. Only from a lock that is fresh for its own manifest."""
+    theirs_file = manifest_path(Path(other))
+    theirs = load_manifest(theirs_file)
+    try:
+        their_lock = load_lock(theirs_file.parent / LOCK_NAME)
+    except BadInput:
+        return {}
+    same_system = (theirs.system.suite, theirs.system.mirror) == (manifest.system.suite, manifest.system.mirror)
+    if their_lock.manifest_sha256 != theirs.digest() or not same_system:
+        return {}
+    out: dict[str, object] = {}
+    for plat in selected:
+        entry = their_lock.platforms.get(plat.value)
+        if entry is not None and plat in theirs.platforms and \
+                sorted(map(str, theirs.requirements_for(plat))) == sorted(map(str, manifest.requirements_for(plat))) and \
+                sorted(theirs.packages_for(plat)) == sorted(manifest.packages_for(plat)):
+            out[plat.value] = entry
+    if theirs.model == manifest.model:
+        out["model"] = their_lock.model
+    if their_lock.dataset is not None and theirs.dataset == manifest.dataset:
+        out["dataset"] = their_lock.dataset
+    log.info("reusing %s of %s's lock", ", ".join(out) or "nothing", theirs.name)
+    return out
 
 
 def _remedy(obj: LockedObject, artifact_dir: Path) -> str:
@@ -217,7 +301,7 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
 
     def debs_of(plat: Platform) -> debian.Resolution:
         return debian.resolve(cache, plat.debian_arch, manifest.system.mirror, manifest.system.suite,
-                              list(manifest.system.packages), update=not offline)
+                              manifest.packages_for(plat), update=not offline)
 
     # 1. architecture preflight: wheels for every platform first (seconds), reporting
     #    every platform that lacks one before Debian is even asked

@@ -177,6 +177,14 @@ class Lock(Wire):
     templates: dict[str, Sha256]
     python: PythonTarget
     platforms: dict[str, PlatformLock]
+    components: dict[str, Sha256] | None = Field(
+        None, description="every component and parent manifest the manifest used (docs/components.md), by path from "
+                          "the checkout: a change to one makes the lock stale; absent for a manifest without use:")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler):
+        # a lock of a manifest without components keeps its bytes
+        return {k: v for k, v in handler(self).items() if not (k == "components" and v is None)}
 
     @field_validator("platforms")
     @classmethod
