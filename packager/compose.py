@@ -334,6 +334,10 @@ class _Resolution:
             if key in SECTION_KINDS and isinstance(value, dict) and "use" in value:
                 out[key] = self.section(SECTION_KINDS[key], value, (key,))
             elif key == "frameworks" and isinstance(value, dict):
+                platforms = self.source.get("platforms")
+                # a parent's entry for a platform this manifest dropped goes with it; its own entries must match
+                value = {p: v for p, v in value.items()
+                         if self.who((key, p)) == self.shown or not isinstance(platforms, list) or p in platforms}
                 out[key] = {p: self.section("framework", v, (key, p)) if isinstance(v, dict) else v for p, v in value.items()}
             else:
                 out[key] = value
@@ -492,3 +496,47 @@ def _split(per_platform: dict[str, list], platforms: list[str]) -> tuple[list, d
     common = [x for x in first if all(x in per_platform[p] for p in platforms)]
     extra = {p: [x for x in per_platform[p] if x not in common] for p in platforms}
     return common, {p: v for p, v in extra.items() if v}
+
+
+# --- derived manifests ----------------------------------------------------------------------------
+
+MAX_SET_VALUE = 4096
+
+
+def derived_manifest(parent_dir: Path, sets: list[str], name: str) -> str:
+    """The text of ``artifacts/<name>/request.yaml``: ``parent:`` plus the ``--set KEY=VALUE`` overrides.
+
+    A ``KEY`` is a dotted path into the source form (``model.precision``, ``framework.use``,
+    ``frameworks.linux/arm/v7.use``, ``platforms``); a ``VALUE`` is one YAML flow value.
+    """
+    import yaml
+
+    if not NAME.fullmatch(name):
+        raise ManifestError(f"{name!r} is not an artifact name ([a-z0-9][a-z0-9._-]*)", field="--name")
+    data: dict[str, Any] = {"parent": f"../{Path(parent_dir).resolve().name}", "name": name}
+    said: list[str] = []
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key or len(text) > MAX_SET_VALUE:
+            raise ManifestError(f"{item[:80]!r} is not KEY=VALUE (a value of at most {MAX_SET_VALUE} characters)", field="--set")
+        path = key.split(".")
+        if path[0] in ("name", "parent") or any(not p for p in path):
+            raise ManifestError(f"{key!r} cannot be set (name comes from --name, parent from ARTIFACT)", field="--set")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ManifestError(f"{key}: {text[:80]!r} is not a YAML value: {e}", field="--set") from None
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ManifestError(f"{key!r} sets inside {part!r}, which another --set made a {_kind_of(child)}", field="--set")
+            node = child
+        node[path[-1]] = value
+        said.append(f"{key}={text}")
+    if not said:
+        raise ManifestError("nothing to derive: give at least one --set KEY=VALUE", field="--set")
+    data["description"] = f"{data['parent'][3:]} with " + ", ".join(said)
+    header = (f"# Derived from {data['parent'][3:]} by `request-pack derive`: the parent's manifest with these overrides\n"
+              "# (docs/components.md, 'Derived artifacts'). `request-pack show` prints it resolved.\n")
+    return header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100)
