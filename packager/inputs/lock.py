@@ -129,8 +129,9 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
     """The offline check that a build can proceed: reads, hashes, compares; never resolves, downloads or builds."""
     # 1. the lock exists and is well-formed
     current = load_lock(lock_path)
-    # 2. it was made from this manifest and these components
-    changed_components = component_changes(current.components, components)
+    # 2. it was made from this manifest and (when the caller read them) these components; a build
+    #    passes none: the resolved manifest's digest below is what its image depends on
+    changed_components = component_changes(current.components, components) if components is not None else []
     if changed_components:
         raise StaleLockError(f"{lock_path}: stale: {changed_components[0]}"
                              + (f" (and {len(changed_components) - 1} more)" if len(changed_components) > 1 else "")
