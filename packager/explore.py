@@ -21,7 +21,7 @@ Each point, in order:
    identity (layout, sha256 of its labels file, sample count). A key already in the sweep's
    journal (``points.jsonl``) is not run again, done or failed: the sweep resumes after a
    ``kill -9`` where it stopped, losing at most the point that was running, which continues
-   from its predictions (``evaluate --resume``);
+   from its predictions (``evaluate --resume``) once the orphaned container of the killed run is removed;
 3. evaluate (``pipeline.evaluate``: functional stage first, then full when asked; signed and
    verified); a point that fails is recorded as failed with its reason, and not retried
    unless ``--retry-failed``;
@@ -334,6 +334,11 @@ def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platfo
     t = time.monotonic()
     out = opts.out / "points" / f"{point.index + 1:03d}-{key[:12]}"
     digest = ref.index_digest or ref.config_digest
+    if out.exists() and opts.engine == "docker":
+        # A sweep killed with -9 leaves its point's container running: it would write into the stage it resumes.
+        from packager.farm.node import remove_stale_containers
+
+        remove_stale_containers(out)
     try:
         ev = evaluate(artifact_dir, opts.dataset, out, key=opts.key, platform=platform, engine=opts.engine,
                       build_root=opts.build_root, progress=progress, stages=stages, resume=out.exists(),

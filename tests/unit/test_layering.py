@@ -29,8 +29,8 @@ RANKS = {
     "reproduce": 7,
     "doctor": 8,
     "farm": 8,
-    "explore": 8,  # a sweep: pipeline and scoreboard per point
-    "cli": 9,
+    "explore": 9,  # a sweep: pipeline and scoreboard per point, farm's clean-up of a killed attempt
+    "cli": 10,
 }
 FOLDERS = {"harness", "inputs", "engine", "image", "run", "bundle", "scoreboard", "farm", "cli"}
 TOP_MODULES = {"pipeline", "doctor", "reproduce", "explore"}
