@@ -1,0 +1,106 @@
+"""explore's space file, journal and keys, and the board's sweep group (no engine: synthetic signed results)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import synthetic_results as synthetic
+
+from packager.bundle.keys import TrustStore, generate_keypair
+from packager.errors import BadInput
+from packager.explore import JOURNAL, Options, Outcome, Point, explore, parse_space, read_journal
+from packager.runconfig import RunConfig
+from packager.scoreboard.publish import publish
+from packager.scoreboard.store import Board
+from packager.scoreboard.sweeps import SweepPoint, list_sweeps, load_sweep, record_point, record_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+ORT = REPO / "tests" / "data" / "manifest-valid"
+
+
+def space(text: str, data: object):
+    return parse_space(text, data, "space.yaml")
+
+
+def test_cross_product_in_a_stable_order() -> None:
+    s = space("x", {"run": {"threads": [1, 2], "batch": [1, 32]}})
+    assert s.stage == "functional"
+    assert [p.run for p in s.points] == [RunConfig(threads=1, batch=1), RunConfig(threads=1, batch=32),
+                                         RunConfig(threads=2, batch=1), RunConfig(threads=2, batch=32)]
+    assert s.points[3].label() == "run.threads=2 run.batch=32"
+
+
+def test_a_listed_subset_and_scalars() -> None:
+    s = space("x", {"stage": "all", "points": [{"threads": 1}, {"run.threads": 2, "opt_level": 1}]})
+    assert s.stage == "all" and [p.run for p in s.points] == [RunConfig(threads=1), RunConfig(threads=2, opt_level=1)]
+    assert space("x", {"run": {"threads": 2}}).points[0].run == RunConfig(threads=2)
+    assert space("x", {"build": {"precision": ["fp32", "int8"]}}).points[1].build == {"precision": "int8"}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"runs": {}}, "unknown key 'runs'"),
+    ({"points": [{"threads": 1}], "run": {"threads": [2]}}, "not both"),
+    ({"points": [{"threads": 1}, {"run.threads": 1}]}, "listed twice"),
+    ({"run": {"thread": [1]}}, "did you mean 'threads'"),
+    ({"run": {"threads": []}}, "has no values"),
+    ({"build": {"weights": ["x"]}}, "unknown build-time knob 'weights'"),
+    ({"stage": "fast"}, "stage 'fast'"),
+    ({"points": []}, "non-empty list"),
+    ({"run": {"threads": list(range(1, 100)), "batch": list(range(1, 100))}}, "at most 4096"),
+])
+def test_bad_spaces_name_the_file_and_the_field(data: object, message: str) -> None:
+    with pytest.raises(BadInput) as info:
+        space("x", data)
+    assert message in str(info.value) and "space.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"build": {"precision": ["int8"]}}, "need `request-pack derive`"),
+    ({"run": {"target": ["llvm"]}}, "point 1 (run.target=llvm): knob 'target' does not apply to framework 'onnxruntime'"),
+])
+def test_what_cannot_run_is_refused_before_anything_is_built(tmp_path: Path, data: object, message: str) -> None:
+    with pytest.raises(BadInput) as info:
+        explore(ORT, space("x", data), Options(dataset=tmp_path, out=tmp_path / "sweep", board=f"sqlite:///{tmp_path}/b.db"))
+    assert message in str(info.value)
+    assert not (tmp_path / "sweep").exists() and not (tmp_path / "b.db").exists()
+
+
+def test_journal_keeps_whole_lines_and_the_last_word(tmp_path: Path) -> None:
+    p = Point(0, RunConfig(threads=1))
+    path = tmp_path / JOURNAL
+    path.write_text(Outcome(p, "k1", "failed", None, error="boom").journal_line()
+                    + Outcome(p, "k1", "done", "sha256:" + "0" * 64, top1=0.8).journal_line()
+                    + '{"key": "k2", "status": "do')  # torn by kill -9 mid-write
+    got = read_journal(path)
+    assert list(got) == ["k1"] and got["k1"]["status"] == "done" and got["k1"]["knobs"] == {"run.threads": 1}
+
+
+def test_a_sweep_is_a_group_with_a_frontier_per_class(tmp_path: Path) -> None:
+    pair = generate_keypair(tmp_path / "keys", "evaluator")
+    trust = TrustStore.load([pair.public_path])
+    specs = {  # one image, three run configs: the third is slower at the same accuracy
+        "a": synthetic.Spec(latency_s=0.010, throughput_ips=100.0, run_seed=1),
+        "b": synthetic.Spec(latency_s=0.020, throughput_ips=150.0, run_seed=2),
+        "c": synthetic.Spec(latency_s=0.030, throughput_ips=90.0, run_seed=3),
+    }
+    with Board(f"sqlite:///{tmp_path / 'board.db'}") as board:
+        record_sweep(board, "s1", "demo-ort", "run: {threads: [1, 2, 4]}\n")
+        record_sweep(board, "s1", "demo-ort", "run: {threads: [1, 2, 4]}\n")  # a resumed sweep: no second group
+        for i, (name, spec) in enumerate(specs.items()):
+            published = publish(synthetic.make_bundle(tmp_path / name, spec, pair.private_path), board, trust)
+            record_point(board, "s1", SweepPoint(f"k{i}", {"run.threads": 2 ** i}, "done", published.bundle_digest,
+                                                 published.row.image_digest, None))
+        record_point(board, "s1", SweepPoint("k9", {"run.threads": 8}, "failed", None, None, "stage 'functional': boom"))
+        record_point(board, "s1", SweepPoint("k9", {"run.threads": 8}, "failed", None, None, "boom again"))
+        sweep = load_sweep(board, "s1")
+        assert [s.id for s in list_sweeps(board)] == ["s1"] and list_sweeps(board, artifact="other") == []
+        assert load_sweep(board, "nope") is None
+    assert sweep is not None and (sweep.summary.done, sweep.summary.failed) == (3, 1)
+    on = [p.knobs["run.threads"] for p in sweep.points if sweep.on_frontier(p)]
+    assert on == [1, 2]  # 4 is dominated by 1 (slower, less throughput, same accuracy)
+    data = sweep.to_json()
+    assert data["artifact"] == "demo-ort" and len(data["points"]) == 4
+    assert data["points"][3] == data["points"][3] | {"status": "failed", "error": "boom again", "result": None}
+    assert len({p["result"]["image_digest"] for p in data["points"][:3]}) == 1
+    assert list(data["frontiers"]) == [sweep.points[0].row.measurement]
