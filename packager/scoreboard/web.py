@@ -51,6 +51,7 @@ from packager.scoreboard.store import (
     ResultRow,
     frontiers_by_class,
 )
+from packager.scoreboard.sweepweb import add_sweep_routes
 
 log = logging.getLogger(__name__)
 
@@ -497,6 +498,8 @@ def create_app(board_url: str) -> FastAPI:
     def badge_svg(digest: str) -> Response:
         row, _, awards = _one(digest)
         return Response(badges_svg(awards), media_type="image/svg+xml")
+
+    add_sweep_routes(app, board, templates())
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

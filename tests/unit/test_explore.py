@@ -76,7 +76,8 @@ def test_journal_keeps_whole_lines_and_the_last_word(tmp_path: Path) -> None:
     assert list(got) == ["k1"] and got["k1"]["status"] == "done" and got["k1"]["knobs"] == {"run.threads": 1}
 
 
-def test_a_sweep_is_a_group_with_a_frontier_per_class(tmp_path: Path) -> None:
+def _sweep_board(tmp_path: Path) -> str:
+    """A board with sweep s1 of demo-ort: three published points of one image and one failed point."""
     pair = generate_keypair(tmp_path / "keys", "evaluator")
     trust = TrustStore.load([pair.public_path])
     specs = {  # one image, three run configs: the third is slower at the same accuracy
@@ -93,6 +94,11 @@ def test_a_sweep_is_a_group_with_a_frontier_per_class(tmp_path: Path) -> None:
                                                  published.row.image_digest, None))
         record_point(board, "s1", SweepPoint("k9", {"run.threads": 8}, "failed", None, None, "stage 'functional': boom"))
         record_point(board, "s1", SweepPoint("k9", {"run.threads": 8}, "failed", None, None, "boom again"))
+    return f"sqlite:///{tmp_path / 'board.db'}"
+
+
+def test_a_sweep_is_a_group_with_a_frontier_per_class(tmp_path: Path) -> None:
+    with Board(_sweep_board(tmp_path)) as board:
         sweep = load_sweep(board, "s1")
         assert [s.id for s in list_sweeps(board)] == ["s1"] and list_sweeps(board, artifact="other") == []
         assert load_sweep(board, "nope") is None
@@ -104,3 +110,25 @@ def test_a_sweep_is_a_group_with_a_frontier_per_class(tmp_path: Path) -> None:
     assert data["points"][3] == data["points"][3] | {"status": "failed", "error": "boom again", "result": None}
     assert len({p["result"]["image_digest"] for p in data["points"][:3]}) == 1
     assert list(data["frontiers"]) == [sweep.points[0].row.measurement]
+
+
+def test_sweep_pages_and_json(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from packager.scoreboard.web import create_app
+
+    with TestClient(create_app(_sweep_board(tmp_path))) as c:
+        listing = c.get("/sweeps")
+        assert listing.status_code == 200 and 'href="sweeps/s1"' in listing.text and "demo-ort" in listing.text
+        assert "no sweeps of other" in c.get("/sweeps", params={"artifact": "other"}).text
+        page = c.get("/sweeps/s1")
+        assert page.status_code == 200
+        assert "parent artifact <b>demo-ort</b> · 3 done, 1 failed" in page.text
+        assert "<th>run.threads</th>" in page.text and page.text.count('class="frontier"') == 2
+        assert "boom again" in page.text
+        data = c.get("/api/sweeps/s1").json()
+        assert [p["knobs"]["run.threads"] for p in data["points"]] == [1, 2, 4, 8]
+        assert [p["pareto"] for p in data["points"]] == [True, True, False, False]
+        assert c.get("/api/sweeps").json()[0]["id"] == "s1"
+        assert c.get("/sweeps/nope").status_code == 404
+        assert c.get("/api/sweeps/s1", params={"objectives": "speed:max"}).status_code == 400
