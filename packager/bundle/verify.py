@@ -447,6 +447,13 @@ def _check_artifact(b: _Bundle, artifact: Path, name: str, claimed: str, problem
             compared.append(f"local {fname}")
             if theirs is None:
                 problems.append(f"bundle has no {fname} to compare with {ours}")
+            elif fname == MANIFEST_NAME:
+                # the bundle carries the resolved manifest; the artifact's may use components (docs/components.md)
+                from packager.manifest import load_manifest
+
+                mine = b.models.get(MANIFEST_NAME)
+                if mine is None or mine.digest() != load_manifest(artifact).digest():  # type: ignore[attr-defined]
+                    problems.append(f"bundle's {fname} differs from {ours} resolved (request-pack show)")
             elif _sha256(theirs, fname) != _sha256(ours, str(ours), error=BadInput):
                 problems.append(f"bundle's {fname} differs from {ours}")
     return (", " + ", ".join(compared)) if compared else ", (no local build or lock found)"
