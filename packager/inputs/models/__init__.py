@@ -1,1 +1,1 @@
-"""Small network builders for conversion recipes whose upstream code is not installable here."""
+"""Conversion recipes that build on packager.inputs.convert (quantisation) and network builders whose upstream code is not installable here."""
