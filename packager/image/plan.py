@@ -165,7 +165,9 @@ def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cac
     hfiles = [(src, dest, 0o755 if src.stat().st_mode & 0o111 else 0o644) for src, dest in harness_files(harness_root)]
     version = harness_version(harness_root)
     model_path = cache.path_of(lock.model.sha256, name=f"model {lock.model.filename}")
-    config_sha = cache.put_bytes(oci.canonical_json(manifest.model_dump(mode="json")) + b"\n", name=f"{manifest.name} request.json")
+    # the platform's view (its own framework, docs/components.md): the harness reads framework alone
+    view = manifest.for_platform(platform).model_dump(mode="json")
+    config_sha = cache.put_bytes(oci.canonical_json(view) + b"\n", name=f"{manifest.name} request.json")
     specs = [
         {"role": "base", "kind": "rootfs", "tar": str(rootfs.path), "inputs": {"rootfs": rootfs.sha256},
          "detail": f"Debian {system.suite} {platform.debian_arch}, {rootfs.packages} packages"},
