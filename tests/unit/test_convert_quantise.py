@@ -132,3 +132,5 @@ def test_unknown_fp32_recipe_is_named_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match=r"model.conversion.args.fp32_recipe: fp32_recipe 'onnxruntime-quantize-static' is not one of"):
         cv.convert(tmp_path / "a", cache=Cache.open(tmp_path / "cache"))
     assert not list((tmp_path / "cache").rglob("*.whl"))
+
+
