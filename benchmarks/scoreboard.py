@@ -16,7 +16,8 @@
    Chromium, each in a fresh browser context (empty cache), then once more in
    the same context (cached). It reports bytes on the wire and decoded, the
    server's time to the last byte, DOMContentLoaded, the load event and the
-   moment the page says its plots are drawn. ``--compare DIR`` serves a second
+   moment the page says its plots are drawn (this page draws the open tab's plot after the
+   load event, so both are reported and waited for). ``--compare DIR`` serves a second
    checkout (e.g. ``git archive BASE packager | tar -x -C DIR``) from the same
    board file and interleaves the two, so both see the same machine load.
    Goal: load event < 1.5 s with 10,000 results.
@@ -149,6 +150,10 @@ _TIMING_JS = """() => {
 }"""
 
 
+# Pages that record when their plots are drawn (window.boardPlotsDrawn) are waited for; older ones are not.
+_DRAWN_JS = "() => window.boardPlotsDrawn !== undefined || !document.querySelector('#board-plots')"
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -202,9 +207,11 @@ def bench_chromium(url: str, trees: dict[str, Path], runs: int, total: int) -> d
                     page.on("pageerror", lambda e: errors.append(str(e)))
                     page.goto(base + "/", wait_until="load", timeout=120_000)
                     page.wait_for_timeout(50)  # loadEventEnd is set after the load handlers return
+                    page.wait_for_function(_DRAWN_JS, timeout=120_000)  # plots may be drawn after the load event
                     cold = page.evaluate(_TIMING_JS)
                     page.goto(base + "/", wait_until="load", timeout=120_000)  # same context: the browser cache is warm
                     page.wait_for_timeout(50)
+                    page.wait_for_function(_DRAWN_JS, timeout=120_000)
                     warm = page.evaluate(_TIMING_JS)
                     ctx.close()
                     if errors:
@@ -222,7 +229,7 @@ def bench_chromium(url: str, trees: dict[str, Path], runs: int, total: int) -> d
         print(f"chromium:   [{name}] {total} results, {runs} cold loads (min / median / max); load average {load_avg[0]:.1f} on {os.cpu_count()} CPUs at the end:")
         print(f"chromium:   [{name}]   bytes on the wire {_spread([b / 1e6 for b in m['wire']], '{:.2f}')} MB, decoded {_spread([b / 1e6 for b in m['decoded']], '{:.2f}')} MB (HTML {statistics.median(m['html']) / 1e6:.2f} MB)")
         print(f"chromium:   [{name}]   server to last byte {_spread(m['server_ms'])} ms; DOMContentLoaded {_spread(m['dcl_ms'])} ms; load event {_spread(m['load_ms'])} ms; plots drawn {_spread(m.get('plots_ms', []))} ms")
-        print(f"chromium:   [{name}]   reload with a warm cache: load event {_spread(m['warm_load_ms'])} ms, {_spread([b / 1e6 for b in m['warm_wire']], '{:.2f}')} MB on the wire")
+        print(f"chromium:   [{name}]   reload with a warm cache: load event {_spread(m['warm_load_ms'])} ms, plots drawn {_spread(m.get('warm_plots_ms', []))} ms, {_spread([b / 1e6 for b in m['warm_wire']], '{:.2f}')} MB on the wire")
     return got
 
 
@@ -252,6 +259,9 @@ def main() -> int:
     if loads is not None:
         load = statistics.median(loads["load_ms"]) / 1000
         summary += f"; Chromium load event {load:.2f} s median ({'meets' if load < 1.5 else 'MISSES'} the 1.5 s goal)"
+        if loads.get("plots_ms"):
+            drawn = statistics.median(loads["plots_ms"]) / 1000
+            summary += f", the plot shown on load drawn at {drawn:.2f} s median ({'under' if drawn < 1.5 else 'OVER'} 1.5 s too)"
     print(summary)
     return 0
 

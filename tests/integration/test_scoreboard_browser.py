@@ -171,6 +171,34 @@ def test_page_plots_one_point_per_result_marks_the_frontier_and_filters(server: 
     page.close()
 
 
+def test_the_table_loads_before_plotly_and_each_tab_draws_its_plot_once(server: str, browser) -> None:  # type: ignore[no-untyped-def]
+    """plotly.js starts after the load event; the open tab's plot is drawn, the others on their first opening."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/", wait_until="load")
+    assert page.locator("#results tbody tr").count() == RESULTS  # the table needs no script
+    page.wait_for_function("window.boardPlotsDrawn !== undefined", timeout=30_000)
+    load_ms = page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventStart")
+    assert page.evaluate("() => window.boardPlotsDrawn") > load_ms  # drawn after the load event, not before it
+    tabs = page.locator(".plot-tab").evaluate_all("ts => ts.map(t => [t.dataset.slug, t.getAttribute('aria-selected')])")
+    assert tabs == [["accuracy-latency", "true"], ["throughput-price", "false"], ["accuracy-power", "false"]]
+    assert page.locator("#plot-accuracy-latency").get_attribute("data-drawn") == "true"
+    assert page.locator("#plot-throughput-price").get_attribute("data-drawn") is None
+    assert page.locator("#panel-throughput-price").is_hidden()
+    page.click("#tab-throughput-price")
+    page.wait_for_selector("#plot-throughput-price[data-drawn='true']", timeout=30_000)
+    assert page.locator("#panel-throughput-price").is_visible() and page.locator("#panel-accuracy-latency").is_hidden()
+    drawn = page.evaluate("() => document.querySelector('#plot-throughput-price').data.reduce((n, t) => n + t.x.length, 0)")
+    expected = [r for r in api(server, "/api/results")["results"] if r["price_usd"] is not None and r["throughput_ips"] is not None]
+    assert drawn == len(expected) > 0
+    page.click("#tab-accuracy-latency")  # drawn once: reopening shows the same plot
+    assert page.locator("#panel-accuracy-latency").is_visible()
+    assert page.evaluate("() => performance.getEntriesByName('board-drawn-accuracy-latency').length") == 1
+    assert errors == []
+    page.close()
+
+
 BIG = 3000  # past plots.WEBGL_THRESHOLD
 
 

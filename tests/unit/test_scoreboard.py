@@ -290,8 +290,11 @@ def test_index_table_plots_and_exports_agree(client) -> None:
     assert page.status_code == 200
     html = page.text
     # Scripts come from this app only (a CDN would fail offline), plotly.js under a content-hashed name.
-    srcs = re.findall(r"<script[^>]*\bsrc=\"([^\"]+)\"", html)
+    # plotly.js is preloaded and started after the load event (no parser-blocking <script src>).
+    assert not re.findall(r"<script[^>]*\bsrc=", html)
+    srcs = re.findall(r"<link rel=\"preload\" as=\"script\" href=\"([^\"]+)\">", html)
     assert len(srcs) == 1 and re.fullmatch(r"static/plotly-gl2d-[0-9a-f]{16}\.min\.js", srcs[0])
+    assert f"s.src = '{srcs[0]}';" in html and "addEventListener('load', start)" in html
     js = client.get("/" + srcs[0])
     assert js.status_code == 200 and "immutable" in js.headers["cache-control"] and b"Plotly" in js.content[:2000]
     assert html.count("<tr class=\"result") == 24
