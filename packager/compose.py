@@ -34,7 +34,7 @@ NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 # kind -> (folder, the section it provides, the other top-level keys its file may have)
 KINDS: dict[str, tuple[str, str | None, frozenset[str]]] = {
-    "model": ("models", "model", frozenset({"variants", "default_precision", "expectations"})),
+    "model": ("models", "model", frozenset({"variants", "default_precision", "expectations", "preprocessing"})),
     "framework": ("frameworks", "framework", frozenset({"python", "system"})),
     "dataset": ("datasets", "dataset", frozenset()),
     "preprocessing": ("preprocessing", "preprocessing", frozenset()),
@@ -253,9 +253,10 @@ def resolve(file: Path, schema: type[BaseModel]) -> Resolved:
 
 
 def _uses(source: dict) -> bool:
-    if "runtime" in source or "frameworks" in source:
+    if "runtime" in source:
         return True
-    sections = [source.get(k) for k in SECTION_KINDS]
+    frameworks = source.get("frameworks")
+    sections = [source.get(k) for k in SECTION_KINDS] + (list(frameworks.values()) if isinstance(frameworks, dict) else [])
     model = source.get("model")
     if isinstance(model, dict):
         sections.append(model.get("conversion"))
@@ -329,8 +330,8 @@ class _Resolution:
         if isinstance(model, dict):  # first: a model component may bring the expectations section
             out["model"] = self.section("model", model, ("model",))
         for key, value in self.source.items():
-            if key in SOURCE_ONLY or key in out:
-                continue
+            if key in SOURCE_ONLY or key in out or (key == "frameworks" and value is None):
+                continue  # frameworks: null drops a parent's frameworks per platform
             if key in SECTION_KINDS and isinstance(value, dict) and "use" in value:
                 out[key] = self.section(SECTION_KINDS[key], value, (key,))
             elif key == "frameworks" and isinstance(value, dict):
@@ -411,10 +412,32 @@ class _Resolution:
                 base_file=shown, over_file=self.who(("expectations",)), origin=self.origin)}
             self.src_origin = {k: v for k, v in self.src_origin.items() if k[:1] != ("expectations",)}
             self.src_origin.update({k: v for k, v in self.origin.items() if k[:1] == ("expectations",)})
+        self.model_preprocessing(comp, shown)
         if "conversion" in overrides and isinstance(overrides["conversion"], dict) and "use" in overrides["conversion"]:
             overrides["conversion"] = self.conversion_in({"conversion": overrides["conversion"]}, path, schema)["conversion"]
             base = {k: v for k, v in base.items() if k != "conversion"}  # a conversion with use: starts afresh
         return base
+
+    def model_preprocessing(self, comp: dict, shown: str) -> None:
+        """A model's input size decides its preprocessing: the component's is the default of the section,
+        the manifest's own preprocessing overrides its fields, or replaces it with a use: of its own."""
+        theirs = comp.get("preprocessing")
+        if theirs is None:
+            return
+        if not isinstance(theirs, dict):
+            raise ManifestError("preprocessing must be a mapping (use: <name>, or the fields)", file=shown, field="preprocessing")
+        mine = self.source.get("preprocessing")
+        origin: Origin = {}
+        _mark(theirs, ("preprocessing",), shown, origin)
+        if mine is not None:
+            mine_origin = {k: v for k, v in self.src_origin.items() if k[:1] == ("preprocessing",)}
+            combined = _source_merge(theirs, mine, ("preprocessing",), self.who(("preprocessing",)), origin)
+            origin.update(mine_origin if isinstance(mine, dict) and "use" in mine else
+                          {k: v for k, v in mine_origin.items() if k != ("preprocessing",)})
+        else:
+            combined = theirs
+        self.source = {**self.source, "preprocessing": combined}
+        self.src_origin = {**{k: v for k, v in self.src_origin.items() if k[:1] != ("preprocessing",)}, **origin}
 
     def conversion_in(self, fields: dict, path: tuple, schema: Any, file: str | None = None) -> dict:
         conv = fields.get("conversion")

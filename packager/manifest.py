@@ -381,6 +381,12 @@ class Manifest(_Strict):
             raise ValueError(
                 f"model.input.layout {self.model.input.layout} differs from preprocessing.layout {self.preprocessing.layout}"
             )
+        # the input size decides the crop: a lite1 (240) with a 224 preprocessing would fail only at run time
+        shape = self.model.input.shape
+        spatial = (shape[2:4] if self.model.input.layout == "NCHW" else shape[1:3]) if len(shape) == 4 else []
+        if any(isinstance(d, int) and d != self.preprocessing.crop for d in spatial):
+            raise ValueError(f"model.input.shape {shape} takes {'x'.join(map(str, spatial))} images, "
+                             f"preprocessing.crop is {self.preprocessing.crop}")
         names = {p.value for p in self.platforms}
         for where, keys in (("frameworks", self.frameworks), ("python.platform_requirements", self.python.platform_requirements),
                             ("system.platform_packages", self.system.platform_packages)):
