@@ -6,8 +6,8 @@ The space file::
     run:                       # run-time knobs (packager/runconfig.py): the cross product of the lists
       threads: [1, 2]
       batch: [1, 32]
-    build:                     # build-time knobs (model, framework, precision): a derived artifact each
-      precision: [fp32, int8]
+    build:                     # build-time knobs: one derived artifact (`request-pack derive`) per combination
+      precision: [fp32, int8]  #   model: a model component, framework: a framework component, precision
     # or, instead of run/build, a listed subset:
     points:
       - {threads: 1, batch: 1}
@@ -15,8 +15,12 @@ The space file::
 
 Each point, in order:
 
-1. its image: the parent's (run-time knobs never rebuild: one image, by digest, for every
-   such point), built only if no build of the manifest exists;
+1. its image: the parent's for run-time knobs (they never rebuild: one image, by digest, for
+   every such point), else its variant's: build-time knobs become ``derive --set`` overrides
+   (``model.use``, ``framework.use``, ``model.precision``) of an artifact ``<parent>-<values>``
+   beside the parent, derived once and reused while it is exactly that derivation; an image is
+   built only if no build of its manifest exists. A variant that does not derive, lock or build
+   fails each of its points, once;
 2. its key: sha256 of the image index digest, platform, run config, stages and the data set's
    identity (layout, sha256 of its labels file, sample count). A key already in the sweep's
    journal (``points.jsonl``) is not run again, done or failed: the sweep resumes after a
@@ -38,6 +42,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -45,17 +50,27 @@ from pathlib import Path
 from typing import Any
 
 from packager.errors import BadInput, EnvironmentMissing, RequestPackError
-from packager.manifest import MANIFEST_NAME, load_manifest
+from packager.manifest import load_manifest, manifest_path
 from packager.pipeline import STAGE_CHOICES, evaluate, evaluator_key, image_for
 from packager.platforms import Platform
 from packager.run.runner import ImageRef, ProgressFn, RunOptions, check_dataset
 from packager.runconfig import KNOB_HELP, RunConfig, from_mapping
 from packager.scoreboard.store import DEFAULT_BOARD, Board
-from packager.scoreboard.sweeps import SWEEP_OBJECTIVES, Sweep, SweepPoint, load_sweep, record_point, record_sweep, sweep_id
+from packager.scoreboard.sweeps import (
+    SWEEP_OBJECTIVES,
+    Sweep,
+    SweepPoint,
+    load_sweep,
+    record_point,
+    record_sweep,
+    sweep_id,
+)
 
 log = logging.getLogger(__name__)
 
 BUILD_KNOBS = ("model", "framework", "precision")
+# Each build-time knob as the `derive --set` key it becomes (docs/components.md): component names for model and framework.
+BUILD_SETS = {"model": "model.use", "framework": "framework.use", "precision": "model.precision"}
 SPACE_KEYS = {"stage", "run", "build", "points"}
 JOURNAL = "points.jsonl"
 SWEEP_RECORD = "sweep.json"
@@ -167,9 +182,11 @@ def dataset_identity(manifest, dataset: Path, stage: str, layout: str | None) ->
     return f"{spec.layout}:{digest}:{n}"
 
 
-def point_key(image: ImageRef, platform: Platform, run: RunConfig, stages: str, dataset_id: str) -> str:
-    return hashlib.sha256(json.dumps([image.index_digest or image.config_digest, str(platform), run.canonical(), stages,
-                                      dataset_id]).encode()).hexdigest()
+def point_key(image: ImageRef | None, platform: Platform, run: RunConfig, stages: str, dataset_id: str,
+              build: Mapping[str, str] | None = None) -> str:
+    """The point's identity; a variant that never built (``image`` None) is named by its build-time knobs instead."""
+    identity = (image.index_digest or image.config_digest) if image is not None else f"unbuilt:{json.dumps(build, sort_keys=True)}"
+    return hashlib.sha256(json.dumps([identity, str(platform), run.canonical(), stages, dataset_id]).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -249,17 +266,14 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
             progress: Callable[[str], ProgressFn] | None = None) -> Result:
     """Steps 1-5 of the module doc for every point of ``space``; returns the outcomes and the board's group."""
     t0 = time.monotonic()
-    artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
+    artifact_dir = manifest_path(artifact).parent
     manifest = load_manifest(artifact)
     platform = opts.platform or Platform.native()
-    needs_build = [p for p in space.points if p.build]
-    if needs_build:
-        # Build-time knobs are `request-pack derive` variants; until that command exists here they are refused.
-        raise BadInput(f"build-time knob(s) {', '.join(sorted(needs_build[0].build))} need `request-pack derive`, "
-                       "which this request-pack does not have yet: sweep run-time knobs only", field="build")
-    framework = manifest.framework_for(platform).name
-    for p in space.points:
-        p.run.check_applies(framework, where=f"point {p.index + 1} ({p.label()})")
+    groups = _variants(space)
+    if len(groups) == 1 and not groups[0][0]:
+        # Run-time knobs only: refused before anything is built or written. Variants are checked once derived.
+        for p in space.points:
+            p.run.check_applies(manifest.framework_for(platform).name, where=f"point {p.index + 1} ({p.label()})")
     last_stage = STAGE_CHOICES[space.stage][-1]
     data_id = dataset_identity(manifest, opts.dataset, last_stage, opts.dataset_layout)
     sid = sweep_id(manifest.name, space.text, data_id)
@@ -276,41 +290,103 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
     outcomes: list[Outcome] = []
     digests: set[str] = set()
     rebuilds = 0
+
+    def done(event: str, point: Point, outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        if outcome.image_digest:
+            digests.add(outcome.image_digest)
+        if report:
+            report(event, point, outcome)
+
     with Board(opts.board) as board:
         record_sweep(board, sid, manifest.name, space.text)
-        # 1. one image for every run-time point; its record's identity is watched for rebuilds.
-        ref = image_for(artifact_dir, platform=platform, engine=opts.engine, build_root=opts.build_root)
-        stamp = _record_stamp(ref)
-        for point in space.points:
-            key = point_key(ref, platform, point.run, space.stage, data_id)
-            seen = finished.get(key)
-            if seen is not None and (seen.get("status") == "done" or not opts.retry_failed):
-                outcome = _kept(point, key, seen)
-                outcomes.append(outcome)
-                if outcome.image_digest:
-                    digests.add(outcome.image_digest)
-                if report:
-                    report("kept", point, outcome)
+        for build, points in groups:
+            # 1. one image per variant (the parent's for run-time knobs); its record is watched for rebuilds.
+            try:
+                variant_dir = derive_variant(artifact_dir, build) if build else artifact_dir
+                framework = load_manifest(variant_dir).framework_for(platform).name
+                for p in points:
+                    p.run.check_applies(framework, where=f"point {p.index + 1} ({p.label()})")
+                ref = image_for(variant_dir, platform=platform, engine=opts.engine, build_root=opts.build_root)
+            except EnvironmentMissing:
+                raise
+            except RequestPackError as e:
+                if not build:
+                    raise
+                # A variant that does not derive, lock or build fails its points, once (keyed by its knobs).
+                log.warning("variant %s failed: %s", build, e)
+                for point in points:
+                    key = point_key(None, platform, point.run, space.stage, data_id, build)
+                    if key not in finished:
+                        outcome = Outcome(point, key, "failed", None, error=str(e).splitlines()[0][:2000])
+                        record_point(board, sid, SweepPoint(key, point.knobs(), "failed", None, None, outcome.error))
+                        _append(journal, outcome.journal_line())
+                    else:
+                        outcome = _kept(point, key, finished[key])
+                    done(outcome.status, point, outcome)
                 continue
-            if report:
-                report("start", point, None)
-            outcome = _run_point(artifact_dir, point, key, ref, platform, space.stage, opts, progress)
-            if outcome.status == "done":
-                published = publish(Path(outcome.bundle), board, trust)  # type: ignore[arg-type]
-                outcome = replace(outcome, bundle_digest=published.bundle_digest)
-            record_point(board, sid, SweepPoint(key, point.knobs(), outcome.status, outcome.bundle_digest,
-                                                outcome.image_digest, outcome.error))
-            _append(journal, outcome.journal_line())
-            outcomes.append(outcome)
-            if outcome.image_digest:
-                digests.add(outcome.image_digest)
-            if _record_stamp(ref) != stamp:
-                rebuilds += 1
-                stamp = _record_stamp(ref)
-            if report:
-                report(outcome.status, point, outcome)
+            stamp = _record_stamp(ref)
+            for point in points:
+                key = point_key(ref, platform, point.run, space.stage, data_id)
+                seen = finished.get(key)
+                if seen is not None and (seen.get("status") == "done" or not opts.retry_failed):
+                    outcome = _kept(point, key, seen)
+                    done("kept", point, outcome)
+                    continue
+                if report:
+                    report("start", point, None)
+                outcome = _run_point(variant_dir, point, key, ref, platform, space.stage, opts, progress)
+                if outcome.status == "done":
+                    published = publish(Path(outcome.bundle), board, trust)  # type: ignore[arg-type]
+                    outcome = replace(outcome, bundle_digest=published.bundle_digest)
+                record_point(board, sid, SweepPoint(key, point.knobs(), outcome.status, outcome.bundle_digest,
+                                                    outcome.image_digest, outcome.error))
+                _append(journal, outcome.journal_line())
+                if _record_stamp(ref) != stamp:
+                    rebuilds += 1
+                    stamp = _record_stamp(ref)
+                done(outcome.status, point, outcome)
         group = load_sweep(board, sid, objectives=SWEEP_OBJECTIVES)
     return Result(sid, manifest.name, opts.out, tuple(outcomes), frozenset(digests), rebuilds, group, time.monotonic() - t0)
+
+
+def _variants(space: Space) -> list[tuple[dict[str, str], list[Point]]]:
+    """The points grouped by their build-time knobs, in first-seen order: one derived image per group."""
+    groups: dict[str, tuple[dict[str, str], list[Point]]] = {}
+    for p in space.points:
+        groups.setdefault(json.dumps(dict(p.build), sort_keys=True), (dict(p.build), []))[1].append(p)
+    return list(groups.values())
+
+
+def variant_name(parent: str, build: Mapping[str, str]) -> str:
+    """``<parent>-<values>`` (a manifest name: at most 63 characters; longer ones end in a hash)."""
+    values = [re.sub(r"[^a-z0-9._-]+", "-", str(build[k]).lower()).strip("-.") for k in BUILD_KNOBS if k in build]
+    name = "-".join([parent, *values])
+    if len(name) > 63:
+        name = f"{name[:54]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+    return name
+
+
+def derive_variant(parent_dir: Path, build: Mapping[str, str]) -> Path:
+    """The derived artifact of a build-time point (``request-pack derive``), made once and reused after.
+
+    An existing directory of that name is reused only when it is exactly this derivation."""
+    from packager import compose
+    from packager.inputs.derive import derive
+
+    sets = [f"{BUILD_SETS[k]}={build[k]}" for k in BUILD_KNOBS if k in build]
+    name = variant_name(load_manifest(parent_dir).name, build)
+    target = parent_dir.parent / name
+    text = compose.derived_manifest(parent_dir, sets, name)
+    if target.exists():
+        if manifest_path(target).read_text(encoding="utf-8") != text:
+            raise BadInput(f"exists and is not the derivation {' '.join(sets)} of {parent_dir.name}: rename or remove it",
+                           file=target)
+        log.info("variant %s: reusing %s", dict(build), target)
+        return target
+    log.info("variant %s: request-pack derive %s %s --name %s", dict(build), parent_dir, " ".join(f"--set {s}" for s in sets), name)
+    derive(parent_dir, sets, name)
+    return target
 
 
 def _record_stamp(ref: ImageRef) -> tuple[int, int] | None:

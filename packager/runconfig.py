@@ -72,7 +72,7 @@ class RunConfig:
         """``threads=2 batch=32`` for tables and logs; ``defaults`` when nothing was set."""
         return " ".join(f"{k}={v}" for k, v in self.as_dict().items()) or "defaults"
 
-    def merged(self, other: "RunConfig") -> "RunConfig":
+    def merged(self, other: RunConfig) -> RunConfig:
         """This config with every knob ``other`` sets replaced."""
         return RunConfig(**{**self.as_dict(), **other.as_dict()})
 

@@ -11,7 +11,13 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from packager.errors import BadInput
 from packager.scoreboard.store import Board, objective_title
-from packager.scoreboard.sweeps import SWEEP_OBJECTIVES, Sweep, SweepSummary, list_sweeps, load_sweep
+from packager.scoreboard.sweeps import (
+    SWEEP_OBJECTIVES,
+    Sweep,
+    SweepSummary,
+    list_sweeps,
+    load_sweep,
+)
 
 
 def knob_columns(sweep: Sweep) -> list[str]:

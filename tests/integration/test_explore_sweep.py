@@ -23,7 +23,7 @@ from runner_helpers import cli
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
 SPACE = """\
 stage: functional
 # batch 1 only: the Offline scenario at one batch size keeps each point short

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 import synthetic_results as synthetic
+from _bundle_fixture import SAMPLE_LABELS
 
 from packager.bundle.keys import TrustStore, generate_keypair
 from packager.errors import BadInput
-from packager.explore import JOURNAL, Options, Outcome, Point, explore, parse_space, read_journal
+from packager.explore import (
+    JOURNAL,
+    Options,
+    Outcome,
+    Point,
+    explore,
+    parse_space,
+    read_journal,
+    variant_name,
+)
 from packager.runconfig import RunConfig
 from packager.scoreboard.publish import publish
 from packager.scoreboard.store import Board
-from packager.scoreboard.sweeps import SweepPoint, list_sweeps, load_sweep, record_point, record_sweep
+from packager.scoreboard.sweeps import (
+    SweepPoint,
+    list_sweeps,
+    load_sweep,
+    record_point,
+    record_sweep,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 ORT = REPO / "tests" / "data" / "manifest-valid"
@@ -55,15 +72,39 @@ def test_bad_spaces_name_the_file_and_the_field(data: object, message: str) -> N
     assert message in str(info.value) and "space.yaml" in str(info.value)
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"build": {"precision": ["int8"]}}, "need `request-pack derive`"),
-    ({"run": {"target": ["llvm"]}}, "point 1 (run.target=llvm): knob 'target' does not apply to framework 'onnxruntime'"),
-])
-def test_what_cannot_run_is_refused_before_anything_is_built(tmp_path: Path, data: object, message: str) -> None:
+def test_what_cannot_run_is_refused_before_anything_is_built(tmp_path: Path) -> None:
     with pytest.raises(BadInput) as info:
-        explore(ORT, space("x", data), Options(dataset=tmp_path, out=tmp_path / "sweep", board=f"sqlite:///{tmp_path}/b.db"))
-    assert message in str(info.value)
+        explore(ORT, space("x", {"run": {"target": ["llvm"]}}),
+                Options(dataset=tmp_path, out=tmp_path / "sweep", board=f"sqlite:///{tmp_path}/b.db"))
+    assert "point 1 (run.target=llvm): knob 'target' does not apply to framework 'onnxruntime'" in str(info.value)
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "b.db").exists()
+
+
+def test_variant_names() -> None:
+    assert variant_name("efficientnet-lite0", {"precision": "int8", "model": "efficientnet-lite1"}) == \
+        "efficientnet-lite0-efficientnet-lite1-int8"
+    assert variant_name("lite0", {"framework": "TVM 0.27"}) == "lite0-tvm-0.27"
+    long = variant_name("a" * 60, {"framework": "tvm-0.27"})
+    assert len(long) == 63 and long != variant_name("a" * 60, {"framework": "tvm-0.28"})
+
+
+def test_a_variant_that_does_not_derive_fails_its_points_once(tmp_path: Path) -> None:
+    """Build-time knobs go through `derive`; a derivation that fails is each of its points' failure, recorded once."""
+    parent = next(a for a in (REPO / "artifacts" / "efficientnet-lite0", REPO / "artifacts" / "efficientnet-lite0-ort")
+                  if (a / "request.lock").is_file())
+    art = Path(shutil.copytree(parent, tmp_path / "artifacts" / parent.name))
+    sample = SAMPLE_LABELS.parent
+    s = space("x", {"build": {"framework": ["no-such-framework"]}, "run": {"threads": [1, 2]}})
+    opts = Options(dataset=sample, out=tmp_path / "sweep", board=f"sqlite:///{tmp_path}/b.db",
+                   key=generate_keypair(tmp_path / "keys", "evaluator").private_path)
+    first = explore(art, s, opts)
+    assert [o.status for o in first.outcomes] == ["failed", "failed"]
+    assert "no-such-framework" in (first.outcomes[0].error or "")
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [parent.name]  # nothing half-derived left
+    again = explore(art, s, opts)  # not retried: the journal has both
+    assert [o.status for o in again.outcomes] == ["failed", "failed"]
+    assert len((tmp_path / "sweep" / JOURNAL).read_text().splitlines()) == 2
+    assert again.sweep is not None and again.sweep.summary.failed == 2
 
 
 def test_journal_keeps_whole_lines_and_the_last_word(tmp_path: Path) -> None:
