@@ -67,7 +67,7 @@ from packager.harness.preprocess import (  # noqa: E402
 )
 from packager.harness.scenarios import ScenarioSettings, choose_driver  # noqa: E402
 
-DEFAULT_ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+DEFAULT_ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
 
 
 def bare_single_stream(sess, name: str, singles: list[np.ndarray], queries: int, warmup: int) -> float:

@@ -9,7 +9,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO_ROOT"
 VENV="${REQUEST_PACK_VENV:-$HOME/.cache/request-pack/venv}"
 RP="$VENV/bin/request-pack"
-ARTIFACT="${ARTIFACT:-artifacts/efficientnet-lite0-ort}"
+ARTIFACT="${ARTIFACT:-artifacts/efficientnet-lite0}"
 export DOCKER_API_VERSION="${DOCKER_API_VERSION:-1.41}"
 
 [[ -x "$RP" ]] || { echo "demo: $RP missing; run make setup" >&2; exit 3; }

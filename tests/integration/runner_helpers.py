@@ -103,7 +103,7 @@ class LoopDevice:
         subprocess.run(["losetup", "-d", self.path], check=False)
 
 
-EXAMPLE_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "efficientnet-lite0-ort"
+EXAMPLE_ARTIFACT = Path(__file__).resolve().parents[2] / "artifacts" / "efficientnet-lite0"
 _BUILT: list = []
 
 

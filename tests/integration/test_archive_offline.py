@@ -28,7 +28,7 @@ from packager.image.build import published
 pytestmark = [pytest.mark.emulation, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = [REPO / "artifacts" / "efficientnet-lite0-ort"]
+ARTIFACTS = [REPO / "artifacts" / "efficientnet-lite0"]
 CLI = [sys.executable, "-m", "packager.cli"]
 
 

@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 INT8 = REPO / "artifacts" / "efficientnet-lite0-ort-int8"
-FP32 = REPO / "artifacts" / "efficientnet-lite0-ort"
+FP32 = REPO / "artifacts" / "efficientnet-lite0"
 RESNET = REPO / "artifacts" / "resnet-tvm"
 # Largest |TVM - onnxruntime| logit difference allowed. Measured: at most 6.2e-6 with logits of
 # magnitude 3-8, i.e. float32 reassociation; a wrong layout or fused op would be off by >0.1.

@@ -2,11 +2,11 @@
 harness on the non-native platforms and classify real sample images, and each test prints the
 wall time and the per-image latency against the same model on amd64, measured in the same run.
 
-- linux/arm64: efficientnet-lite0-ort (onnxruntime 1.32 manylinux aarch64 wheel), against the
+- linux/arm64: efficientnet-lite0 (onnxruntime 1.32 manylinux aarch64 wheel), against the
   same artifact's amd64 image. It needs QEMU >= 8.2 (scripts/setup.sh installs 10.0 from
   bookworm-backports): bookworm's 7.2 hands the guest the host's x86 /proc/cpuinfo and
   onnxruntime's cpuinfo library segfaults on import (qemu/README.md).
-- linux/arm/v7: efficientnet-lite0-armv7 (reference numpy backend, Debian's numpy and onnx),
+- linux/arm/v7: efficientnet-lite0 (reference numpy backend, Debian's numpy and onnx),
   against the same backend, model and images run natively by the harness in the project's venv.
 
 Three images each: the emulated runs take seconds per image.
@@ -29,8 +29,8 @@ from packager.manifest import load_manifest
 pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.slow, pytest.mark.network]
 
 REPO = Path(__file__).resolve().parents[2]
-ARMV7 = REPO / "artifacts" / "efficientnet-lite0-armv7"
-ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
+# one artifact: onnxruntime on amd64/arm64, the reference executor on arm/v7 (one index)
+ARMV7 = ORT = REPO / "artifacts" / "efficientnet-lite0"
 CLI = [sys.executable, "-m", "packager.cli"]
 SAMPLES = 3
 # What the runner caps an emulated functional stage of SAMPLES images to (runner.harness_argv);
@@ -106,7 +106,7 @@ def test_arm64_onnxruntime_artifact_functional_stage_under_qemu(tmp_path: Path, 
     # The real EfficientNet-Lite0 gets these sample images right (16/20 top-1 on the first 20).
     assert metrics["accuracy"]["correct_top5"] == SAMPLES, metrics["accuracy"]
     _same_answers(predictions, amd64_predictions)
-    print(_report("efficientnet-lite0-ort (onnxruntime)",
+    print(_report("efficientnet-lite0 (onnxruntime on arm64)",
                   {"linux/amd64": (amd64_wall, amd64), "linux/arm64": (wall, metrics)}))
 
 
@@ -129,7 +129,7 @@ def test_armv7_artifact_functional_stage_under_qemu(tmp_path: Path, shared_sampl
     assert {"mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json"} <= logs, logs
     assert all((out / p).is_file() for p in metrics["loadgen_logs"]), metrics["loadgen_logs"]
 
-    # The armv7 image is the only one of this artifact; its amd64 baseline is the same harness,
+    # The armv7 image runs the reference executor; its amd64 baseline is the same harness,
     # reference backend, model file, images and scenario sizes, run natively from the venv.
     manifest = load_manifest(ARMV7 / "request.yaml")
     model = Cache.open().path_of(manifest.model.sha256)
@@ -144,5 +144,5 @@ def test_armv7_artifact_functional_stage_under_qemu(tmp_path: Path, shared_sampl
     native_metrics, _, native_predictions = _outputs(native)
     assert native_metrics["framework"].startswith("reference")
     _same_answers(predictions, native_predictions)
-    print(_report("efficientnet-lite0-armv7 (reference numpy backend)",
+    print(_report("efficientnet-lite0 (reference numpy backend on arm/v7)",
                   {"linux/amd64": (native_wall, native_metrics), "linux/arm/v7": (elapsed, metrics)}))

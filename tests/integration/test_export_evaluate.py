@@ -25,7 +25,7 @@ from runner_helpers import cli
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from packager.manifest import load_manifest
 pytestmark = [pytest.mark.docker, pytest.mark.network, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
 SUBSET = 60  # images of the shared sample: the full stage runs on all of them, twice
 # Fields of a container and its securityContext that the docker translation below honours;
 # anything else in the YAML would run untested, so it fails the test instead.

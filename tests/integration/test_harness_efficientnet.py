@@ -24,7 +24,7 @@ from packager.results import METRICS_NAME, PREDICTIONS_NAME, Metrics, read_predi
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 REPO = Path(__file__).resolve().parents[2]
-ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
+ORT = REPO / "artifacts" / "efficientnet-lite0"
 
 
 @pytest.fixture(scope="module")

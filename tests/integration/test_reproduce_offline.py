@@ -30,7 +30,7 @@ from packager.cache import Cache, sha256_file
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-ARTIFACT = REPO / "artifacts" / "efficientnet-lite0-ort"
+ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
 
 
 def _other_checkout(dest: Path) -> Path:

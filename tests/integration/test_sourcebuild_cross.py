@@ -35,8 +35,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.emulation, pytest.mark.network, py
 
 REPO = Path(__file__).resolve().parents[2]
 CASES = {
-    Platform.ARM64: REPO / "artifacts" / "efficientnet-lite0-ort",
-    Platform.ARMV7: REPO / "artifacts" / "efficientnet-lite0-armv7",
+    Platform.ARM64: REPO / "artifacts" / "efficientnet-lite0",
+    Platform.ARMV7: REPO / "artifacts" / "efficientnet-lite0",
 }
 
 SINGLE_STREAM = r"""

@@ -46,7 +46,7 @@ def _args(data: dict) -> dict:
 
 
 def test_committed_int8_manifest_pins_the_fp32_artifact() -> None:
-    fp32 = load_manifest(REPO / "artifacts" / "efficientnet-lite0-ort")
+    fp32 = load_manifest(REPO / "artifacts" / "efficientnet-lite0")
     int8 = load_manifest(INT8)
     assert int8.model.conversion.args["fp32_sha256"] == fp32.model.sha256
     assert int8.model.source == fp32.model.source

@@ -172,7 +172,7 @@ def test_argv_is_the_local_runners_on_a_native_node(all_jobs):
     # reference: the same flags and values, except --out (a directory per job on the claim)
     # and --resume (always, so a replaced pod continues).
     native = Platform.native()
-    job = next(j for j in all_jobs if j.platform is native and j.artifact == "efficientnet-lite0-ort")
+    job = next(j for j in all_jobs if j.platform is native and j.artifact == "efficientnet-lite0")
     manifest = load_manifest(job.artifact_dir)
     opts = RunOptions(stage="full", dataset=Path("/unused"), out=Path("/unused"), platform=native, resume=True)
     local = harness_argv(manifest, opts, job.image_digest, MODEL_PATH, CONFIG_PATH)
@@ -191,8 +191,8 @@ def test_no_emulated_caps_for_a_foreign_platform(all_jobs):
 
 
 def _with_devices(tmp_path: Path, devices: list[dict]) -> Path:
-    art = tmp_path / "efficientnet-lite0-ort"
-    shutil.copytree(REPO / "artifacts" / "efficientnet-lite0-ort", art)
+    art = tmp_path / "efficientnet-lite0"
+    shutil.copytree(REPO / "artifacts" / "efficientnet-lite0", art)
     data = yaml.safe_load((art / "request.yaml").read_text())
     data["devices"] = devices
     (art / "request.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
@@ -305,7 +305,7 @@ def test_apply_against_an_unreachable_server_is_environment_missing(all_jobs, tm
 
 
 def test_seal_refuses_unfinished_pods_and_other_manifests(all_jobs, tmp_path):
-    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0-ort" and j.platform is Platform.AMD64)
+    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0" and j.platform is Platform.AMD64)
     job_file, = k8s.submit([job], out=tmp_path / "k8s", dry_run=True)
     with pytest.raises(StageFailed, match="'functional'.*has not finished") as e:
         k8s.seal(job_file, tmp_path / "results", artifact_dir=job.artifact_dir, dataset=tmp_path)
@@ -325,7 +325,7 @@ def collect_setup(all_jobs, tmp_path):
     """One written Job of the example artifact, an empty results directory, a key pair, a dataset dir."""
     from packager.bundle.keys import generate_keypair
 
-    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0-ort" and j.platform is Platform.AMD64)
+    job = next(j for j in all_jobs if j.artifact == "efficientnet-lite0" and j.platform is Platform.AMD64)
     k8s.submit([job], out=tmp_path / "k8s", dry_run=True)
     (tmp_path / "results").mkdir()
     (tmp_path / "data").mkdir()

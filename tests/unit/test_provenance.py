@@ -15,8 +15,8 @@ from packager.manifest import load_manifest
 from packager.platforms import Platform
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
-ARMV7 = ARTIFACTS / "efficientnet-lite0-armv7"  # its LoadGen wheel is built from the sdist
-ORT = ARTIFACTS / "efficientnet-lite0-ort"  # two platforms in one index
+# one artifact, three platforms in one index; its armv7 LoadGen wheel is built from the sdist
+ARMV7 = ORT = ARTIFACTS / "efficientnet-lite0"
 
 
 @dataclass(frozen=True)
