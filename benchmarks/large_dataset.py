@@ -23,7 +23,7 @@ not ImageNet validation images): the benchmark prints it only to show every imag
     python benchmarks/large_dataset.py                   # 10,000 and 50,000
     python benchmarks/large_dataset.py --sizes 10000 --work /var/tmp/large
 
-Needs the example artifact built for linux/amd64 (request-pack build artifacts/efficientnet-lite0-ort
+Needs the example artifact built for linux/amd64 (request-pack build artifacts/efficientnet-lite0
 --platform linux/amd64) and about 150 KiB of disk per image for the cache, 45 KiB for the images.
 This is a benchmark: it prints figures and exits 0.
 """
@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-ARTIFACT = ROOT / "artifacts" / "efficientnet-lite0-ort"
+ARTIFACT = ROOT / "artifacts" / "efficientnet-lite0"
 SAMPLE = Path(os.environ.get("REQUEST_PACK_SAMPLE", ROOT.parent / "shared" / "data" / "imagenet-sample"))
 
 
