@@ -159,6 +159,7 @@ def test_sweep_pages_and_json(tmp_path: Path) -> None:
     from packager.scoreboard.web import create_app
 
     with TestClient(create_app(_sweep_board(tmp_path))) as c:
+        assert '<a id="sweeps" href="sweeps">' in c.get("/").text
         listing = c.get("/sweeps")
         assert listing.status_code == 200 and 'href="sweeps/s1"' in listing.text and "demo-ort" in listing.text
         assert "no sweeps of other" in c.get("/sweeps", params={"artifact": "other"}).text
