@@ -43,7 +43,8 @@ from packager.cache import Cache, sha256_file
 from packager.errors import BadInput, CacheMissError, IntegrityError, StaleLockError
 from packager.inputs.models.quantise import CalibrationSet
 from packager.inputs.lockfile import Lock, LockedObject, load_lock, locked_objects
-from packager.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, load_manifest, manifest_path
+from packager.compose import components_root
+from packager.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, load_composed, manifest_path, resolved_yaml
 from packager.repo import DOCKERFILE_TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -134,13 +135,23 @@ def plan(artifact_dir: Path, cache: Cache, sources: Iterable[Source] = ()) -> Pl
     """
     mfile = manifest_path(Path(artifact_dir))
     artifact_dir = mfile.parent
-    manifest = load_manifest(mfile)
+    manifest, composed = load_composed(mfile)
     lock_path = artifact_dir / LOCK_NAME
     lock = load_lock(lock_path)
     if lock.manifest_sha256 != manifest.digest():
         raise StaleLockError(f"{lock_path}: stale: request.yaml changed since it was locked: run `request-pack lock`")
     files: dict[str, tuple[str, Path]] = {}  # entry -> (member path, file)
-    files[f"manifest {MANIFEST_NAME}"] = (f"artifact/{MANIFEST_NAME}", mfile)
+    if composed.composed:
+        # The archived manifest is the resolved one (docs/components.md), so the restored artifact stands
+        # alone; the component and parent files it was resolved from go beside it, for the record.
+        resolved = cache.object_path(cache.put_bytes(resolved_yaml(manifest).encode(), name=f"{manifest.name} resolved {MANIFEST_NAME}"))
+        files[f"manifest {MANIFEST_NAME}"] = (f"artifact/{MANIFEST_NAME}", resolved)
+        root = components_root(artifact_dir)
+        for rel in sorted(composed.files):
+            if (root / rel).resolve() != mfile.resolve() and not Path(rel).is_absolute():
+                files[f"composed from {rel}"] = (f"composed/{rel}", root / rel)
+    else:
+        files[f"manifest {MANIFEST_NAME}"] = (f"artifact/{MANIFEST_NAME}", mfile)
     files[f"lock {LOCK_NAME}"] = (f"artifact/{LOCK_NAME}", lock_path)
     src = lock.model.source
     if src.kind == "file" and src.path:
