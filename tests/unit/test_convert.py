@@ -27,8 +27,7 @@ from packager.inputs.models import pytorch as pt
 from packager.manifest import PypiFileSource, load_manifest, resolved_yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ORT = REPO / "artifacts" / "efficientnet-lite0-ort"
-ARMV7 = REPO / "artifacts" / "efficientnet-lite0-armv7"
+ORT = REPO / "artifacts" / "efficientnet-lite0"  # fp32
 
 
 def _artifact_copy(tmp_path: Path, edit) -> Path:
@@ -247,19 +246,18 @@ def test_dynamic_axes_follow_string_dims() -> None:
 # --- the artifacts themselves ---------------------------------------------------------------------
 
 
-def test_example_artifacts_validate() -> None:
-    ort, armv7 = load_manifest(ORT), load_manifest(ARMV7)
-    assert ort.model == armv7.model  # one model file, two ways to run it
-    assert [p.value for p in ort.platforms] == ["linux/amd64", "linux/arm64"]
-    assert [p.value for p in armv7.platforms] == ["linux/arm/v7"]
+def test_example_artifact_runs_one_model_two_ways() -> None:
+    """efficientnet-lite0: onnxruntime on amd64/arm64, the reference executor on armv7, one model file."""
+    from packager.platforms import Platform
+
+    manifest = load_manifest(ORT)
+    amd64, armv7 = (manifest.for_platform(Platform(p)) for p in ("linux/amd64", "linux/arm/v7"))
+    assert [p.value for p in manifest.platforms] == ["linux/amd64", "linux/arm64", "linux/arm/v7"]
+    assert amd64.model == armv7.model
+    assert f"onnxruntime=={amd64.framework.version}" in amd64.python.requirements
     # numpy and onnx come from Debian on armv7 (no wheels exist); only the harness's pydantic is a wheel.
     wheel_names = {r.split("==")[0] for r in armv7.python.requirements}
     assert not wheel_names & {"numpy", "onnx", "onnxruntime", "pillow"} and armv7.framework.name == "reference"
-
-
-def test_onnxruntime_pin_matches_framework_version() -> None:
-    manifest = load_manifest(ORT)
-    assert f"onnxruntime=={manifest.framework.version}" in manifest.python.requirements
 
 
 def test_convert_extra_pins_what_the_recipe_pins() -> None:

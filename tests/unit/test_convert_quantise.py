@@ -43,11 +43,12 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _derive(checkout: Path, model: str, precision: str) -> Manifest:
-    """``derive artifacts/efficientnet-lite0 --set model.use=MODEL --set preprocessing.use=... --set model.precision=...``."""
+    """``derive artifacts/efficientnet-lite0 --set model.use=MODEL --set model.precision=PRECISION``."""
     name = f"{model}-{precision}"
     out = checkout / "artifacts" / name
     if not out.is_dir():
-        sets = [f"model.use={model}", f"model.precision={precision}", f"preprocessing.use={LITES[model][1]}"]
+        # no preprocessing.use: the model component names the one its input size needs
+        sets = [f"model.use={model}", f"model.precision={precision}"]
         out.mkdir()
         (out / "request.yaml").write_text(derived_manifest(checkout / "artifacts" / "efficientnet-lite0", sets, name))
     return load_manifest(out)
@@ -80,6 +81,8 @@ def test_input_size_is_what_the_network_is_built_for(checkout: Path, model: str)
 
     manifest = _derive(checkout, model, "fp32")
     size, pre = LITES[model]
+    component = yaml.safe_load((REPO / "components" / "models" / f"{model}.yaml").read_text())
+    assert component["preprocessing"] == {"use": pre}
     assert EfficientNet.get_image_size(model) == size  # the size its static 'same' padding is computed for
     assert manifest.model.input.shape[2:] == [size, size]
     assert manifest.model.conversion.args["builder_args"] == [model]
@@ -119,7 +122,7 @@ def test_int8_model_of_a_seeded_model_names_its_fp32_recipe() -> None:
     ],
 )
 def test_int8_model_refuses_what_it_cannot_quantise(edit, words: str) -> None:
-    fp32 = load_manifest(REPO / "artifacts" / "efficientnet-lite0-ort").model
+    fp32 = load_manifest(REPO / "artifacts" / "efficientnet-lite0").model
     with pytest.raises(BadInput, match=words):
         int8_model(edit(fp32), _quantisation(), sha256="a" * 64)
 
