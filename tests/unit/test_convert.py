@@ -266,3 +266,9 @@ def test_convert_extra_pins_what_the_recipe_pins() -> None:
     pinned = {r for f in sorted((REPO / "artifacts").glob("*/request.yaml"))
               if (c := load_manifest(f).model.conversion) is not None for r in c.requirements}
     assert sorted(extra) == sorted(pinned)
+    # and every precision of every model component (a derived artifact converts with the same extra)
+    for f in sorted((REPO / "components" / "models").glob("*.yaml")):
+        data = yaml.safe_load(f.read_text())
+        sections = [data["model"], *(data.get("variants") or {}).values()]
+        for req in (r for s in sections for r in (s.get("conversion") or {}).get("requirements", [])):
+            assert req in extra, f"{f.name}: {req} is not in the convert extra"
