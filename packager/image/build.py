@@ -106,7 +106,8 @@ class _LayerCache:
         self.reuse = reuse
 
     def key(self, role: str, parts: dict) -> str:
-        doc = {"recipe": LAYER_RECIPE, "role": role, "zlib": oci.zlib_version(), "gzip": oci.GZIP_LEVEL, **parts}
+        doc = {"recipe": LAYER_RECIPE, "role": role, "zlib": oci.zlib_version(), "gzip": oci.GZIP_LEVEL,
+               "tar": oci.TAR_FORMAT, **parts}
         return hashlib.sha256(oci.canonical_json(doc)).hexdigest()
 
     def get(self, key: str) -> LayerInfo | None:

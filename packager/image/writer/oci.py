@@ -12,6 +12,10 @@ no pydantic or packaging. The rules that make output stable:
 - entries sorted by path components, parents first; paths relative, no ``./``;
 - mtime clamped to ``epoch`` (SOURCE_DATE_EPOCH), numeric uid/gid, empty
   uname/gname, PAX format with headers only where ustar cannot hold a field;
+- the tar bytes are GNU tar's (``write_tar``, ``GNU_TAR_OPTIONS``): headers are written
+  by hand, not by ``tarfile``, whose ustar fields differ from GNU tar's in small ways
+  (device fields of non-device entries, the extended header's mode and mtime, the ustar
+  name of a non-ASCII path), so a second, independent writer can give the same bytes;
 - hard links point at the first path of their group in sorted order;
 - gzip with mtime 0, no file name, a fixed level; zlib's version is recorded
   by the caller because a different zlib may compress differently.
@@ -39,6 +43,7 @@ MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 GZIP_LEVEL = 6
+TAR_FORMAT = "gnu-tar-pax/1"  # what write_tar writes; part of every layer cache key (a new format, new layers)
 _CHUNK = 1 << 20
 
 Opener = Callable[[], BinaryIO]
@@ -149,19 +154,6 @@ def normalise(entries: Iterable[Entry], epoch: int) -> list[Entry]:
     return out
 
 
-def tarinfo(e: Entry) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(e.path)
-    info.type = TAR_TYPES[e.kind]
-    info.mode = e.mode & 0o7777
-    info.uid, info.gid = e.uid, e.gid
-    info.uname = info.gname = ""
-    info.mtime = int(e.mtime)
-    info.size = e.size if e.kind == "file" else 0
-    info.linkname = e.linkname
-    info.devmajor, info.devminor = e.devmajor, e.devminor
-    return info
-
-
 # --- writing a layer --------------------------------------------------------------------
 
 
@@ -214,36 +206,101 @@ class Layer:
 
 
 def write_tar(entries: list[Entry], out: BinaryIO) -> None:
-    """Write already-normalised entries as a tar stream."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        for e in entries:
-            info = tarinfo(e)
-            if e.kind == "file":
-                if e.open is None:
-                    raise ValueError(f"{e.path}: regular file without content")
-                with e.open() as src:
-                    tar.addfile(info, _Exact(src, e.size, e.path))
-            else:
-                tar.addfile(info)
+    """Write already-normalised entries as a tar stream: exactly the bytes GNU tar writes for the same tree.
+
+    GNU tar (1.34, Debian bookworm's) with ``GNU_TAR_OPTIONS`` over the same files in
+    the same order writes these bytes; the Nix derivation uses it as the second
+    implementation, and tests/unit/test_gnu_tar.py compares the two on every entry kind.
+    """
+    written = 0
+    for e in entries:
+        head = tar_header(e)
+        out.write(head)
+        written += len(head)
+        if e.kind == "file":
+            if e.open is None:
+                raise ValueError(f"{e.path}: regular file without content")
+            with e.open() as src:
+                _copy_exact(src, out, e.size, e.path)
+            pad = -e.size % _BLOCK
+            out.write(b"\0" * pad)
+            written += e.size + pad
+    # the end: two zero blocks, then zeros to a whole record of 20 blocks (GNU tar's default blocking factor)
+    end = 2 * _BLOCK + (-(written + 2 * _BLOCK) % _RECORD)
+    out.write(b"\0" * end)
 
 
-class _Exact(io.RawIOBase):
-    """Read exactly ``size`` bytes, failing loudly if the source is shorter (a file changed under us)."""
+# GNU tar's options for the same bytes (``tar --create --no-recursion --null --files-from=LIST``, the
+# list in ``normalise`` order, mtimes already clamped or given by --mtime/--clamp-mtime; a tree staged
+# by an unprivileged builder adds --owner=0 --group=0, as every file of our file layers is root's):
+GNU_TAR_OPTIONS = ("--format=pax", "--numeric-owner", "--pax-option=exthdr.name=././@PaxHeader,delete=atime,delete=ctime")
+_BLOCK, _RECORD = 512, 20 * 512
+_TYPEFLAG = {"file": b"0", "hardlink": b"1", "symlink": b"2", "char": b"3", "block": b"4", "dir": b"5", "fifo": b"6"}
+_NAME_FIELD = 100
 
-    def __init__(self, src: BinaryIO, size: int, what: str) -> None:
-        self.src, self.left, self.what = src, size, what
 
-    def readable(self) -> bool:
-        return True
+def _octal(value: int, width: int, what: str) -> bytes:
+    digits = b"%0*o" % (width - 1, value)
+    if value < 0 or len(digits) > width - 1:
+        raise ValueError(f"{what} {value} does not fit a ustar field (GNU tar would need a pax record)")
+    return digits + b"\0"
 
-    def read(self, n: int = -1) -> bytes:
-        if n < 0 or n > self.left:
-            n = self.left
-        data = self.src.read(n)
-        if len(data) != n:
-            raise OSError(f"{self.what}: file shorter than its recorded size")
-        self.left -= n
-        return data
+
+def _ustar(name: bytes, typeflag: bytes, *, mode: int, uid: int, gid: int, size: int, mtime: int,
+           linkname: bytes = b"", devices: tuple[int, int] | None = (0, 0)) -> bytes:
+    h = bytearray(_BLOCK)
+    h[0:100] = name[:_NAME_FIELD].ljust(100, b"\0")
+    h[100:108] = _octal(mode, 8, "mode")
+    h[108:116] = _octal(uid, 8, "uid")
+    h[116:124] = _octal(gid, 8, "gid")
+    h[124:136] = _octal(size, 12, "size")
+    h[136:148] = _octal(mtime, 12, "mtime")
+    h[148:156] = b" " * 8
+    h[156:157] = typeflag
+    h[157:257] = linkname[:_NAME_FIELD].ljust(100, b"\0")
+    h[257:265] = b"ustar\x0000"
+    if devices is not None:  # GNU tar fills them in every header but its extended ones
+        h[329:337] = _octal(devices[0], 8, "devmajor")
+        h[337:345] = _octal(devices[1], 8, "devminor")
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    body = b" " + key.encode("ascii") + b"=" + value + b"\n"
+    n = len(body) + 1
+    while len(b"%d" % n) + len(body) != n:
+        n += 1
+    return b"%d" % n + body
+
+
+def tar_header(e: Entry) -> bytes:
+    """The header block(s) of one entry: a pax extended header first when a name does not fit ustar."""
+    name = (e.path + ("/" if e.kind == "dir" else "")).encode("utf-8")
+    link = e.linkname.encode("utf-8")
+    records = b""
+    if len(name) > _NAME_FIELD or not name.isascii():
+        records += _pax_record("path", name)
+    if len(link) > _NAME_FIELD or not link.isascii():
+        records += _pax_record("linkpath", link)
+    size = e.size if e.kind == "file" else 0
+    head = _ustar(name, _TYPEFLAG[e.kind], mode=e.mode & 0o7777, uid=e.uid, gid=e.gid, size=size,
+                  mtime=int(e.mtime), linkname=link, devices=(e.devmajor, e.devminor))
+    if not records:
+        return head
+    ext = _ustar(b"././@PaxHeader", b"x", mode=0o644, uid=0, gid=0, size=len(records), mtime=int(e.mtime),
+                 devices=None)
+    return ext + records + b"\0" * (-len(records) % _BLOCK) + head
+
+
+def _copy_exact(src: BinaryIO, out: BinaryIO, size: int, what: str) -> None:
+    left = size
+    while left:
+        chunk = src.read(min(left, _CHUNK))
+        if not chunk:
+            raise OSError(f"{what}: file shorter than its recorded size")
+        out.write(chunk)
+        left -= len(chunk)
 
 
 @dataclass(frozen=True)
