@@ -4,7 +4,9 @@ The int8 file of a model X is X's fp32 recipe (pinned by ``args.fp32_sha256``)
 followed by one static QDQ quantisation whose tools and calibration images are
 pinned too. Nothing in it is specific to one network: ``int8_model`` turns X's
 fp32 ``model`` section and a ``StaticQuantisation`` into X's int8 ``model``
-section, which is how a manifest, a component or ``derive`` asks for int8.
+section. That is the rule every model component's int8 variant follows (it
+``use:``s components/conversions/onnxruntime-int8-static.yaml; a test checks
+each variant against ``int8_model``), so ``precision: int8`` is a knob.
 
 The recipe, step by step:
 
