@@ -245,6 +245,11 @@ class Options:
     build_root: Path | None = None
     dataset_layout: str | None = None
     retry_failed: bool = False
+    # --farm slurm: the points are Slurm jobs (packager/farm) pulling the image from this registry by digest.
+    farm: str | None = None
+    registry: str | None = None
+    partition: str | None = None
+    farm_timeout_s: float = 6 * 3600
 
 
 @dataclass(frozen=True)
@@ -269,6 +274,11 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
     artifact_dir = manifest_path(artifact).parent
     manifest = load_manifest(artifact)
     platform = opts.platform or Platform.native()
+    if opts.farm not in (None, "slurm"):
+        raise BadInput(f"--farm {opts.farm!r}: sweeps run on slurm (or locally, without --farm)", field="--farm")
+    if opts.farm and not opts.registry:
+        raise BadInput("--farm slurm needs --registry HOST:PORT: the boards pull the image from it by digest",
+                       field="--registry")
     groups = _variants(space)
     if len(groups) == 1 and not groups[0][0]:
         # Run-time knobs only: refused before anything is built or written. Variants are checked once derived.
@@ -326,6 +336,7 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
                     done(outcome.status, point, outcome)
                 continue
             stamp = _record_stamp(ref)
+            pending = []
             for point in points:
                 key = point_key(ref, platform, point.run, space.stage, data_id)
                 seen = finished.get(key)
@@ -333,6 +344,15 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
                     outcome = _kept(point, key, seen)
                     done("kept", point, outcome)
                     continue
+                pending.append((point, key))
+            if opts.farm and pending:
+                for point, outcome in _farm_points(variant_dir, pending, platform, space.stage, opts, trust, report):
+                    record_point(board, sid, SweepPoint(outcome.key, point.knobs(), outcome.status, outcome.bundle_digest,
+                                                        outcome.image_digest, outcome.error))
+                    _append(journal, outcome.journal_line())
+                    done(outcome.status, point, outcome)
+                pending = []
+            for point, key in pending:
                 if report:
                     report("start", point, None)
                 outcome = _run_point(variant_dir, point, key, ref, platform, space.stage, opts, progress)
@@ -427,6 +447,55 @@ def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platfo
     last = ev.stages[-1]
     return Outcome(point, key, "done", ev.image.index_digest or ev.image.config_digest, str(ev.bundle),
                    top1=last.top1, p90_ms=_p90_ms(last.out), images_per_s=last.images_per_s, wall_s=time.monotonic() - t)
+
+
+def _farm_points(variant_dir: Path, pending: list[tuple[Point, str]], platform: Platform, stages: str, opts: Options,
+                 trust: object, report: Reporter | None) -> Iterator[tuple[Point, Outcome]]:
+    """Step 3 on Slurm: each pending point one farm job (key: image, platform, stage, devices, data set and run
+    config), submitted once, waited for, its bundle verified and published by ``farm collect``'s code."""
+    from packager.farm import jobs as farm_jobs
+    from packager.farm import slurm
+    from packager.farm.base import FarmOptions
+    from packager.farm.collect import collect_iter
+    from packager.farm.images import ensure_images
+
+    images = ensure_images([variant_dir], str(opts.registry), build_root=opts.build_root, platforms=[platform])
+    (job,) = farm_jobs.plan([variant_dir], images, stage=stages, platforms=[platform], dataset=opts.dataset)  # type: ignore[arg-type]
+    results = opts.out / "farm"
+    farm = slurm.SlurmFarm(FarmOptions(results=results, dataset=opts.dataset, key=opts.key, build_root=opts.build_root,
+                                       partition=opts.partition))
+    jobs = {}
+    for point, key in pending:
+        pjob = replace(job, run_config=point.run.canonical())
+        jobs[pjob.key] = (point, key)
+        if report:
+            report("start", point, None)
+    for sub in farm.submit([replace(job, run_config=p.run.canonical()) for p, _ in pending]):
+        log.info("point %s: farm job %s %s", jobs[sub.job.key][0].label(), sub.job_id or "-", sub.action)
+    slurm.wait(results, timeout=opts.farm_timeout_s)
+    last = STAGE_CHOICES[stages][-1]
+    collected = {c.job_dir.name: c for c in collect_iter(results, opts.board, trust)}  # type: ignore[arg-type]
+    for fkey, (point, key) in jobs.items():
+        c = collected.get(fkey)
+        if c is not None and c.ok and c.bundle is not None:
+            top1, p90, ips = _figures(c.job_dir / last)
+            yield point, Outcome(point, key, "done", job.image_digest, str(c.bundle), c.bundle_digest, top1=top1,
+                                 p90_ms=p90, images_per_s=ips)
+        else:
+            why = f"farm job {fkey[:12]}: {c.outcome}: {c.reason}" if c is not None else f"farm job {fkey[:12]}: no result"
+            yield point, Outcome(point, key, "failed", job.image_digest, error=why[:2000])
+
+
+def _figures(stage_dir: Path) -> tuple[float | None, float | None, float | None]:
+    """top-1, SingleStream p90 (ms) and the best Offline rate of a finished stage's metrics.json."""
+    from packager.results import METRICS_NAME, Metrics
+
+    try:
+        m = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text())
+    except (OSError, ValueError):
+        return None, None, None
+    return (m.accuracy.top1, m.latency.p90_s * 1e3 if m.latency else None,
+            max((t.images_per_s for t in m.throughput), default=None))
 
 
 def _p90_ms(stage_dir: Path) -> float | None:

@@ -39,27 +39,26 @@ def explore_cmd(
     engine: str = typer.Option("docker", "--engine", help="docker or podman."),
     build_root: Optional[Path] = typer.Option(None, "--build-root", help="Where build/<name>/ is (default: build/ beside artifacts/)."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run again the points an earlier run recorded as failed."),
-    farm: Optional[str] = typer.Option(None, "--farm", help="slurm: submit the points as farm jobs (not in this version)."),
+    farm: Optional[str] = typer.Option(None, "--farm", help="slurm: each point a farm job on a Slurm board (key: image, platform, stage, data set, run config); waits, then verifies and publishes."),
+    registry: Optional[str] = typer.Option(None, "--registry", metavar="HOST:PORT", help="With --farm: the registry the boards pull the image from, by digest."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="With --farm slurm: the Slurm partition."),
 ) -> None:
     """Evaluate every point of a design space; each verified result is published to the board as one sweep."""
     import hashlib
 
     from rich.table import Table
 
-    from packager.errors import BadInput
     from packager.explore import Options, explore, iter_frontier, load_space
     from packager.manifest import load_manifest
     from packager.repo import default_sample_dataset
 
-    if farm is not None:
-        raise BadInput(f"--farm {farm}: submitting sweep points as farm jobs is not implemented yet; run without --farm",
-                       field="--farm")
     spec = load_space(space)
     name = load_manifest(artifact).name
     out = out or Path("explore") / f"{name}-{hashlib.sha256(spec.text.encode()).hexdigest()[:12]}"
     opts = Options(dataset=dataset or default_sample_dataset(), out=out, board=board, key=key,
                    platform=parse_platform(platform), engine=engine, build_root=build_root,
-                   dataset_layout=dataset_layout, retry_failed=retry_failed)
+                   dataset_layout=dataset_layout, retry_failed=retry_failed, farm=farm, registry=registry,
+                   partition=partition)
     with progress_bar() as bar:
         sweep_task = bar.add_task(f"sweep of {name}: {len(spec.points)} point(s)", total=len(spec.points))
 

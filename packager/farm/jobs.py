@@ -74,6 +74,8 @@ class FarmJob:
     image: str  # registry/repo@sha256:<index digest>
     devices: DeviceNeed = DeviceNeed()
     dataset_id: str = ""  # dataset_identity() of the dataset the jobs read; "" when the scheduler mounts its own
+    # The run-time knobs (packager/runconfig.py, canonical JSON) of a sweep point; "" for the manifest's defaults.
+    run_config: str = ""
 
     def __post_init__(self) -> None:
         if not _DIGEST_REF.match(self.image):
@@ -96,6 +98,8 @@ class FarmJob:
             "manifest": self.manifest_digest, "image": self.image_digest, "platform": str(self.platform),
             "stage": self.stage, "devices": self.devices.slug, "dataset": self.dataset_id,
         }
+        if self.run_config:  # only then: the keys of jobs without one stay what they were
+            identity["run_config"] = self.run_config
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     @property

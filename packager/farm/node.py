@@ -77,6 +77,9 @@ def evaluate_argv(spec: JobSpec, job_dir: Path) -> list[str]:
             "--dataset", spec.dataset, "--build-root", spec.build_root]
     if spec.signing_key:
         argv += ["--key", spec.signing_key]
+    if spec.run_config:
+        for knob, value in json.loads(spec.run_config).items():
+            argv += ["--set", f"run.{knob}={value}"]
     return argv
 
 

@@ -45,12 +45,14 @@ class JobSpec:
     build_root: str
     signing_key: str | None
     python: str
+    run_config: str = ""  # a sweep point's run-time knobs (canonical JSON), given to evaluate as --set run.KNOB=VALUE
 
     @classmethod
     def of(cls, job: FarmJob, *, dataset: Path, build_root: Path, signing_key: Path | None, python: str) -> "JobSpec":
         return cls(job.key, job.name, job.artifact, str(job.artifact_dir), job.platform.value, job.stage, job.image,
                    job.devices.gpus, (job.arch_feature, *job.devices.features), str(dataset.resolve()),
-                   str(build_root.resolve()), str(signing_key.resolve()) if signing_key else None, python)
+                   str(build_root.resolve()), str(signing_key.resolve()) if signing_key else None, python,
+                   job.run_config)
 
     @classmethod
     def load(cls, path: Path) -> "JobSpec":

@@ -174,3 +174,39 @@ def test_sweep_pages_and_json(tmp_path: Path) -> None:
         assert c.get("/api/sweeps").json()[0]["id"] == "s1"
         assert c.get("/sweeps/nope").status_code == 404
         assert c.get("/api/sweeps/s1", params={"objectives": "speed:max"}).status_code == 400
+
+
+def test_a_farm_job_of_a_sweep_point_is_keyed_and_run_with_its_run_config(tmp_path: Path) -> None:
+    import dataclasses
+
+    from packager.farm.jobs import plan
+    from packager.farm.node import evaluate_argv
+    from packager.farm.store import JobSpec
+    from packager.platforms import Platform
+
+    lite0 = next(a for a in (REPO / "artifacts" / "efficientnet-lite0", REPO / "artifacts" / "efficientnet-lite0-ort")
+                 if (a / "request.lock").is_file())
+    from packager.manifest import load_manifest
+
+    name = load_manifest(lite0).name
+    ref = "127.0.0.1:5000/x@sha256:" + "a" * 64
+    (job,) = plan([lite0], {(name, Platform.AMD64): ref}, stage="functional", platforms=[Platform.AMD64])
+    one = dataclasses.replace(job, run_config=RunConfig(threads=1).canonical())
+    two = dataclasses.replace(job, run_config=RunConfig(threads=2, target="llvm -mcpu=znver2").canonical())
+    assert len({job.key, one.key, two.key}) == 3
+    assert job.key == plan([lite0], {(name, Platform.AMD64): ref}, stage="functional",
+                           platforms=[Platform.AMD64])[0].key  # a job without a run config keeps its key
+    spec = JobSpec.of(two, dataset=tmp_path, build_root=tmp_path, signing_key=None, python="python3")
+    spec.dump(tmp_path / "job.json")
+    argv = evaluate_argv(JobSpec.load(tmp_path / "job.json"), tmp_path)
+    assert argv[-4:] == ["--set", "run.target=llvm -mcpu=znver2", "--set", "run.threads=2"]
+    assert "--set" not in evaluate_argv(JobSpec.of(job, dataset=tmp_path, build_root=tmp_path, signing_key=None,
+                                                   python="python3"), tmp_path)
+
+
+def test_farm_options_are_checked_first(tmp_path: Path) -> None:
+    opts = Options(dataset=tmp_path, out=tmp_path / "sweep", board=f"sqlite:///{tmp_path}/b.db", farm="slurm")
+    with pytest.raises(BadInput, match="--farm slurm needs --registry"):
+        explore(ORT, space("x", {"run": {"threads": [1]}}), opts)
+    with pytest.raises(BadInput, match="sweeps run on slurm"):
+        explore(ORT, space("x", {"run": {"threads": [1]}}), Options(dataset=tmp_path, out=tmp_path, farm="kubernetes"))
