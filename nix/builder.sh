@@ -9,10 +9,14 @@
 #    .deb ships is there with the .deb's bytes);
 # 4. python3 -m packager.image.writer.ociplan executes the build plan (the one
 #    `request-pack build` executes, with store paths for cache paths): layers,
-#    configs, manifests, index, with packager/image/writer/{oci,layers}.py.
+#    configs, manifests, index, with packager/image/writer/{oci,layers}.py;
+# 5. a second writer: GNU tar, unpacked from the locked tar .deb, writes every
+#    file layer (harness, model) of every platform again from the files Nix
+#    listed (gnuTarLayers); the sha256 of its tar must be a diff_id in one of
+#    the image configs our writer made, or the build fails.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
-# ociplanPy, witnessPy, planPath, witnessPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# ociplanPy, witnessPy, planPath, witnessPath, tarDebs, gnuTarLayersPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
 # loader (ld.so name), pythonExe (the interpreter's file name, e.g. python3.11: the
 # base suite's, named in packager/platforms.py), out.
 set -eu
@@ -21,19 +25,23 @@ root="$TMPDIR/python"
 lib="$TMPDIR/lib"
 "$bb" mkdir -p "$root" "$lib/packager" "$TMPDIR/ar"
 
-for deb in $pythonDebs; do
-    cd "$TMPDIR/ar"
-    "$bb" ar -x "$deb"
-    member=$(echo data.tar.*)
-    case "$member" in
-        data.tar.xz) "$bb" unxz -c data.tar.xz | "$bb" tar -x -C "$root" ;;
-        data.tar.gz) "$bb" tar -xz -f data.tar.gz -C "$root" ;;
-        data.tar) "$bb" tar -x -f data.tar -C "$root" ;;
-        *) echo "request-pack nix builder: $deb has data member '$member', which busybox cannot unpack" >&2; exit 1 ;;
-    esac
-    "$bb" rm -f data.tar* control.tar* debian-binary
-done
-cd "$TMPDIR"
+unpack() {  # unpack() ROOT DEB...: the data members of .debs, no maintainer scripts
+    dest="$1"; shift
+    for deb in "$@"; do
+        cd "$TMPDIR/ar"
+        "$bb" ar -x "$deb"
+        member=$(echo data.tar.*)
+        case "$member" in
+            data.tar.xz) "$bb" unxz -c data.tar.xz | "$bb" tar -x -C "$dest" ;;
+            data.tar.gz) "$bb" tar -xz -f data.tar.gz -C "$dest" ;;
+            data.tar) "$bb" tar -x -f data.tar -C "$dest" ;;
+            *) echo "request-pack nix builder: $deb has data member '$member', which busybox cannot unpack" >&2; exit 1 ;;
+        esac
+        "$bb" rm -f data.tar* control.tar* debian-binary
+    done
+    cd "$TMPDIR"
+}
+unpack "$root" $pythonDebs
 
 "$bb" mkdir -p "$lib/packager/image/writer"
 "$bb" cp "$ociPy" "$lib/packager/image/writer/oci.py"
@@ -51,3 +59,50 @@ python() {
 }
 python "$witnessPy" "$witnessPath"
 python -m packager.image.writer.ociplan "$planPath" "$out"
+
+# 5. GNU tar, the second writer of the file layers. Its libraries come from the
+#    same locked .debs; libc and the loader from the ones Python was unpacked from.
+troot="$TMPDIR/gnutar"
+"$bb" mkdir -p "$troot"
+unpack "$troot" $tarDebs
+gnutar() {
+    LC_ALL=C "$root/lib/$libdir/$loader" \
+        --library-path "$troot/lib/$libdir:$troot/usr/lib/$libdir:$root/lib/$libdir:$root/usr/lib/$libdir" \
+        "$troot/bin/tar" "$@"
+}
+configs="$TMPDIR/configs"
+: > "$configs"
+for blob in "$out"/blobs/sha256/*; do  # the image configs: small JSON blobs naming rootfs diff_ids
+    if [ "$("$bb" stat -c %s "$blob")" -lt 1048576 ] && "$bb" grep -q '"diff_ids"' "$blob"; then
+        "$bb" cat "$blob" >> "$configs"; echo >> "$configs"
+    fi
+done
+checked=0
+witness_layer() {  # the staged tree of one file layer, written by GNU tar; its sha256 must be a diff_id
+    [ -n "$role" ] || return 0
+    "$bb" find "$stage" -type d -exec "$bb" chmod 755 {} \;
+    tops=$(cd "$stage" && LC_ALL=C "$bb" ls -A)
+    (cd "$stage" && gnutar --create --file="$TMPDIR/layer.tar" --sort=name --mtime=@"$epoch" --clamp-mtime \
+        --owner=0 --group=0 --numeric-owner --format=pax \
+        --pax-option=exthdr.name=././@PaxHeader,delete=atime,delete=ctime $tops)
+    digest=$("$bb" sha256sum "$TMPDIR/layer.tar" | "$bb" cut -d' ' -f1)
+    if ! "$bb" grep -q "sha256:$digest" "$configs"; then
+        echo "request-pack nix builder: GNU tar's $role layer (epoch $epoch) is sha256:$digest, which is no diff_id of the images our writer made" >&2
+        exit 1
+    fi
+    echo "GNU tar agrees: $role layer (epoch $epoch) diff_id sha256:$digest"
+    checked=$((checked + 1))
+    "$bb" rm -rf "$stage" "$TMPDIR/layer.tar"
+}
+role=""; stage="$TMPDIR/stage"
+while read -r kind a b c; do
+    case "$kind" in
+        layer) witness_layer; role="$a"; epoch="$b"; "$bb" mkdir -p "$stage" ;;
+        file)
+            "$bb" mkdir -p "$stage/$("$bb" dirname "$c")"
+            "$bb" cp "$b" "$stage/$c"
+            "$bb" chmod "$("$bb" printf %o "$a")" "$stage/$c" ;;
+    esac
+done < "$gnuTarLayersPath"
+witness_layer
+[ "$checked" -gt 0 ] || { echo "request-pack nix builder: no file layer was checked with GNU tar" >&2; exit 1; }

@@ -72,6 +72,10 @@ EXIT_NOT_DETERMINISTIC = 104
 _STORE_NAME_BAD = re.compile(r"[^A-Za-z0-9+\-._?=]")
 
 
+# GNU tar and its libraries: the second writer of the file layers' tar bytes (nix/builder.sh), never our Python.
+GNU_TAR_DEBS = ("tar", "libacl1", "libselinux1", "libpcre2-8-0")
+
+
 def builder_debs(system: BaseSystem) -> tuple[str, ...]:
     """What Debian's interpreter needs to run oci.py/layers.py: itself, its stdlib, libc and zlib (gzip)."""
     exe = system.python_exe  # python3.11
@@ -347,13 +351,15 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     by_name = {d.name: d for d in builder_lock.debian.packages}
     builder_system = system_of(lock, BUILDER_PLATFORM)
     required = builder_debs(builder_system)
-    missing = [n for n in required if n not in by_name]
+    missing = [n for n in required + GNU_TAR_DEBS if n not in by_name]
     if missing:
         raise BadInput(f"the Nix builder's Python needs {', '.join(missing)} in the {BUILDER_PLATFORM.value} lock "
                        "(add python3 to system.packages)", file=lock_path, field="platforms")
     pins = _Pins(cache, {o.sha256: o.name for o in locked_objects(lock)})
     python_debs = [pins.ref(cache.object_path(d.sha256), name=d.filename, label=f"{BUILDER_PLATFORM.value} deb {d.filename}")
                    for n in required + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
+    tar_debs = [pins.ref(cache.object_path(by_name[n].sha256), name=by_name[n].filename,
+                         label=f"{BUILDER_PLATFORM.value} deb {by_name[n].filename}") for n in GNU_TAR_DEBS]
     code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
             (("oci_py", "packager/image/writer/oci.py"), ("layers_py", "packager/image/writer/layers.py"),
              ("ociplan_py", "packager/image/writer/ociplan.py"),
@@ -390,6 +396,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         "builder_arch": BUILDER_PLATFORM.debian_arch,
         "pins": pins.context(),
         "python_debs": [r.binding for r in python_debs],
+        "tar_debs": [r.binding for r in tar_debs],
         **{k: r.binding for k, r in code.items()},
         "plan": plan,
         "witness": witness,

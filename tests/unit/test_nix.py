@@ -74,7 +74,7 @@ def synthetic(tmp_path: Path) -> tuple[Path, Cache]:
     manifest = load_manifest(art)
     cache = Cache.open(tmp_path / "cache")
     debs = []
-    for name in nix.builder_debs(base_system("bookworm")) + ("python3", "libssl3"):
+    for name in nix.builder_debs(base_system("bookworm")) + nix.GNU_TAR_DEBS + ("python3", "libssl3"):
         data = _deb(name)
         version = "3.0-1~deb12u1" if name == "libssl3" else "1.0"  # '~' is not allowed in store names
         debs.append(DebEntry(name=name, version=version, architecture="amd64", filename=f"{name}_{version}_amd64.deb",
