@@ -80,7 +80,7 @@ def lock_cmd(
         paths = [s.artifact for s in states if s.stale]
     platforms = list(parse_platforms(platform))
     for p in paths:
-        result = lock(p, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache))
+        result = lock(p, frozen=frozen, dataset=dataset, platforms=platforms or None, cache=Cache.open(cache), keep_resolved=stale)
         console.print(lock_table(result))
 
 

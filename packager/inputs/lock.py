@@ -83,7 +83,8 @@ log = logging.getLogger(__name__)
 
 
 def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dataset: Path | None = None,
-         platforms: list[Platform] | None = None, cache: Cache | None = None, reuse: Path | None = None) -> LockResult:
+         platforms: list[Platform] | None = None, cache: Cache | None = None, reuse: Path | None = None,
+         keep_resolved: bool = False) -> LockResult:
     """Resolve and write the lock, or (``frozen``) check it and the cache without resolving.
 
     ``offline`` (not frozen) reuses the cached apt lists and downloads nothing:
@@ -91,6 +92,8 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
     ``reuse`` (another artifact, a derived one's parent) lends its lock's entries
     where their inputs are the same: a platform with the same requirements, packages
     and suite, the model with the same model section, the dataset pins.
+    ``keep_resolved`` (``lock --stale``): when the resolved manifest and the templates are those
+    locked (a component changed in a way that changes no field), only the component record changes.
     """
     artifact_dir = Path(artifact_dir)
     mfile = manifest_path(artifact_dir)
@@ -105,6 +108,13 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
 
     _refuse_unpinned(manifest, mfile)
     previous = _previous(lock_path, manifest)
+    if keep_resolved and previous is not None and dataset is None and previous.templates == template_hashes() \
+            and all(p.value in previous.platforms for p in selected):
+        new = previous.model_copy(update={"components": components})
+        changed = _write_if_changed(lock_path, new.to_bytes())
+        log.info("%s %s (the resolved manifest is the one locked: only its component record)",
+                 "wrote" if changed else "unchanged", lock_path)
+        return LockResult(path=lock_path, lock=new, changed=changed, frozen=False, summary=summarize(new))
     lent = _lendable(manifest, reuse, selected) if reuse is not None else {}
     resolved = _resolve_platforms(manifest, [p for p in selected if p.value not in lent], cache, offline=offline) \
         if any(p.value not in lent for p in selected) else {}

@@ -198,6 +198,11 @@ def test_lock_check_names_the_changed_component(repo: Path) -> None:
     cli = subprocess.run([*BASE, "lock", "--check", "artifacts/efficientnet-lite0", "artifacts/resnet-tvm"], cwd=repo,
                          capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
     assert cli.returncode == 1 and "stale" in cli.stdout and "fresh artifacts/resnet-tvm" in cli.stdout
+    # a comment changes no field: --stale re-records the component, resolves nothing (no network)
+    relock = subprocess.run([*BASE, "lock", "--stale"], cwd=repo, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert relock.returncode == 0, relock.stderr
+    assert all(freshness(a).stale == () for a in (repo / "artifacts").iterdir())
 
 
 def test_show_prints_resolved_yaml_and_bad_input_exits_2(repo: Path) -> None:
