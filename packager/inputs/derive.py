@@ -17,7 +17,13 @@ from packager.cache import Cache
 from packager.errors import BadInput
 from packager.inputs.lock import lock
 from packager.inputs.lockfile import LockResult
-from packager.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, load_manifest, manifest_path
+from packager.manifest import (
+    LOCK_NAME,
+    MANIFEST_NAME,
+    Manifest,
+    load_manifest,
+    manifest_path,
+)
 
 
 def derive(parent: Path, sets: list[str], name: str, *, dataset: Path | None = None,
