@@ -13,10 +13,14 @@
 # 5. a second writer: GNU tar, unpacked from the locked tar .deb, writes every
 #    file layer (harness, model) of every platform again from the files Nix
 #    listed (gnuTarLayers); the sha256 of its tar must be a diff_id in one of
-#    the image configs our writer made, or the build fails.
+#    the image configs our writer made, or the build fails;
+# 6. the JSON documents a second time: Nix wrote each config, manifest and the
+#    index with builtins.toJSON (jsonDocs), with placeholders that busybox fills
+#    in from the layer blobs (digest, size, diff_id = sha256 of the gunzipped
+#    blob) in the order our manifests list them; the index digest must be ours.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
-# ociplanPy, witnessPy, planPath, witnessPath, tarDebs, gnuTarLayersPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# ociplanPy, witnessPy, planPath, witnessPath, tarDebs, gnuTarLayersPath, jsonDocsPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
 # loader (ld.so name), pythonExe (the interpreter's file name, e.g. python3.11: the
 # base suite's, named in packager/platforms.py), out.
 set -eu
@@ -106,3 +110,43 @@ while read -r kind a b c; do
 done < "$gnuTarLayersPath"
 witness_layer
 [ "$checked" -gt 0 ] || { echo "request-pack nix builder: no file layer was checked with GNU tar" >&2; exit 1; }
+
+# 6. config, manifests and index from Nix's JSON, the blanks filled from the blobs themselves.
+blobs="$out/blobs/sha256"
+digests() { "$bb" grep -o 'sha256:[0-9a-f]\{64\}' "$1"; }  # in document order
+ours_index=$(digests "$out/index.json" | "$bb" head -n 1)
+set -- $(digests "$blobs/${ours_index#sha256:}")  # our manifests, in index order
+ours_manifests="$*"
+docs="$TMPDIR/docs"
+"$bb" mkdir -p "$docs"
+fill_index=""
+while read -r kind i json; do
+    case "$kind" in
+        epoch) created=$("$bb" date -u -d "@$json" +%Y-%m-%dT%H:%M:%SZ) ;;
+        config) config_tpl="$json" ;;
+        manifest)
+            set -- $ours_manifests; shift "$i"; ours_manifest="$1"
+            set -- $(digests "$blobs/${ours_manifest#sha256:}"); ours_config="$1"; shift
+            cfg_sed="s/@CREATED@/$created/g"; man_sed=""; j=0
+            for layer in "$@"; do
+                blob="$blobs/${layer#sha256:}"
+                diff=$("$bb" zcat "$blob" | "$bb" sha256sum | "$bb" cut -d' ' -f1)
+                cfg_sed="$cfg_sed;s/@DIFF_$j@/sha256:$diff/"
+                man_sed="$man_sed;s/@LAYER_$j@/$layer/;s/\"@LAYER_${j}_SIZE@\"/$("$bb" stat -c %s "$blob")/"
+                j=$((j + 1))
+            done
+            printf '%s' "$config_tpl" | "$bb" sed -e "$cfg_sed" > "$docs/config-$i"
+            cfg=sha256:$("$bb" sha256sum "$docs/config-$i" | "$bb" cut -d' ' -f1)
+            [ "$cfg" = "$ours_config" ] || { echo "request-pack nix builder: platform $i: Nix's image config is $cfg, ours $ours_config" >&2; exit 1; }
+            printf '%s' "$json" | "$bb" sed -e "s/@CONFIG@/$cfg/;s/\"@CONFIG_SIZE@\"/$("$bb" stat -c %s "$docs/config-$i")/$man_sed" > "$docs/manifest-$i"
+            man=sha256:$("$bb" sha256sum "$docs/manifest-$i" | "$bb" cut -d' ' -f1)
+            [ "$man" = "$ours_manifest" ] || { echo "request-pack nix builder: platform $i: Nix's manifest is $man, ours $ours_manifest" >&2; exit 1; }
+            fill_index="$fill_index;s/@MANIFEST_$i@/$man/;s/\"@MANIFEST_${i}_SIZE@\"/$("$bb" stat -c %s "$docs/manifest-$i")/" ;;
+        index)
+            printf '%s' "$json" | "$bb" sed -e "${fill_index#;}" > "$docs/index"
+            idx=sha256:$("$bb" sha256sum "$docs/index" | "$bb" cut -d' ' -f1)
+            [ "$idx" = "$ours_index" ] || { echo "request-pack nix builder: Nix's image index is $idx, ours $ours_index" >&2; exit 1; }
+            echo "Nix's JSON agrees: index $idx" ;;
+    esac
+done < "$jsonDocsPath"
+"$bb" rm -rf "$docs"

@@ -99,6 +99,8 @@ def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
     layers = {img["role"]: img["diff_id"] for img in engine.record["platforms"]["linux/amd64"]["layers"]}
     for role in ("harness", "model"):
         assert f"GNU tar agrees: {role} layer" in log and layers[role] in log, log[-2000:]
+    # and Nix's builtins.toJSON wrote the configs, manifests and index again, to the same index digest
+    assert f"Nix's JSON agrees: index {engine.index.digest}" in log, log[-2000:]
 
 
 def test_nix_build_check_rebuilds_bit_for_bit(expr, engine):
