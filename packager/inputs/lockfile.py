@@ -268,7 +268,8 @@ def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[Locke
                 for d in pl.debian.packages]
         out += [LockedObject(f"{key} wheel {w.filename}", w.sha256, w.size, w.url, "sourcebuild" if w.build else "fetch")
                 for w in pl.wheels]
-        out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url)
+        out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url,
+                             locations=tuple(f.locations or ()))
                 for w in pl.wheels if w.build for f in w.build.inputs()]
     return out
 

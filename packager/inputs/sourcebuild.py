@@ -56,7 +56,7 @@ from typing import Literal
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from pyproject_hooks import BuildBackendHookCaller
 
 from packager.cache import Cache
@@ -95,6 +95,14 @@ class PinnedFile(_Wire):
     size: int = Field(ge=0)
     sha256: str = _Sha256
     url: str
+    locations: list[str] | None = Field(
+        None, description="where else the same bytes are served, tried in order after url (a target .deb: Debian's "
+                          "snapshot service by content); absent in locks made before it was recorded")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent(self, handler):  # type: ignore[no-untyped-def]
+        # a lock made before locations were recorded keeps its bytes
+        return {k: v for k, v in handler(self).items() if not (k == "locations" and v is None)}
 
 
 class SourceBuildLock(_Wire):
@@ -247,7 +255,8 @@ def plan(cache: Cache, platform: Platform, sdist: Sdist, system: BaseSystem, *, 
         recipe=RECIPE, recipe_version=RECIPE_VERSION, target=platform.value, host=HOST.value, sdist=sdist.file,
         build_requires=[PinnedFile(filename=w.filename, size=cache.object_path(w.sha256).stat().st_size, sha256=w.sha256,
                                    url=w.url) for w in host_wheels],
-        target_debs=sorted((PinnedFile(filename=d.filename, size=d.size, sha256=d.sha256, url=d.url) for d in debs),
+        target_debs=sorted((PinnedFile(filename=d.filename, size=d.size, sha256=d.sha256, url=d.url,
+                                       locations=debian.snapshot_locations(cache.object_path(d.sha256))) for d in debs),
                            key=lambda f: f.filename),
         toolchain=toolchain_versions(platform, system), epoch=_sdist_epoch(sdist_path))
 

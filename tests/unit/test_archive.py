@@ -256,3 +256,30 @@ def test_a_tampered_harness_source_is_refused_with_its_name(artifact, tmp_path: 
     written.path.write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match=r"request-pack/packager/harness/__main__.py \(request-pack packager/harness/__main__.py\)"):
         archive.restore_sources(written.path, tmp_path / "source")
+
+
+def test_the_target_debs_of_a_cross_build_record_their_snapshot_locations(artifact, tmp_path: Path) -> None:
+    """A built wheel's target .debs (its build inputs) carry snapshot locations as the image's .debs do."""
+    from packager.inputs import debian
+    from packager.inputs.sourcebuild import PinnedFile, SourceBuildLock
+
+    art, cache = artifact
+    deb = tmp_path / "libpython3.11-dev_3.11.2-6+deb12u6_arm64.deb"
+    deb.write_bytes(b"target headers\n")
+    locs = debian.snapshot_locations(deb)
+    assert locs == [f"https://snapshot.debian.org/file/{hashlib.sha1(deb.read_bytes()).hexdigest()}"]
+    url = "http://deb.debian.org/debian/pool/main/p/python3.11/libpython3.11-dev_3.11.2-6+deb12u6_arm64.deb"
+    old = PinnedFile(filename=deb.name, size=deb.stat().st_size, sha256=_sha(deb.read_bytes()), url=url)
+    new = old.model_copy(update={"locations": locs})
+    assert "locations" not in old.model_dump() and new.model_dump()["locations"] == locs  # old locks keep their bytes
+    sdist = PinnedFile(filename="demo-1.0.tar.gz", size=1, sha256="1" * 64, url="https://files.example/demo-1.0.tar.gz")
+    build = SourceBuildLock(recipe="setuptools-cross", recipe_version=1, target="linux/arm64", host="linux/amd64",
+                            sdist=sdist, build_requires=[], target_debs=[new], toolchain={}, epoch=0)
+    assert build.key() == build.model_copy(update={"target_debs": [old]}).key()  # where bytes live is not what they are
+    lock = Lock.model_validate_json((art / "request.lock").read_text())
+    plat = lock.platforms["linux/arm64"]
+    built = WheelEntry(name="demo", version="1.0", filename="demo-1.0-cp311-cp311-linux_aarch64.whl", size=1,
+                       sha256="2" * 64, requested=True, build=build)
+    lock = lock.model_copy(update={"platforms": {**lock.platforms, "linux/arm64": plat.model_copy(update={"wheels": [built]})}})
+    obj = next(o for o in locked_objects(lock) if o.name.endswith(f"build input {deb.name} of {built.filename}"))
+    assert obj.sources == (url, *locs)  # fetch tries the pool, then the snapshot service
