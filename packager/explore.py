@@ -22,7 +22,7 @@ Each point, in order:
    built only if no build of its manifest exists. A variant that does not derive, lock or build
    fails each of its points, once;
 2. its key: sha256 of the image index digest, platform, run config, stages and the data set's
-   identity (layout, sha256 of its labels file, sample count). A key already in the sweep's
+   identity (its files' paths and sizes, its label files' bytes, layout, sample count). A key already in the sweep's
    journal (``points.jsonl``) is not run again, done or failed: the sweep resumes after a
    ``kill -9`` where it stopped, losing at most the point that was running, which continues
    from its predictions (``evaluate --resume``) once the orphaned container of the killed run is removed;
@@ -174,12 +174,14 @@ def load_space(path: Path) -> Space:
 
 
 def dataset_identity(manifest, dataset: Path, stage: str, layout: str | None) -> str:
-    """What a point measured on: the layout, the labels file's sha256 and how many samples the stage reads."""
+    """What a point measured on: the data set as a farm job names it (every file's path and size, the label
+    files' bytes: ``farm.jobs.dataset_identity``), the layout it is read in and how many samples the stage reads.
+    Checked here first, so a data set that cannot be read is an error naming the user's path."""
+    from packager.farm.jobs import dataset_identity as files_identity
+
     spec, n = check_dataset(manifest, RunOptions(stage=stage, dataset=dataset, out=dataset, platform=Platform.native(),
                                                  dataset_layout=layout))
-    labels = spec.root / spec.labels
-    digest = hashlib.sha256(labels.read_bytes()).hexdigest() if labels.is_file() else "none"
-    return f"{spec.layout}:{digest}:{n}"
+    return f"{spec.layout}:{files_identity(dataset)}:{n}"
 
 
 def point_key(image: ImageRef | None, platform: Platform, run: RunConfig, stages: str, dataset_id: str,
