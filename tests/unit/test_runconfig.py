@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,17 @@ def test_a_run_config_that_does_not_fit_is_refused_even_when_signed(signed, tmp_
     with pytest.raises(MetricsMismatch) as info:
         verify_bundle(copy, trust)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "run.target=llvm"], "knob 'target' does not apply to framework 'onnxruntime'"),
+    (["--set", "run.threads=many"], "run.threads must be an integer"),
+    (["--set", "model.precision=int8"], "build-time changes are `request-pack derive`"),
+])
+def test_evaluate_refuses_bad_knobs_with_exit_2_before_building(tmp_path: Path, args: list[str], message: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "packager.cli", "evaluate", str(ORT), "--dataset", str(tmp_path),
+                          "--out", str(tmp_path / "out"), "--build-root", str(tmp_path / "build"), *args],
+                         capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}, check=False)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
+    assert not (tmp_path / "build").exists()
