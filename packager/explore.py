@@ -229,9 +229,15 @@ def read_journal(path: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _append(path: Path, line: str) -> None:
+def append_journal(path: Path, line: str) -> None:
+    """One whole line, synced; after a torn tail (kill -9 mid-write) on a line of its own, so it is not lost too."""
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
     with path.open("a", encoding="utf-8") as f:
-        f.write(line)
+        f.write(("\n" if torn else "") + line)
         f.flush()
         os.fsync(f.fileno())
 
@@ -332,7 +338,7 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
                     if key not in finished:
                         outcome = Outcome(point, key, "failed", None, error=str(e).splitlines()[0][:2000])
                         record_point(board, sid, SweepPoint(key, point.knobs(), "failed", None, None, outcome.error))
-                        _append(journal, outcome.journal_line())
+                        append_journal(journal, outcome.journal_line())
                     else:
                         outcome = _kept(point, key, finished[key])
                     done(outcome.status, point, outcome)
@@ -351,7 +357,7 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
                 for point, outcome in _farm_points(variant_dir, pending, platform, space.stage, opts, trust, report):
                     record_point(board, sid, SweepPoint(outcome.key, point.knobs(), outcome.status, outcome.bundle_digest,
                                                         outcome.image_digest, outcome.error))
-                    _append(journal, outcome.journal_line())
+                    append_journal(journal, outcome.journal_line())
                     done(outcome.status, point, outcome)
                 pending = []
             for point, key in pending:
@@ -363,7 +369,7 @@ def explore(artifact: Path, space: Space, opts: Options, *, report: Reporter | N
                     outcome = replace(outcome, bundle_digest=published.bundle_digest)
                 record_point(board, sid, SweepPoint(key, point.knobs(), outcome.status, outcome.bundle_digest,
                                                     outcome.image_digest, outcome.error))
-                _append(journal, outcome.journal_line())
+                append_journal(journal, outcome.journal_line())
                 if _record_stamp(ref) != stamp:
                     rebuilds += 1
                     stamp = _record_stamp(ref)

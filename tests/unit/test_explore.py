@@ -16,6 +16,7 @@ from packager.explore import (
     Options,
     Outcome,
     Point,
+    append_journal,
     explore,
     parse_space,
     read_journal,
@@ -115,6 +116,8 @@ def test_journal_keeps_whole_lines_and_the_last_word(tmp_path: Path) -> None:
                     + '{"key": "k2", "status": "do')  # torn by kill -9 mid-write
     got = read_journal(path)
     assert list(got) == ["k1"] and got["k1"]["status"] == "done" and got["k1"]["knobs"] == {"run.threads": 1}
+    append_journal(path, Outcome(p, "k3", "done", None).journal_line())  # the line after a torn tail is not lost with it
+    assert list(read_journal(path)) == ["k1", "k3"]
 
 
 def _sweep_board(tmp_path: Path) -> str:
