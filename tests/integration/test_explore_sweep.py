@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,10 @@ points:
 
 
 def _explore(root: Path, space: Path, dataset: Path, key: Path) -> list[str]:
-    return [sys.executable, "-m", "packager.cli", "explore", str(ARTIFACT), "--space", str(space),
+    art = root / "artifacts" / ARTIFACT.name
+    if not art.is_dir():  # a private copy (its components come from the checkout)
+        shutil.copytree(ARTIFACT, art)
+    return [sys.executable, "-m", "packager.cli", "explore", str(art), "--space", str(space),
             "--dataset", str(dataset), "--out", str(root / "sweep"), "--board", f"sqlite:///{root / 'board.db'}",
             "--key", str(key), "--build-root", str(root / "build")]
 
