@@ -4,9 +4,15 @@ TVM compiles for static shapes, so each batch size the harness asks for is
 compiled on first use (outside every timed region: scenarios warm up first)
 and the compiled library is cached as a shared object under
 ``<cache>/tvm/<key>.so``, the key being the sha256 of the model bytes, the
-target string, the batch size, the opt level and the TVM version. Untuned:
-no tuning log is applied (``framework.options.tuning_log`` is rejected rather
-than silently ignored).
+target string, the batch size, the opt level, the TVM version and the tuning
+database's sha256.
+
+Tuned: ``framework.options.tuning_log`` names a MetaSchedule tuning database
+(``packager/harness/tune.py``; relative paths are resolved against the model
+file's directory, which in the image is where the build puts both). It is
+checked against this model, target and TVM version before use, and compiled in
+with MetaSchedule's own Relax pipeline (``compile_relax``: fuse, apply the
+database, lower), so the tuned schedules replace Relax's default ones.
 """
 
 from __future__ import annotations
@@ -48,8 +54,6 @@ class TvmBackend(Backend):
     def load(self, model_path: Path, options: BackendOptions) -> None:
         import onnx
 
-        if options.extra.get("tuning_log"):
-            raise ConfigError("the tvm backend does not apply tuning logs yet", field="framework.options.tuning_log")
         self._path = Path(model_path)
         data = self._path.read_bytes()
         self._model_sha = hashlib.sha256(data).hexdigest()
@@ -57,8 +61,15 @@ class TvmBackend(Backend):
             self._onnx = onnx.load_from_string(data)
         except Exception as e:
             raise ModelMismatch(f"cannot parse ONNX model: {e}", file=model_path) from None
-        target = options.target or "llvm"
-        self._target = self._tvm.target.Target(json.dumps(target) if isinstance(target, dict) else target)
+        self._target = make_target(options.target or "llvm")
+        self._db = None
+        if options.extra.get("tuning_log"):
+            from packager.harness.tuningdb import read_database
+
+            db_path = self._path.parent / str(options.extra["tuning_log"])
+            self._db = read_database(db_path, tvm_version=self.version, target=str(self._target),
+                                     model_sha256=self._model_sha)
+            log.info("tvm: %s", self._db.describe())
         self._opt_level = 3 if options.opt_level is None else options.opt_level
         self._threads = options.threads
         if options.threads:
@@ -74,8 +85,13 @@ class TvmBackend(Backend):
     def input(self) -> InputInfo:
         return self._input
 
+    def describe(self) -> str:
+        # metrics.json's framework: the signed bundle names the database and where it was tuned
+        return f"{super().describe()}, {self._db.describe() if self._db else 'untuned'}"
+
     def _key(self, batch: int) -> str:
-        text = json.dumps([self._model_sha, str(self._target), batch, self._opt_level, self.version])
+        text = json.dumps([self._model_sha, str(self._target), batch, self._opt_level, self.version,
+                           self._db.sha256 if self._db else None])
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def _vm(self, batch: int):
@@ -98,18 +114,20 @@ class TvmBackend(Backend):
 
     def _compile(self, batch: int, so_path: Path | None) -> Path:
         tvm = self._tvm
-        from tvm.relax.frontend.onnx import from_onnx
-
-        shape = [batch] + [d if isinstance(d, int) else 1 for d in self._input.shape[1:]]
-        log.info("tvm: compiling %s for %s at batch %d (opt level %d)", self._path.name, self._target, batch, self._opt_level)
-        from packager.harness.backends.reference import fold_constants
-
+        log.info("tvm: compiling %s for %s at batch %d (opt level %d, %s)", self._path.name, self._target, batch,
+                 self._opt_level, "tuned" if self._db else "untuned")
         try:
-            # Relax's importer wants static pads; PyTorch exports of 'same' padding compute them from Shape.
-            folded = fold_constants(self._path, tuple(shape))
-            mod = from_onnx(folded, shape_dict={self._input.name: shape}, keep_params_in_input=False)
-            with tvm.transform.PassContext(opt_level=self._opt_level):
-                ex = tvm.compile(mod, target=self._target)
+            mod = import_model(self._path, self._input.name, self._input.shape, batch)
+            if self._db is not None:
+                from tvm.s_tir.meta_schedule.relax_integration import compile_relax
+
+                with tempfile.TemporaryDirectory(prefix="request-pack-tvm-db-") as work:
+                    ex = compile_relax(self._db.open(Path(work)), mod, self._target, params=None)
+            else:
+                with tvm.transform.PassContext(opt_level=self._opt_level):
+                    ex = tvm.compile(mod, target=self._target)
+        except ConfigError:
+            raise
         except Exception as e:  # TVM raises its own TVMError and friends
             raise ModelMismatch(f"tvm cannot compile the model: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=self._path) from None
         if so_path is None:
@@ -132,3 +150,22 @@ class TvmBackend(Backend):
 
     def threads(self) -> int | None:
         return self._threads
+
+
+def make_target(target: str | dict):
+    """A TVM Target from the manifest's form (a string, or an object of target attributes)."""
+    import tvm
+
+    return tvm.target.Target(json.dumps(target) if isinstance(target, dict) else target)
+
+
+def import_model(path: Path, input_name: str, input_shape: tuple, batch: int):
+    """The ONNX file as a Relax module at a static batch size: what is compiled, and what is tuned."""
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from packager.harness.backends.reference import fold_constants
+
+    shape = [batch] + [d if isinstance(d, int) else 1 for d in tuple(input_shape)[1:]]
+    # Relax's importer wants static pads; PyTorch exports of 'same' padding compute them from Shape.
+    folded = fold_constants(Path(path), tuple(shape))
+    return from_onnx(folded, shape_dict={input_name: shape}, keep_params_in_input=False)
