@@ -12,6 +12,7 @@ manifest module calls this one from ``load_manifest``.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -209,8 +210,6 @@ def merge(base: Any, over: Any, *, path: tuple, schema: Any, base_file: str, ove
     for key, value in over.items():
         ok, below, known = _allowed(schema, str(key))
         if not ok:
-            import difflib
-
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ManifestError(f"unknown key {key!r}{hint}, overriding {base_file}", file=over_file, field=_dotted((*path, key)))
