@@ -262,3 +262,22 @@ def test_a_model_brings_its_preprocessing_and_the_crop_must_fit(repo: Path) -> N
     assert m.preprocessing.crop == 240 and m.preprocessing.interpolation == "bicubic"  # fields merge over the model's
     text = error(manifest(repo, model={"use": "efficientnet-lite1"}, preprocessing={"use": "inception-224"}))
     assert "takes 240x240 images, preprocessing.crop is 224" in text
+
+
+def test_a_platform_view_of_a_single_framework_manifest_is_the_manifest(repo: Path) -> None:
+    # the image's request.json is this view: for a manifest without frameworks per platform it must not
+    # change a byte (published digests of such artifacts stay valid)
+    m = load_manifest(repo / "artifacts/resnet-tvm")
+    for p in m.platforms:
+        assert m.for_platform(p).model_dump(mode="json") == m.model_dump(mode="json")
+
+
+def test_derive_copies_the_parents_local_model_source(repo: Path) -> None:
+    text = compose.derived_manifest(repo / "artifacts/resnet-tvm", ["framework.options.opt_level=2"], "r2")
+    assert "weights-seed.json" not in text
+    from packager.inputs.derive import derive
+
+    result = derive(repo / "artifacts/resnet-tvm", ["framework.options.opt_level=2"], "r2")
+    child = result.path.parent
+    assert (child / "weights-seed.json").read_bytes() == (repo / "artifacts/resnet-tvm/weights-seed.json").read_bytes()
+    assert load_manifest(child).framework.options.opt_level == 2 and freshness(child).stale == ()
