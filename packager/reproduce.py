@@ -91,13 +91,15 @@ class Reproduced:
     bundle_digest: str = ""  # sha256 of the bundle's signed statement (the board's bundle_digest)
     bundle_signer: str = ""
     artifact: str = ""
+    nix_digest: str | None = None  # the index the Nix derivation built (GNU tar and Nix's JSON as second writers)
 
     @property
     def matches(self) -> bool:
         return self.expected == self.actual
 
 
-def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_dir: Path | None, work: Path) -> Reproduced:
+def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_dir: Path | None, work: Path,
+                     *, with_nix: bool = False) -> Reproduced:
     import time
 
     from packager.bundle.archive import safe_unpack
@@ -132,8 +134,9 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
                              record["lock_sha256"], index["lock_sha256"])
     # 4. a fresh cache, filled from the archive alone; request-pack's own harness source from it too
     artifact_dir = archive.restore_artifact(from_archive, work / "artifact")
-    harness_root = archive.restore_sources(from_archive, work / "source")
     cache_dir = work / "cache"
+    # inside the fresh cache: the Nix expression pins files of the cache or the repository only
+    harness_root = archive.restore_sources(from_archive, cache_dir / "request-pack-source")
     fetch(artifact_dir, from_archive, cache=Cache.open(cache_dir))
     # 5. the build, from that cache only
     opts = builder.BuildOptions(platforms=tuple(Platform(p) for p in platforms), build_root=work / "build",
@@ -142,9 +145,16 @@ def reproduce_bundle(bundle: Path, from_archive: Path, trust: list[Path], trust_
     differing = tuple(f"{p} {mine['role']}" for p in platforms
                       for mine, theirs in zip(result.record["platforms"][p]["layers"], record["platforms"][p]["layers"])
                       if mine["digest"] != theirs["digest"])
+    nix_digest = None
+    if with_nix:  # 6. the same plan in the Nix sandbox, where GNU tar and Nix's JSON write parts of it again
+        from packager.image import nix
+
+        expr = nix.generate(artifact_dir, out_dir=work / "nix", platforms=opts.platforms, cache_root=cache_dir,
+                            **({"harness_root": harness_root} if harness_root else {}))
+        nix_digest = nix.realise(expr, cache=cache_dir).index_digest
     return Reproduced(report.index_digest, result.index.digest, platforms, time.monotonic() - t0,
                       "archive" if harness_root else "checkout", differing, record["lock_sha256"],
-                      sha256_file(from_archive), bundle_digest, report.signer.keyid, record["artifact"])
+                      sha256_file(from_archive), bundle_digest, report.signer.keyid, record["artifact"], nix_digest)
 
 
 def reproduction_statement(result: Reproduced):  # type: ignore[no-untyped-def]
@@ -156,5 +166,6 @@ def reproduction_statement(result: Reproduced):  # type: ignore[no-untyped-def]
         bundle=rec.BundleRef(statement_digest=result.bundle_digest, index_digest=result.expected,
                              artifact=result.artifact, platforms=list(result.platforms), signer=result.bundle_signer),
         archive=rec.ArchiveRef(sha256=result.archive_sha256, lock_sha256=result.lock_sha256),
-        rebuilt_index_digest=result.actual, harness=result.harness, differing_layers=list(result.differing),
+        rebuilt_index_digest=result.actual, nix_index_digest=result.nix_digest, harness=result.harness,
+        differing_layers=list(result.differing),
         builder={"request-pack": __version__}))

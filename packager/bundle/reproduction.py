@@ -72,6 +72,8 @@ class ReproducedPredicate(_Wire):
     bundle: BundleRef
     archive: ArchiveRef
     rebuilt_index_digest: str = _OciDigest
+    # `reproduce --nix`: the index the Nix derivation built from the same archive (None: not run)
+    nix_index_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
     harness: Literal["archive", "checkout"]  # where request-pack's harness source came from
     differing_layers: list[str] = Field(default_factory=list, max_length=64)
     builder: dict[str, str] = Field(max_length=8)  # {"request-pack": version}

@@ -49,6 +49,7 @@ def reproduce(
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
     keep: Optional[Path] = typer.Option(None, "--keep", help="Work here (fresh cache, artifact, build) and keep it; default a temporary directory."),
     sign: Optional[Path] = typer.Option(None, "--sign", help="Sign a reproduce record with this Ed25519 key (passphrase from $REQUEST_PACK_PASSPHRASE); written whether or not the digests match."),
+    with_nix: bool = typer.Option(False, "--nix", help="Also build the image with the Nix derivation from the same archive (needs nix-build; amd64 .debs in the lock) and require the same index digest."),
     record: Optional[Path] = typer.Option(None, "--record", help="Where the signed record goes (default BUNDLE_NAME.reproduced.dsse.json here); `board add-reproduction` publishes it."),
 ) -> None:
     """Rebuild the image a signed bundle names from the archive alone, offline, and compare the index digest.
@@ -62,12 +63,17 @@ def reproduce(
 
     with tempfile.TemporaryDirectory(prefix="request-pack-reproduce-") as tmp:
         work = Path(keep) if keep else Path(tmp)
-        result = reproduce_bundle(bundle, from_archive, trust, trust_dir, work)
+        result = reproduce_bundle(bundle, from_archive, trust, trust_dir, work, with_nix=with_nix)
     if sign is not None:
         written = _sign_record(result, sign, record or Path(f"{bundle.name.split('.')[0]}.reproduced.dsse.json"))
         console.print(f"signed reproduce record: {escape(str(written))}", soft_wrap=True, highlight=False)
     line = (f"bundle {result.expected}\nrebuilt {result.actual} from {escape(str(from_archive))} offline "
             f"({', '.join(result.platforms)}; harness from the {result.harness}; {result.seconds:.0f} s)")
+    if result.nix_digest is not None:
+        line += f"\nnix     {result.nix_digest} (GNU tar wrote the file layers, Nix the configs, manifests and index)"
+    if result.nix_digest is not None and result.nix_digest != result.actual:
+        console.print(line, soft_wrap=True, highlight=False)
+        raise CheckFailed(f"the Nix derivation built {result.nix_digest}, request-pack build {result.actual} from the same archive")
     if not result.matches:
         raise CheckFailed(f"not reproduced: the bundle names index {result.expected}, the archive rebuilds {result.actual}"
                           f" (layers that differ: {', '.join(result.differing) or 'none: config or manifest'})")

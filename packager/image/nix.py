@@ -50,7 +50,7 @@ from packager.errors import (
     TemplateError,
     ToolMissing,
 )
-from packager.image.plan import load_inputs, platform_epoch, platform_plan, system_of
+from packager.image.plan import PACKAGE_ROOT, load_inputs, platform_epoch, platform_plan, system_of
 from packager.image.rootfs import DPKG_OPTIONS, build_rootfs
 from packager.image.writer import oci
 from packager.inputs.lockfile import locked_objects
@@ -334,7 +334,7 @@ def _with_refs(spec: dict, pins: _Pins, platform: Platform) -> dict:
 
 
 def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tuple[Platform, ...] = (),
-             cache_root: Path | None = None, tag: str = "latest") -> NixExpression:
+             cache_root: Path | None = None, tag: str = "latest", harness_root: Path = PACKAGE_ROOT) -> NixExpression:
     """Write ``<out_dir>/default.nix`` and ``dockertools.nix`` (default ``nix/<name>/``) from the lock.
 
     The plan is ``plan.platform_plan``'s, the one ``request-pack build`` executes,
@@ -369,7 +369,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     for i, platform in enumerate(plats):
         debs, epoch = platform_epoch(lock, platform, cache)
         rootfs = build_rootfs(platform, debs, cache, epoch, suite=system_of(lock, platform).suite)
-        pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha)
+        pplan = platform_plan(lock, manifest, platform, cache, epoch, rootfs, lock_sha, harness_root)
         plan_platforms.append({**pplan, "layers": [_with_refs(s, pins, platform) for s in pplan["layers"]]})
         # Every locked .deb is an input too: nix/witness.py checks the base tar's files against them.
         witness.append({"platform": platform.value, "tar": plan_platforms[-1]["layers"][0]["tar"],
