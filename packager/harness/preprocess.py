@@ -140,15 +140,26 @@ def decode_crop(data: bytes, params: PreprocessParams, *, name: str = "<bytes>")
 
 
 def normalize(pixels: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """Steps 4-5 of uint8 RGB pixels, (H, W, 3) or a batch (N, H, W, 3); float32, C-contiguous."""
-    arr = np.asarray(pixels, dtype=np.float32)
-    arr = arr * np.float32(params.scale)
-    arr = (arr - np.asarray(params.mean, dtype=np.float32)) / np.asarray(params.std, dtype=np.float32)
+    """Steps 4-5 of uint8 RGB pixels, (H, W, 3) or a batch (N, H, W, 3); float32, C-contiguous.
+
+    The channel flip and the layout move come first, on the pixels (views), and the one float32
+    copy is then scaled and normalised in place, per channel: the same float32 operations on the
+    same values as ``(x * scale - mean) / std`` in RGB/HWC, so the same bits, but at its peak one
+    float32 set instead of three (the performance set of 256 images was 460 MB of temporaries).
+    """
+    x = np.asarray(pixels)
+    mean = np.asarray(params.mean, dtype=np.float32)
+    std = np.asarray(params.std, dtype=np.float32)
     if params.color == "BGR":
-        arr = arr[..., ::-1]
+        x, mean, std = x[..., ::-1], mean[::-1], std[::-1]
     if params.layout == "NCHW":
-        arr = np.moveaxis(arr, -1, -3)
-    return np.ascontiguousarray(arr, dtype=np.float32)
+        x = np.moveaxis(x, -1, -3)
+        mean, std = mean[:, None, None], std[:, None, None]
+    arr = np.array(x, dtype=np.float32, order="C", copy=True)  # always a fresh array: the caller's is never changed
+    arr *= np.float32(params.scale)
+    arr -= mean
+    arr /= std
+    return arr
 
 
 def preprocess_bytes(data: bytes, params: PreprocessParams, *, name: str = "<bytes>") -> np.ndarray:

@@ -18,7 +18,12 @@ from test_host_power import FAKE_SYSFS_REASON, set_counter, sysfs
 from packager.bundle.keys import TrustStore, generate_keypair, load_private_key
 from packager.bundle.knobs import RUN_RECORD_NAME
 from packager.bundle.power import coherence_problems
-from packager.bundle.sign import build_statement, sign_result_dir, sign_statement, write_envelope
+from packager.bundle.sign import (
+    build_statement,
+    sign_result_dir,
+    sign_statement,
+    write_envelope,
+)
 from packager.bundle.verify import verify_bundle
 from packager.errors import BadInput, MetricsMismatch
 from packager.results import Power

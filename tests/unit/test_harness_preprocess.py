@@ -21,6 +21,7 @@ from packager.harness.errors import (
 from packager.harness.preprocess import (
     PreprocessParams,
     load_batch,
+    normalize,
     preprocess_all,
     preprocess_bytes,
     tensor_sha256,
@@ -175,3 +176,38 @@ def test_a_cache_without_room_is_one_typed_error_naming_it_and_the_bytes(tmp_pat
     assert str(cache.dir) in str(e.value) and "needs about" in str(e.value) and "free" in str(e.value)
     assert e.value.return_code == 3 and "\n" not in str(e.value)
     check_room(cache, 10)  # ten do
+
+
+def _normalize_as_written(pixels: np.ndarray, p: PreprocessParams) -> np.ndarray:
+    """The formula of the preprocessing spec, step by step, each step a new array."""
+    arr = np.asarray(pixels, dtype=np.float32) * np.float32(p.scale)
+    arr = (arr - np.asarray(p.mean, dtype=np.float32)) / np.asarray(p.std, dtype=np.float32)
+    if p.color == "BGR":
+        arr = arr[..., ::-1]
+    if p.layout == "NCHW":
+        arr = np.moveaxis(arr, -1, -3)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("color", ["RGB", "BGR"])
+def test_normalize_gives_the_formula_s_bits_with_one_float32_set_at_its_peak(layout: str, color: str) -> None:
+    import tracemalloc
+
+    p = PreprocessParams(**{**PARAMS.__dict__, "layout": layout, "color": color})
+    pixels = np.random.default_rng(3).integers(0, 256, (16, 64, 64, 3), dtype=np.uint8)
+    want = _normalize_as_written(pixels, p)
+    tracemalloc.start()
+    try:
+        got = normalize(pixels, p)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()  # bit for bit: tensors, predictions and input hashes unchanged
+    assert peak < 1.2 * want.nbytes, f"{peak / want.nbytes:.2f} float32 sets at the peak"  # was 3
+    one = normalize(pixels[0], p)
+    assert one.tobytes() == want[0].tobytes()
+    floats = pixels.astype(np.float32)
+    normalize(floats, p)
+    assert np.array_equal(floats, pixels.astype(np.float32))  # the caller's array is never changed
