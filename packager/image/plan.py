@@ -29,6 +29,7 @@ from packager.image.rootfs import Deb, Rootfs
 from packager.image.writer import oci
 from packager.inputs.lock import check_frozen
 from packager.inputs.lockfile import Lock
+from packager.inputs.tuning import cache_tuning_logs, tuning_log_of
 from packager.manifest import LOCK_NAME, Manifest, load_manifest, manifest_path
 from packager.platforms import BaseSystem, Platform, base_system
 
@@ -60,6 +61,7 @@ def load_inputs(artifact_dir: Path, platforms: tuple[Platform, ...] = (), cache_
     cache = Cache.open(cache_root)
     lock_path = mdir / LOCK_NAME
     lock = check_frozen(manifest, lock_path, cache, chosen).lock
+    cache_tuning_logs(manifest, mdir, cache, chosen)
     return Inputs(manifest, lock, lock_path, hashlib.sha256(lock_path.read_bytes()).hexdigest(), tuple(chosen), cache)
 
 
@@ -182,6 +184,13 @@ def platform_plan(lock: Lock, manifest: Manifest, platform: Platform, cache: Cac
          "inputs": {"model": lock.model.sha256, "config": config_sha},
          "detail": f"{lock.model.filename} sha256 {lock.model.sha256}"},
     ]
+    tuning = tuning_log_of(manifest, platform)
+    if tuning:
+        # beside the model: the tvm backend resolves a relative tuning_log against the model's directory
+        rel, sha = tuning
+        specs[-1]["files"].append([str(cache.path_of(sha, name="tuning database")), f"/{APP_DIR}/{rel}", 0o644])
+        specs[-1]["inputs"]["tuning_log"] = sha
+        specs[-1]["detail"] += f", tuning database sha256 {sha}"
     config = {
         "User": f"{RUNNER_UID}:{RUNNER_UID}",
         "Env": [f"{k}={v}" for k, v in ENV],

@@ -29,11 +29,12 @@ RANKS = {
     "reproduce": 7,
     "doctor": 8,
     "farm": 8,
+    "tune": 8,  # request-pack tune: pipeline's image, the runner, then derive (like farm, on top of pipeline)
     "explore": 9,  # a sweep: pipeline and scoreboard per point, farm's clean-up of a killed attempt
     "cli": 10,
 }
 FOLDERS = {"harness", "inputs", "engine", "image", "run", "bundle", "scoreboard", "farm", "cli"}
-TOP_MODULES = {"pipeline", "doctor", "reproduce", "explore"}
+TOP_MODULES = {"pipeline", "doctor", "reproduce", "explore", "tune"}
 
 
 def _module_name(path: Path) -> str:
