@@ -17,7 +17,7 @@ import typer
 from rich.markup import escape
 
 from packager import __version__
-from packager.cli import archive, board, bundle, compose, doctor, evaluate, explore, farm, image, inputs
+from packager.cli import archive, board, bundle, compose, doctor, evaluate, explore, farm, image, inputs, tune
 from packager.cli.common import console, err_console
 from packager.errors import RequestPackError
 
@@ -32,9 +32,9 @@ log = logging.getLogger("packager")
 
 # The order `request-pack --help` lists them in; the groups (board, farm) come after.
 ORDER = ("validate", "show", "derive", "schema", "doctor", "lock", "fetch", "archive", "convert", "keygen", "sign", "verify", "export",
-         "publish", "build", "nix", "run", "evaluate", "explore", "reproduce")
+         "publish", "build", "nix", "run", "evaluate", "explore", "tune", "reproduce")
 _commands = {c.name or c.callback.__name__.replace("_", "-"): c  # type: ignore[union-attr]
-             for group in (inputs, compose, archive, doctor, bundle, board, image, evaluate, explore) for c in group.commands.registered_commands}
+             for group in (inputs, compose, archive, doctor, bundle, board, image, evaluate, explore, tune) for c in group.commands.registered_commands}
 assert set(_commands) == set(ORDER), sorted(set(_commands) ^ set(ORDER))
 app.registered_commands += [_commands[name] for name in ORDER]
 app.add_typer(board.board_app, name="board")
