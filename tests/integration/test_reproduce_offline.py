@@ -5,8 +5,9 @@ the shared 200-image sample); ``archive`` writes its inputs and request-pack's o
 harness source. Then, from a *different checkout* (a copy of ``packager/`` whose
 harness differs by one line, so its own harness layer would not match), in a fresh
 cache and a network namespace with no interface but a downed loopback (``unshare -n``),
-``reproduce BUNDLE --from ARCHIVE --trust KEY --sign KEY`` must report the bundle's index
-digest, and write a signed record of it that ``verify_reproduction`` accepts.
+``reproduce BUNDLE --from ARCHIVE --trust KEY --nix --sign KEY`` must report the bundle's index
+digest from ``request-pack build`` and from the Nix derivation (where GNU tar writes the file
+layers and Nix the JSON documents a second time), and write a signed record that verifies.
 
 As in test_archive_offline, only the base root filesystems (products keyed by the
 locked .debs' sha256s, not inputs) are shared from the warm cache: made afresh they
@@ -27,7 +28,7 @@ from runner_helpers import cli
 
 from packager.cache import Cache, sha256_file
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.nix, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACT = REPO / "artifacts" / "efficientnet-lite0"
@@ -59,20 +60,23 @@ def test_reproduce_a_real_bundle_offline_from_another_checkout(shared_sample: Pa
     other = _other_checkout(tmp_path / "other")
     work = tmp_path / "work"
     (work / "cache").mkdir(parents=True)
-    (work / "cache" / "rootfs").symlink_to(Cache.open(None).subdir("rootfs"), target_is_directory=True)
+    # hard links, not a symlink: the Nix expression pins files inside the cache it is given
+    shutil.copytree(Cache.open(None).subdir("rootfs"), work / "cache" / "rootfs", copy_function=os.link)
     record = tmp_path / "reproduced.dsse.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run(["unshare", "-n", sys.executable, "-m", "packager.cli", "reproduce", str(bundle),
                           "--from", str(archive), "--trust", str(keys / "signing.pub"), "--keep", str(work),
-                          "--sign", str(keys / "signing.key"), "--record", str(record)],
+                          "--nix", "--sign", str(keys / "signing.key"), "--record", str(record)],
                          cwd=other, env={**env, "COLUMNS": "400"}, capture_output=True, text=True)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert f"bundle {expected}" in res.stdout and f"rebuilt {expected}" in res.stdout
     assert "harness from the archive" in res.stdout and "reproduced" in res.stdout
+    # the second implementation, from the same archive: the Nix derivation (GNU tar, Nix's JSON) gives it too
+    assert f"nix     {expected}" in res.stdout
     # the rebuild ran the other checkout's code, with the archive's harness, not this checkout's files
     plan = json.loads((work / "build" / ARTIFACT.name / "plan.json").read_text())
     harness = next(layer for layer in plan["platforms"][0]["layers"] if layer["role"] == "harness")
-    assert all(src.startswith(str(work / "source")) for src, _, _ in harness["files"])
+    assert all(src.startswith(str(work / "cache" / "request-pack-source")) for src, _, _ in harness["files"])
 
     from packager.bundle import reproduction
     from packager.bundle.keys import TrustStore
@@ -80,3 +84,4 @@ def test_reproduce_a_real_bundle_offline_from_another_checkout(shared_sample: Pa
     shown = reproduction.verify_file(record, TrustStore.load([keys / "signing.pub"]))
     assert shown.index_digest == shown.rebuilt_digest == expected and shown.matches
     assert shown.predicate.harness == "archive" and shown.predicate.archive.sha256 == sha256_file(archive)
+    assert shown.predicate.nix_index_digest == expected
