@@ -109,7 +109,8 @@ def evaluate(data: Path, out: Path, cache: Path) -> dict:
         "wall_s": wall, "full_wall_s": run["wall_s"], "request_pack_rss": usage.ru_maxrss * 1024,
         "harness_rss": metrics["footprint"]["peak_rss_bytes"], "scratch": watch.peak, "cache": _du(cache),
         "samples": metrics["accuracy"]["samples"], "top1": metrics["accuracy"]["top1"],
-        "scenarios_s": None, "dataset": metrics.get("dataset"),
+        "dataset": metrics.get("dataset"), "measurement": metrics.get("measurement"),
+        "host_power": run.get("host_power"),
     }
 
 
@@ -184,22 +185,40 @@ def main() -> int:
 
     rows = {}
     for n in args.sizes:
+        load_start = os.getloadavg()
         t0 = time.monotonic()
         data = generate(args.work / f"ilsvrc-{n}", n, SAMPLE)
         print(f"[{n}] data set: {_gib(_du(data))} in {data} (generated or reused in {time.monotonic() - t0:.0f} s)", flush=True)
         r = evaluate(data, args.work / f"out-{n}", args.work / f"tensors-{n}")
         r["after"] = after_evaluate(args.work / f"out-{n}")
         r.update(lower_bound(data, n))
+        r["load_start"], r["load_end"] = load_start, os.getloadavg()
         rows[n] = r
+        (args.work / f"results-{n}.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
         bound = r["decode_s"] + r["infer_s"]
+        m = r.get("measurement") or {}
+        print(f"[{n}] mode {m.get('mode', '?')}, {m.get('execution', '?')}, driver {m.get('driver', '?')} (quick: the manifest's "
+              "short performance runs, not an MLPerf submission); load average (1/5/15 min) "
+              f"{'/'.join(f'{x:.1f}' for x in load_start)} at the start, {'/'.join(f'{x:.1f}' for x in r['load_end'])} at the end "
+              f"on {os.cpu_count()} CPUs", flush=True)
         print(f"[{n}] evaluate {r['wall_s']:.0f} s (full stage {r['full_wall_s']:.0f} s); peak RSS harness {_gib(r['harness_rss'])}, "
               f"request-pack {_gib(r['request_pack_rss'])}; scratch {r['scratch'] / 1024**2:.1f} MiB, cache {_gib(r['cache'])}", flush=True)
         print(f"[{n}] lower bound {bound:.0f} s = decode {r['decode_s']:.0f} s ({r['decode_ms']:.1f} ms/image on one core, "
-              f"{r['cores']} cores) + inference {r['infer_s']:.0f} s ({r['infer_ms']:.2f} ms/image); full stage / bound "
-              f"{r['full_wall_s'] / bound:.2f}", flush=True)
+              f"{r['cores']} cores) + inference {r['infer_s']:.0f} s ({r['infer_ms']:.2f} ms/image), measured alone just after; "
+              f"evaluate / bound {r['wall_s'] / bound:.2f}, full stage / bound {r['full_wall_s'] / bound:.2f} (the bound leaves out "
+              "the functional stage, the performance scenarios, signing and start-up)", flush=True)
+        hp = r.get("host_power") or {}
+        print(f"[{n}] host power: " + (f"{hp.get('mean_w')} W mean, {hp.get('energy_j')} J over {hp.get('window_s')} s ({hp.get('source')})"
+                                      if hp.get("energy_j") is not None else f"none — {hp.get('reason', 'not recorded')}"), flush=True)
         print(f"[{n}] " + "; ".join(f"{k} {w:.1f} s, peak RSS {_gib(m)}" for k, (w, m) in r["after"].items()), flush=True)
         print(f"[{n}] {r['samples']} samples counted, layout {r['dataset']}; top-1 {r['top1']:.3f} on GENERATED images "
               "(labels copied from their source images; says nothing about the model)", flush=True)
+    # Sizes run earlier (a 50,000 run takes hours here; run sizes one at a time) count for the ratios too.
+    for f in sorted(args.work.glob("results-*.json")):
+        size = int(f.stem.split("-")[1])
+        if size not in rows:
+            rows[size] = json.loads(f.read_text())
+            print(f"(size {size}: figures from {f}, an earlier run)")
     if len(rows) > 1:
         lo, hi = min(rows), max(rows)
         print(f"ratios {hi} / {lo} (size ratio {hi / lo:.1f}):")
