@@ -82,8 +82,9 @@ for blob in "$out"/blobs/sha256/*; do  # the image configs: small JSON blobs nam
     fi
 done
 checked=0
-witness_layer() {  # the staged tree of one file layer, written by GNU tar; its sha256 must be a diff_id
+witness_layer() {  # the staged tree of one layer, written by GNU tar; its sha256 must be a diff_id
     [ -n "$role" ] || return 0
+    if [ -z "$("$bb" ls -A "$stage")" ]; then "$bb" rm -rf "$stage"; return 0; fi  # nothing to install
     "$bb" find "$stage" -type d -exec "$bb" chmod 755 {} \;
     tops=$(cd "$stage" && LC_ALL=C "$bb" ls -A)
     (cd "$stage" && gnutar --create --file="$TMPDIR/layer.tar" --sort=name --mtime=@"$epoch" --clamp-mtime \
@@ -98,10 +99,87 @@ witness_layer() {  # the staged tree of one file layer, written by GNU tar; its 
     checked=$((checked + 1))
     "$bb" rm -rf "$stage" "$TMPDIR/layer.tar"
 }
+# A wheel installed as PEP 427 says and our writer does (layers.wheel_entries), in shell:
+# members by scheme, #!python scripts, console-script launchers, INSTALLER and RECORD.
+tab=$(printf '\t')
+record_hash() { echo "sha256=$("$bb" sha256sum "$1" | "$bb" cut -d' ' -f1 | "$bb" xxd -r -p | "$bb" base64 | "$bb" tr '+/' '-_' | "$bb" tr -d '=\n')"; }
+record_row() {  # record_row TARGET: "path,hash,size" with the path relative to site-packages
+    case "$1" in
+        "$site"/*) rel="${1#"$site"/}" ;;
+        *) rel="$up${1#usr/local/}" ;;
+    esac
+    echo "$rel,$(record_hash "$stage/$1"),$("$bb" stat -c %s "$stage/$1")" >> "$rows"
+}
+install_wheel() {  # install_wheel WHEEL FILENAME into $stage
+    w="$TMPDIR/wheel"; rows="$TMPDIR/rows"
+    "$bb" rm -rf "$w"; "$bb" mkdir -p "$w"; : > "$rows"
+    "$bb" unzip -q -o "$1" -d "$w"
+    dist_name="${2%%-*}"
+    info=$(cd "$w" && for d in *.dist-info; do [ -f "$d/WHEEL" ] && echo "$d"; done | "$bb" head -n 1)
+    [ -n "$info" ] || { echo "request-pack nix builder: $2: no .dist-info/WHEEL inside" >&2; exit 1; }
+    data="${info%.dist-info}.data"
+    (cd "$w" && "$bb" find . -type f | "$bb" sed 's|^\./||' | LC_ALL=C "$bb" sort) > "$TMPDIR/members"
+    while read -r m; do
+        case "$m" in "$info/RECORD"|"$info/RECORD.jws"|"$info/RECORD.p7s"|"$info/INSTALLER") continue ;; esac
+        case "$("$bb" stat -c %a "$w/$m")" in *[1357]|*[1357]?|*[1357]??) mode=755 ;; *) mode=644 ;; esac
+        script=""
+        case "$m" in
+            "$data"/purelib/*) t="$site/${m#"$data"/purelib/}" ;;
+            "$data"/platlib/*) t="$site/${m#"$data"/platlib/}" ;;
+            "$data"/scripts/*) t="usr/local/bin/${m#"$data"/scripts/}"; mode=755; script=1 ;;
+            "$data"/data/*) t="usr/local/${m#"$data"/data/}" ;;
+            "$data"/headers/*) t="$include/$dist_name/${m#"$data"/headers/}" ;;
+            "$data"/*) echo "request-pack nix builder: $2: unknown wheel data scheme in $m" >&2; exit 1 ;;
+            *) t="$site/$m" ;;
+        esac
+        "$bb" mkdir -p "$stage/$("$bb" dirname "$t")"
+        if [ -n "$script" ] && [ "$("$bb" head -c 8 "$w/$m")" = "#!python" ]; then
+            { echo "#!/usr/bin/python3"; "$bb" tail -n +2 "$w/$m"; } > "$stage/$t"
+        else
+            "$bb" cp "$w/$m" "$stage/$t"
+        fi
+        "$bb" chmod "$mode" "$stage/$t"
+        record_row "$t"
+    done < "$TMPDIR/members"
+    if [ -f "$w/$info/entry_points.txt" ]; then
+        "$bb" awk -v OFS="$tab" '
+            function trim(s) { gsub(/^[ \t\r]+|[ \t\r]+$/, "", s); return s }
+            { line = trim($0) }
+            line == "" || line ~ /^[#;]/ { next }
+            line ~ /^\[/ { gsub(/^\[+|\]+$/, "", line); section = trim(line); next }
+            section == "console_scripts" && index(line, "=") {
+                name = trim(substr(line, 1, index(line, "=") - 1)); target = trim(substr(line, index(line, "=") + 1))
+                module = target; fn = ""
+                if (index(target, ":")) { module = substr(target, 1, index(target, ":") - 1); fn = substr(target, index(target, ":") + 1) }
+                if (index(fn, "[")) fn = substr(fn, 1, index(fn, "[") - 1)
+                print name, trim(module), trim(fn)
+            }' "$w/$info/entry_points.txt" | LC_ALL=C "$bb" sort -t "$tab" -k1,1 -k2,2 -k3,3 > "$TMPDIR/scripts"
+        while IFS="$tab" read -r name module func; do
+            t="usr/local/bin/$name"
+            "$bb" mkdir -p "$stage/usr/local/bin"
+            printf '#!/usr/bin/python3\nimport sys\nfrom %s import %s\nif __name__ == "__main__":\n    sys.exit(%s())\n' \
+                "$module" "${func%%.*}" "$func" > "$stage/$t"
+            "$bb" chmod 755 "$stage/$t"
+            record_row "$t"
+        done < "$TMPDIR/scripts"
+    fi
+    "$bb" mkdir -p "$stage/$site/$info"
+    printf 'request-pack\n' > "$stage/$site/$info/INSTALLER"
+    record_row "$site/$info/INSTALLER"
+    echo "${info}/RECORD,," >> "$rows"
+    LC_ALL=C "$bb" sort -t, -k1,1 "$rows" > "$stage/$site/$info/RECORD"
+    "$bb" chmod 644 "$stage/$site/$info/RECORD" "$stage/$site/$info/INSTALLER"
+}
+
 role=""; stage="$TMPDIR/stage"
-while read -r kind a b c; do
+while read -r kind a b c d; do
     case "$kind" in
         layer) witness_layer; role="$a"; epoch="$b"; "$bb" mkdir -p "$stage" ;;
+        wheels)
+            witness_layer; role="$a"; epoch="$b"; site="$c"; include="$d"; "$bb" mkdir -p "$stage"
+            n=$(echo "$site" | "$bb" awk -F/ '{ print NF }'); up=""
+            while [ "$n" -gt 2 ]; do up="../$up"; n=$((n - 1)); done ;;
+        wheel) install_wheel "$a" "$b" ;;
         file)
             "$bb" mkdir -p "$stage/$("$bb" dirname "$c")"
             "$bb" cp "$b" "$stage/$c"
@@ -109,7 +187,7 @@ while read -r kind a b c; do
     esac
 done < "$gnuTarLayersPath"
 witness_layer
-[ "$checked" -gt 0 ] || { echo "request-pack nix builder: no file layer was checked with GNU tar" >&2; exit 1; }
+[ "$checked" -gt 0 ] || { echo "request-pack nix builder: no layer was checked with GNU tar" >&2; exit 1; }
 
 # 6. config, manifests and index from Nix's JSON, the blanks filled from the blobs themselves.
 blobs="$out/blobs/sha256"

@@ -92,12 +92,12 @@ def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
     assert comparison.equal, comparison.detail
     assert result.index_digest == engine.index.digest == engine.record["index_digest"]
     print(f"\nnix and engine: {result.index_digest}")
-    # the second writer ran in the sandbox: GNU tar from the locked tar .deb wrote the file layers again,
+    # the second writer ran in the sandbox: GNU tar from the locked tar .deb wrote the wheels and file layers again,
     # and each of its tars is a diff_id our writer put in the image config (the builder fails otherwise)
     drv = subprocess.run(["nix-store", "-q", "--deriver", str(result.out)], capture_output=True, text=True, check=True)
     log = subprocess.run(["nix", "log", drv.stdout.strip()], capture_output=True, text=True, check=True).stdout
     layers = {img["role"]: img["diff_id"] for img in engine.record["platforms"]["linux/amd64"]["layers"]}
-    for role in ("harness", "model"):
+    for role in ("wheels", "harness", "model"):  # the wheels installed by the builder's shell, not our layers.py
         assert f"GNU tar agrees: {role} layer" in log and layers[role] in log, log[-2000:]
     # and Nix's builtins.toJSON wrote the configs, manifests and index again, to the same index digest
     assert f"Nix's JSON agrees: index {engine.index.digest}" in log, log[-2000:]
