@@ -142,3 +142,17 @@ def test_board_add_reproduction_command(tmp_path: Path, keys, board: Board) -> N
                               "--trust-dir", str(keys["trust"])], capture_output=True, text=True, cwd=REPO)
     assert refused.returncode == 11, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr and "bad.reproduced.dsse.json" in refused.stderr
+
+
+def test_reproduce_refuses_a_bundle_that_does_not_verify_before_touching_the_archive(tmp_path: Path, keys) -> None:
+    """A validly signed bundle whose predictions were changed after signing is refused with verify's error class."""
+    from packager.errors import SubjectMismatch
+    from packager.reproduce import reproduce_bundle
+
+    b = synthetic.make_bundle(tmp_path / "b", synthetic.Spec(image_seed="img-b"), keys["author"])
+    preds = b / "predictions.jsonl"
+    preds.write_bytes(preds.read_bytes().replace(b"\n", b"\n ", 1))
+    missing = tmp_path / "no-such-archive.tar"  # never opened: the bundle is refused first
+    with pytest.raises(SubjectMismatch):
+        reproduce_bundle(b, missing, [], keys["trust"], tmp_path / "work")
+    assert not (tmp_path / "work").exists()
