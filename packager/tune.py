@@ -87,11 +87,14 @@ def tune(artifact: Path, *, trials: int, seed: int, out: Path, name: str | None 
     digest = ref.manifest_digest or ref.config_digest
     log.info("tuned %s: %s", manifest.name, db.describe())
     # 4.
-    derived = _derive(artifact_dir, name, db, wanted) if derive_artifact else None
+    derived = derive_tuned(artifact_dir, name, db, wanted) if derive_artifact else None
     return TuneResult(db, Path(out), derived, digest, result.wall_s)
 
 
-def _derive(parent: Path, name: str, db: TuningDatabase, target: dict | str) -> Path:
+def derive_tuned(parent: Path, name: str, db: TuningDatabase, target: dict | str) -> Path:
+    """Step 4 alone: ``parent`` plus the database (checked by ``read_database``) as a new artifact.
+
+    ``target`` is the target it was tuned for, without ``num-cores`` (added from ``tuned_on``)."""
     rel = pinned_name(db.sha256)
     tuned_target = with_cores(target, int(db.tuned_on["cores"]))
     sets = [f"framework.options.tuning_log={rel}", f"framework.options.target={json.dumps(tuned_target)}"]

@@ -92,6 +92,25 @@ def _in_process(scratch: Path):
     return Builder(), Runner()
 
 
+def _fused(mod, target):
+    """The module as ``compile_relax`` sees it when it applies the database: operators legalised to
+    TIR and fused (the same passes in the same order). Extracting tasks from the imported module
+    instead finds only the few PrimFuncs the ONNX importer wrote itself (pads, clips), not one conv:
+    the workloads would never match what is compiled."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import pipeline
+
+    try:
+        dispatch = pipeline.library_dispatch_passes(target)
+    except (ValueError, AttributeError):  # as compile_relax: targets without a dispatcher
+        dispatch = []
+    passes = [*dispatch, relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+              relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(passes)(mod)
+
+
 def tune(model_path: Path, input_name: str, input_shape: tuple, target: str | dict, batch_sizes: tuple[int, ...],
          trials: int, seed: int, scratch: Path) -> dict[str, Any]:
     """Tune every batch size's module; return the database document (module doc)."""
@@ -111,14 +130,16 @@ def tune(model_path: Path, input_name: str, input_shape: tuple, target: str | di
     started = time.monotonic()
     builder, runner = _in_process(scratch)
     for batch in batch_sizes:
-        mod = import_model(Path(model_path), input_name, input_shape, batch)
+        mod = _fused(import_model(Path(model_path), input_name, input_shape, batch), tgt)
         tasks = ms.relax_integration.extract_tasks(mod, tgt)
         log.info("tune: batch %d, %d tasks, %d trials, seed %d, target %s", batch, len(tasks), trials, seed, tgt)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, str(work), num_threads=cores, seed=seed)
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=str(work), max_trials_global=trials,
-            num_trials_per_iter=min(16, trials), builder=builder, runner=runner,
+            # MetaSchedule's scheduler gives every task one round first: rounds small enough that a
+            # small budget reaches every task (EfficientNet-Lite0 has about 60), at most its default 64.
+            num_trials_per_iter=max(2, min(64, trials // max(1, len(contexts)))), builder=builder, runner=runner,
             cost_model=ms.cost_model.RandomModel(seed=seed))
     pruned = scratch / "pruned"
     pruned.mkdir()
