@@ -1,10 +1,12 @@
-"""``request-pack explore`` for real: a run-time sweep of the example artifact on the shared 200-image sample
+"""``request-pack explore`` for real on the shared 200-image sample. First a run-time sweep of the example artifact
 (functional stage, 20 images), killed with SIGKILL in its second point and run again.
 
 The first run builds the image once (from the machine's cache, into a private build root) and finishes
 point 1; SIGKILL lands while point 2's container runs. The second run removes that orphaned container,
 keeps point 1 (its journal line, bundle and board row are not made again) and finishes point 2. Both
 points are verified results on the board, in one sweep group, measured on ONE image digest.
+
+Then a build-time point (precision int8) beside a run-time one: a derived artifact with its own image.
 """
 
 from __future__ import annotations
@@ -121,3 +123,35 @@ def test_sweep_resumes_after_kill_and_publishes_verified_points_of_one_image(tmp
         ok = cli("verify", j["bundle"], "--trust", str(root / "keys" / "signing.pub"), "--dataset", str(shared_sample),
                  cwd=root)
         assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_a_build_time_point_is_a_derived_artifact_with_its_own_image(tmp_path, shared_sample):
+    """precision int8 beside the parent's fp32: `derive` writes efficientnet-lite0-int8 next to the (copied) parent,
+    it is built once (its converted model and layers come from the cache) and evaluated; run again, both points
+    are kept and the variant is reused, not derived again."""
+    root = tmp_path
+    assert cli("keygen", "--out", str(root / "keys"), cwd=root).returncode == 0
+    space = root / "space.yaml"
+    space.write_text("stage: functional\npoints:\n  - {threads: 1, batch: 1}\n"
+                     "  - {precision: int8, threads: 1, batch: 1}\n")
+    argv = _explore(root, space, shared_sample, root / "keys" / "signing.key")
+    res = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=1200, check=False)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    variant = root / "artifacts" / f"{ARTIFACT.name}-int8"
+    text = (variant / "request.yaml").read_text()
+    assert f"parent: ../{ARTIFACT.name}" in text and "precision: int8" in text and (variant / "request.lock").is_file()
+    journal = _journal(root)
+    assert [j["status"] for j in journal] == ["done", "done"]
+    assert len({j["image_digest"] for j in journal}) == 2  # one image per variant
+    stamp = (variant / "request.yaml").stat().st_mtime_ns
+    again = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert len(_journal(root)) == 2 and (variant / "request.yaml").stat().st_mtime_ns == stamp
+
+    import sqlalchemy as sa
+
+    from packager.scoreboard.store import Board, results
+
+    with Board(f"sqlite:///{root / 'board.db'}") as board, board.engine.connect() as conn:
+        rows = conn.execute(sa.select(results.c.artifact, results.c.precision)).all()
+    assert sorted(rows) == [(ARTIFACT.name, "fp32"), (f"{ARTIFACT.name}-int8", "int8")]
