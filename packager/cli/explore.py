@@ -84,7 +84,7 @@ def explore_cmd(
                       "*" if o.key in front else "")
     console.print(table)
     for cls, p in iter_frontier(result):
-        console.print(f"frontier [{cls}]: {escape(' '.join(f'{k}={v}' for k, v in p.knobs.items()) or 'defaults')} "
+        console.print(f"frontier ({escape(cls)}): {escape(' '.join(f'{k}={v}' for k, v in p.knobs.items()) or 'defaults')} "
                       f"({p.bundle_digest})")
     failed = [o for o in result.outcomes if o.status == "failed"]
     console.print(f"journal {escape(str(result.out / 'points.jsonl'))}; board {escape(board)} sweep {result.sweep_id}"
