@@ -74,6 +74,8 @@ def explore_cmd(
                          progress=lambda stage: progress_fn(bar, f"  {stage}"))
     table = Table(title=f"sweep {result.sweep_id} of {result.artifact} ({len(result.image_digests)} image digest(s), "
                         f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)")
+    table.caption = (f"{spec.stage} stage (quick mode) on {opts.dataset}: top-1 over the stage's images of that data set, "
+                     "p90 = SingleStream latency, img/s = best Offline rate; classes per point on the board")
     for col in ("#", "knobs", "status", "top-1", "p90 ms", "img/s", "wall s", "pareto"):
         table.add_column(col, justify="left" if col in ("knobs", "status") else "right")
     front = {p.key for _, p in iter_frontier(result)}
