@@ -398,7 +398,8 @@ def variant_name(parent: str, build: Mapping[str, str]) -> str:
 def derive_variant(parent_dir: Path, build: Mapping[str, str]) -> Path:
     """The derived artifact of a build-time point (``request-pack derive``), made once and reused after.
 
-    An existing directory of that name is reused only when it is exactly this derivation."""
+    An existing directory of that name is reused only when it is exactly this derivation. Knobs that leave the
+    parent as it is (its own model and precision) are the parent: its image, not a copy under another name."""
     from packager import compose
     from packager.inputs.derive import derive
 
@@ -406,6 +407,9 @@ def derive_variant(parent_dir: Path, build: Mapping[str, str]) -> Path:
     name = variant_name(load_manifest(parent_dir).name, build)
     target = parent_dir.parent / name
     text = compose.derived_manifest(parent_dir, sets, name)
+    if same_as_parent(parent_dir, text):
+        log.info("variant %s: the parent %s itself", dict(build), parent_dir.name)
+        return parent_dir
     if target.exists():
         if manifest_path(target).read_text(encoding="utf-8") != text:
             raise BadInput(f"exists and is not the derivation {' '.join(sets)} of {parent_dir.name}: rename or remove it",
@@ -415,6 +419,25 @@ def derive_variant(parent_dir: Path, build: Mapping[str, str]) -> Path:
     log.info("variant %s: request-pack derive %s %s --name %s", dict(build), parent_dir, " ".join(f"--set {s}" for s in sets), name)
     derive(parent_dir, sets, name)
     return target
+
+
+def same_as_parent(parent_dir: Path, text: str) -> bool:
+    """Whether the derived manifest ``text`` resolves to the parent's, name and description aside.
+
+    Resolved in a scratch sibling of the parent (``parent: ../<name>`` must be one), removed after; a text that
+    does not resolve there is not the parent, and ``derive`` reports why with the artifact's own path."""
+    import tempfile
+
+    from packager.manifest import MANIFEST_NAME
+
+    ignore = {"name", "description"}
+    try:
+        with tempfile.TemporaryDirectory(prefix=".explore-variant-", dir=parent_dir.parent) as scratch:
+            (Path(scratch) / MANIFEST_NAME).write_text(text, encoding="utf-8")
+            variant = load_manifest(Path(scratch))
+    except RequestPackError:
+        return False
+    return variant.model_dump(exclude=ignore) == load_manifest(parent_dir).model_dump(exclude=ignore)
 
 
 def _record_stamp(ref: ImageRef) -> tuple[int, int] | None:

@@ -17,9 +17,11 @@ from packager.explore import (
     Outcome,
     Point,
     append_journal,
+    derive_variant,
     explore,
     parse_space,
     read_journal,
+    same_as_parent,
     variant_name,
 )
 from packager.runconfig import RunConfig
@@ -213,3 +215,19 @@ def test_farm_options_are_checked_first(tmp_path: Path) -> None:
         explore(ORT, space("x", {"run": {"threads": [1]}}), opts)
     with pytest.raises(BadInput, match="sweeps run on slurm"):
         explore(ORT, space("x", {"run": {"threads": [1]}}), Options(dataset=tmp_path, out=tmp_path, farm="kubernetes"))
+
+
+def test_knobs_that_leave_the_parent_as_it_is_are_the_parent(tmp_path: Path) -> None:
+    """model=<its own model>, precision=<its own precision>: the parent's image (and published digest), not a copy
+    under another name; another precision is still a derived artifact. No scratch directory is left behind."""
+    parent = REPO / "artifacts" / "efficientnet-lite0"
+    art = Path(shutil.copytree(parent, tmp_path / "artifacts" / parent.name))
+    assert derive_variant(art, {"model": "efficientnet-lite0", "precision": "fp32"}) == art
+    assert derive_variant(art, {"precision": "fp32"}) == art
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [parent.name]
+    derived = "parent: ../efficientnet-lite0\nname: x\nmodel: {%s}\n"
+    assert same_as_parent(art, derived % "precision: fp32") is True
+    assert same_as_parent(art, derived % "precision: int8") is False
+    assert same_as_parent(art, derived % "use: efficientnet-lite1") is False
+    assert same_as_parent(art, derived % "use: no-such-model") is False
+    assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [parent.name]
