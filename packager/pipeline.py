@@ -110,14 +110,34 @@ def _in_stage(stage: str, fn: Callable, *args, **kw):
         raise
 
 
+def stale_build(ref: ImageRef, artifact_dir: Path, manifest_digest: str) -> str | None:
+    """Why an existing build is not the one this checkout would make, or None when it is.
+
+    A build is reused only when it came from this request.yaml, this request.lock and this
+    checkout's harness: any other harness gives another image, and results signed with it would
+    name a digest that ``build`` no longer makes."""
+    from packager.cache import sha256_file
+    from packager.image.plan import harness_source_sha256  # hashing ~40 files: cheaper than a rebuild check
+
+    if ref.record is None:
+        return None  # a pulled image (--image) is pinned by its registry digest, not rebuilt here
+    record = json.loads(ref.record.read_text())
+    lock_file = artifact_dir / LOCK_NAME
+    wanted = {"manifest_sha256": manifest_digest,
+              "lock_sha256": sha256_file(lock_file) if lock_file.is_file() else None,
+              "harness_sha256": harness_source_sha256()}
+    changed = [key.removesuffix("_sha256") for key, value in wanted.items() if record.get(key) != value]
+    return f"made from another {', '.join(changed)}" if changed else None
+
+
 def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platform, engine_name: str,
            build_root: Path | None, inputs_from: Path | None = None) -> ImageRef:
     try:
         ref = image_from_record(artifact_dir, name, platform, build_root)
-        recorded = json.loads(ref.record.read_text()).get("manifest_sha256") if ref.record else None
-        if recorded in (None, manifest_digest):
+        stale = stale_build(ref, artifact_dir, manifest_digest)
+        if stale is None:
             return ref
-        log.info("the build of %s was made from another request.yaml (%s): rebuilding", name, recorded[:12])
+        log.info("the build of %s is stale (%s): rebuilding", name, stale)
     except ImageNotAvailable:
         log.info("no build of %s for %s yet: building", name, platform)
     from packager.image import (

@@ -38,6 +38,7 @@ from packager.errors import BuildFailed, NotReproducible
 from packager.image.plan import (
     PACKAGE_ROOT,
     Inputs,
+    harness_source_sha256,
     load_inputs,
     platform_epoch,
     platform_plan,
@@ -231,6 +232,7 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
     oci.write_file(build_dir / PLAN_NAME, oci.readable_json(plan))
     finished = time.time()
     record = make_record(manifest, lock_sha, index, images, started, finished, time.monotonic() - t0)
+    record["harness_sha256"] = harness_source_sha256(opts.harness_root)
     # The build's times stay in the record; the SBOM and provenance are functions of the inputs.
     provenance.write_sbom(build_dir / SBOM_NAME, manifest, lock, platforms, index, max(img.epoch for img in images))
     provenance.write_provenance(build_dir / PROVENANCE_NAME, manifest, lock, lock_sha, index, images)

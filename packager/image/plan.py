@@ -134,6 +134,17 @@ def harness_files(root: Path = PACKAGE_ROOT) -> list[tuple[Path, str]]:
     return [(p, f"{APP_DIR}/packager/{p.relative_to(root).as_posix()}") for p in sorted(wanted)]
 
 
+def harness_source_sha256(root: Path = PACKAGE_ROOT) -> str:
+    """One digest of the files the harness layer is made from (their image paths and bytes).
+
+    The build record keeps it so that a later run can tell whether an existing build still holds
+    this checkout's harness: the manifest and the lock alone do not say so."""
+    h = hashlib.sha256()
+    for src, dest in harness_files(root):
+        h.update(f"{dest}\0{hashlib.sha256(src.read_bytes()).hexdigest()}\n".encode())
+    return h.hexdigest()
+
+
 def _imported_modules(node: ast.AST, path: Path, root: Path) -> list[tuple[str, ...]]:
     """Module paths inside ``packager`` (as parts) that an import node names."""
     if isinstance(node, ast.Import):
