@@ -140,3 +140,25 @@ def forget_image(docker_client, image_id: str) -> None:
 
 # Imported by the modules that use it; session scope builds it once for all of them.
 unique_artifact = pytest.fixture(scope="session")(_unique_artifact)
+
+
+def assert_two_thread_points_of_one_image(board_db: Path):
+    """A run-time sweep over threads 1 and 2 at batch 1: one sweep group of two verified results of ONE
+    image, each with its own signed run config. Returns the sweep for further checks."""
+    import json
+
+    import sqlalchemy as sa
+
+    from packager.scoreboard.store import Board, results
+    from packager.scoreboard.sweeps import list_sweeps, load_sweep
+
+    with Board(f"sqlite:///{board_db}") as board:
+        with board.engine.connect() as conn:
+            rows = conn.execute(sa.select(results.c.image_digest, results.c.detail)).all()
+        (summary,) = list_sweeps(board)
+        sweep = load_sweep(board, summary.id)
+    assert len(rows) == 2 and len({r.image_digest for r in rows}) == 1
+    configs = sorted(json.dumps(json.loads(r.detail)["predicate"]["run"]["run_config"], sort_keys=True) for r in rows)
+    assert configs == ['{"batch": 1, "threads": 1}', '{"batch": 1, "threads": 2}']
+    assert sweep is not None and (sweep.summary.done, sweep.summary.failed) == (2, 0)
+    return sweep

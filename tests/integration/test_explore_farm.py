@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from localslurm import Board, LocalCluster
+from runner_helpers import assert_two_thread_points_of_one_image
 
 pytestmark = [pytest.mark.slurm, pytest.mark.docker, pytest.mark.slow]
 
@@ -61,18 +62,4 @@ def test_explore_on_slurm_runs_each_point_once_as_a_farm_job(tmp_path, shared_sa
     assert [j["status"] for j in journal] == ["done", "done"]
     assert again.stdout.count("kept") >= 2, again.stdout
 
-    import sqlalchemy as sa
-
-    from packager.scoreboard.store import Board as ScoreBoard
-    from packager.scoreboard.store import results
-    from packager.scoreboard.sweeps import list_sweeps, load_sweep
-
-    with ScoreBoard(f"sqlite:///{root / 'board.db'}") as board:
-        with board.engine.connect() as conn:
-            rows = conn.execute(sa.select(results.c.image_digest, results.c.detail)).all()
-        (summary,) = list_sweeps(board)
-        sweep = load_sweep(board, summary.id)
-    assert len(rows) == 2 and len({r.image_digest for r in rows}) == 1
-    configs = sorted(json.dumps(json.loads(r.detail)["predicate"]["run"]["run_config"], sort_keys=True) for r in rows)
-    assert configs == ['{"batch": 1, "threads": 1}', '{"batch": 1, "threads": 2}']
-    assert sweep is not None and (sweep.summary.done, sweep.summary.failed) == (2, 0)
+    assert_two_thread_points_of_one_image(root / "board.db")

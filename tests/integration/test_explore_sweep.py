@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runner_helpers import cli
+from runner_helpers import assert_two_thread_points_of_one_image, cli
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -104,20 +104,7 @@ def test_sweep_resumes_after_kill_and_publishes_verified_points_of_one_image(tmp
     assert not _containers_of(root / "sweep" / "points")
 
     # 3. the board: one sweep group, two verified results of ONE image, each with its own run config
-    import sqlalchemy as sa
-
-    from packager.scoreboard.store import Board, results
-    from packager.scoreboard.sweeps import list_sweeps, load_sweep
-
-    with Board(f"sqlite:///{root / 'board.db'}") as board:
-        with board.engine.connect() as conn:
-            rows = conn.execute(sa.select(results.c.image_digest, results.c.detail)).all()
-        (summary,) = list_sweeps(board)
-        sweep = load_sweep(board, summary.id)
-    assert len(rows) == 2 and len({r.image_digest for r in rows}) == 1
-    configs = sorted(json.dumps(json.loads(r.detail)["predicate"]["run"]["run_config"], sort_keys=True) for r in rows)
-    assert configs == ['{"batch": 1, "threads": 1}', '{"batch": 1, "threads": 2}']
-    assert sweep is not None and (sweep.summary.done, sweep.summary.failed) == (2, 0)
+    sweep = assert_two_thread_points_of_one_image(root / "board.db")
     assert any(sweep.on_frontier(p) for p in sweep.points)
     for j in journal:
         ok = cli("verify", j["bundle"], "--trust", str(root / "keys" / "signing.pub"), "--dataset", str(shared_sample),
