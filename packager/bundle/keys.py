@@ -33,13 +33,15 @@ PASSPHRASE_ENV = "REQUEST_PACK_PASSPHRASE"  # the signing key's passphrase: neve
 
 
 def read_passphrase(file: Path | None = None) -> bytes | None:
-    """The first line of FILE, else $REQUEST_PACK_PASSPHRASE, else None (an unencrypted key)."""
+    """FILE's bytes without trailing line ends, else $REQUEST_PACK_PASSPHRASE, else None (an unencrypted key)."""
     if file is not None:
         data = wire.read_regular(Path(os.path.realpath(file)), MAX_KEY_BYTES,
                                  error=lambda m: KeyFileError(f"cannot read passphrase file: {m}"), shown=str(file))
-        return data.splitlines()[0] if data.strip(b"\r\n") else None
+        return data.rstrip(b"\r\n") or None
     value = os.environ.get(PASSPHRASE_ENV)
     return value.encode() if value else None
+
+
 Role = Literal["author", "evaluator", "any"]
 # Sub-directories of a trust directory name the role of the keys inside them.
 ROLE_DIRS: dict[str, Role] = {"authors": "author", "evaluators": "evaluator"}

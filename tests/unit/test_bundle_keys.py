@@ -98,3 +98,16 @@ def test_empty_trust_is_an_error(tmp_path: Path) -> None:
         TrustStore.load([], None)
     with pytest.raises(KeyFileError, match="trust directory does not exist"):
         TrustStore.load([], tmp_path / "nope")
+
+
+def test_a_passphrase_file_is_read_whole_without_its_trailing_line_ends(tmp_path: Path, monkeypatch) -> None:
+    from packager.bundle.keys import PASSPHRASE_ENV, read_passphrase
+
+    monkeypatch.delenv(PASSPHRASE_ENV, raising=False)
+    (tmp_path / "p").write_bytes(b"correct horse\r\n")
+    assert read_passphrase(tmp_path / "p") == b"correct horse"
+    (tmp_path / "empty").write_bytes(b"\n")
+    assert read_passphrase(tmp_path / "empty") is None
+    assert read_passphrase(None) is None
+    monkeypatch.setenv(PASSPHRASE_ENV, "battery staple")
+    assert read_passphrase(None) == b"battery staple"
