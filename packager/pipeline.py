@@ -157,7 +157,8 @@ def _image(artifact_dir: Path, manifest_digest: str, name: str, platform: Platfo
 def image_for(artifact: Path, *, platform: Platform | None = None, engine: str = "docker",
               build_root: Path | None = None) -> ImageRef:
     """Step 1 alone: the artifact's image pinned by digest, built (and loaded) only when no build of this
-    request.yaml exists. A sweep asks once and keys its points by the digest."""
+    request.yaml, request.lock and harness exists (``stale_build``). A sweep asks once and keys its points
+    by the digest."""
     artifact_dir = artifact.parent if artifact.name == MANIFEST_NAME else artifact
     manifest = load_manifest(artifact)
     build_root = build_root or default_build_root(artifact_dir)
