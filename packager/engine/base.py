@@ -125,6 +125,11 @@ def local_ref(name: str, platform: Platform, tag: str = "latest") -> str:
     return f"localhost/request-pack/{name}:{tag}-{platform.slug}"
 
 
+def mounts_inside(mounts: list[dict] | None, root: Path) -> bool:
+    """Whether one of an inspected container's ``Mounts`` (docker's and podman's shape) is ``root`` or below it."""
+    return any(isinstance(m.get("Source"), str) and Path(m["Source"]).is_relative_to(root) for m in mounts or [])
+
+
 # --- the interface -----------------------------------------------------------------------------
 
 
@@ -189,6 +194,17 @@ class Engine(ABC):
 
     def close(self) -> None:
         """Release connections (the ssh transport's sessions); the engine is not used afterwards."""
+
+    def containers_mounting(self, root: Path, label: str) -> list[str]:
+        """Ids of this engine's containers (running or not) labelled ``label`` with a mount inside ``root``.
+
+        A killed job or sweep leaves its container in the engine, writing into the directory a
+        resumed attempt is about to use; only the engine can find it again."""
+        raise EngineUnavailable(f"{self.name} cannot list the containers it keeps", fix="--engine docker or --engine podman")
+
+    def remove_container(self, cid: str) -> None:
+        """Stop and forget container ``cid``, whatever state it is in."""
+        raise EngineUnavailable(f"{self.name} cannot remove the containers it keeps", fix="--engine docker or --engine podman")
 
     # --- built on the above ---
 

@@ -26,6 +26,7 @@ from packager.engine.base import (
     Engine,
     ImageInfo,
     extract_stream,
+    mounts_inside,
     skopeo_copy,
 )
 from packager.errors import BuildFailed, EngineUnavailable
@@ -268,6 +269,19 @@ class Docker(Engine):
             self.client.volumes.get(name)
         except docker.errors.NotFound:
             self.client.volumes.create(name, labels={"request-pack": "run"})
+
+    def containers_mounting(self, root: Path, label: str) -> list[str]:
+        root = root.resolve()
+        return [c.id for c in self.client.containers.list(all=True, filters={"label": label})
+                if mounts_inside(c.attrs.get("Mounts"), root)]
+
+    def remove_container(self, cid: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.containers.get(cid).remove(force=True)
+        except docker.errors.NotFound:
+            pass
 
     def remove_volume(self, name: str) -> None:
         import docker.errors

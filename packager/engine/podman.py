@@ -22,6 +22,7 @@ from packager.engine.base import (
     ContainerSpec,
     Engine,
     ImageInfo,
+    mounts_inside,
     skopeo_copy,
 )
 from packager.errors import BuildFailed, EngineUnavailable
@@ -119,6 +120,19 @@ class Podman(Engine):
 
     def remove_image(self, ref: str) -> None:
         subprocess.run([*self.argv, "image", "rm", ref], capture_output=True)
+
+    def containers_mounting(self, root: Path, label: str) -> list[str]:
+        # buildah's working containers are not listed (podman ps --external would): buildah runs in the foreground.
+        try:
+            ids = self.cli("ps", "-a", "-q", "--no-trunc", "--filter", f"label={label}").split()
+            inspected = json.loads(self.cli("container", "inspect", *ids)) if ids else []
+        except (subprocess.CalledProcessError, json.JSONDecodeError) as e:
+            raise EngineUnavailable(f"podman cannot list its containers: {str(getattr(e, 'stderr', '') or e).strip()[-300:]}") from e
+        root = root.resolve()
+        return [c["Id"] for c in inspected if mounts_inside(c.get("Mounts"), root)]
+
+    def remove_container(self, cid: str) -> None:
+        subprocess.run([*self.argv, "rm", "-f", cid], capture_output=True)
 
     def start(self, spec: ContainerSpec) -> Container:
         if spec.gpus:

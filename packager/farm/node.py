@@ -30,7 +30,8 @@ import sys
 from pathlib import Path
 
 from packager.cache import sha256_digest
-from packager.errors import CheckFailed, RequestPackError
+from packager.engine import get_engine
+from packager.errors import CheckFailed, EngineUnavailable, RequestPackError
 from packager.farm.store import (
     ATTEMPTS_NAME,
     DONE_NAME,
@@ -43,6 +44,8 @@ from packager.farm.store import (
 )
 
 log = logging.getLogger(__name__)
+# The label the runner puts on every container it starts (run/runner.py).
+RUN_LABEL = "request-pack.run"
 
 
 def _attempt(job_dir: Path, event: str, **extra: object) -> None:
@@ -51,23 +54,17 @@ def _attempt(job_dir: Path, event: str, **extra: object) -> None:
         "job_id": os.environ.get("SLURM_JOB_ID"), "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0")), **extra})
 
 
-def remove_stale_containers(job_dir: Path) -> list[str]:
+def remove_stale_containers(job_dir: Path, engine: str = "docker") -> list[str]:
     """Step 3: containers of the local engine with a mount inside ``job_dir`` (only an earlier attempt has one)."""
     try:
-        ids = subprocess.run(["docker", "ps", "-q", "--filter", "label=request-pack.run"], capture_output=True,
-                             text=True, timeout=60).stdout.split()
-        if not ids:
-            return []
-        inspected = json.loads(subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
-                                              timeout=60).stdout or "[]")
-    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as e:
-        log.warning("cannot list containers of earlier attempts: %s", e)
+        eng = get_engine(engine)
+        stale = eng.containers_mounting(job_dir, RUN_LABEL)
+        for cid in stale:
+            log.warning("removing container %s of an earlier attempt", cid[:12])
+            eng.remove_container(cid)
+    except (EngineUnavailable, OSError) as e:
+        log.warning("cannot remove the containers of earlier attempts: %s", e)
         return []
-    root = str(job_dir.resolve()) + os.sep
-    stale = [c["Id"] for c in inspected if any(str(m.get("Source", "")).startswith(root) for m in c.get("Mounts", []))]
-    for cid in stale:
-        log.warning("removing container %s of an earlier attempt", cid[:12])
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=120)
     return stale
 
 
