@@ -461,11 +461,11 @@ def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platfo
     t = time.monotonic()
     out = opts.out / "points" / f"{point.index + 1:03d}-{key[:12]}"
     digest = ref.index_digest or ref.config_digest
-    if out.exists() and opts.engine == "docker":
+    if out.exists():
         # A sweep killed with -9 leaves its point's container running: it would write into the stage it resumes.
         from packager.farm.node import remove_stale_containers
 
-        remove_stale_containers(out)
+        remove_stale_containers(out, opts.engine)
     try:
         ev = evaluate(artifact_dir, opts.dataset, out, key=opts.key, platform=platform, engine=opts.engine,
                       build_root=opts.build_root, progress=progress, stages=stages, resume=out.exists(),
