@@ -47,6 +47,7 @@ from packager.errors import (
 from packager.inputs import archive, debian, download, pypi, sourcebuild, wheels
 from packager.inputs.lockfile import (
     LOCK_VERSION,
+    NIX_BUILDER_PACKAGES,
     AptSourceEntry,
     ConversionLock,
     DatasetLock,
@@ -124,10 +125,12 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
     plat_locks = dict(previous.platforms) if previous else {}
     plat_locks = {k: v for k, v in plat_locks.items() if Platform(k) in manifest.platforms}
     plat_locks.update(resolved)
+    builder = _resolve_builder(manifest, plat_locks, cache, offline=offline,
+                               update=Platform.AMD64.value not in resolved or Platform.AMD64.value in lent)
     new = Lock(lock_version=LOCK_VERSION, generator="request-pack", artifact=manifest.name,
                manifest_sha256=manifest.digest(), model=model, dataset=data_lock, templates=template_hashes(),
                python=PythonTarget.of(manifest.base_system), platforms=dict(sorted(plat_locks.items())),
-               components=components)
+               components=components, builder=builder)
     _convert_if_possible(manifest, new, cache, selected)
     changed = _write_if_changed(lock_path, new.to_bytes())
     log.info("%s %s", "wrote" if changed else "unchanged", lock_path)
@@ -355,6 +358,33 @@ def _resolve_platforms(manifest: Manifest, selected: list[Platform], cache: Cach
                               packages=deb_entries),
             wheels=wheel_entries)
     return out
+
+
+def _resolve_builder(manifest: Manifest, plat_locks: dict[str, PlatformLock], cache: Cache, *, offline: bool,
+                     update: bool) -> DebianLock | None:
+    """The Nix builder's own .debs (pigz, fakeroot and what they need) that the amd64 platform does not lock.
+
+    Resolved with the amd64 platform's packages; only the packages it does not name are recorded, with
+    snapshot locations like every other .deb.
+    """
+    amd64 = plat_locks.get(Platform.AMD64.value)
+    if amd64 is None:
+        return None  # no amd64 .debs, so no Nix builder either (nix.generate refuses such a lock)
+    res = debian.resolve(cache, Platform.AMD64.debian_arch, manifest.system.mirror, manifest.system.suite,
+                         [*manifest.packages_for(Platform.AMD64), *NIX_BUILDER_PACKAGES], update=update and not offline)
+    # By name: the builder runs them with the platform's locked libc and zlib (a later point release may
+    # offer newer ones, which are not what the builder unpacks).
+    have = {d.name for d in amd64.debian.packages}
+    extra = [d for d in res.packages if d.name not in have]
+    todo = [d for d in extra if not cache.has(d.sha256)]
+    if todo and offline:
+        raise CacheMissError(f"nix builder deb {todo[0].filename} is not in the cache and --offline forbids downloading")
+    for d in todo:
+        download.fetch(cache, d.sha256, [d.url], name=d.filename)
+    return DebianLock(arch=res.arch, suite=manifest.system.suite,
+                      sources=[AptSourceEntry(url=s.url, suite=s.suite, component=s.component) for s in res.sources],
+                      packages=[DebEntry(**vars(d), locations=debian.snapshot_locations(cache.object_path(d.sha256)))
+                                for d in extra])
 
 
 def _built_wheels(manifest: Manifest, plat: Platform, sdists: list[sourcebuild.Sdist], cache: Cache) -> list[WheelEntry]:

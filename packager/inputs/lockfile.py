@@ -39,6 +39,9 @@ from packager.repo import DOCKERFILE_TEMPLATES
 log = logging.getLogger(__name__)
 
 LOCK_VERSION = 1
+# What the Nix derivation runs besides the amd64 platform's own .debs (python3, GNU tar): pigz compresses
+# every layer with zlib, as our writer does; fakeroot lets GNU tar rewrite the base layer's owners and modes.
+NIX_BUILDER_PACKAGES = ("pigz", "fakeroot")
 TEMPLATE_DIR = DOCKERFILE_TEMPLATES
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -180,11 +183,14 @@ class Lock(Wire):
     components: dict[str, Sha256] | None = Field(
         None, description="every component and parent manifest the manifest used (docs/components.md), by path from "
                           "the checkout: a change to one makes the lock stale; absent for a manifest without use:")
+    builder: DebianLock | None = Field(
+        None, description="the Nix witness's own tools (nix/README.md): the amd64 .debs of NIX_BUILDER_PACKAGES that the "
+                          "linux/amd64 platform does not lock already; in no image; absent without linux/amd64")
 
     @model_serializer(mode="wrap")
     def _omit_absent(self, handler):
-        # a lock of a manifest without components keeps its bytes
-        return {k: v for k, v in handler(self).items() if not (k == "components" and v is None)}
+        # a lock of a manifest without components (or without a builder section) keeps its bytes
+        return {k: v for k, v in handler(self).items() if not (k in ("components", "builder") and v is None)}
 
     @field_validator("platforms")
     @classmethod
@@ -271,6 +277,9 @@ def locked_objects(lock: Lock, platforms: list[str] | None = None) -> list[Locke
         out += [LockedObject(f"{key} build input {f.filename} of {w.filename}", f.sha256, f.size, f.url,
                              locations=tuple(f.locations or ()))
                 for w in pl.wheels if w.build for f in w.build.inputs()]
+    if lock.builder is not None:
+        out += [LockedObject(f"nix builder deb {d.filename}", d.sha256, d.size, d.url, locations=tuple(d.locations or ()))
+                for d in lock.builder.packages]
     return out
 
 
