@@ -1,0 +1,114 @@
+"""Check 4 of ``verify``: the signed metrics recomputed from the bundle's own records.
+
+Top-1/top-5 from predictions.jsonl and the ground truth (a labels file, a local
+copy of the data set, or the bundle's labels.tsv); the run config and host power
+against the runner's record; the stage's input count from the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from packager.bundle.contents import BundleFiles, Skip, json_file
+from packager.bundle.knobs import RUN_RECORD_NAME, run_config_problems
+from packager.bundle.labels import read_labels
+from packager.bundle.power import host_power_problems
+from packager.bundle.statement import LABELS_NAME, MANIFEST_NAME
+from packager.errors import BadInput, MetricsMismatch
+from packager.results import (
+    METRICS_NAME,
+    PREDICTIONS_NAME,
+    Accuracy,
+    Metrics,
+    accuracy_from,
+)
+
+ACCURACY_TOLERANCE = 1e-9  # top-1/top-5 are ratios of the same integers; only float noise may differ
+
+
+@dataclass(frozen=True)
+class TruthSource:
+    labels: Path | None = None
+    dataset: Path | None = None
+
+
+def check_metrics(b: BundleFiles, source: TruthSource, accuracy_box: list[Accuracy]) -> str:
+    st = b.statement_or_skip()
+    metrics = b.models.get(METRICS_NAME)
+    if not isinstance(metrics, Metrics) or b.predictions is None:
+        raise Skip(f"{METRICS_NAME} or {PREDICTIONS_NAME} unreadable (see check 5)")
+    labels = source.labels
+    if labels is None and source.dataset is not None:
+        truth = _dataset_truth(b, source.dataset)
+        truth_name = f"dataset {source.dataset}"
+    elif labels is not None:
+        try:
+            truth = read_labels(labels)
+        except ValueError as e:
+            raise BadInput(str(e), file=labels) from None
+        truth_name = str(labels)
+    else:
+        if b.file(LABELS_NAME) is None:
+            raise MetricsMismatch(f"no ground truth: the bundle has no {LABELS_NAME} and neither --labels nor --dataset was given")
+        if b.labels is None:
+            raise Skip(f"{LABELS_NAME} unreadable (see check 5)")
+        truth = b.labels
+        truth_name = f"bundle {LABELS_NAME}"
+
+    problems: list[str] = []
+    if metrics != st.predicate.metrics:
+        problems.append(f"{METRICS_NAME} differs from the metrics in the signed predicate")
+    ids = [p.id for p in b.predictions]
+    if len(set(ids)) != len(ids):
+        problems.append(f"{PREDICTIONS_NAME} has {len(ids) - len(set(ids))} duplicate id(s)")
+    unlabeled = [i for i in ids if i not in truth]
+    if unlabeled:
+        raise MetricsMismatch(f"{len(unlabeled)} prediction(s) have no label in {truth_name}, e.g. {unlabeled[0]!r}")
+    got = accuracy_from(b.predictions, truth)
+    accuracy_box.append(got)
+    claim = metrics.accuracy
+    for fname in ("samples", "correct_top1", "correct_top5"):
+        if getattr(claim, fname) != getattr(got, fname):
+            problems.append(f"{fname} claimed {getattr(claim, fname)}, recomputed {getattr(got, fname)}")
+    for fname in ("top1", "top5"):
+        if abs(getattr(claim, fname) - getattr(got, fname)) > ACCURACY_TOLERANCE:
+            problems.append(f"{fname} claimed {getattr(claim, fname):.6f}, recomputed {getattr(got, fname):.6f}")
+    stage = st.predicate.stage
+    if metrics.stage != stage or st.predicate.run.stage != stage:
+        problems.append(f"stage {metrics.stage!r} in {METRICS_NAME} vs {stage!r} in the statement")
+    if st.predicate.run.samples != got.samples:
+        problems.append(f"statement run.samples {st.predicate.run.samples} vs {got.samples} predictions")
+    record = b.file(RUN_RECORD_NAME)
+    run_record = json_file(b, RUN_RECORD_NAME, record) if record is not None else None
+    problems += run_config_problems(st, metrics, run_record)
+    problems += host_power_problems(st, run_record)
+    expected = _expected_samples(b, stage, len(truth))
+    if expected is not None and got.samples != expected:
+        problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")
+    if problems:
+        raise MetricsMismatch("; ".join(problems))
+    return f"top-1 {got.top1:.4f} ({got.correct_top1}/{got.samples}), top-5 {got.top5:.4f} ({got.correct_top5}/{got.samples}) vs {truth_name}"
+
+
+def _dataset_truth(b: BundleFiles, root: Path) -> dict[str, int]:
+    """Ground truth read from a local copy of the dataset, the way the harness reads it."""
+    from packager.harness.dataset import DatasetSpec, load_dataset, resolve, truth
+
+    manifest = b.models.get(MANIFEST_NAME)
+    ds = getattr(manifest, "dataset", None)
+    hint = DatasetSpec(root=root) if ds is None else DatasetSpec(root=root, layout=ds.layout, labels=ds.labels, images=ds.images, synsets=ds.synsets)
+    # The user's copy may be in another layout than the manifest's (an ILSVRC2012 directory with val.txt):
+    # read it as the run did, by the layout the signed metrics record, else by detection.
+    metrics = b.models.get(METRICS_NAME)
+    recorded = (getattr(metrics, "dataset", None) or {}).get("layout")
+    return truth(load_dataset(resolve(root, hint, layout=recorded if isinstance(recorded, str) else None)))
+
+
+def _expected_samples(b: BundleFiles, stage: str, n_labels: int) -> int | None:
+    """The stage's input count from the bundle's manifest, capped by the labelled inputs."""
+    manifest = b.models.get(MANIFEST_NAME)
+    if manifest is None:
+        return n_labels if stage == "full" else None
+    wanted = getattr(manifest.run.stages, stage).samples  # type: ignore[attr-defined]
+    return n_labels if wanted is None else min(wanted, n_labels)
