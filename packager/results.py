@@ -58,6 +58,29 @@ class ThroughputStats(_Wire):
     images_per_s: float = Field(ge=0)
 
 
+class MultiStreamStats(_Wire):
+    """MLPerf MultiStream: queries of ``samples_per_query`` samples issued one after another; a query's latency
+    runs from its issue to its last sample's completion. The metric is the 99th percentile of the per-query
+    latency (LoadGen's early-stopping estimate of it, when enough queries ran). Per query of 8 images: never
+    comparable with a SingleStream (one-image) latency."""
+
+    scenario: Literal["MultiStream"] = "MultiStream"
+    samples_per_query: int = Field(ge=1)
+    batch_size: int = Field(ge=1, description="samples the SUT ran per backend call (the query's 8 at once, or 1 by 1)")
+    count: int = Field(ge=0, description="queries")
+    mean_s: float
+    p50_s: float
+    p90_s: float
+    p99_s: float
+    min_s: float
+    max_s: float
+    early_stopping_p99_s: float | None = Field(
+        None, description="LoadGen's early-stopping estimate of the p99 per-query latency (MLPerf's MultiStream "
+                          "metric); null when too few queries ran for one")
+    queries: str | None = Field(None, description="the per-query latency records (LoadGen's own, from its trace) "
+                                                   "in the outputs, from which the figures are recomputed")
+
+
 class Power(_Wire):
     probe: str
     peak_w: float | None = None
@@ -135,6 +158,7 @@ class Metrics(_Wire):
     accuracy: Accuracy
     latency: LatencyStats | None = None
     throughput: list[ThroughputStats] = Field(default_factory=list)
+    multistream: MultiStreamStats | None = Field(None, description="MultiStream per-query latency, when it ran")
     power: Power
     footprint: Footprint
     price_usd: float | None = None
