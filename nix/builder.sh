@@ -14,13 +14,23 @@
 #    file layer (harness, model) of every platform again from the files Nix
 #    listed (gnuTarLayers); the sha256 of its tar must be a diff_id in one of
 #    the image configs our writer made, or the build fails;
+#    The base layer too: GNU tar unpacks the base tar and writes it again under
+#    fakeroot (faked-sysv + libfakeroot-sysv.so from the locked builder .debs),
+#    which keeps the owners and setuid/setgid modes an unprivileged builder
+#    cannot put on disk; host leftovers are left out by --exclude, as
+#    layers.rootfs_entries drops them;
+#    and every tar is compressed by pigz (one thread, one block: zlib's deflate,
+#    as Python's gzip) from the locked pigz .deb; with the header's OS byte set
+#    to 255 as Python writes it, the blob's sha256 must be a layer digest of our
+#    manifests, and every layer of every manifest must have been made this way;
 # 6. the JSON documents a second time: Nix wrote each config, manifest and the
 #    index with builtins.toJSON (jsonDocs), with placeholders that busybox fills
 #    in from the layer blobs (digest, size, diff_id = sha256 of the gunzipped
 #    blob) in the order our manifests list them; the index digest must be ours.
 #
 # Environment (set by the derivation): busybox, pythonDebs, ociPy, layersPy,
-# ociplanPy, witnessPy, planPath, witnessPath, tarDebs, gnuTarLayersPath, jsonDocsPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
+# ociplanPy, witnessPy, planPath, witnessPath, tarDebs, toolDebs (pigz, fakeroot, libfakeroot),
+# gnuTarLayersPath, jsonDocsPath, libdir (multiarch directory, e.g. x86_64-linux-gnu),
 # loader (ld.so name), pythonExe (the interpreter's file name, e.g. python3.11: the
 # base suite's, named in packager/platforms.py), out.
 set -eu
@@ -68,12 +78,29 @@ python -m packager.image.writer.ociplan "$planPath" "$out"
 #    same locked .debs; libc and the loader from the ones Python was unpacked from.
 troot="$TMPDIR/gnutar"
 "$bb" mkdir -p "$troot"
-unpack "$troot" $tarDebs
-gnutar() {
-    LC_ALL=C "$root/lib/$libdir/$loader" \
-        --library-path "$troot/lib/$libdir:$troot/usr/lib/$libdir:$root/lib/$libdir:$root/usr/lib/$libdir" \
-        "$troot/bin/tar" "$@"
+unpack "$troot" $tarDebs $toolDebs
+libpath="$troot/lib/$libdir:$troot/usr/lib/$libdir:$root/lib/$libdir:$root/usr/lib/$libdir"
+gnutar() { LC_ALL=C "$root/lib/$libdir/$loader" --library-path "$libpath" "$troot/bin/tar" "$@"; }
+pigz() { "$root/lib/$libdir/$loader" --library-path "$libpath" "$troot/usr/bin/pigz" "$@"; }
+# GNU tar as root to itself: libfakeroot answers its chown/mknod/stat from faked's records and
+# ignores EPERM from the real chmod (Nix's seccomp filter refuses setuid/setgid bits). The real
+# chown it would also try fails with EINVAL in the sandbox's user namespace (uid 0 is not mapped),
+# which it does not ignore: FAKEROOTDONTTRYCHOWN skips it, as the fakeroot script does.
+fakeroot_tar() {
+    FAKEROOTKEY="$fakekey" FAKEROOTDONTTRYCHOWN=1 LC_ALL=C "$root/lib/$libdir/$loader" --library-path "$libpath" \
+        --preload "$troot/usr/lib/$libdir/libfakeroot/libfakeroot-sysv.so" "$troot/bin/tar" "$@"
 }
+# pigz's largest block, in KiB: one block means no flush inside the stream, so its deflate
+# stream is zlib's one-call stream, the bytes Python's gzip (zlib, level 6) writes.
+PIGZ_BLOCK_KIB=524288
+layer_digests="$TMPDIR/layer-digests"  # every layer of our manifests
+for m in $("$bb" grep -o 'sha256:[0-9a-f]\{64\}' "$out/index.json"); do
+    for man in $("$bb" grep -o 'sha256:[0-9a-f]\{64\}' "$out/blobs/sha256/${m#sha256:}"); do
+        "$bb" grep -o '"layers":.*' "$out/blobs/sha256/${man#sha256:}" | "$bb" grep -o 'sha256:[0-9a-f]\{64\}' || true
+    done
+done | LC_ALL=C "$bb" sort -u > "$layer_digests"
+witnessed="$TMPDIR/witnessed"
+: > "$witnessed"
 configs="$TMPDIR/configs"
 : > "$configs"
 for blob in "$out"/blobs/sha256/*; do  # the image configs: small JSON blobs naming rootfs diff_ids
@@ -82,23 +109,64 @@ for blob in "$out"/blobs/sha256/*; do  # the image configs: small JSON blobs nam
     fi
 done
 checked=0
-witness_layer() {  # the staged tree of one layer, written by GNU tar; its sha256 must be a diff_id
-    [ -n "$role" ] || return 0
-    if [ -z "$("$bb" ls -A "$stage")" ]; then "$bb" rm -rf "$stage"; return 0; fi  # nothing to install
-    "$bb" find "$stage" -type d -exec "$bb" chmod 755 {} \;
-    tops=$(cd "$stage" && LC_ALL=C "$bb" ls -A)
-    (cd "$stage" && gnutar --create --file="$TMPDIR/layer.tar" --sort=name --mtime=@"$epoch" --clamp-mtime \
-        --owner=0 --group=0 --numeric-owner --format=pax \
-        --pax-option=exthdr.name=././@PaxHeader,delete=atime,delete=ctime $tops)
+witness_tar() {  # $TMPDIR/layer.tar, GNU tar's: its sha256 must be a diff_id, pigz's gzip of it a layer digest
     digest=$("$bb" sha256sum "$TMPDIR/layer.tar" | "$bb" cut -d' ' -f1)
     if ! "$bb" grep -q "sha256:$digest" "$configs"; then
         echo "request-pack nix builder: GNU tar's $role layer (epoch $epoch) is sha256:$digest, which is no diff_id of the images our writer made" >&2
         exit 1
     fi
     echo "GNU tar agrees: $role layer (epoch $epoch) diff_id sha256:$digest"
+    size=$("$bb" stat -c %s "$TMPDIR/layer.tar")
+    if [ "$size" -gt $((PIGZ_BLOCK_KIB * 1024)) ]; then
+        echo "request-pack nix builder: the $role layer (epoch $epoch) is $size bytes before gzip, above pigz's one-block cap of $((PIGZ_BLOCK_KIB * 1024)) bytes (-b $PIGZ_BLOCK_KIB): its gzip bytes cannot be witnessed" >&2
+        exit 1
+    fi
+    pigz -n -6 -p 1 -b "$PIGZ_BLOCK_KIB" -c "$TMPDIR/layer.tar" > "$TMPDIR/layer.tar.gz"
+    # byte 9 of the gzip header names the OS: pigz writes 3 (Unix), Python's gzip 255 (unknown)
+    printf '\377' | "$bb" dd of="$TMPDIR/layer.tar.gz" bs=1 seek=9 count=1 conv=notrunc 2>/dev/null
+    blob=$("$bb" sha256sum "$TMPDIR/layer.tar.gz" | "$bb" cut -d' ' -f1)
+    if ! "$bb" grep -qx "sha256:$blob" "$layer_digests"; then
+        echo "request-pack nix builder: pigz's gzip of the $role layer (epoch $epoch, diff_id sha256:$digest) is sha256:$blob, which is no layer digest of our manifests" >&2
+        exit 1
+    fi
+    echo "pigz agrees: $role layer (epoch $epoch) digest sha256:$blob"
+    echo "sha256:$blob" >> "$witnessed"
     checked=$((checked + 1))
-    "$bb" rm -rf "$stage" "$TMPDIR/layer.tar"
+    "$bb" rm -f "$TMPDIR/layer.tar" "$TMPDIR/layer.tar.gz"
 }
+witness_layer() {  # the staged tree of one layer, written by GNU tar
+    [ -n "$role" ] || return 0
+    if [ -z "$("$bb" ls -A "$stage")" ]; then  # nothing to install: GNU tar's empty archive
+        gnutar --create --file="$TMPDIR/layer.tar" --format=pax --files-from=/dev/null
+    else
+        "$bb" find "$stage" -type d -exec "$bb" chmod 755 {} \;
+        tops=$(cd "$stage" && LC_ALL=C "$bb" ls -A)
+        (cd "$stage" && gnutar --create --file="$TMPDIR/layer.tar" --sort=name --mtime=@"$epoch" --clamp-mtime \
+            --owner=0 --group=0 --numeric-owner --format=pax \
+            --pax-option=exthdr.name=././@PaxHeader,delete=atime,delete=ctime $tops)
+    fi
+    witness_tar
+    "$bb" rm -rf "$stage"
+}
+witness_base() {  # witness_base TAR: the base root filesystem, unpacked and written again by GNU tar under fakeroot
+    base="$TMPDIR/base"
+    "$bb" rm -rf "$base"; "$bb" mkdir -p "$base"
+    fakeroot_tar --extract --file="$1" --directory="$base" --numeric-owner
+    tops=$(cd "$base" && LC_ALL=C "$bb" ls -A)
+    # what layers.rootfs_entries leaves out (_DROP_EXACT, _DROP_UNDER, "-old" backups, __pycache__),
+    # as GNU tar exclusion patterns: anchored at the layer root, '*' crossing '/'
+    (cd "$base" && fakeroot_tar --create --file="$TMPDIR/layer.tar" --sort=name --mtime=@"$epoch" --clamp-mtime \
+        --numeric-owner --format=pax --pax-option=exthdr.name=././@PaxHeader,delete=atime,delete=ctime \
+        --anchored --exclude=etc/hostname --exclude=etc/resolv.conf --exclude=etc/machine-id \
+        --exclude=var/lib/dbus/machine-id --exclude='var/lib/dpkg/*-old' --exclude='var/cache/debconf/*-old' \
+        --exclude='etc/*-old' --exclude='*/__pycache__' --exclude='dev/*' --exclude='proc/*' --exclude='sys/*' \
+        --exclude='run/*' --exclude='tmp/*' --exclude='var/tmp/*' --exclude='var/log/*' --exclude='var/cache/apt/*' \
+        --exclude='var/lib/apt/lists/*' $tops)
+    "$bb" chmod -R u+rwX "$base"; "$bb" rm -rf "$base"
+    witness_tar
+}
+fakekey=$("$root/lib/$libdir/$loader" --library-path "$libpath" "$troot/usr/bin/faked-sysv")
+fakepid=${fakekey#*:}; fakekey=${fakekey%%:*}
 # A wheel installed as PEP 427 says and our writer does (layers.wheel_entries), in shell:
 # members by scheme, #!python scripts, console-script launchers, INSTALLER and RECORD.
 tab=$(printf '\t')
@@ -174,6 +242,7 @@ install_wheel() {  # install_wheel WHEEL FILENAME into $stage
 role=""; stage="$TMPDIR/stage"
 while read -r kind a b c d; do
     case "$kind" in
+        rootfs) witness_layer; role="$a"; epoch="$b"; witness_base "$c"; role="" ;;
         layer) witness_layer; role="$a"; epoch="$b"; "$bb" mkdir -p "$stage" ;;
         wheels)
             witness_layer; role="$a"; epoch="$b"; site="$c"; include="$d"; "$bb" mkdir -p "$stage"
@@ -187,7 +256,14 @@ while read -r kind a b c d; do
     esac
 done < "$gnuTarLayersPath"
 witness_layer
+"$bb" kill "$fakepid" 2>/dev/null || true
 [ "$checked" -gt 0 ] || { echo "request-pack nix builder: no layer was checked with GNU tar" >&2; exit 1; }
+LC_ALL=C "$bb" sort -u "$witnessed" > "$witnessed.sorted"
+if ! "$bb" cmp -s "$layer_digests" "$witnessed.sorted"; then
+    echo "request-pack nix builder: layers of our manifests that GNU tar and pigz did not make: $("$bb" grep -vxF -f "$witnessed.sorted" "$layer_digests" | "$bb" tr '\n' ' ')" >&2
+    exit 1
+fi
+echo "every layer witnessed: $("$bb" wc -l < "$layer_digests") distinct layer blobs, by GNU tar and pigz"
 
 # 6. config, manifests and index from Nix's JSON, the blanks filled from the blobs themselves.
 blobs="$out/blobs/sha256"

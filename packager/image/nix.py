@@ -74,6 +74,9 @@ _STORE_NAME_BAD = re.compile(r"[^A-Za-z0-9+\-._?=]")
 
 # GNU tar and its libraries: the second writer of the file layers' tar bytes (nix/builder.sh), never our Python.
 GNU_TAR_DEBS = ("tar", "libacl1", "libselinux1", "libpcre2-8-0")
+# From the lock's builder section (inputs.lockfile.NIX_BUILDER_PACKAGES and what they pull in): the gzip of
+# every layer again (pigz, zlib's deflate) and GNU tar as root for the base layer (fakeroot's faked-sysv, libfakeroot).
+NIX_TOOL_DEBS = ("pigz", "fakeroot", "libfakeroot")
 
 
 def builder_debs(system: BaseSystem) -> tuple[str, ...]:
@@ -355,11 +358,17 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     if missing:
         raise BadInput(f"the Nix builder's Python needs {', '.join(missing)} in the {BUILDER_PLATFORM.value} lock "
                        "(add python3 to system.packages)", file=lock_path, field="platforms")
+    if lock.builder is None or any(n not in {d.name for d in lock.builder.packages} for n in NIX_TOOL_DEBS):
+        raise BadInput(f"the lock has no builder section with {', '.join(NIX_TOOL_DEBS)} (the Nix witness's pigz and "
+                       "fakeroot): re-lock with `request-pack lock`", file=lock_path, field="builder")
     pins = _Pins(cache, {o.sha256: o.name for o in locked_objects(lock)})
     python_debs = [pins.ref(cache.object_path(d.sha256), name=d.filename, label=f"{BUILDER_PLATFORM.value} deb {d.filename}")
                    for n in required + BUILDER_DEBS_OPTIONAL if (d := by_name.get(n))]
     tar_debs = [pins.ref(cache.object_path(by_name[n].sha256), name=by_name[n].filename,
                          label=f"{BUILDER_PLATFORM.value} deb {by_name[n].filename}") for n in GNU_TAR_DEBS]
+    tools = {d.name: d for d in lock.builder.packages}
+    tool_debs = [pins.ref(cache.object_path(tools[n].sha256), name=tools[n].filename,
+                          label=f"nix builder deb {tools[n].filename}") for n in NIX_TOOL_DEBS]
     code = {key: pins.ref(REPO_ROOT / rel, name=rel) for key, rel in
             (("oci_py", "packager/image/writer/oci.py"), ("layers_py", "packager/image/writer/layers.py"),
              ("ociplan_py", "packager/image/writer/ociplan.py"),
@@ -397,6 +406,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
         "pins": pins.context(),
         "python_debs": [r.binding for r in python_debs],
         "tar_debs": [r.binding for r in tar_debs],
+        "tool_debs": [r.binding for r in tool_debs],
         **{k: r.binding for k, r in code.items()},
         "plan": plan,
         "witness": witness,

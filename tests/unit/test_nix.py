@@ -83,6 +83,11 @@ def synthetic(tmp_path: Path) -> tuple[Path, Cache]:
     wheels = [WheelEntry(name="packaging", version="24.2", filename="packaging-24.2-py3-none-any.whl", size=len(wheel),
                          sha256=cache.put_bytes(wheel), url="https://pypi.invalid/", requested=True)]
     cache.put_bytes(model)
+    tools = []
+    for name in nix.NIX_TOOL_DEBS:
+        data = _deb(name)
+        tools.append(DebEntry(name=name, version="1.0", architecture="amd64", filename=f"{name}_1.0_amd64.deb",
+                              size=len(data), sha256=cache.put_bytes(data), url="http://deb.invalid/"))
     lock = Lock(lock_version=1, generator="request-pack", artifact=manifest.name, manifest_sha256=manifest.digest(),
                 model=ModelLock(sha256=model_sha, filename="model.onnx",
                                 source=ModelSourceLock(kind="file", sha256=model_sha, size=len(model), path="model.onnx")),
@@ -91,7 +96,8 @@ def synthetic(tmp_path: Path) -> tuple[Path, Cache]:
                     debian=DebianLock(arch="amd64", suite="bookworm",
                                       sources=[AptSourceEntry(url="http://deb.invalid/debian", suite="bookworm", component="main")],
                                       packages=debs),
-                    wheels=wheels)})
+                    wheels=wheels)},
+                builder=DebianLock(arch="amd64", suite="bookworm", sources=[], packages=tools))
     (art / "request.lock").write_bytes(lock.to_bytes())
     # The base tar as rootfs.build_rootfs caches it, so no mmdebstrap runs.
     key = recipe_key(Platform.AMD64, plan.debs_of(lock, Platform.AMD64), EPOCH)
@@ -429,3 +435,24 @@ def test_witness_accepts_a_base_made_of_the_debs_and_names_a_changed_file(tmp_pa
     (tmp_path / "short.tar").write_bytes(_tar({k: v for k, v in good.items() if "copyright" not in k}))
     with pytest.raises(w.WitnessFailed, match="copyright of tool_1.0_amd64.deb is missing"):
         w.witness({**spec, "tar": str(tmp_path / "short.tar")})
+
+
+def test_builder_tools_are_pinned_from_the_lock_and_carried_like_every_locked_deb(synthetic, tmp_path):
+    from packager.inputs.lockfile import load_lock, locked_objects
+
+    art, cache = synthetic
+    lock = load_lock(art / "request.lock")
+    names = {o.name for o in locked_objects(lock)}  # what fetch, archive and fetch --from carry
+    assert {f"nix builder deb {n}_1.0_amd64.deb" for n in nix.NIX_TOOL_DEBS} <= names
+    expr = _generate(art, cache, tmp_path)
+    text = expr.default_nix.read_text()
+    for n in nix.NIX_TOOL_DEBS:
+        pin = next(p for p in expr.pins if p.label == f"nix builder deb {n}_1.0_amd64.deb")
+        assert pin.sha256 in text
+    assert "toolDebs = [ " in text
+    # a lock made before the builder section existed: refused before any file is written, naming the field
+    (art / "request.lock").write_bytes(lock.model_copy(update={"builder": None}).to_bytes())
+    out = _cli(str(art), "--platform", "linux/amd64", "--cache", str(cache.root), "--out", str(tmp_path / "o"))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "builder" in out.stdout + out.stderr and "re-lock" in out.stdout + out.stderr
+    assert not (tmp_path / "o" / "default.nix").exists()
