@@ -200,17 +200,27 @@ class Outcome:
     bundle: str | None = None
     bundle_digest: str | None = None
     error: str | None = None
+    # The figures (FIGURES), each with what produced it: top-1 over ``samples`` images of ``dataset`` (the
+    # metrics' note: which images, e.g. "not the validation set"); ``p90_ms`` the SingleStream 90th percentile
+    # (one image per query, so the batch knob does not move it); ``images_per_s`` the best Offline rate and
+    # ``offline_batch`` the batch size it came at; ``measurement`` the class, mode/execution/driver.
     top1: float | None = None
+    samples: int | None = None
+    dataset: str | None = None
     p90_ms: float | None = None
     images_per_s: float | None = None
+    offline_batch: int | None = None
+    measurement: str | None = None
     wall_s: float = 0.0
 
     def journal_line(self) -> str:
         record = {"key": self.key, "index": self.point.index, "knobs": self.point.knobs(), "status": self.status,
                   "image_digest": self.image_digest, "bundle": self.bundle, "bundle_digest": self.bundle_digest,
-                  "error": self.error, "top1": self.top1, "p90_ms": self.p90_ms, "images_per_s": self.images_per_s,
-                  "wall_s": round(self.wall_s, 3)}
+                  "error": self.error, **{f: getattr(self, f) for f in FIGURES}, "wall_s": round(self.wall_s, 3)}
         return json.dumps(record, sort_keys=True) + "\n"
+
+
+FIGURES = ("top1", "samples", "dataset", "p90_ms", "images_per_s", "offline_batch", "measurement")
 
 
 def read_journal(path: Path) -> dict[str, dict[str, Any]]:
@@ -451,8 +461,8 @@ def _record_stamp(ref: ImageRef) -> tuple[int, int] | None:
 
 def _kept(point: Point, key: str, seen: Mapping[str, Any]) -> Outcome:
     return Outcome(point, key, "kept" if seen.get("status") == "done" else "failed", seen.get("image_digest"),
-                   seen.get("bundle"), seen.get("bundle_digest"), seen.get("error"), seen.get("top1"), seen.get("p90_ms"),
-                   seen.get("images_per_s"), float(seen.get("wall_s") or 0.0))
+                   seen.get("bundle"), seen.get("bundle_digest"), seen.get("error"),
+                   **{f: seen.get(f) for f in FIGURES}, wall_s=float(seen.get("wall_s") or 0.0))
 
 
 def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platform: Platform, stages: str,
@@ -475,9 +485,8 @@ def _run_point(artifact_dir: Path, point: Point, key: str, ref: ImageRef, platfo
     except RequestPackError as e:
         log.warning("point %d (%s) failed: %s", point.index + 1, point.label(), e)
         return Outcome(point, key, "failed", digest, error=str(e).splitlines()[0][:2000], wall_s=time.monotonic() - t)
-    last = ev.stages[-1]
     return Outcome(point, key, "done", ev.image.index_digest or ev.image.config_digest, str(ev.bundle),
-                   top1=last.top1, p90_ms=_p90_ms(last.out), images_per_s=last.images_per_s, wall_s=time.monotonic() - t)
+                   **stage_figures(ev.stages[-1].out), wall_s=time.monotonic() - t)
 
 
 def _farm_points(variant_dir: Path, pending: list[tuple[Point, str]], platform: Platform, stages: str, opts: Options,
@@ -509,31 +518,52 @@ def _farm_points(variant_dir: Path, pending: list[tuple[Point, str]], platform: 
     for fkey, (point, key) in jobs.items():
         c = collected.get(fkey)
         if c is not None and c.ok and c.bundle is not None:
-            top1, p90, ips = _figures(c.job_dir / last)
-            yield point, Outcome(point, key, "done", job.image_digest, str(c.bundle), c.bundle_digest, top1=top1,
-                                 p90_ms=p90, images_per_s=ips)
+            yield point, Outcome(point, key, "done", job.image_digest, str(c.bundle), c.bundle_digest,
+                                 **stage_figures(c.job_dir / last))
         else:
             why = f"farm job {fkey[:12]}: {c.outcome}: {c.reason}" if c is not None else f"farm job {fkey[:12]}: no result"
             yield point, Outcome(point, key, "failed", job.image_digest, error=why[:2000])
 
 
-def _figures(stage_dir: Path) -> tuple[float | None, float | None, float | None]:
-    """top-1, SingleStream p90 (ms) and the best Offline rate of a finished stage's metrics.json."""
+def stage_figures(stage_dir: Path) -> dict[str, Any]:
+    """The FIGURES of a finished stage, from its metrics.json (none when it cannot be read)."""
     from packager.results import METRICS_NAME, Metrics
 
     try:
         m = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text())
     except (OSError, ValueError):
-        return None, None, None
-    return (m.accuracy.top1, m.latency.p90_s * 1e3 if m.latency else None,
-            max((t.images_per_s for t in m.throughput), default=None))
+        return {}
+    best = max(m.throughput, key=lambda t: t.images_per_s, default=None)
+    return {"top1": m.accuracy.top1, "samples": m.accuracy.samples, "dataset": m.dataset_note,
+            "p90_ms": m.latency.p90_s * 1e3 if m.latency else None,
+            "images_per_s": best.images_per_s if best else None, "offline_batch": best.batch_size if best else None,
+            "measurement": m.measurement.key if m.measurement else None}
 
 
-def _p90_ms(stage_dir: Path) -> float | None:
-    from packager.results import METRICS_NAME, Metrics
+SUMMARY_COLUMNS = ("#", "knobs", "status", "class", "top-1 (images)", "SingleStream p90 ms", "Offline img/s (batch)",
+                   "wall s", "frontier")
 
-    m = Metrics.model_validate_json((stage_dir / METRICS_NAME).read_text())
-    return m.latency.p90_s * 1e3 if m.latency else None
+
+def summary(result: Result, stage: str, dataset: Path) -> tuple[list[list[str]], list[str]]:
+    """The summary table's rows (``SUMMARY_COLUMNS``) and the notes that say what produced every figure."""
+    front = {p.key for _, p in iter_frontier(result)}
+    rows = []
+    for o in result.outcomes:
+        rows.append([str(o.point.index + 1), o.point.label(), o.status, o.measurement or "-",
+                     f"{o.top1:.4f} ({o.samples})" if o.top1 is not None else "-",
+                     f"{o.p90_ms:.2f}" if o.p90_ms is not None else "-",
+                     f"{o.images_per_s:.1f} ({o.offline_batch})" if o.images_per_s is not None else "-",
+                     f"{o.wall_s:.1f}", "*" if o.key in front else ""])
+    notes = sorted({o.dataset for o in result.outcomes if o.dataset})
+    classes = sorted({o.measurement for o in result.outcomes if o.measurement})
+    return rows, [
+        f"{stage} stage on {dataset}: {'; '.join(notes) or 'no finished point'}",
+        "top-1: fraction of the stage's images (how many, in brackets) answered right; SingleStream p90: 90th "
+        "percentile latency at one image per query, which the batch knob does not change; Offline: the best rate "
+        "over the batch sizes run (the batch, in brackets)",
+        f"class: mode/execution/driver ({', '.join(classes) or 'none'}); the frontier (*) is computed within each "
+        "class on the board, over top-1, SingleStream p90 and the Offline rate",
+    ]
 
 
 def iter_frontier(result: Result) -> Iterator[tuple[str, SweepPoint]]:

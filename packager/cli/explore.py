@@ -48,7 +48,7 @@ def explore_cmd(
 
     from rich.table import Table
 
-    from packager.explore import Options, explore, iter_frontier, load_space
+    from packager.explore import SUMMARY_COLUMNS, Options, explore, iter_frontier, load_space, summary
     from packager.manifest import load_manifest
     from packager.repo import default_sample_dataset
 
@@ -72,18 +72,13 @@ def explore_cmd(
 
         result = explore(artifact, spec, opts, report=report,
                          progress=lambda stage: progress_fn(bar, f"  {stage}"))
+    rows, notes = summary(result, spec.stage, opts.dataset)
     table = Table(title=f"sweep {result.sweep_id} of {result.artifact} ({len(result.image_digests)} image digest(s), "
-                        f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)")
-    table.caption = (f"{spec.stage} stage (quick mode) on {opts.dataset}: top-1 over the stage's images of that data set, "
-                     "p90 = SingleStream latency, img/s = best Offline rate; classes per point on the board")
-    for col in ("#", "knobs", "status", "top-1", "p90 ms", "img/s", "wall s", "pareto"):
-        table.add_column(col, justify="left" if col in ("knobs", "status") else "right")
-    front = {p.key for _, p in iter_frontier(result)}
-    for o in result.outcomes:
-        table.add_row(str(o.point.index + 1), escape(o.point.label()), o.status,
-                      f"{o.top1:.4f}" if o.top1 is not None else "-", f"{o.p90_ms:.2f}" if o.p90_ms is not None else "-",
-                      f"{o.images_per_s:.1f}" if o.images_per_s is not None else "-", f"{o.wall_s:.1f}",
-                      "*" if o.key in front else "")
+                        f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)", caption=escape("\n".join(notes)))
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="left" if col in ("knobs", "status", "class") else "right")
+    for row in rows:
+        table.add_row(*map(escape, row))
     console.print(table)
     for cls, p in iter_frontier(result):
         console.print(f"frontier ({escape(cls)}): {escape(' '.join(f'{k}={v}' for k, v in p.knobs.items()) or 'defaults')} "

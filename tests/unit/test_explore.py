@@ -13,15 +13,20 @@ from packager.bundle.keys import TrustStore, generate_keypair
 from packager.errors import BadInput
 from packager.explore import (
     JOURNAL,
+    FIGURES,
+    SUMMARY_COLUMNS,
     Options,
     Outcome,
     Point,
+    Result,
     append_journal,
     derive_variant,
     explore,
     parse_space,
     read_journal,
     same_as_parent,
+    stage_figures,
+    summary,
     variant_name,
 )
 from packager.runconfig import RunConfig
@@ -120,6 +125,35 @@ def test_journal_keeps_whole_lines_and_the_last_word(tmp_path: Path) -> None:
     assert list(got) == ["k1"] and got["k1"]["status"] == "done" and got["k1"]["knobs"] == {"run.threads": 1}
     append_journal(path, Outcome(p, "k3", "done", None).journal_line())  # the line after a torn tail is not lost with it
     assert list(read_journal(path)) == ["k1", "k3"]
+
+
+def test_the_summary_says_what_produced_each_figure(tmp_path: Path) -> None:
+    from packager.results import METRICS_NAME, Measurement, Metrics
+
+    out = synthetic.write_result_dir(tmp_path / "stage", synthetic.Spec(samples=5, top1_hits=4, latency_s=0.010))
+    m = Metrics.model_validate_json((out / METRICS_NAME).read_text())
+    m = m.model_copy(update={"measurement": Measurement(mode="quick", execution="native", driver="loadgen"),
+                             "throughput": [m.throughput[0].model_copy(update={"batch_size": 1, "images_per_s": 90.0}),
+                                            m.throughput[0].model_copy(update={"batch_size": 32, "images_per_s": 210.0})]})
+    (out / METRICS_NAME).write_text(m.model_dump_json())
+    figures = stage_figures(out)
+    assert figures == {"top1": 0.8, "samples": 5, "dataset": synthetic.SYNTHETIC_NOTE, "p90_ms": pytest.approx(11.0),
+                       "images_per_s": 210.0, "offline_batch": 32, "measurement": "quick/native/loadgen"}
+    assert stage_figures(tmp_path / "nothing") == {}
+    done = Outcome(Point(0, RunConfig(threads=2, batch=32)), "k1", "done", None, **figures, wall_s=1.25)
+    failed = Outcome(Point(1, RunConfig(threads=1)), "k2", "failed", None, error="boom")
+    # what a resumed sweep reads back from its journal is what it wrote
+    journal = tmp_path / JOURNAL
+    append_journal(journal, done.journal_line())
+    assert {f: read_journal(journal)["k1"][f] for f in FIGURES} == figures
+    result = Result("s1", "demo-ort", tmp_path, (done, failed), frozenset(), 0, None, 3.0)
+    rows, notes = summary(result, "functional", tmp_path / "sample")
+    assert len(SUMMARY_COLUMNS) == len(rows[0]) and "SingleStream p90 ms" in SUMMARY_COLUMNS
+    assert rows == [["1", "run.threads=2 run.batch=32", "done", "quick/native/loadgen", "0.8000 (5)", "11.00",
+                     "210.0 (32)", "1.2", ""],
+                    ["2", "run.threads=1", "failed", "-", "-", "-", "-", "0.0", ""]]
+    assert notes[0] == f"functional stage on {tmp_path / 'sample'}: {synthetic.SYNTHETIC_NOTE}"
+    assert "the batch knob does not change" in notes[1] and "(quick/native/loadgen)" in notes[2]
 
 
 def _sweep_board(tmp_path: Path) -> str:
