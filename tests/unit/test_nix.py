@@ -310,14 +310,17 @@ def test_store_names_are_valid():
     assert re.fullmatch(r"[A-Za-z0-9+\-._?=]+", nix.store_name("a b/c~d"))
 
 
-def _layout(root: Path, files: dict[str, bytes]) -> None:
+def _layout(root: Path, files: dict[str, bytes], archs: tuple[str, ...] = ("amd64",)) -> None:
     blobs = root / "blobs" / "sha256"
-    entries = [oci.Entry(p, "file", size=len(d), open=lambda d=d: io.BytesIO(d)) for p, d in files.items()]
-    layer = oci.write_layer(entries, blobs, EPOCH)
-    plat = oci.platform_json("linux", "amd64", None)
-    cfg = oci.write_blob(blobs, oci.image_config(plat, [layer.diff_id], {}, [{"created_by": "t: model layer"}], EPOCH), oci.MT_CONFIG)
-    man = oci.write_blob(blobs, oci.image_manifest(cfg, [layer.descriptor]), oci.MT_MANIFEST, platform=plat)
-    oci.write_layout(root, oci.write_blob(blobs, oci.image_index([man]), oci.MT_INDEX), "latest")
+    mans = []
+    for arch in archs:
+        entries = [oci.Entry(p, "file", size=len(d), open=lambda d=d: io.BytesIO(d)) for p, d in files.items()]
+        layer = oci.write_layer(entries, blobs, EPOCH)
+        plat = oci.platform_json("linux", arch, None)
+        cfg = oci.write_blob(blobs, oci.image_config(plat, [layer.diff_id], {}, [{"created_by": "t: model layer"}], EPOCH),
+                             oci.MT_CONFIG)
+        mans.append(oci.write_blob(blobs, oci.image_manifest(cfg, [layer.descriptor]), oci.MT_MANIFEST, platform=plat))
+    oci.write_layout(root, oci.write_blob(blobs, oci.image_index(mans), oci.MT_INDEX), "latest")
 
 
 def test_compare_layouts_names_the_first_differing_layer_and_file(tmp_path):
@@ -329,6 +332,22 @@ def test_compare_layouts_names_the_first_differing_layer_and_file(tmp_path):
     diff = nix.compare_layouts(tmp_path / "a", tmp_path / "b")
     assert not diff.equal
     assert "model layer" in diff.detail and "opt/b.txt: content differs" in diff.detail
+
+
+def test_a_one_platform_nix_build_is_compared_with_that_platform_of_the_engine_index(tmp_path):
+    # `nix --platform linux/amd64 --check` beside a build of every platform: like with like, by manifest digest
+    _layout(tmp_path / "engine", {"opt/a.txt": b"one"}, archs=("amd64", "arm64"))
+    _layout(tmp_path / "nix-amd64", {"opt/a.txt": b"one"})
+    _layout(tmp_path / "nix-other", {"opt/a.txt": b"two"})
+    _layout(tmp_path / "nix-riscv", {"opt/a.txt": b"one"}, archs=("riscv64",))
+    same = nix.compare_layouts(tmp_path / "nix-amd64", tmp_path / "engine")
+    assert same.equal and same.nix_index != same.engine_index
+    amd64 = oci.read_json_blob(tmp_path / "engine", same.engine_index)["manifests"][0]["digest"]
+    assert f"linux/amd64 manifest {amd64}" in same.detail and "holds 2 platforms, this one 1" in same.detail
+    other = nix.compare_layouts(tmp_path / "nix-other", tmp_path / "engine")
+    assert not other.equal and "opt/a.txt: content differs" in other.detail and '"amd64"' in other.detail
+    assert not nix.compare_layouts(tmp_path / "nix-riscv", tmp_path / "engine").equal  # not one of the engine's
+    assert not nix.compare_layouts(tmp_path / "engine", tmp_path / "nix-amd64").equal  # nix built more than the engine
 
 
 # --- flake and command line --------------------------------------------------------------------------
