@@ -45,6 +45,7 @@ KINDS: dict[str, tuple[str, str | None, frozenset[str]]] = {
 }
 SECTION_KINDS = {"model": "model", "framework": "framework", "dataset": "dataset",
                  "preprocessing": "preprocessing", "target": "target"}
+PER_PLATFORM = ("frameworks", "runs")  # platform -> a framework, platform -> run settings
 SOURCE_ONLY = ("parent", "runtime")  # keys of the source form that the resolved manifest has not
 Origin = dict[tuple, str]
 
@@ -246,9 +247,10 @@ def resolve(file: Path, schema: type[BaseModel]) -> Resolved:
     reader = _Reader(components_root(file.parent))
     source, src_origin = _source(reader, file, depth=0)
     composed = "parent" in reader.read(file, "manifest") or _uses(source)
-    if not composed:
+    if not composed and "runs" not in source:
         return Resolved(dict(source), src_origin, dict(reader.files), False)
-    return _Resolution(reader, schema, source, src_origin, reader.shown(file)).run()
+    # runs: alone is resolved too (each entry over run:), yet the manifest stays its own resolution
+    return _Resolution(reader, schema, source, src_origin, reader.shown(file)).run(composed)
 
 
 def _uses(source: dict) -> bool:
@@ -323,27 +325,48 @@ class _Resolution:
                 return self.src_origin[path[:n]]
         return self.shown
 
-    def run(self) -> Resolved:
+    def run(self, composed: bool = True) -> Resolved:
         out: dict[str, Any] = {}
         model = self.source.get("model")
         if isinstance(model, dict):  # first: a model component may bring the expectations section
             out["model"] = self.section("model", model, ("model",))
         for key, value in self.source.items():
-            if key in SOURCE_ONLY or key in out or (key == "frameworks" and value is None):
-                continue  # frameworks: null drops a parent's frameworks per platform
+            if key in SOURCE_ONLY or key in out or (key in PER_PLATFORM and value is None):
+                continue  # frameworks: null (runs: null) drops a parent's entries per platform
             if key in SECTION_KINDS and isinstance(value, dict) and "use" in value:
                 out[key] = self.section(SECTION_KINDS[key], value, (key,))
-            elif key == "frameworks" and isinstance(value, dict):
-                platforms = self.source.get("platforms")
-                # a parent's entry for a platform this manifest dropped goes with it; its own entries must match
-                value = {p: v for p, v in value.items()
-                         if self.who((key, p)) == self.shown or not isinstance(platforms, list) or p in platforms}
-                out[key] = {p: self.section("framework", v, (key, p)) if isinstance(v, dict) else v for p, v in value.items()}
+            elif key in PER_PLATFORM and isinstance(value, dict):
+                value = self.own_platforms(key, value)
+                if key == "frameworks":
+                    out[key] = {p: self.section("framework", v, (key, p)) if isinstance(v, dict) else v
+                                for p, v in value.items()}
+                else:
+                    out[key] = {p: self.platform_run(p, v) for p, v in value.items()}
             else:
                 out[key] = value
                 self.copy_origin((key,))
         self.collect(out)
-        return Resolved(out, self.origin, dict(self.reader.files), True)
+        return Resolved(out, self.origin, dict(self.reader.files), composed)
+
+    def own_platforms(self, key: str, value: dict) -> dict:
+        """A parent's entry for a platform this manifest dropped goes with it; its own entries must match."""
+        platforms = self.source.get("platforms")
+        return {p: v for p, v in value.items()
+                if self.who((key, p)) == self.shown or not isinstance(platforms, list) or p in platforms}
+
+    def platform_run(self, platform: str, value: Any) -> Any:
+        """``runs.<platform>``: the platform's fields merged over ``run:``, so the resolved entry stands alone."""
+        self.copy_origin(("runs", platform))
+        shared = self.source.get("run")
+        if not isinstance(value, dict) or not (shared is None or isinstance(shared, dict)):
+            return value  # the schema names what is wrong
+        schema = _allowed(self.schema, "run")[1]
+        base = dict(shared or {})
+        _mark(base, ("runs", platform), self.who(("run",)), self.origin)
+        for k in [k for k in self.src_origin if k[:1] == ("run",)]:
+            self.origin[("runs", platform, *k[1:])] = self.src_origin[k]
+        return merge(base, value, path=("runs", platform), schema=schema, base_file=self.who(("run",)),
+                     over_file=self.who(("runs", platform)), origin=self.origin)
 
     def copy_origin(self, path: tuple) -> None:
         for k, v in self.src_origin.items():

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from packager import compose
-from packager.errors import ManifestError
+from packager import compose, runconfig
+from packager.errors import BadInput, ManifestError
 from packager.platforms import (
     BASE_SYSTEMS,
     DEFAULT_SUITE,
@@ -305,6 +305,10 @@ class Run(_Strict):
     warmup: int = Field(10, ge=0)
     stages: Stages = Stages()
     min_duration_s: float = Field(0.0, ge=0)
+    knobs: dict[str, int | str | None] = Field(
+        default_factory=dict, description="run-time knobs every run starts from (packager/runconfig.py: threads, "
+        "inter_threads, batch, opt_level, execution_provider, target); --set run.KNOB=V overrides one; "
+        "null drops one that run: sets (runs: entries merge over run:)")
 
     @field_validator("batch_sizes")
     @classmethod
@@ -312,6 +316,21 @@ class Run(_Strict):
         if any(b < 1 for b in v):
             raise ValueError("batch sizes must be >= 1")
         return v
+
+    @field_validator("knobs")
+    @classmethod
+    def _knobs(cls, v: dict[str, int | str | None]) -> dict[str, int | str | None]:
+        try:
+            return runconfig.from_mapping(v, where="knobs").as_dict()
+        except BadInput as e:  # the field path is pydantic's to say
+            raise ValueError(e.message.removeprefix(f"{e.field}: ").removeprefix("knobs: ")) from None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):  # type: ignore[no-untyped-def]
+        return _omit_empty(handler(self), "knobs")
+
+    def run_config(self) -> runconfig.RunConfig:
+        return runconfig.from_mapping(self.knobs, where="run.knobs")
 
 
 class ReferenceOutputs(_Strict):
@@ -353,6 +372,8 @@ class Manifest(_Strict):
     system: DebianSystem = DebianSystem()
     python: Python = Python()
     run: Run = Run()
+    runs: dict[str, Run] = Field(default_factory=dict, description="platform -> its own run settings (run: with the "
+                                 "platform's overrides merged in)")
     expectations: Expectations = Expectations()
     target: Target = Target()
 
@@ -388,31 +409,52 @@ class Manifest(_Strict):
             raise ValueError(f"model.input.shape {shape} takes {'x'.join(map(str, spatial))} images, "
                              f"preprocessing.crop is {self.preprocessing.crop}")
         names = {p.value for p in self.platforms}
-        for where, keys in (("frameworks", self.frameworks), ("python.platform_requirements", self.python.platform_requirements),
+        for where, keys in (("frameworks", self.frameworks), ("runs", self.runs),
+                            ("python.platform_requirements", self.python.platform_requirements),
                             ("system.platform_packages", self.system.platform_packages)):
             for key in keys:
                 if key not in names:
                     raise ValueError(f"{where}: {key!r} is not one of platforms ({', '.join(sorted(names))})")
+        for platform in self.platforms:
+            # a knob the platform's framework would ignore would mislabel every result of that platform
+            framework = self.framework_for(platform).name
+            applies = runconfig.APPLIES.get(framework, frozenset())
+            wrong = sorted(set(self.run_for(platform).knobs) - applies)
+            if wrong:
+                where = f"runs.{platform.value}.knobs" if platform.value in self.runs else "run.knobs"
+                raise ValueError(f"{where}.{wrong[0]}: knob {wrong[0]!r} does not apply to framework {framework!r}, the "
+                                 f"framework of {platform.value} (it applies {', '.join(sorted(applies)) or 'none'})")
         return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):  # type: ignore[no-untyped-def]
-        return _omit_empty(handler(self), "frameworks")
+        return _omit_empty(handler(self), "frameworks", "runs")
 
     def framework_for(self, platform: Platform) -> Framework:
         return self.frameworks.get(platform.value, self.framework)
+
+    def run_for(self, platform: Platform) -> Run:
+        return self.runs.get(platform.value, self.run)
+
+    def run_config_for(self, platform: Platform, asked: runconfig.RunConfig = runconfig.RunConfig()) -> runconfig.RunConfig:
+        """The knobs a run of ``platform`` uses: the platform's ``run.knobs`` with every knob ``asked`` sets replaced.
+
+        This is what the harness is given, records in metrics.json and the bundle signs."""
+        return self.run_for(platform).run_config().merged(asked)
 
     def packages_for(self, platform: Platform) -> list[str]:
         return list(self.system.packages) + list(self.system.platform_packages.get(platform.value, ()))
 
     def for_platform(self, platform: Platform) -> "Manifest":
-        """This manifest as one platform sees it: its framework as ``framework``, its requirements and packages folded in.
+        """This manifest as one platform sees it: its framework as ``framework``, its run settings as ``run``, its
+        requirements and packages folded in.
 
-        The runner hands this to the harness, whose config reads ``framework`` alone.
+        The runner hands this to the harness, whose config reads ``framework`` and ``run`` alone.
         """
         python = Python(requirements=[*self.python.requirements, *self.python.platform_requirements.get(platform.value, ())])
         system = self.system.model_copy(update={"packages": self.packages_for(platform), "platform_packages": {}})
         return self.model_copy(update={"framework": self.framework_for(platform), "frameworks": {},
+                                       "run": self.run_for(platform), "runs": {},
                                        "python": python, "system": system})
 
     def canonical_json(self) -> bytes:

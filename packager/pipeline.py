@@ -274,9 +274,9 @@ def evaluator_key(key: Path | None) -> tuple[Path, Path]:
     return priv, pub
 
 
-def check_min_top1(manifest: Manifest, stage: str, top1: float) -> None:
-    """A stage below the manifest's ``min_top1`` fails, whoever ran it (this machine or a pod)."""
-    min_top1 = getattr(manifest.run.stages, stage).min_top1
+def check_min_top1(manifest: Manifest, stage: str, top1: float, platform: Platform) -> None:
+    """A stage below the platform's ``min_top1`` fails, whoever ran it (this machine or a pod)."""
+    min_top1 = getattr(manifest.run_for(platform).stages, stage).min_top1
     if top1 < min_top1:
         raise StageFailed(stage, f"top-1 {top1:.4f} is below the manifest's min_top1 {min_top1}")
 
@@ -365,14 +365,14 @@ def _run_stages(manifest, ref: ImageRef, eng, dataset: Path, out: Path, platform
         opts = RunOptions(stage=stage, dataset=dataset, out=stage_out, platform=platform, devices=devices, resume=resume,
                           mode=mode if stage == "full" else "quick", emulated_performance=emulated_performance,
                           dataset_layout=dataset_layout, run_config=run_config)
-        min_top1 = getattr(manifest.run.stages, stage).min_top1
+        min_top1 = getattr(manifest.run_for(platform).stages, stage).min_top1
         result = _finished(stage_out, ref, run_config) if resume else None
         if result is not None:
             log.info("%s stage already finished in %s (%.0f s then): kept", stage, stage_out, result.wall_s)
         else:
             result = _in_stage(stage, run_stage, manifest, ref, eng, opts, progress=progress(stage) if progress else None)
         summary = _summary(stage, result, min_top1)
-        check_min_top1(manifest, stage, summary.top1)
+        check_min_top1(manifest, stage, summary.top1, platform)
         summaries.append(summary)
         timings[stage] = time.monotonic() - t
     return summaries
@@ -415,6 +415,8 @@ def evaluate(
         raise BadInput("dataset directory does not exist", file=dataset)
     if stages not in STAGE_CHOICES:
         raise BadInput(f"stage {stages!r} is not one of {', '.join(STAGE_CHOICES)}", field="--stage")
+    # the platform's run.knobs under the asked ones: what the harness gets, records and the bundle signs
+    run_config = manifest.run_config_for(platform, run_config)
     run_config.check_applies(manifest.framework_for(platform).name)  # before anything is built
     build_root = build_root or default_build_root(artifact_dir)
     # The data set's layout and labels, on this machine, before anything is built (errors name the user's path).

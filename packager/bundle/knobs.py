@@ -59,3 +59,12 @@ def run_config_problems(statement: Statement, metrics: Metrics, run_record: obje
     if batch is not None and measured and measured != [batch]:
         problems.append(f"run config batch {batch} but Offline measured batch size(s) {measured}")
     return problems
+
+
+def platform_knob_problems(metrics: Metrics, knobs: Mapping[str, object]) -> list[str]:
+    """Every knob the manifest sets for the platform that ran (``run.knobs``, ``runs.<platform>.knobs``) is in the
+    run config the result claims: the runner starts from them, an asked knob only replaces one's value."""
+    claimed = metrics.run_config or {}
+    missing = sorted(k for k in knobs if k not in claimed)
+    return [f"the manifest's run.knobs of {metrics.platform} set {', '.join(missing)}, "
+            f"the run config {claimed or '{}'} in metrics.json lacks {'them' if len(missing) > 1 else 'it'}"] if missing else []

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.bundle.contents import BundleFiles, Skip, json_file
-from packager.bundle.knobs import RUN_RECORD_NAME, run_config_problems
+from packager.bundle.knobs import RUN_RECORD_NAME, platform_knob_problems, run_config_problems
 from packager.bundle.labels import read_labels
 from packager.bundle.power import host_power_problems
 from packager.bundle.statement import LABELS_NAME, MANIFEST_NAME
 from packager.errors import BadInput, MetricsMismatch
+from packager.manifest import Manifest, Run
 from packager.results import (
     METRICS_NAME,
     PREDICTIONS_NAME,
@@ -82,8 +83,10 @@ def check_metrics(b: BundleFiles, source: TruthSource, accuracy_box: list[Accura
     record = b.file(RUN_RECORD_NAME)
     run_record = json_file(b, RUN_RECORD_NAME, record) if record is not None else None
     problems += run_config_problems(st, metrics, run_record)
+    run = _platform_run(b, metrics.platform)
+    problems += platform_knob_problems(metrics, run.knobs if run is not None else {})
     problems += host_power_problems(st, run_record)
-    expected = _expected_samples(b, stage, len(truth))
+    expected = _expected_samples(b, stage, len(truth), metrics.platform)
     if expected is not None and got.samples != expected:
         problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")
     if problems:
@@ -105,10 +108,18 @@ def _dataset_truth(b: BundleFiles, root: Path) -> dict[str, int]:
     return truth(load_dataset(resolve(root, hint, layout=recorded if isinstance(recorded, str) else None)))
 
 
-def _expected_samples(b: BundleFiles, stage: str, n_labels: int) -> int | None:
-    """The stage's input count from the bundle's manifest, capped by the labelled inputs."""
+def _platform_run(b: BundleFiles, platform: str) -> Run | None:
+    """The run settings of the platform that ran, from the bundle's manifest (``runs.<platform>``, else ``run``)."""
     manifest = b.models.get(MANIFEST_NAME)
-    if manifest is None:
+    if not isinstance(manifest, Manifest):
+        return None
+    return manifest.runs.get(platform, manifest.run)
+
+
+def _expected_samples(b: BundleFiles, stage: str, n_labels: int, platform: str) -> int | None:
+    """The stage's input count from the platform's run settings in the bundle's manifest, capped by the labelled inputs."""
+    run = _platform_run(b, platform)
+    if run is None:
         return n_labels if stage == "full" else None
-    wanted = getattr(manifest.run.stages, stage).samples  # type: ignore[attr-defined]
+    wanted = getattr(run.stages, stage).samples
     return n_labels if wanted is None else min(wanted, n_labels)

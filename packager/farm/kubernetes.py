@@ -547,7 +547,7 @@ def seal(job_file: Path, results: Path, *, artifact_dir: Path, dataset: Path, ke
         except ValidationError as e:
             raise SchemaError(f"{job_dir / stage / METRICS_NAME}: not the harness's metrics.json: "
                               f"{e.error_count()} error(s), first: {e.errors()[0]['loc']} {e.errors()[0]['msg']}") from None
-        check_min_top1(manifest, stage, top1)
+        check_min_top1(manifest, stage, top1, job.platform)
     ref = image_from_record(artifact_dir, manifest.name, job.platform, build_root)
     if ref.index_digest != job.image_digest:
         raise ImageMismatch(f"the Job ran image {job.image_digest}, the build record {ref.record} names {ref.index_digest}")

@@ -24,7 +24,7 @@ from packager.harness.backends.base import BackendOptions
 from packager.harness.dataset import DatasetSpec
 from packager.harness.errors import ConfigError
 from packager.harness.preprocess import PreprocessParams
-from packager.runconfig import RunConfig
+from packager.runconfig import RunConfig, from_mapping
 
 # The run modes, and what MLPerf's mlperf.conf (v6.1) asks of resnet50's performance sample count.
 # Here and not in scenarios.py: this module is imported by the entry point (--help included), which
@@ -33,7 +33,7 @@ MODES = ("quick", "submission")
 SUBMISSION_PERFORMANCE_SAMPLES = 1024
 
 _SECTION_KEYS = {
-    "run": {"scenarios", "batch_sizes", "warmup", "stages", "min_duration_s"},
+    "run": {"scenarios", "batch_sizes", "warmup", "stages", "min_duration_s", "knobs"},
     "framework": {"name", "version", "options"},
     "framework.options": {"threads", "target", "opt_level", "execution_providers", "tuning_log"},
     "dataset": {"layout", "labels", "images", "synsets", "note"},
@@ -137,7 +137,12 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
     fw = _check_keys("framework", data.get("framework"))
     opts = _check_keys("framework.options", fw.get("options"))
     eps = opts.get("execution_providers")
-    knobs = o.pop("run_config", None) or RunConfig()
+    # the platform's run.knobs (request.json is the platform's view), each replaced by a knob the run was given
+    run = _check_keys("run", data.get("run"))
+    try:
+        knobs = from_mapping(run.get("knobs"), where="run.knobs").merged(o.pop("run_config", None) or RunConfig())
+    except RequestPackError as e:
+        raise ConfigError(e.message) from None
     backend_name = o.get("backend") or fw.get("name", "onnxruntime")
     try:
         knobs.check_applies(backend_name, where="--run-config")
@@ -155,7 +160,6 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
         extra={"tuning_log": opts["tuning_log"]} if opts.get("tuning_log") else {},
     )
     o.pop("threads", None)
-    run = _check_keys("run", data.get("run"))
     if knobs.batch:
         o["batch_sizes"] = (knobs.batch,)
     stage = o.pop("stage", "functional")

@@ -35,7 +35,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from packager.cache import default_root as default_cache_root
@@ -618,16 +618,17 @@ def harness_argv(manifest: Manifest, opts: RunOptions, image_digest: str, model:
         # keep the scenarios short; accuracy is still computed on every sample.
         # A handful of samples asked for means a handful of queries too: the reference backend
         # takes seconds per image under QEMU.
-        cap = opts.samples or manifest.run.stages.functional.samples if opts.stage == "functional" else opts.samples
+        run = manifest.run_for(opts.platform)
+        cap = opts.samples or run.stages.functional.samples if opts.stage == "functional" else opts.samples
         sizes = {k: (min(v, cap) if cap and k != "warmup" else v) for k, v in EMULATED_SCENARIOS.items()}
         argv += [f"--{k}={v}" for k, v in sizes.items()]
         if cap:
             # Offline cycles the samples into full batches, warm-up and calibration included: a
             # batch of 32 is 64+ emulated inferences (about 8 s each for EfficientNet-Lite0 on
             # onnxruntime under QEMU 10), so no batch is larger than the handful of samples.
-            batches = sorted({min(b, cap) for b in manifest.run.batch_sizes})
+            batches = sorted({min(b, cap) for b in run.batch_sizes})
             argv += ["--batch-sizes", ",".join(map(str, batches))]
-            if opts.stage == "functional" and "SingleStream" in manifest.run.scenarios:
+            if opts.stage == "functional" and "SingleStream" in run.scenarios:
                 # Emulated Offline throughput says nothing either, and the accuracy pass already
                 # runs a batch: a functional stage under QEMU measures SingleStream only.
                 argv += ["--scenarios", "SingleStream"]
@@ -648,7 +649,7 @@ def check_dataset(manifest: Manifest, opts: RunOptions) -> tuple[DatasetSpec, in
     ds = manifest.dataset
     hint = DatasetSpec(opts.dataset, ds.layout, ds.labels, ds.images, ds.synsets, ds.note)
     spec = resolve(opts.dataset, hint, opts.dataset_layout)
-    count = opts.samples if opts.samples is not None else getattr(manifest.run.stages, opts.stage).samples
+    count = opts.samples if opts.samples is not None else getattr(manifest.run_for(opts.platform).stages, opts.stage).samples
     n = len(load_dataset(spec, count=count))
     log.info("dataset %s: %s (%s), %d sample(s) for the %s stage", opts.dataset, spec.layout, spec.chosen, n, opts.stage)
     return spec, n
@@ -666,7 +667,9 @@ def run_stage(manifest: Manifest, ref: ImageRef, engine: Engine, opts: RunOption
     """Run the harness in the image for one stage; ``StageFailed`` names the stage when it does not pass."""
     if opts.stage not in ("functional", "full"):
         raise BadInput(f"stage {opts.stage!r} is not 'functional' or 'full'", field="--stage")
-    # A knob the framework does not apply is refused here, before a container starts.
+    # The platform's run.knobs under the asked ones; a knob the framework does not apply is refused here,
+    # before a container starts.
+    opts = replace(opts, run_config=manifest.run_config_for(opts.platform, opts.run_config))
     opts.run_config.check_applies(manifest.framework_for(opts.platform).name)
     opts.out.mkdir(parents=True, exist_ok=True)
     # Always written: it says what the stage was asked to do, and images without a baked config read it.

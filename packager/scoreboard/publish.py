@@ -242,7 +242,8 @@ def _row(
     framework_version = env.frameworks.get(framework) or (ran.version if ran else "")
     if manifest is not None:
         device = next((d.kind for d in manifest.devices if d.required), manifest.devices[0].kind if manifest.devices else "cpu")
-        min_top1 = getattr(manifest.run.stages, p.stage).min_top1
+        ran_on = Platform.parse(m.platform) if m.platform in {x.value for x in manifest.platforms} else None
+        min_top1 = getattr((manifest.run_for(ran_on) if ran_on else manifest.run).stages, p.stage).min_top1
         price = m.price_usd if m.price_usd is not None else manifest.target.price_usd
     else:
         device, min_top1, price = "cpu", None, m.price_usd

@@ -17,6 +17,7 @@ from packager.errors import BadInput, ManifestError
 from packager.inputs.lock import freshness
 from packager.manifest import load_composed, load_manifest, resolved_yaml
 from packager.platforms import Platform
+from packager.runconfig import RunConfig
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "resolved"
@@ -123,6 +124,52 @@ def test_frameworks_per_platform(repo: Path) -> None:
     assert "frameworks" in text
 
 
+def test_run_settings_per_platform(repo: Path) -> None:
+    m = load_manifest(repo / "artifacts/efficientnet-lite0")
+    armv7, amd64 = Platform.parse("linux/arm/v7"), Platform.parse("linux/amd64")
+    # the arm/v7 entry replaces two fields of run: and keeps the rest (stages, scenarios)
+    assert (m.run_for(armv7).batch_sizes, m.run_for(armv7).warmup) == ([1, 4], 2)
+    assert m.run_for(armv7).stages == m.run.stages and m.run_for(amd64) == m.run and m.run.batch_sizes == [1, 32]
+    view = m.for_platform(armv7)  # the run-config.json and request.json of arm/v7
+    assert view.run.batch_sizes == [1, 4] and not view.runs and "runs" not in view.model_dump()
+    # a change to the shared run: reaches the platform's entry, unless the entry sets the field
+    d = load_manifest(write(repo / "artifacts/d/request.yaml",
+                            {"parent": "../efficientnet-lite0", "name": "d", "run": {"warmup": 5, "min_duration_s": 1}}))
+    assert (d.run_for(armv7).warmup, d.run_for(armv7).min_duration_s, d.run_for(amd64).warmup) == (2, 1, 5)
+    # a derivation that drops the platform drops its entry; runs: null drops them all
+    int8 = load_manifest(repo / "artifacts/efficientnet-lite0-ort-int8")
+    assert not int8.runs and int8.run.batch_sizes == [1, 32]
+    e = load_manifest(write(repo / "artifacts/e/request.yaml", {"parent": "../efficientnet-lite0", "name": "e", "runs": None}))
+    assert not e.runs
+
+
+def test_run_knobs_per_platform_are_checked_against_its_framework(repo: Path) -> None:
+    armv7, amd64 = Platform.parse("linux/arm/v7"), Platform.parse("linux/amd64")
+    m = load_manifest(manifest(repo, run={"knobs": {"threads": 2}}, runs={"linux/arm/v7": {"knobs": {"threads": None}}}))
+    # the platform's knobs under the asked ones: what the harness gets and the bundle signs
+    assert m.run_config_for(amd64).as_dict() == {"threads": 2} and m.run_config_for(armv7).as_dict() == {}
+    assert m.run_config_for(amd64, RunConfig(threads=1, batch=4)).as_dict() == {"threads": 1, "batch": 4}
+    assert m.for_platform(amd64).run.knobs == {"threads": 2}
+    # threads on arm/v7's reference executor (numpy picks its own threads) would mislabel its results
+    for bad in (manifest(repo, run={"knobs": {"threads": 2}}, runs=None),
+                manifest(repo, runs={"linux/arm/v7": {"knobs": {"threads": 2}}})):
+        with pytest.raises(ManifestError) as info:
+            load_manifest(bad)
+        text = str(info.value)
+        assert "linux/arm/v7" in text and "'threads'" in text and "'reference'" in text and info.value.return_code == 2
+    assert "unknown knob 'thread' (did you mean 'threads'?)" in error(manifest(repo, run={"knobs": {"thread": 2}}))
+    assert "runs.linux/arm/v7.knobz: unknown key 'knobz'" in error(manifest(repo, runs={"linux/arm/v7": {"knobz": 1}}))
+    assert "runs: 'linux/s390x' is not one of platforms" in error(manifest(repo, runs={"linux/s390x": {"warmup": 1}}))
+
+
+def test_runs_alone_is_resolved_and_stays_its_own_resolution(repo: Path) -> None:
+    resolved = yaml.safe_load(resolved_yaml(load_manifest(repo / "artifacts/efficientnet-lite0")))
+    resolved["runs"] = {"linux/arm/v7": {"warmup": 3}}  # a hand-written manifest with no use: at all
+    m, how = load_composed(write(repo / "artifacts/plain/request.yaml", resolved))
+    assert not how.composed and m.run_for(Platform.parse("linux/arm/v7")).batch_sizes == [1, 32]
+    assert m.run_for(Platform.parse("linux/arm/v7")).warmup == 3
+
+
 def test_two_pins_of_one_project_name_both_files(repo: Path) -> None:
     text = error(manifest(repo, python={"requirements": ["numpy==2.3.0"]}))
     assert "numpy==2.3.0" in text and "numpy==2.4.6" in text and "components/frameworks/onnxruntime-1.32.yaml" in text
@@ -162,7 +209,7 @@ def test_component_file_bounds(repo: Path) -> None:
 
 def test_parent_chain_and_use_starts_afresh(repo: Path) -> None:
     parent = manifest(repo, "p", model={"use": "efficientnet-lite0", "precision": "int8"},
-                      platforms=["linux/amd64", "linux/arm64"], frameworks=None)
+                      platforms=["linux/amd64", "linux/arm64"], frameworks=None, runs=None)
     child = write(repo / "artifacts/c/request.yaml",
                   {"parent": "../p", "name": "c", "model": {"use": "resnet18-seeded"}, "framework": {"use": "tvm-0.27"}})
     (repo / "artifacts/c/weights-seed.json").write_text("{}")

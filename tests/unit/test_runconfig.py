@@ -18,7 +18,7 @@ from packager.bundle.verify import verify_bundle
 from packager.errors import BadInput, MetricsMismatch
 from packager.harness.config import build_config
 from packager.harness.errors import ConfigError
-from packager.manifest import load_manifest
+from packager.manifest import load_manifest, resolved_yaml
 from packager.platforms import Platform
 from packager.results import Metrics
 from packager.run.runner import RunOptions, harness_argv
@@ -77,6 +77,29 @@ def test_harness_applies_the_knobs_and_refuses_misplaced_ones() -> None:
     assert plain.run_config == RunConfig() and plain.backend_options.opt_level is None
     with pytest.raises(ConfigError, match="'target' does not apply to framework"):
         build_config(data, **paths, run_config=RunConfig(target="llvm"))
+
+
+def test_harness_starts_from_the_platforms_run_knobs() -> None:
+    data = load_manifest(ORT).model_dump(mode="json")
+    data["run"]["knobs"] = {"threads": 2, "batch": 4}  # a platform view (request.json) with run.knobs
+    paths = dict(model_path="/m", dataset_dir="/d", out_dir="/o", cache_dir="/c")
+    cfg = build_config(data, **paths)
+    assert cfg.run_config == RunConfig(threads=2, batch=4) and cfg.backend_options.threads == 2 and cfg.batch_sizes == (4,)
+    asked = build_config(data, **paths, run_config=RunConfig(threads=3))
+    assert asked.run_config == RunConfig(threads=3, batch=4) and asked.backend_options.threads == 3
+    data["run"]["knobs"] = {"target": "llvm"}
+    with pytest.raises(ConfigError, match="'target' does not apply to framework"):
+        build_config(data, **paths)
+
+
+def test_an_emulated_run_takes_the_batches_of_its_platform(tmp_path: Path) -> None:
+    manifest = load_manifest(REPO / "artifacts" / "efficientnet-lite0")
+    argv = harness_argv(manifest, RunOptions(stage="functional", dataset=tmp_path, out=tmp_path, platform=Platform.ARMV7),
+                        "sha256:" + "0" * 64, "/m")
+    assert argv[argv.index("--batch-sizes") + 1] == "1,4"  # runs.linux/arm/v7, not run:'s [1, 32]
+    arm64 = RunOptions(stage="functional", dataset=tmp_path, out=tmp_path, platform=Platform.ARM64)
+    argv = harness_argv(manifest, arm64, "sha256:" + "0" * 64, "/m")
+    assert argv[argv.index("--batch-sizes") + 1] == "1,20"
 
 
 def test_runner_passes_the_config_as_one_argument(tmp_path: Path) -> None:
@@ -148,3 +171,28 @@ def test_evaluate_refuses_bad_knobs_with_exit_2_before_building(tmp_path: Path, 
     assert res.returncode == 2, res.stdout + res.stderr
     assert message in " ".join(res.stderr.split()) and "Traceback" not in res.stderr
     assert not (tmp_path / "build").exists()
+
+
+@pytest.mark.parametrize("knobs, message", [
+    ({"threads": 1}, None),  # the run asked threads=2 over the platform's 1: a knob replaced, not lost
+    ({"opt_level": 1}, "the manifest's run.knobs of linux/amd64 set opt_level"),
+])
+def test_a_signed_run_config_carries_the_platforms_knobs(signed, tmp_path: Path, knobs: dict, message: str | None) -> None:
+    import yaml
+
+    root, trust, key = signed
+    copy = Path(shutil.copytree(root, tmp_path / "b"))
+    data = yaml.safe_load((copy / "request.yaml").read_text())
+    data["runs"] = {"linux/amd64": {"knobs": knobs}}
+    (copy / "request.yaml").write_text(yaml.safe_dump(data))
+    (copy / "request.yaml").write_text(resolved_yaml(load_manifest(copy)))  # a bundle carries the resolved form
+    record = json.loads((copy / "build-record.json").read_text())
+    record["manifest_sha256"] = load_manifest(copy).digest()
+    (copy / "build-record.json").write_text(json.dumps(record))
+    sign_result_dir(copy, key)
+    if message is None:
+        assert verify_bundle(copy, trust).ok
+        return
+    with pytest.raises(MetricsMismatch) as info:
+        verify_bundle(copy, trust)
+    assert message in str(info.value)
