@@ -300,7 +300,7 @@ class Stages(_Strict):
 
 
 class Run(_Strict):
-    scenarios: list[Literal["SingleStream", "Offline"]] = Field(default_factory=lambda: ["SingleStream", "Offline"], min_length=1)
+    scenarios: list[Literal["SingleStream", "MultiStream", "Offline"]] = Field(default_factory=lambda: ["SingleStream", "Offline"], min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
     warmup: int = Field(10, ge=0)
     stages: Stages = Stages()

@@ -41,12 +41,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="images directory, relative to the dataset")
     p.add_argument("--synsets", help="devkit synsets mapping (ilsvrc2012_id<TAB>wnid), relative to the dataset")
     p.add_argument("--batch-sizes", type=_csv_ints, help="comma-separated Offline batch sizes")
-    p.add_argument("--scenarios", type=lambda s: s.split(","), help="SingleStream,Offline")
+    p.add_argument("--scenarios", type=lambda s: s.split(","), help="SingleStream,MultiStream,Offline")
     p.add_argument("--warmup", type=int)
     p.add_argument("--threads", type=int)
     p.add_argument("--run-config", metavar="JSON", help="run-time knobs as JSON (packager/runconfig.py), recorded in metrics.json")
     p.add_argument("--min-duration", type=float, dest="min_duration_s")
     p.add_argument("--queries", type=int, dest="single_stream_queries", help="SingleStream queries (minimum)")
+    p.add_argument("--multistream-queries", type=int, help="MultiStream queries of 8 samples (minimum; quick mode)")
     p.add_argument("--offline-samples", type=int, dest="offline_min_samples", help="Offline samples per batch size (minimum)")
     p.add_argument("--performance-samples", type=int, help="in-memory sample set for the scenarios")
     p.add_argument("--driver", choices=["auto", "builtin"], help="auto: LoadGen when importable")
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             threads=args.threads,
             min_duration_s=args.min_duration_s,
             single_stream_queries=args.single_stream_queries,
+            multistream_queries=args.multistream_queries,
             offline_min_samples=args.offline_min_samples,
             performance_samples=args.performance_samples,
             driver=args.driver,
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = f"top-1 {m.accuracy.top1:.4f} top-5 {m.accuracy.top5:.4f} ({m.accuracy.samples} samples)"
     if m.latency:
         summary += f", SingleStream p50 {m.latency.p50_s * 1e3:.2f} ms"
+    if m.multistream:
+        ms = m.multistream
+        summary += f", MultiStream p99 {ms.p99_s * 1e3:.2f} ms per query of {ms.samples_per_query}"
     for t in m.throughput:
         summary += f", Offline b{t.batch_size} {t.images_per_s:.1f} img/s"
     sys.stdout.write(f"{summary}; outputs in {result.out_dir}\n")

@@ -30,6 +30,7 @@ from packager.runconfig import RunConfig, from_mapping
 # Here and not in scenarios.py: this module is imported by the entry point (--help included), which
 # must run in any image, also one without pydantic, which scenarios' result models need.
 MODES = ("quick", "submission")
+SCENARIOS = ("SingleStream", "MultiStream", "Offline")
 SUBMISSION_PERFORMANCE_SAMPLES = 1024
 
 _SECTION_KEYS = {
@@ -63,6 +64,9 @@ class HarnessConfig:
     min_duration_s: float = 0.0
     single_stream_queries: int = 256
     offline_min_samples: int = 512
+    # Quick mode's MultiStream query count: 662 is mlperf.conf's *.MultiStream.min_query_count, the fewest
+    # queries LoadGen's early-stopping estimate of the p99 needs.
+    multistream_queries: int = 662
     performance_samples: int = 256
     min_top1: float = 0.0
     input_name: str | None = None
@@ -203,9 +207,12 @@ def build_config(data: dict, **overrides: Any) -> HarnessConfig:
     unknown = sorted(set(cfg) - set(HarnessConfig.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown}")
-    bad = [s for s in cfg["scenarios"] if s not in ("SingleStream", "Offline")]
+    bad = [s for s in cfg["scenarios"] if s not in SCENARIOS]
     if bad:
-        raise ConfigError(f"unknown scenario(s) {bad} (known: SingleStream, Offline)", field="run.scenarios")
+        raise ConfigError(f"unknown scenario(s) {bad} (known: {', '.join(SCENARIOS)})", field="run.scenarios")
+    if "MultiStream" in cfg["scenarios"] and cfg.get("driver") == "builtin":
+        raise ConfigError("MultiStream needs MLPerf LoadGen (its per-query records and early-stopping estimate); "
+                          "--driver builtin runs SingleStream and Offline only", field="--driver")
     if any(int(b) < 1 for b in cfg["batch_sizes"]):
         raise ConfigError("batch sizes must be >= 1", field="run.batch_sizes")
     _check_mode(cfg)

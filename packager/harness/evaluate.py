@@ -9,7 +9,7 @@ Order matters for honest numbers:
 3. accuracy pass over all samples at the largest batch size (LoadGen AccuracyOnly when LoadGen drives), writing
    predictions.jsonl batch by batch (resumable); top-1/top-5 are then counted from that file as it
    streams by, so no per-sample output or prediction stays in memory (peak RSS flat in the data set);
-4. performance scenarios on an in-memory sample set under the power probe;
+4. performance scenarios (SingleStream, MultiStream, Offline) on an in-memory sample set under the power probe;
 5. validation against reference outputs, then metrics.json and system.json;
    a failed validation or a top-1 under the stage's floor raises after the
    files are written, so the evidence is on disk either way.
@@ -53,6 +53,7 @@ from packager.harness.preprocess import (
     tensor_sha256,
 )
 from packager.harness.scenarios import (
+    MULTISTREAM_SAMPLES_PER_QUERY,
     ScenarioSettings,
     check_data_set,
     choose_driver,
@@ -64,6 +65,7 @@ from packager.results import (
     Footprint,
     LatencyStats,
     Metrics,
+    MultiStreamStats,
     Power,
     ThroughputStats,
     accuracy_from,
@@ -140,6 +142,7 @@ def run(cfg: HarnessConfig) -> RunResult:
     perf = load_batch(prepared[: max(1, min(cfg.performance_samples, len(prepared)))])
     latency: LatencyStats | None = None
     throughput: list[ThroughputStats] = []
+    multistream: MultiStreamStats | None = None
     with PowerMonitor(cfg.power_probe, command=cfg.power_command) as monitor:
         if "SingleStream" in cfg.scenarios:
             if fixed_batch not in (None, 1):
@@ -147,6 +150,16 @@ def run(cfg: HarnessConfig) -> RunResult:
             else:
                 latency = driver.single_stream(backend, perf, settings)
                 log.info("SingleStream p50 %.2f ms (%s)", latency.p50_s * 1e3, driver.name)
+        if "MultiStream" in cfg.scenarios:
+            # A query's 8 samples as one batch when the model takes it, else one by one.
+            ms_batch = MULTISTREAM_SAMPLES_PER_QUERY if fixed_batch in (None, MULTISTREAM_SAMPLES_PER_QUERY) else fixed_batch
+            if ms_batch not in (1, MULTISTREAM_SAMPLES_PER_QUERY):
+                log.warning("model has fixed batch %s (neither 1 nor a query's %d samples): MultiStream skipped",
+                            fixed_batch, MULTISTREAM_SAMPLES_PER_QUERY)
+            else:
+                multistream = driver.multi_stream(backend, perf, ms_batch, settings)
+                log.info("MultiStream p99 %.2f ms per query of %d (%s)", multistream.p99_s * 1e3,
+                         multistream.samples_per_query, driver.name)
         if "Offline" in cfg.scenarios:
             for b in batch_sizes:
                 throughput.append(driver.offline(backend, perf, b, settings))
@@ -164,6 +177,7 @@ def run(cfg: HarnessConfig) -> RunResult:
         accuracy=accuracy,
         latency=latency,
         throughput=throughput,
+        multistream=multistream,
         power=Power(probe=power.probe, peak_w=power.peak_w, mean_w=power.mean_w, reason=power.reason),
         footprint=Footprint(model_bytes=cfg.model_path.stat().st_size, peak_rss_bytes=peak_rss_bytes()),
         price_usd=cfg.price_usd,

@@ -1,6 +1,6 @@
-"""SingleStream latency and Offline throughput, in MLPerf's terms.
+"""SingleStream latency, MultiStream per-query latency and Offline throughput, in MLPerf's terms.
 
-Two drivers with the same outputs (``LatencyStats`` / ``ThroughputStats`` of
+Two drivers with the same outputs (``LatencyStats`` / ``MultiStreamStats`` / ``ThroughputStats`` of
 ``packager.results``):
 
 - ``LoadGenDriver``: MLCommons LoadGen (``mlcommons-loadgen``), the field's own
@@ -8,7 +8,13 @@ Two drivers with the same outputs (``LatencyStats`` / ``ThroughputStats`` of
   ``<out>/loadgen/<scenario>/`` and its statistics, including the early-stopping
   percentile estimates, are read back from the detail log.
 - ``BuiltinDriver``: a plain timing loop, used where LoadGen is not importable
-  (or when asked for); ``driver`` in metrics.json says which ran and why.
+  (or when asked for); ``driver`` in metrics.json says which ran and why. It runs no
+  MultiStream: that result is LoadGen's per-query records and early-stopping estimate.
+
+MultiStream (edge): queries of 8 samples (mlperf.conf ``*.MultiStream.samples_per_query``),
+one after another; the SUT runs a query's 8 samples as one batch when the model takes
+any batch, else one by one (``MultiStreamStats.batch_size`` says which). LoadGen's trace
+is on for this scenario only and becomes ``queries.tsv`` (``packager.querylog``).
 
 Two modes (``ScenarioSettings.mode``, recorded as ``Metrics.measurement``):
 
@@ -39,8 +45,9 @@ import numpy as np
 from packager.harness.backends.base import Backend
 from packager.harness.config import SUBMISSION_PERFORMANCE_SAMPLES
 from packager.harness.errors import BackendUnavailable, ConfigError, DatasetError
+from packager import querylog
 from packager.mllog import read_detail
-from packager.results import LatencyStats, Measurement, ThroughputStats
+from packager.results import LatencyStats, Measurement, MultiStreamStats, ThroughputStats
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,7 @@ OFFICIAL_SEEDS = {
 MLPERF_CONF_GIT_BLOB = "68cdba8667e971c3ae8f1617ba67fa56d01065b4"
 MLPERF_CONF_SHA256 = "f6fe8510fde70f3d2b897f387c4c1397045bd028bb408a9c9eb808b3a4cbe75c"
 USER_CONF = "user.conf"
+MULTISTREAM_SAMPLES_PER_QUERY = 8  # mlperf.conf (v6.1): *.MultiStream.samples_per_query = 8
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class ScenarioSettings:
     single_stream_queries: int = 256
     offline_min_samples: int = 512
     mode: str = "quick"
+    multistream_queries: int = 662
     # Extra user.conf lines ("key = value"), for tests only: a shorter minimum duration makes a
     # submission-mode run fit a test suite; the export reads the effective values back and flags it.
     user_conf_overrides: tuple[str, ...] = ()
@@ -90,7 +99,8 @@ class ScenarioSettings:
     def from_config(cls, cfg) -> "ScenarioSettings":
         """From a ``HarnessConfig`` (not imported here: config imports this module's neighbours)."""
         return cls(cfg.warmup, cfg.min_duration_s, cfg.single_stream_queries, cfg.offline_min_samples,
-                   mode=cfg.mode, user_conf_overrides=tuple(cfg.user_conf_overrides))
+                   mode=cfg.mode, multistream_queries=cfg.multistream_queries,
+                   user_conf_overrides=tuple(cfg.user_conf_overrides))
 
 
 def check_data_set(mode: str, count: int, where: str) -> None:
@@ -172,6 +182,9 @@ class BuiltinDriver:
         dt = time.perf_counter() - t0
         return ThroughputStats(batch_size=batch_size, samples=done, duration_s=dt, images_per_s=done / dt)
 
+    def multi_stream(self, backend: Backend, tensors: np.ndarray, batch_size: int, s: ScenarioSettings) -> MultiStreamStats:
+        raise BackendUnavailable(f"MultiStream needs MLPerf LoadGen (its per-query records and early-stopping estimate); "
+                                 f"this run has the {self.name} driver: drop MultiStream from run.scenarios")
 
     def accuracy(self, n: int, load: Callable[[int], np.ndarray], run_batch: RunBatch, batch_size: int) -> None:
         for k in range(0, n, batch_size):
@@ -220,7 +233,7 @@ class LoadGenDriver:
                                      f"{OFFICIAL_SEEDS}: this LoadGen is not 6.0.17")
         return ts
 
-    def _start(self, sut, qsl, settings, subdir: str) -> dict:
+    def _start(self, sut, qsl, settings, subdir: str, trace: bool = False) -> dict:
         lg = self._lg
         out = self.log_root / subdir
         out.mkdir(parents=True, exist_ok=True)
@@ -229,8 +242,10 @@ class LoadGenDriver:
         lo.copy_summary_to_stdout = False
         ls = lg.LogSettings()
         ls.log_output = lo
-        ls.enable_trace = False
+        ls.enable_trace = trace
         lg.StartTestWithLogSettings(sut, qsl, settings, ls)
+        if trace:
+            _queries_from_trace(out)
         for f in sorted(out.iterdir()):
             self.log_files.append(str(f.relative_to(self.log_root.parent)))
         return read_detail(out / "mlperf_log_detail.txt")
@@ -280,6 +295,64 @@ class LoadGenDriver:
             max_s=d["result_max_latency_ns"] * ns,
             early_stopping_p90_s=_early(es, "90.0"),
             early_stopping_p99_s=_early(es, "99.0"),
+        )
+
+    def multi_stream(self, backend: Backend, tensors: np.ndarray, batch_size: int, s: ScenarioSettings) -> MultiStreamStats:
+        """Queries of 8 samples, each run as one batch of 8 (``batch_size`` 8) or sample by sample (1)."""
+        lg = self._lg
+        spq = MULTISTREAM_SAMPLES_PER_QUERY
+        singles = [np.ascontiguousarray(t[None]) for t in tensors] if batch_size == 1 else []
+        buf = np.empty((spq,) + tensors.shape[1:], dtype=tensors.dtype)
+
+        def run_query(idx: Sequence[int]) -> None:
+            if batch_size == 1:
+                for i in idx:
+                    backend.run(singles[i])
+            else:
+                np.take(tensors, list(idx), axis=0, out=buf[: len(idx)], mode="clip")
+                backend.run(buf)
+
+        first = [k % len(tensors) for k in range(spq)]
+        for _ in range(max(1, s.warmup // spq)):
+            run_query(first)
+        t0 = time.perf_counter()
+        run_query(first)
+        expected_ns = max(1, int((time.perf_counter() - t0) * 1e9))
+
+        def issue(queries):
+            run_query([q.index for q in queries])
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(q.id, 0, 0) for q in queries])
+
+        settings = self._test_settings("MultiStream", "MultiStream",
+                                       [f"{MLPERF_MODEL}.MultiStream.target_latency = {expected_ns / 1e6:.6f}"])
+        settings.scenario = lg.TestScenario.MultiStream
+        settings.mode = lg.TestMode.PerformanceOnly
+        if not s.submission:
+            settings.multi_stream_expected_latency_ns = expected_ns
+            settings.multi_stream_samples_per_query = spq
+            settings.min_query_count = s.multistream_queries
+            settings.min_duration_ms = int(s.min_duration_s * 1000)
+            settings.performance_sample_count_override = len(tensors)
+        sut = lg.ConstructSUT(issue, lambda: None)
+        qsl = self._qsl(len(tensors))
+        try:
+            d = self._start(sut, qsl, settings, "MultiStream", trace=True)
+        finally:
+            lg.DestroyQSL(qsl)
+            lg.DestroySUT(sut)
+        ns = 1e-9
+        return MultiStreamStats(
+            samples_per_query=int(d["effective_samples_per_query"]),
+            batch_size=batch_size,
+            count=int(d["result_query_count"]),
+            mean_s=d["result_mean_query_latency_ns"] * ns,
+            p50_s=d["result_50.00_percentile_per_query_latency_ns"] * ns,
+            p90_s=d["result_90.00_percentile_per_query_latency_ns"] * ns,
+            p99_s=d["result_99.00_percentile_per_query_latency_ns"] * ns,
+            min_s=d["result_min_query_latency_ns"] * ns,
+            max_s=d["result_max_query_latency_ns"] * ns,
+            early_stopping_p99_s=d["early_stopping_latency_ms"] * ns if d.get("early_stopping_met") else None,
+            queries=str((self.log_root / "MultiStream" / querylog.QUERIES_NAME).relative_to(self.log_root.parent)),
         )
 
     def offline(self, backend: Backend, tensors: np.ndarray, batch_size: int, s: ScenarioSettings) -> ThroughputStats:
@@ -447,6 +520,23 @@ class _Staging:
         np.take(self._full, self._pos[list(idx)], axis=0, out=buf[: len(idx)], mode="clip")
         buf[len(idx) :] = buf[0]  # a short last batch keeps the batch shape fixed
         return buf
+
+
+def _queries_from_trace(out: Path) -> None:
+    """LoadGen's trace -> queries.tsv, checked against LoadGen's own figures; the trace is then emptied.
+
+    The records must give back exactly what LoadGen logged (count, mean, percentiles, early stopping),
+    or the run fails here: a verifier recomputes the signed figures from them."""
+    trace, detail = out / "mlperf_log_trace.json", read_detail(out / "mlperf_log_detail.txt")
+    try:
+        latencies = querylog.from_trace(trace)
+        differ = querylog.differences(latencies, detail)
+    except querylog.QueryLogError as e:
+        raise BackendUnavailable(f"LoadGen's MultiStream trace cannot be read: {e}") from None
+    if differ:
+        raise BackendUnavailable(f"{trace}: the per-query records do not give LoadGen's figures: {differ}")
+    querylog.write(out / querylog.QUERIES_NAME, latencies)
+    trace.write_bytes(b"")  # as LoadGen leaves it with tracing off: queries.tsv holds what it had for the figures
 
 
 def _early(text: str, pct: str) -> float | None:
