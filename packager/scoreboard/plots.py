@@ -13,10 +13,11 @@ SVG puts one DOM node per point.
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -58,11 +59,22 @@ class PlotSpec:
     y: Axis
 
 
+ACCURACY_LATENCY = PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90"),
+                            Axis("accuracy", Direction.MAX, "top-1"))
 PLOTS: tuple[PlotSpec, ...] = (
-    PlotSpec("accuracy-latency", "Accuracy vs latency", Axis("latency", Direction.MIN, "latency p90"), Axis("accuracy", Direction.MAX, "top-1")),
+    ACCURACY_LATENCY,
     PlotSpec("throughput-price", "Throughput vs price", Axis("price", Direction.MIN, "platform price"), Axis("throughput", Direction.MAX, "throughput")),
     PlotSpec("accuracy-power", "Accuracy vs power", Axis("power", Direction.MIN, "peak power"), Axis("accuracy", Direction.MAX, "top-1")),
 )
+# A sweep's plots (its page draws each once per measurement class): what a co-design user trades top-1 against.
+SWEEP_PLOTS: tuple[PlotSpec, ...] = (
+    ACCURACY_LATENCY,
+    PlotSpec("accuracy-throughput", "Accuracy vs throughput", Axis("throughput", Direction.MAX, "throughput"),
+             Axis("accuracy", Direction.MAX, "top-1")),
+)
+# What produced each objective's figure, for axis titles: the board's latency and throughput columns.
+SCENARIOS = {"latency": "SingleStream, one image per query", "throughput": "Offline, best rate over its batch sizes"}
+DRIVERS = {"loadgen": "LoadGen", "builtin": "built-in loop"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,19 @@ class Plot:
     # Per measurement class (index into the classes), the row indices on that class's frontier in drawing
     # order (x, then y). One frontier per class: numbers of different classes are never compared.
     fronts: tuple[tuple[int, tuple[int, ...]], ...]
+    # A plot of one measurement class (a sweep's page draws one per class): its index and name, and the
+    # data set its top-1 is over; None/"" on the main page's plots of every class.
+    only: int | None = None
+    measurement: str = ""
+    dataset: str = ""
+
+    @property
+    def slug(self) -> str:
+        return self.spec.slug if self.only is None else f"{self.spec.slug}-{self.only}"
+
+    @property
+    def title(self) -> str:
+        return self.spec.title if self.only is None else f"{self.spec.title} · {self.measurement}"
 
     @property
     def front(self) -> tuple[int, ...]:
@@ -107,26 +132,46 @@ def classes_of(rows: Sequence[ResultRow]) -> tuple[list[str], np.ndarray]:
     return names, np.fromiter((index[r.measurement or "unknown"] for r in rows), dtype=np.int32, count=len(rows))
 
 
-def pareto_plots(rows: Sequence[ResultRow], columns: dict[str, np.ndarray] | None = None) -> list[Plot]:
-    """The plots over ``rows``; ``columns`` caches the objective columns read (pass it on to ``plot_data``)."""
+def _read_columns(rows: Sequence[ResultRow], specs: Sequence[PlotSpec], columns: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
     cols = columns if columns is not None else {}
-    for spec in PLOTS:
+    for spec in specs:
         for axis in (spec.x, spec.y):
             if axis.objective not in cols:
                 cols[axis.objective] = column(rows, axis.objective)
+    return cols
+
+
+def pareto_plots(rows: Sequence[ResultRow], columns: dict[str, np.ndarray] | None = None) -> list[Plot]:
+    """The plots over ``rows``; ``columns`` caches the objective columns read (pass it on to ``plot_data``)."""
+    cols = _read_columns(rows, PLOTS, columns)
     _, cls = classes_of(rows)
     return [_plot(spec, cols[spec.x.objective], cols[spec.y.objective], cls) for spec in PLOTS]
 
 
-def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray, cls: np.ndarray) -> Plot:
+def class_plots(rows: Sequence[ResultRow], specs: Sequence[PlotSpec], *, dataset: str = "",
+                columns: dict[str, np.ndarray] | None = None) -> list[Plot]:
+    """Each spec once per measurement class, over that class's rows only: a plot never mixes classes.
+    ``dataset``: what the rows' top-1 is over (one data set, as in a sweep), for the accuracy axis."""
+    cols = _read_columns(rows, specs, columns)
+    names, cls = classes_of(rows)
+    return [replace(_plot(spec, cols[spec.x.objective], cols[spec.y.objective], cls, only=c), measurement=name,
+                    dataset=dataset)
+            for c, name in enumerate(names) for spec in specs]
+
+
+def _plot(spec: PlotSpec, xs: np.ndarray, ys: np.ndarray, cls: np.ndarray, only: int | None = None) -> Plot:
     drawn = ~(np.isnan(xs) | np.isnan(ys))
+    if only is not None:
+        drawn &= cls == only
+        xs, ys = np.where(drawn, xs, np.nan), np.where(drawn, ys, np.nan)
     objs = (Objective(spec.x.objective, spec.x.direction), Objective(spec.y.objective, spec.y.direction))
     fronts = []
     for c in np.unique(cls[drawn]).tolist():
         keep = np.flatnonzero(drawn & (cls == c))
         front = pareto_front_columns(keep.tolist(), {spec.x.objective: xs[keep], spec.y.objective: ys[keep]}, objs).front
         fronts.append((int(c), tuple(int(i) for i in sorted(front, key=lambda i: (xs[i], ys[i])))))  # type: ignore[index]
-    return Plot(spec, int(drawn.sum()), int((~drawn).sum()), tuple(fronts))
+    missing = int((~drawn).sum()) if only is None else int(((cls == only) & ~drawn).sum())
+    return Plot(spec, int(drawn.sum()), missing, tuple(fronts), only=only)
 
 
 def _rounded(values: np.ndarray, scale: float) -> list[float | None]:
@@ -169,12 +214,13 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
         "cls": cls.tolist(),
         "plots": [
             {
-                "slug": p.spec.slug,
-                "title": p.spec.title,
+                "slug": p.slug,
+                "title": html.escape(p.title),
                 "subtitle": p.subtitle(),
                 "webgl": p.webgl,
-                "x": _axis_json(p.spec.x),
-                "y": _axis_json(p.spec.y),
+                "cls": p.only,
+                "x": _axis_json(p.spec.x, p),
+                "y": _axis_json(p.spec.y, p),
                 "fronts": [[c, list(f)] for c, f in p.fronts],
             }
             for p in plots
@@ -182,8 +228,23 @@ def plot_data(rows: Sequence[ResultRow], plots: Sequence[Plot], columns: dict[st
     }
 
 
-def _axis_json(axis: Axis) -> dict[str, str]:
-    return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": f"{axis.title}, {axis.direction.value} is better"}
+def _axis_json(axis: Axis, plot: Plot) -> dict[str, str]:
+    """An axis's hover label and title; a plot of one class says what produced the figure: the scenario, the data
+    set, the mode, native or emulated, and the driver (escaped: plotly reads tags in titles, names are strangers')."""
+    title = f"{axis.title}, {axis.direction.value} is better"
+    if plot.only is not None:
+        what = SCENARIOS.get(axis.objective) or (f"on {plot.dataset}" if axis.objective in ("accuracy", "top1", "top5") and plot.dataset else "")
+        title += f"<br>{html.escape(what)}{'; ' if what else ''}{html.escape(describe_class(plot.measurement))}"
+    return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": title}
+
+
+def describe_class(measurement: str) -> str:
+    """``quick/native/loadgen`` → ``quick mode, native, LoadGen``: a measurement class in words."""
+    parts = measurement.split("/")
+    if len(parts) != 3:
+        return f"class {measurement or 'unknown'}"
+    mode, execution, driver = parts
+    return f"{mode} mode, {execution}, {DRIVERS.get(driver, driver)}"
 
 
 def script_json(data: Any) -> str:

@@ -133,6 +133,41 @@ def list_sweeps(board: Board, *, artifact: str = "") -> list[SweepSummary]:
         return [SweepSummary(i, a, c, int(d or 0), int(f or 0)) for i, a, c, d, f in conn.execute(q).all()]
 
 
+def sweeps_of_results(board: Board) -> dict[str, tuple[str, ...]]:
+    """Each result that a sweep published: its bundle digest → the sweeps it belongs to (the main table links them)."""
+    q = (sa.select(sweep_points.c.bundle_digest, sweep_points.c.sweep_id)
+         .where(sweep_points.c.bundle_digest.is_not(None)).distinct()
+         .order_by(sweep_points.c.bundle_digest, sweep_points.c.sweep_id))
+    out: dict[str, tuple[str, ...]] = {}
+    with board.engine.connect() as conn:
+        for digest, sid in conn.execute(q).all():
+            out[digest] = (*out.get(digest, ()), sid)
+    return out
+
+
+def sweep_token(board: Board) -> tuple[int, int]:
+    """(points with a result, highest point id): it moves whenever a point is added or gains its result (a
+    failed point retried is updated in place), which the board's change token alone does not see: a sweep
+    records its point after publishing the result."""
+    q = sa.select(sa.func.count(sweep_points.c.bundle_digest), sa.func.max(sweep_points.c.id))
+    with board.engine.connect() as conn:
+        n, top = conn.execute(q).one()
+    return int(n or 0), int(top or 0)
+
+
+def dataset_note(board: Board, sweep: Sweep) -> str:
+    """What the sweep's top-1 figures are over, as its first result's signed metrics say. Every point of a sweep
+    ran on one data set: the sweep's id is keyed by the data set's identity (``sweep_id``)."""
+    first = next((p.row for p in sweep.points if p.row is not None), None)
+    found = board.get(first.bundle_digest) if first is not None else None
+    if found is None:
+        return ""
+    predicate = found[1].get("predicate")
+    metrics = predicate.get("metrics") if isinstance(predicate, Mapping) else None
+    note = metrics.get("dataset_note") if isinstance(metrics, Mapping) else None
+    return note if isinstance(note, str) else ""
+
+
 def load_sweep(board: Board, sid: str, *, objectives: Sequence[Objective] | str = SWEEP_OBJECTIVES,
                missing: Missing = Missing.WORST) -> Sweep | None:
     """The sweep with its points (results joined) and its frontier per measurement class; None if unknown."""

@@ -24,8 +24,8 @@ import logging
 import math
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from packager.scoreboard.store import (
     ResultRow,
     frontiers_by_class,
 )
+from packager.scoreboard.sweeps import sweep_token, sweeps_of_results
 from packager.scoreboard.sweepweb import add_sweep_routes
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class BoardView:
     frontiers: dict[str, Frontier]  # one per measurement class: numbers of different classes never share one
     evidence: Evidence
     facets: dict[str, list[str]]
+    sweeps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # bundle digest → the sweeps it is a point of
 
     @cached_property
     def frontier(self) -> Frontier:
@@ -104,6 +106,7 @@ class BoardView:
         return row.to_json() | {
             "pareto": self.on_frontier(row),
             "badges": [a.badge.value for a in self.awards(row) if a.awarded],
+            "sweeps": list(self.sweeps.get(row.bundle_digest, ())),
         }
 
 
@@ -120,13 +123,19 @@ class Snapshot:
     rows: tuple[ResultRow, ...]
     evidence: Evidence
     facets: dict[str, list[str]]
+    sweeps: dict[str, tuple[str, ...]]
 
     @classmethod
     def load(cls, board: Board) -> "Snapshot":
-        token = board.change_token()
+        token = change_token(board)
         rows = tuple(board.rows())
         facets = {f: sorted({getattr(r, f) for r in rows}) for f in FILTER_FIELDS}
-        return cls(token, rows, Evidence(rows, reproductions=board.reproductions()), facets)
+        return cls(token, rows, Evidence(rows, reproductions=board.reproductions()), facets, sweeps_of_results(board))
+
+
+def change_token(board: Board) -> tuple[int, ...]:
+    """The board's results and reproductions, and its sweeps' points: a sweep records its point after publishing."""
+    return board.change_token() + sweep_token(board)
 
 
 class _SnapshotCache:
@@ -136,7 +145,7 @@ class _SnapshotCache:
         self.lock = threading.Lock()
 
     def get(self) -> Snapshot:
-        token = self.board.change_token()
+        token = change_token(self.board)
         with self.lock:
             if self.current is None or self.current.token != token:
                 self.current = Snapshot.load(self.board)
@@ -172,6 +181,7 @@ def board_view(
         frontiers=frontiers,
         evidence=snap.evidence,
         facets=snap.facets,
+        sweeps=snap.sweeps,
     )
 
 
@@ -198,12 +208,13 @@ class _Reversed:
 
 def csv_text(view: BoardView) -> str:
     buf = io.StringIO()
-    cols = list(ROW_FIELDS) + ["pareto", "badges"]
+    cols = list(ROW_FIELDS) + ["pareto", "badges", "sweeps"]
     w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     w.writeheader()
     for r in view.rows:
         rec = view.record(r)
         rec["badges"] = ";".join(rec["badges"])
+        rec["sweeps"] = ";".join(rec["sweeps"])
         w.writerow({k: ("" if v is None else v) for k, v in rec.items()})
     return buf.getvalue()
 
@@ -336,13 +347,15 @@ def render_index(view: BoardView, *, paging: Paging | None = None, query: str = 
     columns = {}
     plots = pareto_plots(view.rows, columns)
     data = plot_data(view.rows, plots, columns)
-    table = [(r, view.on_frontier(r), [a for a in view.awards(r) if a.awarded]) for r in paging.slice(view.rows)]
+    table = [(r, view.on_frontier(r), [a for a in view.awards(r) if a.awarded], view.sweeps.get(r.bundle_digest, ()))
+             for r in paging.slice(view.rows)]
     table_query = query + (f"{'&' if query else ''}page_size={paging.size}" if paging.size != DEFAULT_PAGE_SIZE else "")
     return templates().get_template("index.html").render(
         view=view,
         plots=plots,
         plot_json=script_json(data),
-        plotly_src=f"static/{plotly_js().name}",
+        plotly_src=f"static/{plotly_js().name}",  # also given to the sweep pages (add_sweep_routes)
+        results_href="results/sha256:",
         table=table,
         columns=COLUMNS,
         filter_fields=FILTER_FIELDS,
@@ -365,10 +378,10 @@ class _PageCache:
 
     def __init__(self, size: int = 32) -> None:
         self.size = size
-        self.items: dict[tuple[tuple[int, int], str, str], bytes] = {}
+        self.items: dict[tuple[tuple[int, ...], str, str], bytes] = {}
         self.lock = threading.Lock()
 
-    def get(self, key: tuple[tuple[int, int], str, str], make: Any) -> bytes:
+    def get(self, key: tuple[tuple[int, ...], str, str], make: Any) -> bytes:
         with self.lock:
             hit = self.items.get(key)
         if hit is not None:
@@ -499,7 +512,7 @@ def create_app(board_url: str) -> FastAPI:
         row, _, awards = _one(digest)
         return Response(badges_svg(awards), media_type="image/svg+xml")
 
-    add_sweep_routes(app, board, templates())
+    add_sweep_routes(app, board, templates(), plotly_js().name)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

@@ -156,8 +156,9 @@ def test_the_summary_says_what_produced_each_figure(tmp_path: Path) -> None:
     assert "the batch knob does not change" in notes[1] and "(quick/native/loadgen)" in notes[2]
 
 
-def _sweep_board(tmp_path: Path) -> str:
-    """A board with sweep s1 of demo-ort: three published points of one image and one failed point."""
+def _sweep_board(tmp_path: Path, emulated: bool = False) -> str:
+    """A board with sweep s1 of demo-ort: three published points of one image and one failed point (``emulated``:
+    and a fourth published point of another measurement class, run under emulation)."""
     pair = generate_keypair(tmp_path / "keys", "evaluator")
     trust = TrustStore.load([pair.public_path])
     specs = {  # one image, three run configs: the third is slower at the same accuracy
@@ -165,6 +166,8 @@ def _sweep_board(tmp_path: Path) -> str:
         "b": synthetic.Spec(latency_s=0.020, throughput_ips=150.0, run_seed=2),
         "c": synthetic.Spec(latency_s=0.030, throughput_ips=90.0, run_seed=3),
     }
+    if emulated:
+        specs["d"] = synthetic.Spec(platform="linux/arm64", latency_s=0.300, throughput_ips=9.0, run_seed=4)
     with Board(f"sqlite:///{tmp_path / 'board.db'}") as board:
         record_sweep(board, "s1", "demo-ort", "run: {threads: [1, 2, 4]}\n")
         record_sweep(board, "s1", "demo-ort", "run: {threads: [1, 2, 4]}\n")  # a resumed sweep: no second group
@@ -213,6 +216,54 @@ def test_sweep_pages_and_json(tmp_path: Path) -> None:
         assert c.get("/api/sweeps").json()[0]["id"] == "s1"
         assert c.get("/sweeps/nope").status_code == 404
         assert c.get("/api/sweeps/s1", params={"objectives": "speed:max"}).status_code == 400
+
+
+def _plot_json(html: str) -> dict:
+    import json
+    import re
+
+    m = re.search(r'<script type="application/json" id="board-plots">(.*?)</script>', html, re.S)
+    assert m, "no plot data in the page"
+    return json.loads(m.group(1))
+
+
+def test_a_sweep_page_plots_each_class_apart_and_the_board_links_its_points(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from packager.scoreboard.web import create_app
+
+    url = _sweep_board(tmp_path, emulated=True)
+    with TestClient(create_app(url)) as c:
+        page = c.get("/sweeps/s1").text
+        assert "../static/plotly-gl2d-" in page and "window.location = '../results/sha256:'" in page
+        data = _plot_json(page)
+        assert data["classes"] == ["quick/emulated/builtin", "quick/native/builtin"]
+        # each of top-1 vs latency and vs throughput once per class, each over its own class's points only
+        assert [(p["slug"], p["cls"]) for p in data["plots"]] == [
+            ("accuracy-latency-0", 0), ("accuracy-throughput-0", 0), ("accuracy-latency-1", 1), ("accuracy-throughput-1", 1)]
+        for p in data["plots"]:
+            assert all(c == p["cls"] for c, _ in p["fronts"]) and len(p["fronts"]) == 1
+        lat = data["plots"][2]
+        assert lat["title"] == "Accuracy vs latency · quick/native/builtin" and lat["subtitle"] == "3 results, 1 on the frontier"
+        assert [len(f) for _, f in data["plots"][3]["fronts"]] == [1]  # one top-1: the fastest and the highest rate
+        assert "SingleStream" in lat["x"]["title"] and "quick mode, native, built-in loop" in lat["x"]["title"]
+        assert synthetic.SYNTHETIC_NOTE in lat["y"]["title"] and "quick mode, native" in lat["y"]["title"]
+        assert "Offline" in data["plots"][3]["x"]["title"] and "emulated" in data["plots"][0]["x"]["title"]
+        assert f"top-1 over each result's images of {synthetic.SYNTHETIC_NOTE}" in page
+        # the board's table links each point's result to its sweep, and the API says so
+        index = c.get("/").text
+        assert index.count('<a class="sweep" href="sweeps/s1">s1</a>') == 4
+        assert sorted(len(r["sweeps"]) for r in c.get("/api/results").json()["results"]) == [1, 1, 1, 1]
+        assert c.get("/results.csv").text.splitlines()[0].endswith(",pareto,badges,sweeps")
+        # a sweep records its point after publishing the result: the page must not keep the snapshot without it
+        pair = generate_keypair(tmp_path / "keys2", "evaluator")
+        with Board(url) as board:
+            published = publish(synthetic.make_bundle(tmp_path / "e", synthetic.Spec(run_seed=5), pair.private_path),
+                                board, TrustStore.load([pair.public_path]))
+            assert c.get("/").text.count('class="sweep"') == 4
+            record_point(board, "s1", SweepPoint("k5", {"run.threads": 32}, "done", published.bundle_digest,
+                                                 published.row.image_digest, None))
+        assert c.get("/").text.count('<a class="sweep" href="sweeps/s1">s1</a>') == 5
 
 
 def test_a_farm_job_of_a_sweep_point_is_keyed_and_run_with_its_run_config(tmp_path: Path) -> None:
