@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -75,6 +76,7 @@ SWEEP_PLOTS: tuple[PlotSpec, ...] = (
 # What produced each objective's figure, for axis titles: the board's latency and throughput columns.
 SCENARIOS = {"latency": "SingleStream, one image per query", "throughput": "Offline, best rate over its batch sizes"}
 DRIVERS = {"loadgen": "LoadGen", "builtin": "built-in loop"}
+DATASET_CHARS = 108  # at most three lines of a data set's note on an axis; the page's text gives it whole
 
 
 @dataclass(frozen=True)
@@ -232,9 +234,12 @@ def _axis_json(axis: Axis, plot: Plot) -> dict[str, str]:
     """An axis's hover label and title; a plot of one class says what produced the figure: the scenario, the data
     set, the mode, native or emulated, and the driver (escaped: plotly reads tags in titles, names are strangers')."""
     title = f"{axis.title}, {axis.direction.value} is better"
-    if plot.only is not None:
-        what = SCENARIOS.get(axis.objective) or (f"on {plot.dataset}" if axis.objective in ("accuracy", "top1", "top5") and plot.dataset else "")
-        title += f"<br>{html.escape(what)}{'; ' if what else ''}{html.escape(describe_class(plot.measurement))}"
+    if plot.only is not None and axis.objective in SCENARIOS:
+        title += f"<br>{html.escape(SCENARIOS[axis.objective])}; {html.escape(describe_class(plot.measurement))}"
+    elif plot.only is not None:
+        # The vertical axis: the data set, in short lines (a rotated title longer than the plot is cut off).
+        what = f"on {plot.dataset[:DATASET_CHARS]}" if plot.dataset else "on an unnamed data set"
+        title += "".join(f"<br>{html.escape(line)}" for line in textwrap.wrap(what, 36))
     return {"values": f"{axis.objective}*{axis.scale:g}", "label": axis.title, "title": title}
 
 

@@ -23,6 +23,7 @@ from runner_helpers import free_port
 from packager.bundle.keys import TrustStore, generate_keypair
 from packager.scoreboard.publish import publish
 from packager.scoreboard.store import Board
+from packager.scoreboard.sweeps import SweepPoint, record_point, record_sweep
 
 pytestmark = pytest.mark.browser
 
@@ -38,6 +39,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 RESULTS = 18
+SWEEP = "0123456789abcdef"
 
 
 def chromium_path() -> str:
@@ -80,8 +82,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     trust = TrustStore.load([kp.public_path])
     url = f"sqlite:///{d / 'board.db'}"
     with Board(url) as board:
-        for i, spec in enumerate(synthetic.spread(RESULTS, seed=11)):
-            publish(synthetic.make_bundle(d / f"b{i}", spec, kp.private_path), board, trust)
+        published = [publish(synthetic.make_bundle(d / f"b{i}", spec, kp.private_path), board, trust)
+                     for i, spec in enumerate(synthetic.spread(RESULTS, seed=11))]
+        # a sweep of every result (its points of both measurement classes, native and emulated)
+        record_sweep(board, SWEEP, "demo-ort", "run: {threads: [1, 2]}\n")
+        for i, p in enumerate(published):
+            record_point(board, SWEEP, SweepPoint(f"k{i}", {"run.threads": i}, "done", p.bundle_digest, p.row.image_digest, None))
     yield from _serve(url, RESULTS)
 
 
@@ -196,6 +202,48 @@ def test_the_table_loads_before_plotly_and_each_tab_draws_its_plot_once(server: 
     assert page.locator("#panel-accuracy-latency").is_visible()
     assert page.evaluate("() => performance.getEntriesByName('board-drawn-accuracy-latency').length") == 1
     assert errors == []
+    page.close()
+
+
+def test_a_sweep_page_draws_one_plot_per_class_with_what_produced_its_figures(server: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """From the board's table to the sweep's page; its plots each hold one measurement class, the class's points and
+    frontier, and axis titles that say the scenario, data set, mode and native or emulated."""
+    sweep = api(server, f"/api/sweeps/{SWEEP}")
+    by_class: dict[str, list[dict]] = {}
+    for p in sweep["points"]:
+        by_class.setdefault(p["result"]["measurement"], []).append(p["result"])
+    assert len(by_class) >= 2
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.goto(server + "/", wait_until="load")
+    page.wait_for_function("window.boardPlotsDrawn !== undefined", timeout=30_000)  # else leaving aborts plotly's load
+    page.locator("#results tbody tr a.sweep").first.click()
+    page.wait_for_url(f"**/sweeps/{SWEEP}")
+    page.wait_for_function("window.boardPlotsDrawn !== undefined", timeout=30_000)
+    tabs = page.locator(".plot-tab").evaluate_all("ts => ts.map(t => t.dataset.slug)")
+    assert tabs == [f"{kind}-{c}" for c in range(len(by_class)) for kind in ("accuracy-latency", "accuracy-throughput")]
+    for c, cls in enumerate(sorted(by_class)):
+        for kind, column in (("accuracy-latency", "latency_p90_s"), ("accuracy-throughput", "throughput_ips")):
+            slug = f"{kind}-{c}"
+            page.click(f"#tab-{slug}")
+            page.wait_for_selector(f"#plot-{slug}[data-drawn='true']", timeout=30_000)
+            sel = f"#plot-{slug}"
+            drawn = page.evaluate(f"() => document.querySelector('{sel}').data.reduce((n, t) => n + t.x.length, 0)")
+            assert drawn == len([r for r in by_class[cls] if r[column] is not None]) > 0
+            assert page.locator(f"{sel} .scatterlayer .point").count() == drawn  # SVG: what plotly really drew
+            names = page.evaluate(f"() => document.querySelector('{sel}').data.map(t => t.name)")
+            assert names[-1] == "Pareto frontier" and len(names) <= 2  # one class: its points and its frontier
+            xtitle = page.locator(f"{sel} .g-xtitle").text_content() or ""
+            ytitle = page.locator(f"{sel} .g-ytitle").text_content() or ""
+            assert ("SingleStream" if kind == "accuracy-latency" else "Offline") in xtitle
+            mode, execution, _ = cls.split("/")
+            assert f"{mode} mode, {execution}" in xtitle  # the data set, on short lines that plotly draws apart:
+            assert synthetic.SYNTHETIC_NOTE.replace(" ", "") in ytitle.replace(" ", "")
+            page.screenshot(path=str(tmp_path / f"sweep-{slug}.png"), full_page=True)
+    assert errors == []
+    print(f"\nscreenshots in {tmp_path}")
     page.close()
 
 
