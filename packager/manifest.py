@@ -540,8 +540,9 @@ def _check_files_inside(manifest: Manifest, root: Path, file: Path) -> None:
         checks.append(("model.source.path", manifest.model.source.path))
     if manifest.expectations.reference_outputs:
         checks.append(("expectations.reference_outputs.path", manifest.expectations.reference_outputs.path))
-    if manifest.framework.options.tuning_log:
-        checks.append(("framework.options.tuning_log", manifest.framework.options.tuning_log))
+    for key, fw in (("framework", manifest.framework), *((f"frameworks.{p}", f) for p, f in manifest.frameworks.items())):
+        if fw.options.tuning_log:
+            checks.append((f"{key}.options.tuning_log", fw.options.tuning_log))
     base = root.resolve()
     for field, rel in checks:
         _relative_path_or_error(rel, file, field)

@@ -30,7 +30,7 @@ from packager.errors import BadInput, CheckFailed
 from packager.harness.tuningdb import DB_NAME, TuningDatabase, read_database, with_cores
 from packager.inputs.derive import derive
 from packager.inputs.tuning import pinned_name
-from packager.manifest import MANIFEST_NAME, load_manifest, manifest_path
+from packager.manifest import MANIFEST_NAME, Manifest, load_manifest, manifest_path
 from packager.pipeline import image_for
 from packager.platforms import Platform
 from packager.run.runner import RunOptions, run_in_sandbox
@@ -59,13 +59,14 @@ def tune(artifact: Path, *, trials: int, seed: int, out: Path, name: str | None 
     artifact_dir = manifest_path(Path(artifact)).parent
     manifest = load_manifest(artifact_dir)
     platform = platform or Platform.native()
-    fw = manifest.for_platform(platform).framework
+    if platform not in manifest.platforms:
+        raise BadInput(f"{platform} is not one of its platforms ({', '.join(p.value for p in manifest.platforms)})",
+                       file=artifact_dir / MANIFEST_NAME, field="--platform")
+    fw = manifest.framework_for(platform)
     if fw.name != "tvm":
-        raise BadInput(f"its framework on {platform} is {fw.name}: only a tvm build can be tuned",
-                       file=artifact_dir / MANIFEST_NAME, field="framework.name")
-    if manifest.frameworks:
-        raise BadInput("tune sets framework.options; an artifact choosing its framework per platform is not supported yet",
-                       file=artifact_dir / MANIFEST_NAME, field="frameworks")
+        raise BadInput(f"the framework of {platform} is {fw.name} {fw.version}: only a tvm framework can be tuned"
+                       f"{' (--platform names another)' if len(manifest.platforms) > 1 else ''}",
+                       file=artifact_dir / MANIFEST_NAME, field=framework_key(manifest, platform) + ".name")
     name = name or f"{manifest.name}-tuned"
     if derive_artifact and (artifact_dir.parent / name).exists():
         raise BadInput("already exists: tune derives a new artifact (--name)", file=artifact_dir.parent / name)
@@ -87,17 +88,31 @@ def tune(artifact: Path, *, trials: int, seed: int, out: Path, name: str | None 
     digest = ref.manifest_digest or ref.config_digest
     log.info("tuned %s: %s", manifest.name, db.describe())
     # 4.
-    derived = derive_tuned(artifact_dir, name, db, wanted) if derive_artifact else None
+    derived = derive_tuned(artifact_dir, name, db, wanted, platform) if derive_artifact else None
     return TuneResult(db, Path(out), derived, digest, result.wall_s)
 
 
-def derive_tuned(parent: Path, name: str, db: TuningDatabase, target: dict | str) -> Path:
+def framework_key(manifest: Manifest, platform: Platform) -> str:
+    """Where the platform's framework is set: its own ``frameworks.<platform>`` entry, else ``framework``."""
+    return f"frameworks.{platform.value}" if platform.value in manifest.frameworks else "framework"
+
+
+def derive_tuned(parent: Path, name: str, db: TuningDatabase, target: dict | str, platform: Platform | None = None) -> Path:
     """Step 4 alone: ``parent`` plus the database (checked by ``read_database``) as a new artifact.
 
-    ``target`` is the target it was tuned for, without ``num-cores`` (added from ``tuned_on``)."""
+    ``target`` is the target it was tuned for, without ``num-cores`` (added from ``tuned_on``). The
+    database and target go to the tuned platform's framework (``platform``, default this machine's):
+    its ``frameworks.<platform>`` entry when it has one, the other platforms' frameworks untouched.
+    When it shares ``framework`` with other platforms, the tuned artifact has the tuned platform only:
+    the database and target are this machine's, not theirs."""
+    manifest = load_manifest(parent)
+    platform = platform or Platform.native()
+    key = framework_key(manifest, platform)
     rel = pinned_name(db.sha256)
     tuned_target = with_cores(target, int(db.tuned_on["cores"]))
-    sets = [f"framework.options.tuning_log={rel}", f"framework.options.target={json.dumps(tuned_target)}"]
+    sets = [f"{key}.options.tuning_log={rel}", f"{key}.options.target={json.dumps(tuned_target)}"]
+    if key == "framework" and any(manifest.framework_for(p) == manifest.framework for p in manifest.platforms if p != platform):
+        sets.append(f"platforms=[{platform.value}]")
     result = derive(parent, sets, name)
     dest = result.path.parent / rel
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -162,6 +162,12 @@ def test_run_knobs_per_platform_are_checked_against_its_framework(repo: Path) ->
     assert "runs: 'linux/s390x' is not one of platforms" in error(manifest(repo, runs={"linux/s390x": {"warmup": 1}}))
 
 
+def test_a_tuning_log_of_a_platforms_framework_stays_inside_the_artifact(repo: Path) -> None:
+    entry = {"linux/arm/v7": {"use": "reference-debian", "options": {"tuning_log": "../../etc/passwd"}}}
+    text = error(manifest(repo, frameworks=entry))
+    assert "frameworks.linux/arm/v7.options.tuning_log" in text and "escapes the artifact directory" in text
+
+
 def test_runs_alone_is_resolved_and_stays_its_own_resolution(repo: Path) -> None:
     resolved = yaml.safe_load(resolved_yaml(load_manifest(repo / "artifacts/efficientnet-lite0")))
     resolved["runs"] = {"linux/arm/v7": {"warmup": 3}}  # a hand-written manifest with no use: at all
