@@ -107,3 +107,22 @@ def test_the_tuned_target_names_the_cores_it_was_tuned_for():
     assert with_cores({"kind": "llvm"}, 4) == {"kind": "llvm", "num-cores": 4}
     assert with_cores("llvm", 2) == {"kind": "llvm", "num-cores": 2}
     assert with_cores({"kind": "llvm", "num-cores": 8}, 2) == {"kind": "llvm", "num-cores": 8}
+
+
+def test_frames_of_the_frozen_import_machinery_map_to_the_modules_they_are():
+    """What harness/tune tells ``inspect`` before MetaSchedule imports its intrinsics is true, not a shortcut:
+    the frozen importlib modules' code carries exactly those file names."""
+    import importlib._bootstrap
+    import importlib._bootstrap_external
+    import inspect
+    import sys
+
+    from packager.harness.tune import frozen_frames_known
+
+    frozen_frames_known()
+    for module in (importlib._bootstrap, importlib._bootstrap_external):
+        name = module.__name__
+        assert module.__spec__.origin == "frozen"
+        code = next(v.__code__ for v in vars(module).values() if inspect.isfunction(v))
+        assert code.co_filename == f"<frozen {name}>"
+        assert inspect.getmodule(code, code.co_filename) is sys.modules[name] is module
