@@ -6,13 +6,17 @@ run and Nix really reads the cache for it. amd64 only: the builder's Python is
 the amd64 one, and the base root filesystem comes from the normal cache (made
 once per machine by mmdebstrap, ~35 s).
 
-Measured here: engine build ~20 s, nix build ~30 s (witness ~7 s of it), --check ~30 s; the whole module ~2 min.
+Measured here: engine build ~20 s, nix build ~30 s (witness ~7 s of it), --check ~30 s; the whole module ~2 min
+before the base layer and gzip were witnessed too. Now (2026-12-06, load 6 on 2 cores): nix build 61 s, --check 73 s,
+the two failing builds (a lost setuid bit, level-5 gzip) 44 s and 56 s; about 5 min in all, ~3 min at low load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from packager.errors import NixInputMismatch
+from packager.errors import NixBuildFailed, NixInputMismatch
 from packager.image import build, nix
 from packager.platforms import Platform
 
@@ -99,8 +103,54 @@ def test_nix_build_gives_the_engine_build_index_digest(expr, engine):
     layers = {img["role"]: img["diff_id"] for img in engine.record["platforms"]["linux/amd64"]["layers"]}
     for role in ("wheels", "harness", "model"):  # the wheels installed by the builder's shell, not our layers.py
         assert f"GNU tar agrees: {role} layer" in log and layers[role] in log, log[-2000:]
+    # the base layer too, by GNU tar under fakeroot; and pigz gzipped every layer tar to the blob in our manifest
+    assert f"GNU tar agrees: base layer" in log and layers["base"] in log, log[-2000:]
+    blobs = {img["role"]: img["digest"] for img in engine.record["platforms"]["linux/amd64"]["layers"]}
+    for role in ("base", "wheels", "harness", "model"):
+        assert f"pigz agrees: {role} layer" in log and blobs[role] in log, log[-2000:]
+    assert "every layer witnessed: 4 distinct layer blobs" in log, log[-2000:]
     # and Nix's builtins.toJSON wrote the configs, manifests and index again, to the same index digest
     assert f"Nix's JSON agrees: index {engine.index.digest}" in log, log[-2000:]
+
+
+def _with_file(expr: nix.NixExpression, root: Path, name: str, attr: str, text: str) -> nix.NixExpression:
+    """The expression with one pinned repository file (``ociPy = inN;``, ``args = [ "-e" inN ];``) replaced by ``text``."""
+    work = root / name
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "file").write_text(text)
+    source = expr.default_nix.read_text()
+    pattern = {"ociPy": r'(?m)^(  ociPy = )\w+;', "layersPy": r'(?m)^(  layersPy = )\w+;',
+               "builder": r'(?m)^(  args = \[ "-e" )\w+( \];)'}[attr]
+    changed, n = re.subn(pattern, lambda m: m.group(1) + f'(builtins.path {{ name = "{name}"; path = {work / "file"}; }})'
+                         + (m.group(2) if m.lastindex == 2 else ";"), source)
+    assert n == 1, attr
+    (work / "default.nix").write_text(changed)
+    return dataclasses.replace(expr, directory=work, default_nix=work / "default.nix")
+
+
+def _writer(rel: str) -> str:
+    return (nix.REPO_ROOT / rel).read_text()
+
+
+# Each of the second writers fails the build, naming the layer, when our writer's bytes are not its own.
+def test_a_writer_that_loses_a_setuid_bit_fails_at_the_base_layer(expr, root):
+    layers_py = _writer("packager/image/writer/layers.py")
+    assert "        mode = m.mode\n" in layers_py
+    bad = layers_py.replace("        mode = m.mode\n", "        mode = m.mode & ~0o4000 if path == 'usr/bin/su' else m.mode\n")
+    with pytest.raises(NixBuildFailed) as err:
+        nix.realise(_with_file(expr, root, "setuid", "layersPy", bad))
+    assert "GNU tar's base layer" in str(err.value) and "no diff_id of the images our writer made" in str(err.value)
+    print(f"\n{err.value}")
+
+
+def test_other_gzip_bytes_of_the_same_tar_fail_at_the_first_layer(expr, root):
+    oci_py = _writer("packager/image/writer/oci.py")
+    assert "\nGZIP_LEVEL = 6\n" in oci_py
+    with pytest.raises(NixBuildFailed) as err:  # the same tars, level 5: GNU tar agrees, pigz -6 must not
+        nix.realise(_with_file(expr, root, "gzip5", "ociPy", oci_py.replace("\nGZIP_LEVEL = 6\n", "\nGZIP_LEVEL = 5\n")))
+    assert "pigz's gzip of the base layer" in str(err.value) and "no layer digest of our manifests" in str(err.value)
+    print(f"\n{err.value}")
+
 
 
 def test_nix_build_check_rebuilds_bit_for_bit(expr, engine):
