@@ -120,6 +120,10 @@ def test_armv7_artifact_functional_stage_under_qemu(tmp_path: Path, shared_sampl
 
     assert system["machine"] == "armv7l"
     assert metrics["platform"] == "linux/arm/v7" and metrics["framework"].startswith("reference")
+    # the platform's view: runs.linux/arm/v7 (batches [1, 4], warm-up 2) in run, the shared run: ([1, 32]) not
+    view = json.loads((out / "run-config.json").read_text())
+    assert (view["run"]["batch_sizes"], view["run"]["warmup"], view["framework"]["name"]) == ([1, 4], 2, "reference")
+    assert "runs" not in view and "frameworks" not in view
     assert len(predictions) == SAMPLES and metrics["accuracy"]["samples"] == SAMPLES
     # The real EfficientNet-Lite0 gets these three sample images right (it scores 178/200 on amd64).
     assert metrics["accuracy"]["correct_top5"] == SAMPLES, metrics["accuracy"]
