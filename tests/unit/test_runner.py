@@ -275,7 +275,7 @@ def test_signals_during_container_creation_are_held_until_the_handle_is(tmp_path
     import signal
 
     from packager.cli import exit_on_sigterm
-    from packager.run.runner import _HeldSignals
+    from packager.run.sandbox import _HeldSignals
 
     before = signal.getsignal(signal.SIGTERM)
     try:
