@@ -354,7 +354,7 @@ def render_index(view: BoardView, *, paging: Paging | None = None, query: str = 
         view=view,
         plots=plots,
         plot_json=script_json(data),
-        plotly_src=f"static/{plotly_js().name}",  # also given to the sweep pages (add_sweep_routes)
+        plotly_src=f"static/{plotly_js().name}",
         results_href="results/sha256:",
         table=table,
         columns=COLUMNS,
