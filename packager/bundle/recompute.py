@@ -2,7 +2,8 @@
 
 Top-1/top-5 from predictions.jsonl and the ground truth (a labels file, a local
 copy of the data set, or the bundle's labels.tsv); the run config and host power
-against the runner's record; the stage's input count from the manifest.
+against the runner's record; the stage's input count from the manifest; a
+MultiStream claim from its per-query records and LoadGen's detail log (``bundle.latency``).
 """
 
 from __future__ import annotations
@@ -11,8 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.bundle.contents import BundleFiles, Skip, json_file
-from packager.bundle.knobs import RUN_RECORD_NAME, platform_knob_problems, run_config_problems
+from packager.bundle.knobs import (
+    RUN_RECORD_NAME,
+    platform_knob_problems,
+    run_config_problems,
+)
 from packager.bundle.labels import read_labels
+from packager.bundle.latency import DETAIL_NAME, multistream_problems
 from packager.bundle.power import host_power_problems
 from packager.bundle.statement import LABELS_NAME, MANIFEST_NAME
 from packager.errors import BadInput, MetricsMismatch
@@ -89,9 +95,26 @@ def check_metrics(b: BundleFiles, source: TruthSource, accuracy_box: list[Accura
     expected = _expected_samples(b, stage, len(truth), metrics.platform)
     if expected is not None and got.samples != expected:
         problems.append(f"{stage} stage should evaluate {expected} inputs, {PREDICTIONS_NAME} has {got.samples}")
+    problems += _multistream(b, metrics)
     if problems:
         raise MetricsMismatch("; ".join(problems))
-    return f"top-1 {got.top1:.4f} ({got.correct_top1}/{got.samples}), top-5 {got.top5:.4f} ({got.correct_top5}/{got.samples}) vs {truth_name}"
+    ms = metrics.multistream
+    also = f"; MultiStream p99 {ms.p99_s * 1e3:.3f} ms recomputed from {ms.count} queries" if ms else ""
+    return (f"top-1 {got.top1:.4f} ({got.correct_top1}/{got.samples}), top-5 {got.top5:.4f} ({got.correct_top5}/{got.samples}) "
+            f"vs {truth_name}{also}")
+
+
+def _multistream(b: BundleFiles, metrics: Metrics) -> list[str]:
+    """A MultiStream claim against its per-query records and LoadGen's detail log, both regular files of the bundle."""
+    ms = metrics.multistream
+    if ms is None:
+        return []
+    if not ms.queries or b.file(ms.queries) is None:
+        return [f"multistream: its per-query records {ms.queries!r} are not a file of the bundle"]
+    detail = ms.queries.rsplit("/", 1)[0] + "/" + DETAIL_NAME if "/" in ms.queries else DETAIL_NAME
+    if b.file(detail) is None:
+        return [f"multistream: LoadGen's {detail} is not a file of the bundle"]
+    return multistream_problems(b.root, ms)
 
 
 def _dataset_truth(b: BundleFiles, root: Path) -> dict[str, int]:
