@@ -45,8 +45,13 @@ def harness_sources(root: Path | None = None) -> list:  # list[inputs.archive.So
     from packager.inputs.archive import Source
 
     root = root or PACKAGE_ROOT
-    return [Source(src, src.relative_to(root.parent).as_posix(), 0o755 if src.stat().st_mode & 0o111 else 0o644)
-            for src, _ in harness_files(root)]
+    out = [Source(src, src.relative_to(root.parent).as_posix(), 0o755 if src.stat().st_mode & 0o111 else 0o644)
+           for src, _ in harness_files(root)]
+    # and the Dockerfile templates: in no image, but the lock records their sha256 and a build refuses a stale
+    # lock, so a later checkout with another Dockerfile.j2 rebuilds with the archived one (plan.templates_beside)
+    templates = root.parent / "dockerfiles"
+    return out + [Source(t, t.relative_to(root.parent).as_posix(), 0o644)
+                  for t in (sorted(templates.glob("*.j2")) if templates.is_dir() else []) if t.is_file()]
 
 
 def plan_archive(artifact_dir: Path, cache):  # type: ignore[no-untyped-def]

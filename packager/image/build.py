@@ -40,6 +40,7 @@ from packager.image.plan import (
     Inputs,
     harness_source_sha256,
     load_inputs,
+    templates_beside,
     platform_epoch,
     platform_plan,
     system_of,
@@ -173,7 +174,7 @@ def inputs_for(artifact_dir: Path, opts: BuildOptions) -> Inputs:
     if lock_path.is_file():  # no lock: load_inputs says so, with the command that makes one
         wanted = [p for p in (opts.platforms or manifest.platforms) if p in manifest.platforms]
         materialise(manifest, load_lock(lock_path), Cache.open(opts.cache_root), wanted)
-    return load_inputs(artifact_dir, opts.platforms, opts.cache_root)
+    return load_inputs(artifact_dir, opts.platforms, opts.cache_root, templates_beside(opts.harness_root))
 
 
 def write_layout(inputs: Inputs, cache: Cache, out: Path, opts: BuildOptions) -> tuple[oci.Descriptor, list[PlatformImage], dict]:
@@ -228,7 +229,7 @@ def build(artifact_dir: Path, opts: BuildOptions = BuildOptions()) -> BuildResul
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    render_dockerfile(build_dir / "Dockerfile", manifest, lock_sha, images, layout)
+    render_dockerfile(build_dir / "Dockerfile", manifest, lock_sha, images, layout, templates_beside(opts.harness_root))
     oci.write_file(build_dir / PLAN_NAME, oci.readable_json(plan))
     finished = time.time()
     record = make_record(manifest, lock_sha, index, images, started, finished, time.monotonic() - t0)

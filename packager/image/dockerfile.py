@@ -69,7 +69,7 @@ def render(ctx: DockerfileContext, template_dir: Path = TEMPLATE_DIR, template: 
 _TITLES = {"base": "base root filesystem", "wheels": "runtime wheels", "harness": "evaluation harness", "model": "model and manifest"}
 
 
-def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path) -> None:
+def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path, template_dir: Path | None = None) -> None:
     """Write the Dockerfile for a finished build (``images`` are ``build.PlatformImage``)."""
 
     stages = []
@@ -86,4 +86,4 @@ def render_dockerfile(path: Path, manifest, lock_sha: str, images, layout: Path)
         env=ENV, labels=tuple(sorted(labels_for(manifest, lock_sha).items())),
         user=f"{RUNNER_UID}:{RUNNER_UID}", workdir=f"/{APP_DIR}", entrypoint=ENTRYPOINT,
     )
-    oci.write_file(path, render(ctx).encode("utf-8"))
+    oci.write_file(path, render(ctx, template_dir or TEMPLATE_DIR).encode("utf-8"))

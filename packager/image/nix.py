@@ -50,7 +50,7 @@ from packager.errors import (
     TemplateError,
     ToolMissing,
 )
-from packager.image.plan import PACKAGE_ROOT, load_inputs, platform_epoch, platform_plan, system_of
+from packager.image.plan import PACKAGE_ROOT, load_inputs, platform_epoch, platform_plan, system_of, templates_beside
 from packager.image.rootfs import DPKG_OPTIONS, build_rootfs
 from packager.image.writer import oci
 from packager.inputs.lockfile import locked_objects
@@ -344,7 +344,7 @@ def generate(artifact_dir: Path, *, out_dir: Path | None = None, platforms: tupl
     with each cache or repository path replaced by a fixed-output store path of
     the same bytes; the derivation executes it with ``packager/image/writer/ociplan.py``.
     """
-    inputs = load_inputs(Path(artifact_dir), platforms, cache_root)
+    inputs = load_inputs(Path(artifact_dir), platforms, cache_root, templates_beside(harness_root))
     manifest, lock, lock_path, lock_sha = inputs.manifest, inputs.lock, inputs.lock_path, inputs.lock_sha256
     plats, cache = inputs.platforms, inputs.cache
     builder_lock = lock.platforms.get(BUILDER_PLATFORM.value)

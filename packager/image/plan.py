@@ -48,7 +48,18 @@ class Inputs:
     cache: Cache
 
 
-def load_inputs(artifact_dir: Path, platforms: tuple[Platform, ...] = (), cache_root: Path | None = None) -> Inputs:
+def templates_beside(harness_root: Path) -> Path | None:
+    """The Dockerfile templates of the source tree ``harness_root`` belongs to (an archive's carries them), or None.
+
+    The Dockerfile is in no image, but the lock records its template's sha256 and a build refuses a
+    stale lock: another checkout rebuilds an archived lock with the template it was locked with.
+    """
+    d = Path(harness_root).parent / "dockerfiles"
+    return d if d.is_dir() else None
+
+
+def load_inputs(artifact_dir: Path, platforms: tuple[Platform, ...] = (), cache_root: Path | None = None,
+                template_dir: Path | None = None) -> Inputs:
     """The manifest, and its lock checked offline (never resolves, never builds) for ``platforms``."""
     artifact_dir = Path(artifact_dir)
     manifest = load_manifest(artifact_dir)
@@ -60,7 +71,7 @@ def load_inputs(artifact_dir: Path, platforms: tuple[Platform, ...] = (), cache_
                            file=manifest_path(artifact_dir), field="platforms")
     cache = Cache.open(cache_root)
     lock_path = mdir / LOCK_NAME
-    lock = check_frozen(manifest, lock_path, cache, chosen).lock
+    lock = check_frozen(manifest, lock_path, cache, chosen, template_dir=template_dir).lock
     cache_tuning_logs(manifest, mdir, cache, chosen)
     return Inputs(manifest, lock, lock_path, hashlib.sha256(lock_path.read_bytes()).hexdigest(), tuple(chosen), cache)
 

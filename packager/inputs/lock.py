@@ -138,8 +138,12 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
 
 
 def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: list[Platform],
-                 *, dataset: Path | None = None, components: dict[str, str] | None = None) -> LockResult:
-    """The offline check that a build can proceed: reads, hashes, compares; never resolves, downloads or builds."""
+                 *, dataset: Path | None = None, components: dict[str, str] | None = None,
+                 template_dir: Path | None = None) -> LockResult:
+    """The offline check that a build can proceed: reads, hashes, compares; never resolves, downloads or builds.
+
+    ``template_dir``: the Dockerfile templates to compare with the lock's (default this checkout's;
+    ``reproduce``: the ones the archive carries)."""
     # 1. the lock exists and is well-formed
     current = load_lock(lock_path)
     # 2. it was made from this manifest and (when the caller read them) these components; a build
@@ -157,7 +161,7 @@ def check_frozen(manifest: Manifest, lock_path: Path, cache: Cache, platforms: l
         if plat.value not in current.platforms:
             raise StaleLockError(f"{lock_path}: stale: no entry for {plat.value}: run `request-pack lock`")
     # 4. the image templates are the ones locked
-    templates = template_hashes()
+    templates = template_hashes(template_dir) if template_dir is not None else template_hashes()
     if templates != current.templates:
         changed = sorted(set(templates.items()) ^ set(current.templates.items()))
         raise StaleLockError(f"{lock_path}: stale: template {changed[0][0]} changed since it was locked: run `request-pack lock`")

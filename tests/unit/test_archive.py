@@ -228,7 +228,7 @@ def test_the_archive_carries_the_harness_source_and_restores_it_for_another_chec
     mine = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for src, dest in harness_files()}
     index = archive.read_index(written.path)
     carried = {e["path"]: e for e in index["entries"] if e["entry"].startswith("request-pack ")}
-    assert len(carried) == len(mine) == len(harness_sources())
+    assert len(carried) == len(harness_sources()) == len(mine) + 1  # and the Dockerfile template, below
     assert carried["request-pack/packager/harness/__main__.py"]["sha256"] == _sha(
         (PACKAGE_ROOT / "harness" / "__main__.py").read_bytes())
     assert all(e["mode"] in (0o644, 0o755) for e in carried.values())
@@ -238,6 +238,14 @@ def test_the_archive_carries_the_harness_source_and_restores_it_for_another_chec
     # the restored tree is closed under the harness's imports: it yields exactly the same layer files
     theirs = {dest: hashlib.sha256(src.read_bytes()).hexdigest() for src, dest in harness_files(root)}
     assert theirs == mine and harness_version(root) == harness_version()
+    # the Dockerfile template is in no image, but the lock records its sha256 and a build refuses a stale lock:
+    # the archive carries it, and a build from the restored source compares the lock with it, not the checkout's
+    from packager.image.plan import templates_beside
+    from packager.inputs.lockfile import load_lock
+
+    assert "request-pack/dockerfiles/Dockerfile.j2" in carried
+    assert templates_beside(root) == tmp_path / "source" / "dockerfiles"
+    assert template_hashes(templates_beside(root)) == template_hashes() == load_lock(art / "request.lock").templates
     # an archive from before it carried sources restores none (reproduce then says it used this checkout)
     old = write_archive(archive.plan(art, cache), tmp_path / "old.tar")
     assert archive.restore_sources(old.path, tmp_path / "none") is None

@@ -158,6 +158,24 @@ def test_frozen_detects_changed_templates(locked) -> None:
         lock(art, frozen=True, cache=cache)
 
 
+def test_frozen_compares_the_lock_with_the_templates_it_is_given(locked, tmp_path) -> None:
+    # reproduce: the archive's Dockerfile template, not the checkout's, is the one an archived lock was made with
+    from packager.inputs.lock import check_frozen
+    from packager.manifest import load_manifest
+
+    art, cache, current = locked
+    theirs = tmp_path / "archived" / "dockerfiles"
+    theirs.mkdir(parents=True)
+    (theirs / "Dockerfile.j2").write_text("FROM scratch  # the template of another checkout\n")
+    plats = [Platform(k) for k in current.platforms]
+    with pytest.raises(StaleLockError, match="dockerfiles/Dockerfile.j2"):
+        check_frozen(load_manifest(art), art / "request.lock", cache, plats, template_dir=theirs)
+    (art / "request.lock").write_bytes(current.model_copy(update={"templates": template_hashes(theirs)}).to_bytes())
+    assert check_frozen(load_manifest(art), art / "request.lock", cache, plats, template_dir=theirs).frozen
+    with pytest.raises(StaleLockError, match="dockerfiles/Dockerfile.j2"):  # and then this checkout's is the other one
+        lock(art, frozen=True, cache=cache)
+
+
 def test_frozen_names_a_file_missing_from_the_cache(locked) -> None:
     art, cache, current = locked
     deb = current.platforms["linux/arm64"].debian.packages[0]
