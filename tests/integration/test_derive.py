@@ -36,13 +36,17 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
 def test_derived_int8_artifact_builds_and_classifies(tmp_path: Path, shared_sample: Path) -> None:
     parent = tmp_path / "artifacts" / "efficientnet-lite0"  # a copy: components come from the checkout
     shutil.copytree(REPO / "artifacts" / parent.name, parent, ignore=shutil.ignore_patterns("image.json"))
-    _cli("derive", str(parent), "--set", "model.precision=int8", "--set", "platforms=[linux/amd64]", "--name", "lite0-int8")
+    # run.knobs.threads: the knob every run of the platform starts from, in the image's request.json
+    _cli("derive", str(parent), "--set", "model.precision=int8", "--set", "platforms=[linux/amd64]",
+         "--set", "run.knobs.threads=1", "--name", "lite0-int8")
     child = parent.parent / "lite0-int8"
     text = (child / "request.yaml").read_text()
     assert len(text.splitlines()) < 12 and "parent: ../efficientnet-lite0" in text
     lock, parent_lock = (json.loads((d / "request.lock").read_text()) for d in (child, parent))
     assert lock["platforms"]["linux/amd64"] == parent_lock["platforms"]["linux/amd64"]  # reused, not resolved again
-    assert lock["model"]["sha256"] == yaml.safe_load(_cli("show", str(child)).stdout)["model"]["sha256"] != parent_lock["model"]["sha256"]
+    shown = yaml.safe_load(_cli("show", str(child)).stdout)
+    assert lock["model"]["sha256"] == shown["model"]["sha256"] != parent_lock["model"]["sha256"]
+    assert "runs" not in shown and shown["run"]["knobs"] == {"threads": 1}  # arm/v7's entry went with arm/v7
 
     build = tmp_path / "build"
     _cli("lock", "--frozen", str(child))
@@ -57,3 +61,7 @@ def test_derived_int8_artifact_builds_and_classifies(tmp_path: Path, shared_samp
     assert metrics["accuracy"]["correct_top5"] >= SAMPLES - 1, metrics["accuracy"]
     run_config = json.loads((out / "run-config.json").read_text())
     assert run_config["model"]["precision"] == "int8" and run_config["framework"]["name"] == "onnxruntime"
+    # the manifest's knob reached the harness as the run config, was applied and recorded (what a bundle signs)
+    command = json.loads((out / "run.json").read_text())["command"]
+    assert json.loads(command[command.index("--run-config") + 1]) == {"threads": 1} == metrics["run_config"]
+    assert metrics["threads"] == 1
