@@ -151,6 +151,10 @@ witness_layer() {  # the staged tree of one layer, written by GNU tar
 witness_base() {  # witness_base TAR: the base root filesystem, unpacked and written again by GNU tar under fakeroot
     base="$TMPDIR/base"
     "$bb" rm -rf "$base"; "$bb" mkdir -p "$base"
+    # a faked of its own per base: faked keys its records by inode, and the previous base's inodes
+    # (removed by busybox, which faked does not see) come back as this one's files
+    fakekey=$("$root/lib/$libdir/$loader" --library-path "$libpath" "$troot/usr/bin/faked-sysv")
+    fakepid=${fakekey#*:}; fakekey=${fakekey%%:*}
     fakeroot_tar --extract --file="$1" --directory="$base" --numeric-owner
     tops=$(cd "$base" && LC_ALL=C "$bb" ls -A)
     # what layers.rootfs_entries leaves out (_DROP_EXACT, _DROP_UNDER, "-old" backups, __pycache__),
@@ -162,11 +166,10 @@ witness_base() {  # witness_base TAR: the base root filesystem, unpacked and wri
         --exclude='etc/*-old' --exclude='*/__pycache__' --exclude='dev/*' --exclude='proc/*' --exclude='sys/*' \
         --exclude='run/*' --exclude='tmp/*' --exclude='var/tmp/*' --exclude='var/log/*' --exclude='var/cache/apt/*' \
         --exclude='var/lib/apt/lists/*' $tops)
+    "$bb" kill "$fakepid"
     "$bb" chmod -R u+rwX "$base"; "$bb" rm -rf "$base"
     witness_tar
 }
-fakekey=$("$root/lib/$libdir/$loader" --library-path "$libpath" "$troot/usr/bin/faked-sysv")
-fakepid=${fakekey#*:}; fakekey=${fakekey%%:*}
 # A wheel installed as PEP 427 says and our writer does (layers.wheel_entries), in shell:
 # members by scheme, #!python scripts, console-script launchers, INSTALLER and RECORD.
 tab=$(printf '\t')
@@ -256,7 +259,6 @@ while read -r kind a b c d; do
     esac
 done < "$gnuTarLayersPath"
 witness_layer
-"$bb" kill "$fakepid" 2>/dev/null || true
 [ "$checked" -gt 0 ] || { echo "request-pack nix builder: no layer was checked with GNU tar" >&2; exit 1; }
 LC_ALL=C "$bb" sort -u "$witnessed" > "$witnessed.sorted"
 if ! "$bb" cmp -s "$layer_digests" "$witnessed.sorted"; then
