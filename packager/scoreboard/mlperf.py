@@ -245,6 +245,15 @@ def _scenario_readme(r: Result, sysname: str, model: str, scenario: str, perf_re
     if scenario == "SingleStream" and m.latency:
         figure = (f"SingleStream latency: p50 {m.latency.p50_s * 1e3:.3f} ms, p90 {m.latency.p90_s * 1e3:.3f} ms, "
                   f"p99 {m.latency.p99_s * 1e3:.3f} ms over {m.latency.count} queries")
+    elif scenario == "MultiStream" and m.multistream:
+        ms = m.multistream
+        est = (f"{ms.early_stopping_p99_s * 1e3:.3f} ms" if ms.early_stopping_p99_s is not None
+               else "none (fewer queries than early stopping needs)")
+        how = f"one batch of {ms.samples_per_query}" if ms.batch_size == ms.samples_per_query else "sample by sample"
+        figure = (f"MultiStream per-query latency ({ms.samples_per_query} samples per query, run as {how}): "
+                  f"p99 {ms.p99_s * 1e3:.3f} ms, LoadGen's early-stopping p99 estimate (MLPerf's metric) {est}, "
+                  f"p50 {ms.p50_s * 1e3:.3f} ms over {ms.count} queries; a query's latency, not an image's: not "
+                  "comparable with SingleStream")
     else:
         best = best_offline(m)
         others = ", ".join(f"batch {t.batch_size}: {t.images_per_s:.1f}" for t in m.throughput if t is not best)
@@ -276,7 +285,7 @@ def _scenario_readme(r: Result, sysname: str, model: str, scenario: str, perf_re
                      f"LoadGen's verdict: {validity}{why}")
     lines += [
         "- accuracy logs: "
-        + ("LoadGen AccuracyOnly run (Offline mode, every sample once); the same run serves both scenarios. "
+        + ("LoadGen AccuracyOnly run (Offline mode, every sample once); the same run serves every scenario. "
            "`mlperf_log_accuracy.json` holds each sample's top-1 class as a little-endian int64; here it is "
            "truncated to its first and last 4096 characters (the sha256 of the full log is accuracy.txt's `hash=`); "
            "the full log and `qsl_ids.tsv` (qsl_idx to image id) are in the signed bundle under loadgen/Accuracy/."
@@ -309,7 +318,7 @@ def _code_readme(r: Result, model: str) -> str:
     return "\n".join(lines)
 
 
-def _write_result(w: _Writer, r: Result, base: str, sysname: str) -> list[ScenarioEntry]:
+def _write_result(w: _Writer, r: Result, base: str, sysname: str, system_type: str) -> list[ScenarioEntry]:
     model = model_name(r)
     entries = []
     for rel in (MANIFEST, LOCK):
@@ -344,7 +353,7 @@ def _write_result(w: _Writer, r: Result, base: str, sysname: str) -> list[Scenar
                       "its figures are in the source's metrics.json, and no LoadGen log is written in their place.")
         w.text(f"{res}/accuracy/accuracy.txt", accuracy)
         conf = user_conf(model, scenario, detail, r)
-        problems = nonconformities(r, scenario, detail, acc_detail if loadgen else None, conf)
+        problems = nonconformities(r, scenario, detail, acc_detail if loadgen else None, conf, system_type)
         w.text(f"{res}/user.conf", conf)
         w.text(f"{res}/README.md", _scenario_readme(r, sysname, model, scenario, reason, validity, problems))
         w.json(f"{res}/measurements.json", measurements_json(r))
@@ -413,7 +422,7 @@ def export_mlperf(sources: Sequence[Path], out: Path, opts: ExportOptions = Expo
                                           "system, model and scenario", file=r.source)
                     seen[key] = str(r.source)
                 mapping[model] = CLOSED_BENCHMARK
-                entries += _write_result(w, r, base, sysname)
+                entries += _write_result(w, r, base, sysname, opts.system_type)
             for sysname, desc in systems.items():
                 w.json(f"{base}/systems/{sysname}.json", desc)
             w.json(f"{base}/model_mapping.json", mapping)

@@ -8,6 +8,7 @@ result does not meet is one sentence ending in the checker's rule name in bracke
 
 from __future__ import annotations
 
+from packager import querylog
 from packager.scoreboard.mlperf_source import Result, loadgen_dir
 
 DIVISION = "open"
@@ -23,6 +24,10 @@ OFFICIAL_SEEDS = {"qsl_rng_seed": 2085463073848966840, "sample_index_rng_seed": 
 # truncate_accuracy_log.py: logs of MAX_ACCURACY_LOG_SIZE or more keep their first and last VIEWABLE_SIZE characters.
 MAX_ACCURACY_LOG_SIZE = 10 * 1024
 VIEWABLE_SIZE = 4096
+# mlperf.conf (v6.1): *.MultiStream.samples_per_query = 8; the checker's MODEL_CONFIG["v6.1"] lists MultiStream
+# among resnet's scenarios of edge and datacenter,edge systems only, never of a datacenter system.
+MULTISTREAM_SAMPLES_PER_QUERY = 8
+EDGE_ONLY_SCENARIOS = ("MultiStream",)
 ACCURACY_FILES = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "mlperf_log_accuracy.json")
 
 
@@ -31,6 +36,8 @@ _USER_CONF_KEYS = {
     "requested_min_query_count": "min_query_count",
     "requested_min_duration_ms": "min_duration",
     "requested_single_stream_expected_latency_ns": "single_stream_expected_latency_ns",
+    "requested_multi_stream_expected_latency_ns": "multi_stream_expected_latency_ns",
+    "requested_multi_stream_samples_per_query": "multi_stream_samples_per_query",
     "requested_offline_expected_qps": "offline_expected_qps",
     "requested_performance_sample_count_override": "performance_sample_count_override",
 }
@@ -63,10 +70,14 @@ def truncated_accuracy_log(text: str) -> str:
     return text[:VIEWABLE_SIZE] + "\n\n...\n\n" + text[-VIEWABLE_SIZE:]
 
 
-def nonconformities(r: Result, scenario: str, perf: dict | None, acc: dict | None, conf: str) -> list[str]:
+def nonconformities(r: Result, scenario: str, perf: dict | None, acc: dict | None, conf: str,
+                    system_type: str = "edge") -> list[str]:
     """The v6.1 rules this scenario's result does not meet, each as one sentence (checker rule in brackets)."""
     m = r.metrics
     out: list[str] = []
+    if scenario in EDGE_ONLY_SCENARIOS and "edge" not in system_type:
+        out.append(f"{scenario} is an edge scenario: {ROUND} lists it for edge systems only, this one is "
+                   f"{system_type} [required-scenarios-edge]")
     mode = m.measurement.mode if m.measurement else "quick"
     if mode != "submission":
         out.append("quick-mode run: LoadGen's settings were set by the harness, not read from mlperf.conf and a "
@@ -85,8 +96,11 @@ def nonconformities(r: Result, scenario: str, perf: dict | None, acc: dict | Non
         if (perf.get("effective_performance_sample_count") or 0) < MIN_PERFORMANCE_SAMPLES:
             out.append(f"{perf.get('effective_performance_sample_count')} performance samples, under "
                        f"{MIN_PERFORMANCE_SAMPLES} [performance_sample_count_check]")
-        if scenario == "SingleStream" and not perf.get("early_stopping_met"):
+        if scenario in ("SingleStream", "MultiStream") and not perf.get("early_stopping_met"):
             out.append("LoadGen's early-stopping condition was not met [latency_check]")
+        if scenario == "MultiStream" and perf.get("effective_samples_per_query") != MULTISTREAM_SAMPLES_PER_QUERY:
+            out.append(f"{perf.get('effective_samples_per_query')} samples per query, not mlperf.conf's "
+                       f"{MULTISTREAM_SAMPLES_PER_QUERY} [samples_per_query]")
         if perf.get("num_errors"):
             out.append(f"the performance log records {perf['num_errors']} LoadGen error(s) [loadgen_errors_check]")
     if acc is not None:

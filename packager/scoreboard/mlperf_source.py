@@ -171,6 +171,12 @@ def open_source(source: Path, opts: ExportOptions, scratch: Path) -> Result:
         )
     if uses_loadgen(metrics):
         _check_loadgen_accuracy(root, preds)
+    if metrics.multistream is not None:
+        from packager.bundle.latency import multistream_problems
+
+        problems = multistream_problems(root, metrics.multistream)
+        if problems:
+            raise MetricsMismatch(f"{source}: MultiStream: " + "; ".join(problems[:3]))
     manifest = None
     if (root / MANIFEST).is_file():
         from packager.yamlsafe import load_yaml
@@ -230,6 +236,8 @@ def scenarios(m: Metrics) -> list[str]:
     out = []
     if m.latency is not None:
         out.append("SingleStream")
+    if m.multistream is not None:
+        out.append("MultiStream")
     if m.throughput:
         out.append("Offline")
     return out
@@ -252,5 +260,5 @@ def best_offline(m: Metrics):
 
 
 def loadgen_dir(r: Result, scenario: str) -> Path:
-    sub = "SingleStream" if scenario == "SingleStream" else f"Offline-b{best_offline(r.metrics).batch_size}"
+    sub = scenario if scenario in ("SingleStream", "MultiStream") else f"Offline-b{best_offline(r.metrics).batch_size}"
     return r.root / "loadgen" / sub

@@ -31,7 +31,9 @@ from packager.results import Metrics  # noqa: E402
 from packager.scoreboard.mlperf import ExportOptions, export_mlperf  # noqa: E402
 
 IMAGES = 1040
-OVERRIDES = ("*.SingleStream.min_duration = 1000", "*.Offline.min_duration = 1000", "resnet50.Offline.min_query_count = 2048")
+OVERRIDES = ("*.SingleStream.min_duration = 1000", "*.MultiStream.min_duration = 1000", "*.Offline.min_duration = 1000",
+             "resnet50.Offline.min_query_count = 2048")
+SCENARIOS = {"SingleStream", "MultiStream", "Offline"}
 SYSTEM_DESC_REQUIRED_FIELDS = [
     "division", "submitter", "status", "system_name", "number_of_nodes", "host_processor_model_name",
     "host_processors_per_node", "host_processor_core_count", "host_memory_capacity", "host_storage_capacity",
@@ -87,7 +89,7 @@ def run(tmp_path_factory, shared_sample):
     cfg.write_text(json.dumps({
         "name": "tiny-submission",
         "preprocessing": {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "run": {"batch_sizes": [8], "warmup": 2, "scenarios": ["SingleStream", "Offline"]},
+        "run": {"batch_sizes": [8], "warmup": 2, "scenarios": ["SingleStream", "MultiStream", "Offline"]},
         "framework": {"name": "onnxruntime", "options": {"threads": 2}},
         "dataset": {"layout": "labels-tsv", "note": f"{IMAGES} generated JPEGs (the 200-image sample re-encoded), "
                                                    "not the validation set"},
@@ -120,7 +122,7 @@ def test_layout_v61(run):
     root, dirs = _scenario_dirs(report)
     assert sorted(p.name for p in root.iterdir()) == ["model_mapping.json", "results", "src", "systems"]
     assert json.loads((root / "model_mapping.json").read_text()) == {"tiny-submission": "resnet"}
-    assert {d.name for d in dirs} == {"SingleStream", "Offline"}
+    assert {d.name for d in dirs} == SCENARIOS
     for d in dirs:
         assert (root / "systems" / f"{d.parent.parent.name}.json").is_file()
         assert sorted(p.name for p in d.iterdir()) == ["README.md", "accuracy", "measurements.json", "performance", "user.conf"]
@@ -149,7 +151,7 @@ def test_measurements_json_and_required_files(run):
         imp = json.loads((d / "measurements.json").read_text())
         assert all(isinstance(imp[k], str) and imp[k] for k in SYSTEM_IMP_REQUIRED_FILES)
         assert (d / "README.md").stat().st_size > 0
-        sub = "SingleStream" if d.name == "SingleStream" else "Offline-b8"
+        sub = d.name if d.name in ("SingleStream", "MultiStream") else "Offline-b8"
         assert (d / "user.conf").read_bytes() == (out / "loadgen" / sub / "user.conf").read_bytes()  # the run's own
 
 
@@ -182,8 +184,10 @@ def test_seeds_sample_counts_and_no_loadgen_errors(run):
         perf = read_detail(d / "performance" / "run_1" / "mlperf_log_detail.txt")
         assert perf["effective_performance_sample_count"] >= 1024
         assert perf["effective_scenario"] == d.name
-        if d.name == "SingleStream":
+        if d.name in ("SingleStream", "MultiStream"):
             assert perf["early_stopping_met"] is True
+        if d.name == "MultiStream":
+            assert perf["effective_samples_per_query"] == 8 and perf["effective_min_query_count"] == 662
         assert read_detail(d / "accuracy" / "mlperf_log_detail.txt")["qsl_reported_total_count"] == IMAGES
 
 
@@ -197,3 +201,68 @@ def test_what_cannot_be_met_here_is_flagged_and_nothing_else(run):
         assert any("test-only overrides" in p for p in e.nonconformities)
         assert not any(p.startswith("quick-mode") for p in e.nonconformities)
         assert f"{e.system}/{e.model}/{e.scenario}: NOT conformant" in text
+
+
+# --- MultiStream -------------------------------------------------------------------------------------------
+
+
+def test_multistream_metric_and_records(run):
+    """MLPerf's MultiStream result is LoadGen's early-stopping p99 per-query latency (RESULT_FIELD_NEW: early_stopping_
+    latency_ms); the README gives it, says a query is 8 images, and the signed records give back LoadGen's log."""
+    from packager import querylog
+
+    out, report = run
+    _, dirs = _scenario_dirs(report)
+    (d,) = [d for d in dirs if d.name == "MultiStream"]
+    perf = read_detail(d / "performance" / "run_1" / "mlperf_log_detail.txt")
+    m = Metrics.model_validate_json((out / "metrics.json").read_text()).multistream
+    assert m is not None and m.early_stopping_p99_s == perf["early_stopping_latency_ms"] * 1e-9
+    readme = (d / "README.md").read_text()
+    assert f"early-stopping p99 estimate (MLPerf's metric) {m.early_stopping_p99_s * 1e3:.3f} ms" in readme
+    assert "not comparable with SingleStream" in readme
+    assert querylog.differences(querylog.read(out / m.queries), perf) == {}
+    assert "resnet50.MultiStream.target_latency = " in (d / "user.conf").read_text()
+
+
+def test_multistream_rules_accept_a_conformant_run_and_name_what_is_not(run):
+    """The rules, applied to this run's real logs: with MLPerf's duration and the validation set (the two things a
+    test cannot have) every MultiStream rule passes; each departure is named by its rule."""
+    from packager.scoreboard.mlperf_rules import nonconformities
+    from packager.scoreboard.mlperf_source import ExportOptions as Opts
+    from packager.scoreboard.mlperf_source import open_source
+
+    out, report = run
+    _, dirs = _scenario_dirs(report)
+    (d,) = [d for d in dirs if d.name == "MultiStream"]
+    perf = read_detail(d / "performance" / "run_1" / "mlperf_log_detail.txt")
+    acc = read_detail(d / "accuracy" / "mlperf_log_detail.txt")
+    r = open_source(out, Opts(labels=report.root.parent / "data" / "labels.tsv"), out.parent)
+    full = {**perf, "effective_min_duration_ms": 600_000}
+    whole = {**acc, "qsl_reported_total_count": 50_000, "effective_accuracy_sample_count": 50_000}
+    assert nonconformities(r, "MultiStream", full, whole, "# the run's user.conf\n") == []
+    cases = {
+        "[samples_per_query]": {**full, "effective_samples_per_query": 4},
+        "[latency_check]": {**full, "early_stopping_met": False},
+        "[seeds_check]": {**full, "effective_schedule_rng_seed": 0},
+        "[performance_sample_count_check]": {**full, "effective_performance_sample_count": 512},
+    }
+    for rule, detail in cases.items():
+        assert [p for p in nonconformities(r, "MultiStream", detail, whole, "") if rule in p], rule
+    datacenter = nonconformities(r, "MultiStream", full, whole, "", "datacenter")
+    assert [p for p in datacenter if "[required-scenarios-edge]" in p]
+    assert nonconformities(r, "SingleStream", full, whole, "", "datacenter") == []
+
+
+def test_export_refuses_multistream_records_that_do_not_give_the_claim(run, tmp_path):
+    import shutil
+
+    from packager.errors import MetricsMismatch
+
+    out, report = run
+    copy = Path(shutil.copytree(out, tmp_path / "out"))
+    q = copy / "loadgen" / "MultiStream" / "queries.tsv"
+    lines = q.read_text().splitlines()
+    lines[1] = lines[1].split("\t")[0] + "\t1"  # the first query made 1 ns fast
+    q.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MetricsMismatch, match=r"MultiStream: .*queries\.tsv gives result_min_query_latency_ns 1"):
+        export_mlperf([copy], tmp_path / "tree", ExportOptions(labels=report.root.parent / "data" / "labels.tsv"))
