@@ -541,28 +541,32 @@ def stage_figures(stage_dir: Path) -> dict[str, Any]:
 
 
 SUMMARY_COLUMNS = ("#", "knobs", "status", "class", "top-1 (images)", "SingleStream p90 ms", "Offline img/s (batch)",
-                   "wall s", "frontier")
+                   "wall s", "*")
 
 
-def summary(result: Result, stage: str, dataset: Path) -> tuple[list[list[str]], list[str]]:
-    """The summary table's rows (``SUMMARY_COLUMNS``) and the notes that say what produced every figure."""
+def summary(result: Result, stage: str, dataset: Path) -> tuple[list[str], list[list[str]], list[str]]:
+    """The summary table's columns and rows and the notes that say what produced every figure. The class
+    column is left out when every point has the one class: the notes name it."""
     front = {p.key for _, p in iter_frontier(result)}
+    classes = sorted({o.measurement for o in result.outcomes if o.measurement})
+    columns = [c for c in SUMMARY_COLUMNS if c != "class" or len(classes) > 1]
     rows = []
     for o in result.outcomes:
-        rows.append([str(o.point.index + 1), o.point.label(), o.status, o.measurement or "-",
-                     f"{o.top1:.4f} ({o.samples})" if o.top1 is not None else "-",
-                     f"{o.p90_ms:.2f}" if o.p90_ms is not None else "-",
-                     f"{o.images_per_s:.1f} ({o.offline_batch})" if o.images_per_s is not None else "-",
-                     f"{o.wall_s:.1f}", "*" if o.key in front else ""])
+        row = {"#": str(o.point.index + 1), "knobs": o.point.label(), "status": o.status, "class": o.measurement or "-",
+               "top-1 (images)": f"{o.top1:.4f} ({o.samples})" if o.top1 is not None else "-",
+               "SingleStream p90 ms": f"{o.p90_ms:.2f}" if o.p90_ms is not None else "-",
+               "Offline img/s (batch)": f"{o.images_per_s:.1f} ({o.offline_batch})" if o.images_per_s is not None else "-",
+               "wall s": f"{o.wall_s:.1f}", "*": "*" if o.key in front else ""}
+        rows.append([row[c] for c in columns])
     notes = sorted({o.dataset for o in result.outcomes if o.dataset})
-    classes = sorted({o.measurement for o in result.outcomes if o.measurement})
-    return rows, [
+    return columns, rows, [
         f"{stage} stage on {dataset}: {'; '.join(notes) or 'no finished point'}",
         "top-1: fraction of the stage's images (how many, in brackets) answered right; SingleStream p90: 90th "
         "percentile latency at one image per query, which the batch knob does not change; Offline: the best rate "
         "over the batch sizes run (the batch, in brackets)",
-        f"class: mode/execution/driver ({', '.join(classes) or 'none'}); the frontier (*) is computed within each "
-        "class on the board, over top-1, SingleStream p90 and the Offline rate",
+        (f"class (mode/execution/driver) of every point: {classes[0]}" if len(classes) == 1 else
+         f"class: mode/execution/driver ({', '.join(classes) or 'none'})") + "; *: on the frontier of its class "
+        "on the board, over top-1, SingleStream p90 and the Offline rate",
     ]
 
 

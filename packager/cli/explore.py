@@ -46,9 +46,10 @@ def explore_cmd(
     """Evaluate every point of a design space; each verified result is published to the board as one sweep."""
     import hashlib
 
+    from rich import box
     from rich.table import Table
 
-    from packager.explore import SUMMARY_COLUMNS, Options, explore, iter_frontier, load_space, summary
+    from packager.explore import Options, explore, iter_frontier, load_space, summary
     from packager.manifest import load_manifest
     from packager.repo import default_sample_dataset
 
@@ -72,11 +73,14 @@ def explore_cmd(
 
         result = explore(artifact, spec, opts, report=report,
                          progress=lambda stage: progress_fn(bar, f"  {stage}"))
-    rows, notes = summary(result, spec.stage, opts.dataset)
+    columns, rows, notes = summary(result, spec.stage, opts.dataset)
+    # Light borders, and cells that fold rather than end in "…": a cut knob or header word ("SingleStre…")
+    # would no longer say what a point or a figure is.
     table = Table(title=f"sweep {result.sweep_id} of {result.artifact} ({len(result.image_digests)} image digest(s), "
-                        f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)", caption=escape("\n".join(notes)))
-    for col in SUMMARY_COLUMNS:
-        table.add_column(col, justify="left" if col in ("knobs", "status", "class") else "right")
+                        f"{result.rebuilds} rebuild(s), {result.seconds:.0f} s)", caption=escape("\n".join(notes)),
+                  caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("knobs", "status", "class") else "right", overflow="fold")
     for row in rows:
         table.add_row(*map(escape, row))
     console.print(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -147,13 +148,18 @@ def test_the_summary_says_what_produced_each_figure(tmp_path: Path) -> None:
     append_journal(journal, done.journal_line())
     assert {f: read_journal(journal)["k1"][f] for f in FIGURES} == figures
     result = Result("s1", "demo-ort", tmp_path, (done, failed), frozenset(), 0, None, 3.0)
-    rows, notes = summary(result, "functional", tmp_path / "sample")
-    assert len(SUMMARY_COLUMNS) == len(rows[0]) and "SingleStream p90 ms" in SUMMARY_COLUMNS
-    assert rows == [["1", "run.threads=2 run.batch=32", "done", "quick/native/loadgen", "0.8000 (5)", "11.00",
-                     "210.0 (32)", "1.2", ""],
-                    ["2", "run.threads=1", "failed", "-", "-", "-", "-", "0.0", ""]]
+    columns, rows, notes = summary(result, "functional", tmp_path / "sample")
+    assert columns == [c for c in SUMMARY_COLUMNS if c != "class"]  # one class: the notes name it
+    assert columns[4:6] == ["SingleStream p90 ms", "Offline img/s (batch)"]
+    assert rows == [["1", "run.threads=2 run.batch=32", "done", "0.8000 (5)", "11.00", "210.0 (32)", "1.2", ""],
+                    ["2", "run.threads=1", "failed", "-", "-", "-", "0.0", ""]]
     assert notes[0] == f"functional stage on {tmp_path / 'sample'}: {synthetic.SYNTHETIC_NOTE}"
-    assert "the batch knob does not change" in notes[1] and "(quick/native/loadgen)" in notes[2]
+    assert "the batch knob does not change" in notes[1]
+    assert notes[2].startswith("class (mode/execution/driver) of every point: quick/native/loadgen;")
+    emulated = replace(done, key="k3", point=Point(2, RunConfig(threads=4)), measurement="quick/emulated/loadgen")
+    columns, rows, notes = summary(replace(result, outcomes=(done, emulated)), "functional", tmp_path / "sample")
+    assert columns == list(SUMMARY_COLUMNS) and [r[3] for r in rows] == ["quick/native/loadgen", "quick/emulated/loadgen"]
+    assert "(quick/emulated/loadgen, quick/native/loadgen)" in notes[2]
 
 
 def _sweep_board(tmp_path: Path, emulated: bool = False) -> str:
