@@ -100,6 +100,9 @@ def test_sweep_resumes_after_kill_and_publishes_verified_points_of_one_image(tmp
     journal = _journal(root)
     assert [j["knobs"] for j in journal] == [{"run.threads": 1, "run.batch": 1}, {"run.threads": 2, "run.batch": 1}]
     assert [j["status"] for j in journal] == ["done", "done"]
+    for j in journal:  # the summary's figures, each with what produced it (kept for the kept point too)
+        assert j["measurement"] == "quick/native/loadgen" and j["samples"] == 20 and "sample" in j["dataset"]
+        assert j["p90_ms"] > 0 and j["images_per_s"] > 0 and j["offline_batch"] == 1
     assert bundle1.stat().st_mtime_ns == stamp1  # point 1 was not evaluated again
     assert not _containers_of(root / "sweep" / "points")
 
