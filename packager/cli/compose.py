@@ -15,8 +15,12 @@ commands = typer.Typer()
 
 @commands.command()
 def show(path: Path = typer.Argument(..., help=ARTIFACT_HELP),
-         files: bool = typer.Option(False, "--files", help="Print the component and parent files it used, by sha256, instead.")) -> None:
+         files: bool = typer.Option(False, "--files", help="Print the component and parent files it used, by sha256, instead."),
+         platform: Optional[str] = typer.Option(None, "--platform", help="Print one platform's view instead: its framework "
+                                                "and run settings in framework and run (the request.json of its image).")) -> None:
     """Print the resolved manifest (every use: and parent: applied) as YAML, keys in schema order."""
+    from packager.cli.common import parse_platform
+    from packager.errors import BadInput
     from packager.manifest import load_composed, resolved_yaml
 
     manifest, resolved = load_composed(path)
@@ -24,6 +28,12 @@ def show(path: Path = typer.Argument(..., help=ARTIFACT_HELP),
         for name, sha in sorted(resolved.files.items()):
             sys.stdout.write(f"{sha}  {name}\n")
         return
+    chosen = parse_platform(platform)
+    if chosen is not None:
+        if chosen not in manifest.platforms:
+            raise BadInput(f"{chosen} is not one of its platforms ({', '.join(p.value for p in manifest.platforms)})",
+                           field="--platform")
+        manifest = manifest.for_platform(chosen)
     sys.stdout.write(resolved_yaml(manifest))
 
 

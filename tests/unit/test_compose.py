@@ -265,6 +265,15 @@ def test_show_prints_resolved_yaml_and_bad_input_exits_2(repo: Path) -> None:
     bad = subprocess.run([*BASE, "show", "artifacts/x"], cwd=repo, capture_output=True, text=True, timeout=60,
                          env={**os.environ, "COLUMNS": "300"})
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "no dataset component 'nope'" in bad.stderr
+    # one platform's view: what its image's request.json holds
+    view = subprocess.run([*BASE, "show", "artifacts/efficientnet-lite0", "--platform", "linux/arm/v7"], cwd=repo,
+                          capture_output=True, text=True, timeout=60)
+    shown = yaml.safe_load(view.stdout)
+    assert view.returncode == 0 and shown["run"]["batch_sizes"] == [1, 4] and shown["framework"]["name"] == "reference"
+    assert "runs" not in shown and "frameworks" not in shown
+    other = subprocess.run([*BASE, "show", "artifacts/efficientnet-lite0-ort-int8", "--platform", "linux/arm/v7"], cwd=repo,
+                           capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "300"})
+    assert other.returncode == 2 and "linux/arm/v7 is not one of its platforms" in other.stderr
 
 
 # --- derive --------------------------------------------------------------------------------------
