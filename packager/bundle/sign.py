@@ -91,7 +91,8 @@ def build_statement(result_dir: Path) -> Statement:
             count = max(sum(1 for line in f if line.strip()) - 1, 0)  # minus the header
         labels = LabelsRef(name=LABELS_NAME, sha256=subjects[list(files).index(LABELS_NAME)].digest["sha256"], count=count)
 
-    scenarios = (["SingleStream"] if metrics.latency else []) + (["Offline"] if metrics.throughput else [])
+    scenarios = ((["SingleStream"] if metrics.latency else []) + (["MultiStream"] if metrics.multistream else [])
+                 + (["Offline"] if metrics.throughput else []))
     run = RunParameters(
         artifact=metrics.artifact,
         stage=metrics.stage,

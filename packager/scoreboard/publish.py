@@ -264,6 +264,7 @@ def _row(
         top5=m.accuracy.top5,
         latency_mean_s=m.latency.mean_s if m.latency else None,
         latency_p90_s=m.latency.p90_s if m.latency else None,
+        multistream_p99_s=m.multistream.p99_s if m.multistream else None,
         throughput_ips=throughput,
         price_usd=price,
         power_w=power_w(p),

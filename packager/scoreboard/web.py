@@ -276,6 +276,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("top1", "top-1 (%)"),
     ("top5", "top-5 (%)"),
     ("latency_p90_s", "latency p90 (ms)"),
+    ("multistream_p99_s", "MultiStream p99 (ms per query of 8)"),
     ("throughput_ips", "throughput (images/s)"),
     ("price_usd", "price (USD)"),
     ("power_w", "power (W)"),

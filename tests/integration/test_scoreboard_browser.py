@@ -188,7 +188,8 @@ def test_the_table_loads_before_plotly_and_each_tab_draws_its_plot_once(server: 
     load_ms = page.evaluate("() => performance.getEntriesByType('navigation')[0].loadEventStart")
     assert page.evaluate("() => window.boardPlotsDrawn") > load_ms  # drawn after the load event, not before it
     tabs = page.locator(".plot-tab").evaluate_all("ts => ts.map(t => [t.dataset.slug, t.getAttribute('aria-selected')])")
-    assert tabs == [["accuracy-latency", "true"], ["throughput-price", "false"], ["accuracy-power", "false"]]
+    assert tabs == [["accuracy-latency", "true"], ["throughput-price", "false"], ["accuracy-power", "false"],
+                    ["accuracy-multistream", "false"]]
     assert page.locator("#plot-accuracy-latency").get_attribute("data-drawn") == "true"
     assert page.locator("#plot-throughput-price").get_attribute("data-drawn") is None
     assert page.locator("#panel-throughput-price").is_hidden()

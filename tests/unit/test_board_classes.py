@@ -78,7 +78,8 @@ def test_migration_3_backfills_rows_published_before_it(tmp_path: Path):
         for v, m in enumerate(MIGRATIONS[:2], start=1):
             m(conn)
             conn.execute(board_schema.insert().values(version=v, applied_at="then"))
-        values = {k: v for k, v in _row(7, "linux/arm64").to_json().items() if k != "measurement"}
+        # the columns of migrations 1-2: later ones (measurement, multistream_p99_s) do not exist yet
+        values = {k: v for k, v in _row(7, "linux/arm64").to_json().items() if k not in ("measurement", "multistream_p99_s")}
         conn.execute(sa.table("results", *(sa.column(k) for k in [*values, "detail"])).insert().values(
             **values, detail=json.dumps(_detail("linux/arm64", arch="amd64"))))
     old.close()
@@ -124,3 +125,54 @@ def test_cli_prints_one_frontier_per_class_with_units(tmp_path: Path):
     assert all(len(c["frontier"]) == 1 for c in j["classes"].values()) and j["units"]["latency"]["label"] == "ms"
     one = json.loads(_cli("--board", url, "--class", "quick/emulated/loadgen", "--json").stdout)
     assert list(one["classes"]) == ["quick/emulated/loadgen"] and one["count"] == 1
+
+
+# --- MultiStream: its own column and objective, never a SingleStream latency ------------------------------------
+
+
+def _ms_detail(p99: float) -> dict:
+    d = _detail("linux/amd64")
+    d["predicate"]["metrics"]["multistream"] = {"scenario": "MultiStream", "samples_per_query": 8, "p99_s": p99}
+    return d
+
+
+def test_multistream_has_its_own_column_objective_and_frontier(tmp_path: Path):
+    """A MultiStream p99 (a query of 8 images) is stored and ranked apart: the latency objective never reads it,
+    and the multistream objective only ranks results that ran MultiStream."""
+    from packager.scoreboard.store import OBJECTIVE_COLUMNS
+
+    assert OBJECTIVE_COLUMNS["latency"] == "latency_p90_s" and OBJECTIVE_COLUMNS["multistream"] == "multistream_p99_s"
+    assert OBJECTIVE_UNITS["multistream"].show(0.0812) == "81.2 ms per query of 8"
+    single = _row(1, top1=0.9, latency=0.005)  # a fast SingleStream latency must not rank against query latencies
+    ms_a = replace(_row(2, top1=0.6, latency=None), multistream_p99_s=0.08)
+    ms_b = replace(_row(3, top1=0.5, latency=None), multistream_p99_s=0.09)
+    with Board(f"sqlite:///{tmp_path / 'b.db'}") as b:
+        b.insert(single, _detail("linux/amd64"))
+        b.insert(ms_a, _ms_detail(0.08))
+        b.insert(ms_b, _ms_detail(0.09))
+        rows = {r.artifact: r for r in b.rows()}
+    assert rows["art2"].multistream_p99_s == 0.08 and rows["art1"].multistream_p99_s is None
+    ms_objs = (Objective("accuracy", Direction.MAX), Objective("multistream", Direction.MIN))
+    from packager.scoreboard.pareto import Missing
+
+    front = frontiers_by_class(list(rows.values()), ms_objs, missing=Missing.EXCLUDE)["quick/native/loadgen"]
+    assert front.front == (ms_a.bundle_digest,)  # art1 has no MultiStream figure: its SingleStream one is not used
+    lat = frontiers_by_class(list(rows.values()), OBJS)["quick/native/loadgen"]
+    assert lat.front == (single.bundle_digest,)  # and the query latencies are not on the latency one
+
+
+def test_migration_6_backfills_multistream_from_the_signed_predicate(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = Board(url, migrate=False)
+    with old.engine.begin() as conn:
+        board_schema.create(conn)
+        for v, m in enumerate(MIGRATIONS[:5], start=1):
+            m(conn)
+            conn.execute(board_schema.insert().values(version=v, applied_at="then"))
+        for n, detail in ((8, _ms_detail(0.07)), (9, _detail("linux/amd64"))):
+            values = {k: v for k, v in _row(n).to_json().items() if k != "multistream_p99_s"}
+            conn.execute(sa.table("results", *(sa.column(k) for k in [*values, "detail"])).insert().values(
+                **values, detail=json.dumps(detail)))
+    old.close()
+    with Board(url) as b:
+        assert {r.artifact: r.multistream_p99_s for r in b.rows()} == {"art8": 0.07, "art9": None}

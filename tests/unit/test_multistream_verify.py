@@ -110,3 +110,31 @@ def test_records_outside_the_bundle_or_missing_are_refused(unsigned, tmp_path, k
 def test_the_claim_is_in_the_signed_metrics(unsigned):
     m = json.loads((unsigned / "metrics.json").read_text())["multistream"]
     assert m["scenario"] == "MultiStream" and m["samples_per_query"] == 8 and m["queries"] == "loadgen/MultiStream/queries.tsv"
+
+
+def test_published_multistream_is_its_own_column_and_page_line(unsigned, tmp_path, keys):
+    """verify-then-publish on a real SQLite board: the row carries the p99 per query, the latency column stays
+    SingleStream's, and the result page says a query is 8 images."""
+    from fastapi.testclient import TestClient
+
+    from packager.scoreboard.publish import publish
+    from packager.scoreboard.store import Board
+    from packager.scoreboard.web import create_app
+
+    bundle = _signed(unsigned, tmp_path, keys)
+    ms = _metrics(bundle).multistream
+    url = f"sqlite:///{tmp_path / 'board.db'}"
+    with Board(url) as board:
+        publish(bundle, board, keys[1])
+        (row,) = board.rows()
+    assert row.multistream_p99_s == ms.p99_s and row.latency_p90_s == _metrics(bundle).latency.p90_s
+    with TestClient(create_app(url)) as c:
+        page = c.get(f"/results/{row.bundle_digest}").text
+    assert f"per query of {ms.samples_per_query} images" in page and "not comparable with the SingleStream latency" in page
+
+
+def test_the_statement_names_the_scenarios_that_ran(unsigned, tmp_path, keys):
+    from packager.bundle.sign import build_statement
+
+    bundle = _signed(unsigned, tmp_path, keys)
+    assert build_statement(bundle).predicate.run.scenarios == ["SingleStream", "MultiStream", "Offline"]

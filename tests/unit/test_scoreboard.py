@@ -306,10 +306,11 @@ def test_index_table_plots_and_exports_agree(client) -> None:
     table_order = re.findall(r'data-digest="(sha256:[0-9a-f]+)"', html)
     assert table_order == [r["bundle_digest"] for r in api["results"]]
     counts = plot_counts(html)
-    assert set(counts) == {"accuracy-latency", "throughput-price", "accuracy-power"}
+    assert set(counts) == {"accuracy-latency", "throughput-price", "accuracy-power", "accuracy-multistream"}
     assert counts["accuracy-latency"][0] == 24
     with_power = sum(1 for r in api["results"] if r["power_w"] is not None)
     assert counts["accuracy-power"][0] == with_power
+    assert counts.pop("accuracy-multistream") == (0, 0)  # none ran MultiStream: no SingleStream latency stands in
     assert all(0 < f <= n for n, f in counts.values())
     # Table stars = the frontier the API reports.
     assert html.count('class="star"') == len(api["frontier"]) == sum(r["pareto"] for r in api["results"])
