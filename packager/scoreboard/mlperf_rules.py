@@ -8,7 +8,6 @@ result does not meet is one sentence ending in the checker's rule name in bracke
 
 from __future__ import annotations
 
-from packager import querylog
 from packager.scoreboard.mlperf_source import Result, loadgen_dir
 
 DIVISION = "open"
