@@ -84,6 +84,7 @@ class StageSummary:
     images_per_s: float | None
     wall_s: float
     out: Path
+    multistream_p99_ms: float | None = None  # per query of 8 images: not comparable with p50_ms (SingleStream)
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ def _summary(stage: str, result: RunResult, min_top1: float) -> StageSummary:
         stage=stage, samples=m.accuracy.samples, top1=m.accuracy.top1, top5=m.accuracy.top5, min_top1=min_top1,
         p50_ms=m.latency.p50_s * 1e3 if m.latency else None,
         images_per_s=max((t.images_per_s for t in m.throughput), default=None),
-        wall_s=result.wall_s, out=result.out)
+        wall_s=result.wall_s, out=result.out,
+        multistream_p99_ms=m.multistream.p99_s * 1e3 if m.multistream else None)
 
 
 def bundle_files(artifact_dir: Path, ref: ImageRef, dataset: Path, labels_name: str, dest: Path) -> None:

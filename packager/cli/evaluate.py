@@ -104,11 +104,15 @@ def evaluate_cmd(
     knobs = run_config_from(set_, run_config)
     table = Table(title=f"{ev.artifact} on {ev.platform} (image {ev.image.manifest_digest or ev.image.config_digest}; "
                         f"run config: {knobs.label()})")
-    for col in ("stage", "samples", "top-1", "top-5", "min top-1", "p50 ms", "img/s", "wall s"):
+    multistream = any(s.multistream_p99_ms is not None for s in ev.stages)
+    cols = ("stage", "samples", "top-1", "top-5", "min top-1", "SingleStream p50 ms",
+            *(("MultiStream p99 ms/query of 8",) if multistream else ()), "Offline img/s", "wall s")
+    for col in cols:
         table.add_column(col, justify="right" if col != "stage" else "left")
     for s in ev.stages:
+        ms = ((f"{s.multistream_p99_ms:.2f}" if s.multistream_p99_ms is not None else "-",) if multistream else ())
         table.add_row(s.stage, str(s.samples), f"{s.top1:.4f}", f"{s.top5:.4f}", f"{s.min_top1:.2f}",
-                      f"{s.p50_ms:.2f}" if s.p50_ms is not None else "-",
+                      f"{s.p50_ms:.2f}" if s.p50_ms is not None else "-", *ms,
                       f"{s.images_per_s:.1f}" if s.images_per_s is not None else "-", f"{s.wall_s:.1f}")
     console.print(table)
     console.print(f"[green]signed[/green] with key {ev.keyid[:16]} and [green]verified[/green] in {ev.verify_seconds:.2f} s: "
