@@ -119,14 +119,20 @@ def lock(artifact_dir: Path, frozen: bool = False, offline: bool = False, *, dat
     lent = _lendable(manifest, reuse, selected) if reuse is not None else {}
     resolved = _resolve_platforms(manifest, [p for p in selected if p.value not in lent], cache, offline=offline) \
         if any(p.value not in lent for p in selected) else {}
-    resolved.update({k: v for k, v in lent.items() if k != "model" and k != "dataset"})  # type: ignore[misc]
+    resolved.update({k: v for k, v in lent.items() if k not in ("model", "dataset", "builder")})  # type: ignore[misc]
     model = lent.get("model") or _lock_model(manifest, artifact_dir, cache, offline=offline)  # type: ignore[assignment]
     data_lock = dataset_pins(dataset, manifest) if dataset else (previous.dataset if previous else lent.get("dataset"))  # type: ignore[assignment]
     plat_locks = dict(previous.platforms) if previous else {}
     plat_locks = {k: v for k, v in plat_locks.items() if Platform(k) in manifest.platforms}
     plat_locks.update(resolved)
-    builder = _resolve_builder(manifest, plat_locks, cache, offline=offline,
-                               update=Platform.AMD64.value not in resolved or Platform.AMD64.value in lent)
+    amd64 = Platform.AMD64.value
+    if amd64 in lent and "builder" in lent:
+        builder = lent["builder"]  # type: ignore[assignment]
+    elif amd64 in plat_locks and amd64 not in resolved and previous is not None and previous.builder is not None:
+        builder = previous.builder  # the amd64 entry it was resolved beside is kept as it is
+    else:  # apt's lists are fresh when amd64 was resolved just now
+        builder = _resolve_builder(manifest, plat_locks, cache, offline=offline,
+                                   update=amd64 not in resolved or amd64 in lent)
     new = Lock(lock_version=LOCK_VERSION, generator="request-pack", artifact=manifest.name,
                manifest_sha256=manifest.digest(), model=model, dataset=data_lock, templates=template_hashes(),
                python=PythonTarget.of(manifest.base_system), platforms=dict(sorted(plat_locks.items())),
@@ -224,7 +230,8 @@ def freshness(artifact_dir: Path) -> Freshness:
 
 def _lendable(manifest: Manifest, other: Path, selected: list[Platform]) -> dict[str, object]:
     """Entries of ``other``'s lock that this manifest would resolve to the same: platform -> PlatformLock,
-    "model" -> ModelLock, "dataset" -> DatasetLock. Only from a lock that is fresh for its own manifest."""
+    "model" -> ModelLock, "dataset" -> DatasetLock, "builder" -> DebianLock (with their amd64 entry). Only from a
+    lock that is fresh for its own manifest."""
     theirs_file = manifest_path(Path(other))
     theirs = load_manifest(theirs_file)
     try:
@@ -245,6 +252,8 @@ def _lendable(manifest: Manifest, other: Path, selected: list[Platform]) -> dict
         out["model"] = their_lock.model
     if their_lock.dataset is not None and theirs.dataset == manifest.dataset:
         out["dataset"] = their_lock.dataset
+    if Platform.AMD64.value in out and their_lock.builder is not None:
+        out["builder"] = their_lock.builder  # resolved beside the very amd64 entry lent
     log.info("reusing %s of %s's lock", ", ".join(out) or "nothing", theirs.name)
     return out
 
