@@ -80,4 +80,5 @@ def add_sweep_routes(app: FastAPI, board: Board, env: Any, plotly_name: str) -> 
 
     @app.get("/api/sweeps/{sweep_id}")
     def api_sweep(sweep_id: str, objectives: str = SWEEP_OBJECTIVES) -> JSONResponse:
-        return JSONResponse(one(sweep_id, objectives).to_json())
+        sweep = one(sweep_id, objectives)
+        return JSONResponse(sweep.to_json() | {"dataset": dataset_note(board, sweep)})

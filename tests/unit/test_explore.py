@@ -256,6 +256,7 @@ def test_a_sweep_page_plots_each_class_apart_and_the_board_links_its_points(tmp_
         assert lat["y"]["title"].replace("<br>", " ") == f"top-1 (%), max is better on {synthetic.SYNTHETIC_NOTE}"
         assert "Offline" in data["plots"][3]["x"]["title"] and "emulated" in data["plots"][0]["x"]["title"]
         assert f"top-1 over each result's images of {synthetic.SYNTHETIC_NOTE}" in page
+        assert c.get("/api/sweeps/s1").json()["dataset"] == synthetic.SYNTHETIC_NOTE
         # the board's table links each point's result to its sweep, and the API says so
         index = c.get("/").text
         assert index.count('<a class="sweep" href="sweeps/s1">s1</a>') == 4
