@@ -172,7 +172,7 @@ def open_source(source: Path, opts: ExportOptions, scratch: Path) -> Result:
     if uses_loadgen(metrics):
         _check_loadgen_accuracy(root, preds)
     if metrics.multistream is not None:
-        from packager.bundle.latency import multistream_problems
+        from packager.bundle.recompute import multistream_problems
 
         problems = multistream_problems(root, metrics.multistream)
         if problems:

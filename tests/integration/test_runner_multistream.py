@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from runner_helpers import import_busybox
 
-from packager.bundle.latency import multistream_problems
+from packager.bundle.recompute import multistream_problems
 from packager.engine.docker import Docker
 from packager.manifest import Manifest
 from packager.platforms import Platform
