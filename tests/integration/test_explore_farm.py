@@ -60,6 +60,9 @@ def test_explore_on_slurm_runs_each_point_once_as_a_farm_job(tmp_path, shared_sa
         assert len((root / "sweep" / "farm" / s["key"] / "submissions.jsonl").read_text().splitlines()) == 1
     journal = [json.loads(line) for line in (root / "sweep" / "points.jsonl").read_text().splitlines()]
     assert [j["status"] for j in journal] == ["done", "done"]
+    for j in journal:  # a farm job's figures are read as a local point's are, with what produced them
+        assert j["measurement"] == "quick/native/loadgen" and j["samples"] > 0 and j["dataset"]
+        assert j["p90_ms"] > 0 and j["images_per_s"] > 0 and j["offline_batch"] == 1
     assert again.stdout.count("kept") >= 2, again.stdout
 
     assert_two_thread_points_of_one_image(root / "board.db")
