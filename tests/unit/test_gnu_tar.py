@@ -64,7 +64,7 @@ def _entries_of(tree: Path) -> list[oci.Entry]:
 
 def _ours(entries: list[oci.Entry]) -> bytes:
     buf = io.BytesIO()
-    oci.write_tar(entries, buf)
+    oci.write_tar(entries, buf, mtime_option=EPOCH)
     return buf.getvalue()
 
 
@@ -100,6 +100,11 @@ def test_every_entry_kind_is_written_as_gnu_tar_writes_it(tmp_path: Path) -> Non
         os.mknod(t / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
         os.chown(t / "plain.txt", 1000, 42)
     os.utime(t / "empty", (EPOCH - 86400, EPOCH - 86400))  # older than the epoch: kept, not clamped
+    # old and with a name ustar cannot hold: GNU tar dates its extended header with --mtime, not the file's time
+    (t / ("o" * 120)).write_bytes(b"old, long\n")
+    os.utime(t / ("o" * 120), (EPOCH - 86400, EPOCH - 86400))
+    (t / "ancien-été").write_bytes(b"old, not ASCII\n")
+    os.utime(t / "ancien-été", (EPOCH - 3600, EPOCH - 3600))
     entries = _entries_of(t)
     assert {e.kind for e in entries} >= {"dir", "file", "symlink", "hardlink", "fifo"}
     gnu = _gnu_tar(t, [e.path for e in entries], tmp_path / "gnu.tar")

@@ -43,7 +43,7 @@ MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_INDEX = "application/vnd.oci.image.index.v1+json"
 REF_NAME = "org.opencontainers.image.ref.name"
 GZIP_LEVEL = 6
-TAR_FORMAT = "gnu-tar-pax/1"  # what write_tar writes; part of every layer cache key (a new format, new layers)
+TAR_FORMAT = "gnu-tar-pax/2"  # what write_tar writes; part of every layer cache key (a new format, new layers)
 _CHUNK = 1 << 20
 
 Opener = Callable[[], BinaryIO]
@@ -205,16 +205,18 @@ class Layer:
     entries: int
 
 
-def write_tar(entries: list[Entry], out: BinaryIO) -> None:
+def write_tar(entries: list[Entry], out: BinaryIO, *, mtime_option: int | None = None) -> None:
     """Write already-normalised entries as a tar stream: exactly the bytes GNU tar writes for the same tree.
 
     GNU tar (1.34, Debian bookworm's) with ``GNU_TAR_OPTIONS`` over the same files in
     the same order writes these bytes; the Nix derivation uses it as the second
     implementation, and tests/unit/test_gnu_tar.py compares the two on every entry kind.
+    ``mtime_option`` is GNU tar's ``--mtime`` (the epoch the entries were clamped to): GNU tar dates
+    an extended header with it when given, with the member's own mtime otherwise.
     """
     written = 0
     for e in entries:
-        head = tar_header(e)
+        head = tar_header(e, mtime_option)
         out.write(head)
         written += len(head)
         if e.kind == "file":
@@ -274,8 +276,11 @@ def _pax_record(key: str, value: bytes) -> bytes:
     return b"%d" % n + body
 
 
-def tar_header(e: Entry) -> bytes:
-    """The header block(s) of one entry: a pax extended header first when a name does not fit ustar."""
+def tar_header(e: Entry, mtime_option: int | None = None) -> bytes:
+    """The header block(s) of one entry: a pax extended header first when a name does not fit ustar.
+
+    The extended header's mtime is ``mtime_option`` (GNU tar's ``--mtime``) when given, not the
+    member's clamped mtime: an old file with a long name (resnet-tvm's C++ headers) showed it."""
     name = (e.path + ("/" if e.kind == "dir" else "")).encode("utf-8")
     link = e.linkname.encode("utf-8")
     records = b""
@@ -288,8 +293,8 @@ def tar_header(e: Entry) -> bytes:
                   mtime=int(e.mtime), linkname=link, devices=(e.devmajor, e.devminor))
     if not records:
         return head
-    ext = _ustar(b"././@PaxHeader", b"x", mode=0o644, uid=0, gid=0, size=len(records), mtime=int(e.mtime),
-                 devices=None)
+    ext = _ustar(b"././@PaxHeader", b"x", mode=0o644, uid=0, gid=0, size=len(records),
+                 mtime=int(e.mtime if mtime_option is None else mtime_option), devices=None)
     return ext + records + b"\0" * (-len(records) % _BLOCK) + head
 
 
@@ -320,7 +325,7 @@ def write_tar_gz(entries: Iterable[Entry], out: BinaryIO, epoch: int, *, level: 
     compressed = _HashingWriter(out)
     with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=compressed, mtime=0) as gz:
         plain = _HashingWriter(gz)  # type: ignore[arg-type]
-        write_tar(ordered, plain)  # type: ignore[arg-type]
+        write_tar(ordered, plain, mtime_option=epoch)  # type: ignore[arg-type]
     return TarGz(compressed.sha.hexdigest(), compressed.size, plain.sha.hexdigest(), plain.size, len(ordered))
 
 
