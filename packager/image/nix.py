@@ -19,8 +19,11 @@ fixed-output store path pinned by sha256:
 In the sandbox, busybox unpacks the suite's python3 from the locked amd64 .debs and runs
 ``python3 -m packager.image.writer.ociplan`` on the plan: the code ``request-pack build``
 runs, but another interpreter build, another process, no network and no host
-files. When both give the same index digest, the image is a function of the
-pinned inputs.
+files. Then ``nix/builder.sh`` writes every layer again with GNU tar (the base under
+fakeroot) and pigz, and every JSON document with ``builtins.toJSON``, from the
+amd64 lock and its ``builder`` section (pigz, fakeroot, libfakeroot), and requires
+each to be ours. When both give the same index digest, the image is a function of
+the pinned inputs, and our writer writes what those tools write.
 
 ``realise()`` runs ``nix-build`` (or ``nix build <flake>#<name>``) and turns
 nix's failures into typed errors: a hash mismatch names the input as the lock
