@@ -32,15 +32,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
-import tarfile
-from collections.abc import Iterable
+import stat
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
 from packager.cache import Cache, sha256_file
-from packager.errors import BadInput, CacheMissError, IntegrityError, StaleLockError
+from packager import wire
+from packager.errors import BadInput, CacheMissError, IntegrityError, StaleLockError, UnsafeArchive
+from packager.inputs import tarscan
 from packager.inputs.models.quantise import CalibrationSet
 from packager.inputs.lockfile import Lock, LockedObject, load_lock, locked_objects
 from packager.compose import components_root
@@ -49,8 +52,8 @@ from packager.repo import DOCKERFILE_TEMPLATES
 
 log = logging.getLogger(__name__)
 
-ARCHIVE_VERSION = 1
-INDEX_NAME = "index.json"
+ARCHIVE_VERSION = tarscan.ARCHIVE_VERSION
+INDEX_NAME = tarscan.INDEX_NAME
 _CHUNK = 1 << 20
 
 
@@ -234,29 +237,13 @@ class FillReport:
 
 
 def is_archive(path: Path) -> bool:
-    return path.is_file() and tarfile.is_tarfile(path)
+    return tarscan.looks_like_archive(path)
 
 
 def read_index(archive: Path) -> dict:
-    with tarfile.open(archive, "r:*") as tar:
-        return _index(tar, archive)
-
-
-def _index(tar: tarfile.TarFile, archive: Path) -> dict:
-    for m in tar:
-        parts = PurePosixPath(m.name).parts
-        if len(parts) == 2 and parts[1] == INDEX_NAME and m.isfile():
-            f = tar.extractfile(m)
-            assert f is not None
-            try:
-                index = json.loads(f.read(1 << 24))
-            except ValueError as e:
-                raise BadInput(f"{INDEX_NAME} is not JSON: {e}", file=archive) from None
-            if index.get("archive_version") != ARCHIVE_VERSION:
-                raise BadInput(f"archive_version {index.get('archive_version')!r} is not {ARCHIVE_VERSION}", file=archive,
-                               field=INDEX_NAME)
-            return {**index, "_top": parts[0]}
-    raise BadInput(f"no <name>/{INDEX_NAME}: not a request-pack archive", file=archive)
+    """The checked index (``tarscan``: every header read and bounded first), with ``_top``, the top directory."""
+    with tarscan.open_archive(archive) as a:
+        return {**a.index.model_dump(exclude_none=True), "_top": a.top}
 
 
 def fill_cache(source: Path, wanted: Iterable[Wanted], cache: Cache) -> FillReport:
@@ -276,53 +263,81 @@ def fill_cache(source: Path, wanted: Iterable[Wanted], cache: Cache) -> FillRepo
     return FillReport(source, tuple(todo[s].entry for s in filled), present, absent)
 
 
+MAX_LOOSE_FILES = 1 << 17  # a kept /var/cache/apt/archives or a pip download directory: thousands
+MAX_LOOSE_BYTES = tarscan.MAX_ARCHIVE_BYTES  # one loose file, when the lock gives no size to compare
+
+
 def _fill_from_dir(root: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:
     # Loose files are recognised by their bytes, not their names: any layout works (a kept
-    # /var/cache/apt/archives, a pip download directory, an unpacked archive).
-    filled = []
+    # /var/cache/apt/archives, a pip download directory, an unpacked archive). Walked by lstat:
+    # symlinks, FIFOs and devices are never opened, and a file is hashed only if its size could match.
+    filled: list[str] = []
     sizes = {w.size for w in todo.values() if w.size is not None}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
-        if sizes and all(w.size is not None for w in todo.values()) and path.stat().st_size not in sizes:
+    every_size_known = all(w.size is not None for w in todo.values())
+    for path, st in _walk(root):
+        if (every_size_known and st.st_size not in sizes) or st.st_size > MAX_LOOSE_BYTES:
             continue  # cannot be any wanted object: skip hashing it
-        digest = sha256_file(path)
+        digest = wire.sha256_regular(path, MAX_LOOSE_BYTES, error=BadInput, shown=str(path))
         if digest in todo and digest not in filled:
-            cache.put_file(path, digest, name=entry_filename(todo[digest].entry))
+            store_file(cache, path, digest, name=entry_filename(todo[digest].entry))
             filled.append(digest)
     return filled
 
 
+def store_file(cache: Cache, path: Path, sha256: str, *, name: str) -> None:
+    """Store a stranger's file, read once more as a regular file within the cap (it may have been swapped since hashed)."""
+    _store_checked(cache, wire.iter_chunks(path, MAX_LOOSE_BYTES, error=BadInput, shown=str(path)), sha256,
+                   what=str(path), name=name)
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+    """The regular files below root by lstat, sorted, symlinked directories not followed, at most MAX_LOOSE_FILES entries."""
+    seen, stack = 0, [root]
+    while stack:
+        d = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                entries = []
+                for entry in it:
+                    seen += 1
+                    if seen > MAX_LOOSE_FILES:
+                        raise BadInput(f"more than {MAX_LOOSE_FILES} entries", file=root, field="--from")
+                    entries.append(entry)
+        except OSError as e:
+            raise BadInput(f"cannot list {d}: {e.strerror or e}", file=root, field="--from") from None
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+            elif stat.S_ISREG(st.st_mode):
+                yield Path(entry.path), st
+
+
 def _fill_from_archive(archive: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:
     filled = []
-    with tarfile.open(archive, "r:*") as tar:
-        index = _index(tar, archive)
-        top = index["_top"]
-        by_path: dict[str, tuple[str, int, str]] = {}
-        for e in index.get("entries", []):
-            if e.get("sha256") in todo:
-                by_path.setdefault(f"{top}/{e['path']}", (e["sha256"], int(e["size"]), e["entry"]))
-        for m in tar:
-            hit = by_path.get(m.name)
-            if hit is None or hit[0] in filled:
+    with tarscan.open_archive(archive) as a:
+        for e in a.index.entries:
+            if e.sha256 not in todo or e.sha256 in filled:
                 continue
-            sha, size, entry = hit
+            m = a.member(e.path)
+            if m is None:
+                continue
+            want = todo[e.sha256]
+            what = f"{archive}: {m.name} ({want.entry})"
             # the lock, not the archive's own index, is the authority on the bytes
-            if not m.isfile() or m.size != size:
-                raise IntegrityError(f"{archive}: {m.name} ({todo[sha].entry})", f"{sha} ({size} bytes, a regular file)",
-                                     f"{m.size} bytes" if m.isfile() else "not a regular file")
-            stream = tar.extractfile(m)
-            assert stream is not None
-            _store_checked(cache, stream, sha, what=f"{archive}: {m.name} ({todo[sha].entry})",
-                           name=PurePosixPath(m.name).name)
-            filled.append(sha)
+            if want.size is not None and m.size != want.size:
+                raise IntegrityError(what, f"{e.sha256} ({want.size} bytes)", f"{m.size} bytes")
+            _store_checked(cache, a.chunks(m), e.sha256, what=what, name=PurePosixPath(m.name).name)
+            filled.append(e.sha256)
     return filled
 
 
-def _store_checked(cache: Cache, stream, sha256: str, *, what: str, name: str) -> None:
+def _store_checked(cache: Cache, chunks: Iterable[bytes], sha256: str, *, what: str, name: str) -> None:
     tmp = cache.subdir("tmp") / f"from-archive-{sha256}"
     h = hashlib.sha256()
     try:
         with open(tmp, "wb") as out:
-            while chunk := stream.read(_CHUNK):
+            for chunk in chunks:
                 h.update(chunk)
                 out.write(chunk)
         if h.hexdigest() != sha256:
@@ -333,28 +348,50 @@ def _store_checked(cache: Cache, stream, sha256: str, *, what: str, name: str) -
 
 
 def _restore(archive: Path, under: str, out: Path) -> dict:
-    """Unpack the members below ``under/`` into ``out``, each a regular file checked against the index; the index."""
-    with tarfile.open(archive, "r:*") as tar:
-        index = _index(tar, archive)
-        top = index["_top"]
-        wanted = {f"{top}/{e['path']}": e for e in index["entries"] if e["path"].startswith(f"{under}/")}
-        for m in tar:
-            e = wanted.get(m.name)
-            if e is None:
+    """Write the members below ``under/`` into ``out``, each checked against the index first; the index.
+
+    Nothing is written until every one is read and checked, and only below ``out``, in
+    directories made here (``O_EXCL|O_NOFOLLOW``): a lying archive leaves no half-restored tree.
+    """
+    with tarscan.open_archive(archive) as a:
+        files: dict[PurePosixPath, tuple[bytes, int]] = {}
+        for e in a.index.entries:
+            if not e.path.startswith(f"{under}/"):
                 continue
-            rel = PurePosixPath(e["path"]).relative_to(under)
-            if not m.isfile() or ".." in rel.parts or rel.is_absolute() or m.size > _MAX_RESTORED:
-                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", f"a regular file inside {under}/",
-                                     "something else")
-            target = out.joinpath(*rel.parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            data = tar.extractfile(m).read()  # type: ignore[union-attr]
+            m = a.member(e.path)
+            if m is None:
+                continue
+            what = f"{archive}: {m.name} ({e.entry})"
+            if m.size > _MAX_RESTORED:
+                raise IntegrityError(what, f"a file of at most {_MAX_RESTORED} bytes", f"{m.size} bytes")
+            data = b"".join(a.chunks(m))
             actual = hashlib.sha256(data).hexdigest()
-            if actual != e["sha256"]:
-                raise IntegrityError(f"{archive}: {m.name} ({e['entry']})", e["sha256"], actual)
-            target.write_bytes(data)
-            target.chmod(0o755 if int(e.get("mode", 0o644)) & 0o111 else 0o644)
+            if actual != e.sha256:
+                raise IntegrityError(what, e.sha256, actual)
+            files[PurePosixPath(e.path).relative_to(under)] = (data, e.mode if e.mode is not None else 0o644)
+        clash = wire.collision(str(rel) for rel in files)
+        if clash:
+            raise UnsafeArchive(f"{archive}: members {clash[0]!r} and {clash[1]!r} collide after Unicode normalisation or case folding")
+        index = {**a.index.model_dump(exclude_none=True), "_top": a.top}
+    for rel, (data, mode) in sorted(files.items()):
+        _write_new(out, rel, data, 0o755 if mode & 0o111 else 0o644)
     return index
+
+
+def _write_new(out: Path, rel: PurePosixPath, data: bytes, mode: int) -> None:
+    d = out
+    d.mkdir(parents=True, exist_ok=True)
+    for part in rel.parts[:-1]:
+        d = d / part
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not stat.S_ISDIR(d.lstat().st_mode):
+                raise UnsafeArchive(f"{rel}: passes through a non-directory") from None
+    fd = os.open(d / rel.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        os.fchmod(f.fileno(), mode)  # not the umask's
 
 
 _MAX_RESTORED = 64 << 20  # manifest, lock, a local model source, request-pack's source files: all small

