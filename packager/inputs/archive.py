@@ -35,7 +35,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
@@ -263,7 +263,7 @@ def fill_cache(source: Path, wanted: Iterable[Wanted], cache: Cache) -> FillRepo
     return FillReport(source, tuple(todo[s].entry for s in filled), present, absent)
 
 
-MAX_LOOSE_FILES = 1 << 17  # a kept /var/cache/apt/archives or a pip download directory: thousands
+MAX_LOOSE_FILES = 1 << 14  # a kept /var/cache/apt/archives, a pip download directory, an unpacked archive: < 2,000
 MAX_LOOSE_BYTES = tarscan.MAX_ARCHIVE_BYTES  # one loose file, when the lock gives no size to compare
 
 
@@ -274,7 +274,7 @@ def _fill_from_dir(root: Path, todo: dict[str, Wanted], cache: Cache) -> list[st
     filled: list[str] = []
     sizes = {w.size for w in todo.values() if w.size is not None}
     every_size_known = all(w.size is not None for w in todo.values())
-    for path, st in _walk(root):
+    for path, st in _walk(root):  # the whole walk first: a directory over the cap stores nothing
         if (every_size_known and st.st_size not in sizes) or st.st_size > MAX_LOOSE_BYTES:
             continue  # cannot be any wanted object: skip hashing it
         digest = wire.sha256_regular(path, MAX_LOOSE_BYTES, error=BadInput, shown=str(path))
@@ -290,9 +290,9 @@ def store_file(cache: Cache, path: Path, sha256: str, *, name: str) -> None:
                    what=str(path), name=name)
 
 
-def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
+def _walk(root: Path) -> list[tuple[Path, os.stat_result]]:
     """The regular files below root by lstat, sorted, symlinked directories not followed, at most MAX_LOOSE_FILES entries."""
-    seen, stack = 0, [root]
+    seen, stack, out = 0, [root], []
     while stack:
         d = stack.pop()
         try:
@@ -310,7 +310,8 @@ def _walk(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(Path(entry.path))
             elif stat.S_ISREG(st.st_mode):
-                yield Path(entry.path), st
+                out.append((Path(entry.path), st))
+    return out
 
 
 def _fill_from_archive(archive: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:
