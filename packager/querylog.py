@@ -9,7 +9,9 @@ and reports their percentiles, mean and early-stopping estimate in
 trace into ``queries.tsv`` (one line per query: sequence number, latency in ns),
 which stays in the outputs and the signed bundle, and the trace itself is emptied:
 it holds every tracer event of the run (about 335 bytes per sample: tens of MB for a
-600 s run, over the bundle's JSON cap) and nothing the figures need beyond this.
+600 s run, over the bundle's JSON cap) and nothing the figures need beyond this. LoadGen writes
+the trace on its I/O thread: tiny net, batch 8, 662 queries, 4 interleaved rounds at load 7 here
+gave p50 per query 20.0 ms with it and 21.1 ms without (on/off 0.81-1.04), no cost beyond the noise.
 
 ``stats`` recomputes what LoadGen logs, with LoadGen's arithmetic (results.cc:
 sorted latencies, ``latencies[int(n * p)]``, an integer mean; early_stopping.cc:
