@@ -33,7 +33,7 @@ from packager.bundle.labels import read_labels
 from packager.bundle.power import host_power_problems
 from packager.bundle.statement import LABELS_NAME, MANIFEST_NAME
 from packager.errors import BadInput, MetricsMismatch
-from packager.manifest import Manifest, Run
+from packager.manifest import Manifest
 from packager.mllog import read_detail
 from packager.results import (
     METRICS_NAME,
@@ -43,6 +43,7 @@ from packager.results import (
     MultiStreamStats,
     accuracy_from,
 )
+from packager.sections import Run
 
 ACCURACY_TOLERANCE = 1e-9  # top-1/top-5 are ratios of the same integers; only float noise may differ
 

@@ -36,14 +36,8 @@ from packaging.utils import canonicalize_name
 from packager.cache import Cache
 from packager.errors import BadInput, RecipeEnvironmentMismatch, ReproductionMismatch
 from packager.inputs.models import pytorch, quantise
-from packager.manifest import (
-    Conversion,
-    LocalFileSource,
-    Manifest,
-    PypiFileSource,
-    load_manifest,
-    manifest_path,
-)
+from packager.manifest import Manifest, load_manifest, manifest_path
+from packager.sections import Conversion, LocalFileSource, PypiFileSource
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from packager import compose, wire
-from packager.cache import Cache, sha256_file
+from packager.cache import Cache
 from packager.errors import (
     BadInput,
     CacheMissError,
@@ -74,9 +74,9 @@ from packager.manifest import (
     load_composed,
     load_manifest,
     manifest_path,
-    parse_pinned,
 )
 from packager.platforms import Platform
+from packager.sections import parse_pinned
 
 log = logging.getLogger(__name__)
 

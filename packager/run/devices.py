@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packager.errors import BadInput, DeviceMissing
-from packager.manifest import Device
+from packager.sections import Device
 from packager.yamlsafe import load_yaml
 
 log = logging.getLogger(__name__)

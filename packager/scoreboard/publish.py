@@ -47,10 +47,11 @@ from packager.bundle.statement import (
 from packager.bundle.verify import Report, verify_bundle
 from packager.contract import BUILD_RECORD_NAME
 from packager.errors import BadInput, BundleCheckFailed, SignatureError, SubjectMismatch
-from packager.manifest import Manifest, PypiFileSource, UrlSource
+from packager.manifest import Manifest
 from packager.platforms import Platform
 from packager.results import METRICS_NAME
 from packager.scoreboard.store import Board, ResultRow, measurement_key, now_iso
+from packager.sections import PypiFileSource, UrlSource
 
 log = logging.getLogger(__name__)
 

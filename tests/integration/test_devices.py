@@ -18,9 +18,9 @@ from runner_helpers import BUSYBOX_REPO, LoopDevice, busybox_tar, import_busybox
 from packager.engine.docker import Docker
 from packager.engine.podman import Podman
 from packager.errors import DeviceMissing
-from packager.manifest import Device
 from packager.platforms import Platform
 from packager.run.runner import ImageRef, RunOptions, run_in_sandbox
+from packager.sections import Device
 
 MARKER = b"REQUEST-PACK-LOOP-" + uuid.uuid4().hex[:8].encode()
 

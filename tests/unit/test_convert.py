@@ -24,7 +24,8 @@ from packager.errors import (
 )
 from packager.inputs import convert as cv
 from packager.inputs.models import pytorch as pt
-from packager.manifest import PypiFileSource, load_manifest, resolved_yaml
+from packager.manifest import load_manifest, resolved_yaml
+from packager.sections import PypiFileSource
 
 REPO = Path(__file__).resolve().parents[2]
 ORT = REPO / "artifacts" / "efficientnet-lite0"  # fp32

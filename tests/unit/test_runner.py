@@ -17,7 +17,6 @@ from packager.errors import (
     ImageMismatch,
     ImageNotAvailable,
 )
-from packager.manifest import Device
 from packager.platforms import Platform
 from packager.run.devices import (
     load_cdi_registry,
@@ -31,6 +30,7 @@ from packager.run.runner import (
     prepare_output,
     repair_predictions,
 )
+from packager.sections import Device
 
 LINE = '{"id":"%s","output_sha256":"' + "0" * 64 + '","probs":[1.0],"top5":[1]}\n'
 

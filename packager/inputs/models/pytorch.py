@@ -34,7 +34,8 @@ from typing import Any
 from packager.cache import Cache, sha256_file
 from packager.errors import BadInput, IntegrityError, ToolMissing
 from packager.inputs import download, pypi
-from packager.manifest import Conversion, LocalFileSource, Manifest, PypiFileSource
+from packager.manifest import Manifest
+from packager.sections import Conversion, LocalFileSource, PypiFileSource
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,8 @@ from packager.inputs.models.pytorch import (
     read_member,
     recipe_args,
 )
-from packager.manifest import Manifest, Model, PypiFileSource
+from packager.manifest import Manifest
+from packager.sections import Model, PypiFileSource
 
 log = logging.getLogger(__name__)
 
