@@ -37,14 +37,19 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 
 
 class Signature(wire.WireModel):
-    keyid: str = Field("", description="hint only: verification never trusts it to pick the algorithm")
-    sig: str = Field(min_length=1, description="base64 of the signature over the PAE")
+    keyid: str = Field("", max_length=256, description="hint only: verification never trusts it to pick the algorithm")
+    sig: str = Field(min_length=1, max_length=1024, description="base64 of the signature over the PAE")
+
+
+# Every signature is tried against every trusted key (a keyid is only a hint): an 8 MiB envelope
+# of 70,000 signatures cost 3 s per trusted key. We write one; a co-signed envelope a few.
+MAX_SIGNATURES = 16
 
 
 class Envelope(wire.WireModel):
     payload: str = Field(description="base64 of the serialized statement")
-    payloadType: str = Field(min_length=1)
-    signatures: list[Signature] = Field(min_length=1)
+    payloadType: str = Field(min_length=1, max_length=256)
+    signatures: list[Signature] = Field(min_length=1, max_length=MAX_SIGNATURES)
 
     def payload_bytes(self) -> bytes:
         return _b64decode(self.payload, "payload")
@@ -86,7 +91,11 @@ def parse_envelope(data: bytes, *, source: str = ENVELOPE_NAME, payload_type: st
         raise EnvelopeError(f"{source}: {where}: {first['msg']}") from e
     if env.payloadType != payload_type:
         raise EnvelopeError(f"{source}: payloadType is {env.payloadType!r}, expected {payload_type!r}")
-    env.payload_bytes()  # fail early and clearly on bad base64
+    for field, text in [("payload", env.payload), *(("signatures[].sig", s.sig) for s in env.signatures)]:
+        try:  # fail early and clearly on bad base64, naming the file
+            _b64decode(text, field)
+        except EnvelopeError as e:
+            raise EnvelopeError(f"{source}: {e}") from None
     return env
 
 
