@@ -87,8 +87,8 @@ def parse_envelope(data: bytes, *, source: str = ENVELOPE_NAME, payload_type: st
         env = Envelope.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise EnvelopeError(f"{source}: {where}: {first['msg']}") from e
+        where = ".".join(str(p) for p in first["loc"])[:200] or "(top level)"  # a key may be a megabyte long
+        raise EnvelopeError(f"{source}: {where}: {first['msg']}") from None
     if env.payloadType != payload_type:
         raise EnvelopeError(f"{source}: payloadType is {env.payloadType!r}, expected {payload_type!r}")
     for field, text in [("payload", env.payload), *(("signatures[].sig", s.sig) for s in env.signatures)]:

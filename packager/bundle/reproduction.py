@@ -17,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ConfigDict, Field, ValidationError
@@ -43,6 +43,9 @@ ARCHIVE_SUBJECT = "inputs-archive"
 
 _OciDigest = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 _Sha256Hex = Field(pattern=r"^[0-9a-f]{64}$")
+# Strings a board stores and shows: bounded like the rest (an 8 MiB envelope could hold one string of 6 MB).
+_Short = Annotated[str, Field(min_length=1, max_length=64)]
+_Line = Annotated[str, Field(max_length=200)]
 
 
 class _Wire(wire.WireModel):
@@ -58,7 +61,7 @@ class BundleRef(_Wire):
     statement_digest: str = _OciDigest  # sha256 of the bundle's signed statement: the board's bundle_digest
     index_digest: str = _OciDigest  # the image index the bundle's signed statement names
     artifact: str = Field(min_length=1, max_length=200)
-    platforms: list[str] = Field(min_length=1, max_length=8)
+    platforms: list[_Short] = Field(min_length=1, max_length=8)
     signer: str = Field(pattern=r"^[0-9a-f]{64}$")  # the key that signed the bundle
 
 
@@ -75,8 +78,8 @@ class ReproducedPredicate(_Wire):
     # `reproduce --nix`: the index the Nix derivation built from the same archive (None: not run)
     nix_index_digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$")
     harness: Literal["archive", "checkout"]  # where request-pack's harness source came from
-    differing_layers: list[str] = Field(default_factory=list, max_length=64)
-    builder: dict[str, str] = Field(max_length=8)  # {"request-pack": version}
+    differing_layers: list[_Line] = Field(default_factory=list, max_length=64)
+    builder: dict[_Short, _Line] = Field(max_length=8)  # {"request-pack": version}
 
 
 class ReproducedStatement(_Wire):
@@ -145,7 +148,7 @@ def verify_bytes(data: bytes, trust: TrustStore, *, source: str) -> Reproduction
         st = ReproducedStatement.model_validate(read_payload(env, source=source))
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        where = ".".join(str(p) for p in first["loc"])[:200] or "(top level)"  # a key may be a megabyte long
         raise EnvelopeError(f"{source}: not a reproduce record ({REPRODUCED_PREDICATE_TYPE}): {where}: {first['msg']}") from None
     subjects = {s.name: s.digest["sha256"] for s in st.subject}
     if f"sha256:{subjects.get(IMAGE_SUBJECT)}" != st.predicate.rebuilt_index_digest or \

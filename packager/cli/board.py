@@ -163,14 +163,16 @@ def add_reproduction_cmd(
     trust_dir: Optional[Path] = typer.Option(None, "--trust-dir", help=TRUST_DIR_HELP),
 ) -> None:
     """Verify signed reproduce records and store them: the evidence behind the "Image Rebuilt" badge."""
+    from packager.bundle import reproduction
     from packager.bundle.keys import TrustStore
     from packager.scoreboard.rebuilds import add_reproduction
     from packager.scoreboard.store import Board
 
     store = TrustStore.load(trust, trust_dir)
+    verified = [reproduction.verify_file(r, store) for r in records]  # a refused record does not even open the board
     with Board(board) as b:
-        for record in records:
-            added = add_reproduction(record, b, store)
+        for record, rec in zip(records, verified):
+            added = add_reproduction(rec, b, store)
             r = added.row
             verdict = "the same index digest" if r.rebuilt_digest == r.index_digest else f"[red]differs[/red] ({r.rebuilt_digest})"
             where = "" if added.on_board else "; its bundle is not on this board (yet): no badge follows"

@@ -170,10 +170,10 @@ def _scan(f: BinaryIO, shown: str, size: int) -> dict[str, Member]:
         name, override = (override if override is not None else info.name), None
         kind = _kind(info)
         if kind:
-            raise UnsafeArchive(f"{shown}: member {name!r} is a {kind}; an inputs archive holds regular files and directories only")
+            raise UnsafeArchive(f"{shown}: member {_cut(name)} is a {kind}; an inputs archive holds regular files and directories only")
         rel = _safe_name(name, shown)
         if rel in members:
-            raise UnsafeArchive(f"{shown}: member {rel!r} appears twice")
+            raise UnsafeArchive(f"{shown}: member {_cut(rel)} appears twice")
         if len(members) >= MAX_MEMBERS:
             raise UnsafeArchive(f"{shown}: more than {MAX_MEMBERS} members")
         members[rel] = Member(rel, 0 if info.isdir() else info.size, data, info.isdir())
@@ -202,7 +202,7 @@ def _pax(data: bytes, shown: str, *, glob: bool) -> str | None:
             raise UnsafeArchive(f"{shown}: malformed pax extended header")
         key, value = record[:-1].split(b"=", 1)
         if key == b"size" or key.startswith(b"GNU.sparse") or (glob and key in (b"path", b"linkpath")):
-            raise UnsafeArchive(f"{shown}: pax header sets {key.decode('utf-8', 'replace')!r} (not something an archive needs)")
+            raise UnsafeArchive(f"{shown}: pax header sets {_cut(key.decode('utf-8', 'replace'))} (not something an archive needs)")
         if key == b"path":
             path = value.decode("utf-8", "surrogateescape")
         pos += length
@@ -212,7 +212,7 @@ def _pax(data: bytes, shown: str, *, glob: bool) -> str | None:
 def _kind(m: tarfile.TarInfo) -> str | None:
     if m.type in (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE):
         return None
-    kinds = {tarfile.SYMTYPE: f"symlink to {m.linkname!r}", tarfile.LNKTYPE: f"hard link to {m.linkname!r}",
+    kinds = {tarfile.SYMTYPE: f"symlink to {_cut(m.linkname)}", tarfile.LNKTYPE: f"hard link to {_cut(m.linkname)}",
              tarfile.CHRTYPE: "device file", tarfile.BLKTYPE: "device file", tarfile.FIFOTYPE: "FIFO",
              tarfile.GNUTYPE_SPARSE: "sparse file"}
     return kinds.get(m.type, f"member of unsupported type {m.type!r}")
@@ -220,10 +220,10 @@ def _kind(m: tarfile.TarInfo) -> str | None:
 
 def _safe_name(name: str, shown: str) -> str:
     if not name or "\x00" in name or "\\" in name or name.startswith("/"):
-        raise UnsafeArchive(f"{shown}: member {name!r}: empty, absolute, or holds a NUL or backslash")
+        raise UnsafeArchive(f"{shown}: member {_cut(name)}: empty, absolute, or holds a NUL or backslash")
     parts = [p for p in PurePosixPath(name).parts if p not in ("", ".")]
     if ".." in parts or not parts:
-        raise UnsafeArchive(f"{shown}: member {name!r}: a '..' component, or names the archive root")
+        raise UnsafeArchive(f"{shown}: member {_cut(name)}: a '..' component, or names the archive root")
     rel = "/".join(parts)
     wire.check_name(rel, error=UnsafeArchive, shown=shown)
     return rel
@@ -245,15 +245,15 @@ def _read_index(f: BinaryIO, shown: str, members: dict[str, Member]) -> tuple[In
     doc = wire.loads(f.read(m.size), error=UnsafeArchive, shown=where)
     if not isinstance(doc, dict) or doc.get("archive_version") != ARCHIVE_VERSION:
         got = doc.get("archive_version") if isinstance(doc, dict) else type(doc).__name__
-        raise BadInput(f"archive_version {got!r} is not {ARCHIVE_VERSION}", file=shown, field=INDEX_NAME)
+        raise BadInput(f"archive_version {repr(got)[:200]} is not {ARCHIVE_VERSION}", file=shown, field=INDEX_NAME)
     try:
         index = Index.model_validate(doc)
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
+        loc = ".".join(str(x) for x in err["loc"])[:200]  # a key may be a megabyte long
         raise UnsafeArchive(f"{where}: {loc}: {err['msg']}") from None
     if index.artifact != top:
-        raise UnsafeArchive(f"{where}: names artifact {index.artifact!r}, the archive's top directory is {top!r}")
+        raise UnsafeArchive(f"{where}: names artifact {_cut(index.artifact)}, the archive's top directory is {_cut(top)}")
     _check_against_headers(index, members, top, where)
     return index, top
 
@@ -267,13 +267,18 @@ def _check_against_headers(index: Index, members: dict[str, Member], top: str, w
         if m is None and rel == e.path:
             continue  # a partial archive: that object is absent (the lock's caller names it if it is wanted)
         if rel != e.path or m is None or m.is_dir:
-            raise UnsafeArchive(f"{where}: entry {e.entry[:200]!r} names {e.path[:200]!r}, which is not a regular member")
+            raise UnsafeArchive(f"{where}: entry {_cut(e.entry)} names {_cut(e.path)}, which is not a regular member")
         if m.size != e.size:
-            raise UnsafeArchive(f"{where}: entry {e.entry[:200]!r} says {e.size} bytes, member {m.name!r} holds {m.size}")
+            raise UnsafeArchive(f"{where}: entry {_cut(e.entry)} says {e.size} bytes, member {_cut(m.name)} holds {m.size}")
         other = named.setdefault(e.path, e)
         if (other.sha256, other.mode) != (e.sha256, e.mode):
-            raise UnsafeArchive(f"{where}: two entries give {e.path!r} different sha256s or modes")
+            raise UnsafeArchive(f"{where}: two entries give {_cut(e.path)} different sha256s or modes")
     extra = next((n for n, m in members.items() if not m.is_dir and n != f"{top}/{INDEX_NAME}"
                   and n.split("/", 1)[1] not in named), None)
     if extra:
-        raise UnsafeArchive(f"{where}: member {extra!r} is in no entry")
+        raise UnsafeArchive(f"{where}: member {_cut(extra)} is in no entry")
+
+
+def _cut(text: str) -> str:
+    """A name as a refusal shows it: quoted, and short (a pax header can make one 64 KiB long)."""
+    return repr(text) if len(text) <= 200 else repr(text[:200]) + "…"

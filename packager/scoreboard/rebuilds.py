@@ -25,8 +25,10 @@ class Added:
     on_board: bool  # the bundle it names is a result on this board (else no badge can follow from it yet)
 
 
-def add_reproduction(record: Path, board: Board, trust: TrustStore) -> Added:
-    rec = reproduction.verify_file(record, trust)  # signature first, then strict payload and model; typed errors
+def add_reproduction(record: Path | reproduction.Reproduction, board: Board, trust: TrustStore) -> Added:
+    """Store a record: a file (verified here) or one ``reproduction.verify_file`` verified already."""
+    rec = record if isinstance(record, reproduction.Reproduction) else \
+        reproduction.verify_file(record, trust)  # signature first, then strict payload and model; typed errors
     row = ReproductionRow(record_digest=rec.statement_digest, bundle_digest=rec.bundle_digest,
                           index_digest=rec.index_digest, rebuilt_digest=rec.rebuilt_digest, key_id=rec.signer.keyid,
                           signer_role=rec.signer.role, archive_sha256=rec.predicate.archive.sha256,

@@ -264,6 +264,14 @@ for label, raw, message in [
 ]:
     case(f"index-{label}", "index", 16, message)(lambda g, w, raw=raw: write(w, edited(g, raw_index=raw)))
 
+case("index-key-1MiB", "index", 16, "Extra inputs are not permitted")(
+    lambda g, w: write(w, edited(g, index=lambda d: d.update({"k" * MiB: 1}))))
+case("index-version-a-1MiB-string", "index", 2, "is not 1")(
+    lambda g, w: write(w, edited(g, index=lambda d: d.update(archive_version="v" * MiB))))
+case("member-symlink-60KiB-target", "members", 16, "symlink to")(
+    lambda g, w: write(w, edited(g, members=add(entry(f"{g.top}/artifact/l", type=tarfile.SYMTYPE, linkname="/" + "l" * 60_000)))))
+case("member-60KiB-name", "names", 16, "over the 1024-byte path limit")(
+    lambda g, w: write(w, edited(g, members=add(entry(f"{g.top}/" + "/".join(["n" * 250] * 240))))))
 case("index-not-an-object", "index", 2, "archive_version 'list' is not 1")(lambda g, w: write(w, edited(g, raw_index=lambda b: b"[]")))
 case("index-version-2", "index", 2, "archive_version 2 is not 1")(
     lambda g, w: write(w, edited(g, index=lambda d: d.update(archive_version=2))))

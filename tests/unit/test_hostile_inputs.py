@@ -63,7 +63,7 @@ def _refusal(e: BaseException, case: Case, op: str) -> None:
     text = str(e)
     assert e.return_code == case.code, f"{case.name} ({op}): exit {e.return_code}, expected {case.code}: {text}"
     assert case.message in text, f"{case.name} ({op}): {text!r} lacks {case.message!r}"
-    assert "\n" not in text and "\r" not in text, f"{case.name} ({op}): not one line: {text!r}"
+    assert "\n" not in text and "\r" not in text and len(text) < 2000, f"{case.name} ({op}): not one short line: {text[:300]!r}"
 
 
 def _restore(target: Path, out: Path) -> None:
