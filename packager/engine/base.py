@@ -94,10 +94,19 @@ class RunResult:
 # --- commands ----------------------------------------------------------------------------------------
 
 
-def run(argv: list[str], *, check: bool = True, timeout: float | None = None, what: str | None = None) -> RunResult:
+def run(argv: list[str], *, check: bool = True, timeout: float | None = None, what: str | None = None,
+        max_file_bytes: int | None = None) -> RunResult:
+    """``max_file_bytes`` caps every file the command writes (RLIMIT_FSIZE): a write beyond it fails."""
     log.info("+ %s", " ".join(argv))
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=limit if max_file_bytes is not None else None)
     except subprocess.TimeoutExpired as e:
         raise BuildFailed(f"{what or argv[0]}: timed out after {timeout} s") from e
     if check and proc.returncode != 0:
@@ -112,7 +121,16 @@ def skopeo_copy(src: str, dest: str, platform: Platform | None = None, *, extra:
         argv += [f"--override-os={platform.os}", f"--override-arch={platform.architecture}"]
         if platform.variant:
             argv.append(f"--override-variant={platform.variant}")
-    run(argv + list(extra) + [src, dest], what=f"skopeo copy to {dest}")
+    timeout, max_bytes = None, None
+    if src.startswith("docker://") or dest.startswith("docker://"):
+        # A registry is a stranger: a copy gets a deadline, and one out of it a cap on what it may unpack (a layer bomb).
+        from packager.engine.registry import copy_limits
+
+        timeout, cap = copy_limits()
+        max_bytes = cap if src.startswith("docker://") else None
+        argv.append(f"--command-timeout={int(timeout)}s")
+    run(argv + list(extra) + [src, dest], what=f"skopeo copy to {dest}", timeout=timeout and timeout + 30,
+        max_file_bytes=max_bytes)
 
 
 def push(layout: Path, tag: str, destination: str, *, tls_verify: bool = False) -> None:

@@ -216,8 +216,14 @@ class Docker(Engine):
             tar = Path(scratch) / "image.tar"
             skopeo_copy(source, f"docker-archive:{tar}:{ref}", platform, extra=src_args)
             log.info("loading %.0f MB into docker at %s", tar.stat().st_size / 1e6, self.host or "local")
+            import docker.errors
+
             with tar.open("rb") as f:
-                self.client.images.load(f)
+                try:
+                    self.client.images.load(f)
+                except (docker.errors.ImageLoadError, docker.errors.APIError) as e:
+                    # docker checks each layer against the config's diff_ids: an image that lies fails here
+                    raise BuildFailed(f"docker load of {ref} failed: {str(e).strip()[-300:]}") from None
 
     def remove_image(self, ref: str) -> None:
         import docker.errors

@@ -41,8 +41,17 @@ def _current_record(record_path: Path, manifest_digest: str, platforms: Iterable
 
 
 def in_registry(reference: str) -> bool:
-    argv = ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"]
-    return subprocess.run(argv, capture_output=True, timeout=120).returncode == 0
+    from packager.engine.registry import registry_timeout
+
+    timeout = registry_timeout()
+    argv = ["skopeo", f"--command-timeout={max(1, int(timeout))}s", "inspect", "--raw", "--tls-verify=false", f"docker://{reference}"]
+    try:
+        # stdout is not kept: only whether the registry has the digest matters (skopeo checks it)
+        return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout + 10,
+                              check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        raise ImageNotAvailable(f"registry did not answer for {reference} within {timeout:g} s (timed out)",
+                                fix="check the registry; REQUEST_PACK_REGISTRY_TIMEOUT sets the limit") from None
 
 
 def ensure_images(

@@ -20,7 +20,13 @@ from pathlib import Path
 from packager.cache import sha256_digest
 from packager.contract import BUILD_RECORD_NAME, MODEL_PATH, OUT_MOUNT, RUN_CONFIG
 from packager.engine import Engine, ImageInfo
-from packager.errors import BadInput, ImageMismatch, ImageNotAvailable, ToolMissing
+from packager.errors import (
+    BadInput,
+    BuildFailed,
+    ImageMismatch,
+    ImageNotAvailable,
+    ToolMissing,
+)
 from packager.platforms import Platform
 from packager.repo import default_build_root
 
@@ -109,8 +115,15 @@ def ensure_image(engine: Engine, ref: ImageRef) -> ImageInfo:
                                     fix="request-pack build, or load the image")
         source = ref.source or f"oci:{ref.oci_layout}"
         t0 = time.monotonic()
-        loaded = engine.load_source(source, ref.platform, f"request-pack/{ref.artifact}:{ref.platform.slug}",
-                                    src_args=ref.source_args)
+        try:
+            loaded = engine.load_source(source, ref.platform, f"request-pack/{ref.artifact}:{ref.platform.slug}",
+                                        src_args=ref.source_args)
+        except BuildFailed as e:
+            if ref.source is None:
+                raise
+            from packager.engine.registry import copy_refusal
+
+            raise copy_refusal(ref.source, e.message) from None
         log.info("loaded %s into %s in %.1f s", source, engine.name, time.monotonic() - t0)
         if loaded != ref.config_digest:
             raise ImageMismatch(f"loading {source} for {ref.platform} gave image {loaded}, not {ref.config_digest}")
