@@ -321,7 +321,8 @@ def _choose(doc: dict, ref: RegistryRef, platform: Platform) -> str:
         _descriptor(entry, where, f"manifests[{i}]")
         if entry.get("mediaType") in INDEX_TYPES:
             raise BadInput("names another index; request-pack reads one level", file=where, field=f"manifests[{i}]")
-        have.setdefault(_platform_text(entry.get("platform"), where, f"manifests[{i}]"), set()).add(entry["digest"])
+        if "platform" in entry:  # optional in the spec: an entry without one is for no platform
+            have.setdefault(_platform_text(entry["platform"], where, f"manifests[{i}]"), set()).add(entry["digest"])
     found = {d for text, digests in have.items() if _as_platform(text) is platform for d in digests}
     if not found:
         raise ImageNotAvailable(f"index {ref} has no {platform} image (has: {', '.join(sorted(have)) or 'none'})")

@@ -321,6 +321,11 @@ def cases() -> list[Case]:
         add(f"index-{name}", "ill-formed-entry", _index(entries), 2, "manifests")
     # An ill-formed entry before a good one: the good one is not taken, the document is refused as a whole.
     add("index-bad-then-good", "ill-formed-entry", _index(lambda g: [_entry(g, digest=None), _entry(g)]), 2, "manifests[0]")
+    # Entries the spec allows beside the genuine one: without a platform, for another platform, attestations.
+    add("index-extra-entries", "ill-formed-entry", _index(lambda g: [
+        _entry(g, digest="sha256:" + "5" * 64, platform=None),
+        _entry(g, digest="sha256:" + "6" * 64, platform={"os": "unknown", "architecture": "unknown"}),
+        _entry(g, digest="sha256:" + "7" * 64, platform={"os": "linux", "architecture": "riscv64"}), _entry(g)]), 0, "")
     add("index-two-amd64", "ambiguous", _index(lambda g: [_entry(g), _entry(g, digest="sha256:" + "1" * 64)]), 1, "two")
     # Sizes and counts.
     add("index-100000-entries", "too-large",
