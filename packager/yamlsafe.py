@@ -67,13 +67,23 @@ def _construct_mapping(self: _StrictLoader, node: yaml.MappingNode, deep: bool =
         key = self.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                "while constructing a mapping", node.start_mark, f"duplicate key {key!r}", key_node.start_mark
+                "while constructing a mapping", node.start_mark, f"duplicate key {repr(key)[:120]}", key_node.start_mark
             )
         seen[key] = key_node
     return yaml.SafeLoader.construct_mapping(self, node, deep=deep)
 
 
+def _construct_object(self: _StrictLoader, node: yaml.Node, deep: bool = False) -> Any:
+    # PyYAML's constructors raise plain Python errors for some scalars and keys: a 5,000-digit integer
+    # (int()'s digit limit), a date 2001-13-45, a timestamp offset of 99 hours, a list as a mapping key.
+    try:
+        return yaml.SafeLoader.construct_object(self, node, deep=deep)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise yaml.constructor.ConstructorError(None, None, f"not accepted: {str(e)[:120]}", node.start_mark) from None
+
+
 _StrictLoader.compose_node = _compose_node  # type: ignore[method-assign]
+_StrictLoader.construct_object = _construct_object  # type: ignore[method-assign]
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 _StrictLoader.add_constructor("tag:yaml.org,2002:float", _construct_float)
 
