@@ -119,8 +119,8 @@ class _Reader:
             raise ManifestError(f"kind is {data.get('kind')!r}, the folder {folder}/ holds kind {kind!r}", file=shown, field="kind")
         for key in data:
             if key not in allowed:
-                raise ManifestError(f"unknown key {key!r} in a {kind} component (allowed: {', '.join(sorted(allowed))})",
-                                    file=shown, field=str(key))
+                raise ManifestError(f"unknown key {repr(key)[:80]} in a {kind} component (allowed: {', '.join(sorted(allowed))})",
+                                    file=shown, field=str(key)[:80])
         section = KINDS[kind][1]
         if section is not None and not isinstance(data.get(section), dict):
             raise ManifestError(f"a {kind} component needs a mapping {section}:", file=shown, field=section)
@@ -213,7 +213,8 @@ def merge(base: Any, over: Any, *, path: tuple, schema: Any, base_file: str, ove
         if not ok:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ManifestError(f"unknown key {key!r}{hint}, overriding {base_file}", file=over_file, field=_dotted((*path, key)))
+            raise ManifestError(f"unknown key {repr(key)[:80]}{hint}, overriding {base_file}", file=over_file,
+                                field=_dotted((*path, key))[:200])
         if key in out:
             out[key] = merge(out[key], value, path=(*path, key), schema=below, base_file=base_file, over_file=over_file,
                              origin=origin)

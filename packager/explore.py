@@ -134,6 +134,8 @@ def parse_space(text: str, data: Any, where: str) -> Space:
         entries = data["points"]
         if not isinstance(entries, list) or not entries or not all(isinstance(e, Mapping) for e in entries):
             raise BadInput("points: must be a non-empty list of mappings knob: value", file=Path(where), field="points")
+        if len(entries) > MAX_POINTS:  # a 1 MiB file holds 200,000 "- {}" lines
+            raise BadInput(f"points: lists {len(entries)} points (at most {MAX_POINTS})", file=Path(where), field="points")
         combos = [_split(e, where) for e in entries]
     else:
         run_axes = data.get("run") or {}
@@ -159,10 +161,12 @@ def parse_space(text: str, data: Any, where: str) -> Space:
             raise BadInput(f"unknown build-time knob {bad[0]!r} (known: {', '.join(BUILD_KNOBS)}; run-time: "
                            f"{', '.join(KNOB_HELP)})", file=Path(where), field=f"build.{bad[0]}")
         points.append(Point(i, from_mapping(run, where=f"{where} point {i + 1}"), {k: str(v) for k, v in build.items()}))
-    keys = [p.knobs() for p in points]
-    dupes = [k for i, k in enumerate(keys) if k in keys[:i]]
-    if dupes:
-        raise BadInput(f"point {dupes[0]} is listed twice", file=Path(where), field="points")
+    seen: set[str] = set()  # by canonical JSON: comparing each point with all before it was quadratic
+    for p in points:
+        key = json.dumps(p.knobs(), sort_keys=True)
+        if key in seen:
+            raise BadInput(f"point {p.knobs()} is listed twice", file=Path(where), field="points")
+        seen.add(key)
     return Space(text, stage, tuple(points))
 
 

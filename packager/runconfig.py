@@ -89,22 +89,28 @@ class RunConfig:
                            f"(it applies {', '.join(sorted(known))})", field=f"run.{wrong[0]}")
 
 
+def _short(value: Any) -> str:
+    """A value as an error shows it: a file may hold a megabyte in one."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "…"
+
+
 def _int(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool):
-        raise BadInput(f"run.{name} must be an integer, got {value!r}", field=f"run.{name}")
+        raise BadInput(f"run.{name} must be an integer, got {_short(value)}")
     if isinstance(value, str):
         try:
             value = int(value.strip(), 10)
         except ValueError:
-            raise BadInput(f"run.{name} must be an integer, got {value!r}", field=f"run.{name}") from None
+            raise BadInput(f"run.{name} must be an integer, got {_short(value)}") from None
     if not isinstance(value, int) or not low <= value <= high:
-        raise BadInput(f"run.{name} must be an integer from {low} to {high}, got {value!r}", field=f"run.{name}")
+        raise BadInput(f"run.{name} must be an integer from {low} to {high}, got {_short(value)}")
     return value
 
 
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT or not value.isprintable():
-        raise BadInput(f"run.{name} must be printable text of 1-{MAX_TEXT} characters, got {value!r}", field=f"run.{name}")
+        raise BadInput(f"run.{name} must be printable text of 1-{MAX_TEXT} characters, got {_short(value)}")
     return value.strip()
 
 
@@ -132,9 +138,12 @@ def from_mapping(data: Any, *, where: str = "run config") -> RunConfig:
 
             close = difflib.get_close_matches(name, _CHECKS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(_CHECKS)})"
-            raise BadInput(f"{where}: unknown knob {name!r}{hint}", field=f"run.{name}")
+            raise BadInput(f"{where}: unknown knob {_short(name)}{hint}", field=f"run.{name[:80]}")
         if value is not None:
-            values[name] = _CHECKS[name](value)
+            try:
+                values[name] = _CHECKS[name](value)
+            except BadInput as e:  # name the file (or --set) the value came from
+                raise BadInput(f"{where}: {e.message}") from None
     return RunConfig(**values)
 
 

@@ -115,4 +115,4 @@ def load_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise BadInput(f"{where}: {e.problem}", file=path) from None
     except yaml.YAMLError as e:
-        raise BadInput(f"invalid YAML: {e}", file=path) from None
+        raise BadInput(f"invalid YAML: {' '.join(str(e).split())[:200]}", file=path) from None  # PyYAML's text spans lines

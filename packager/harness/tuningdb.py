@@ -109,7 +109,7 @@ def read_database(path: Path, *, tvm_version: str | None = None, target: str | N
     if doc.get("format") != DB_FORMAT:
         raise refuse(f"format is {str(doc.get('format'))[:80]!r}, not {DB_FORMAT!r}")
     if set(doc) != _KEYS:
-        missing, extra = sorted(_KEYS - set(doc)), sorted(set(doc) - _KEYS)
+        missing, extra = sorted(_KEYS - set(doc)), sorted(k[:80] for k in set(doc) - _KEYS)  # a key may be megabytes
         raise refuse(f"keys differ from {DB_FORMAT}: missing {missing}, unknown {extra[:5]}")
     for key in ("tvm", "target", "model_sha256", "cost_model"):
         if not isinstance(doc[key], str) or not doc[key]:
