@@ -115,27 +115,23 @@ def run(argv: list[str], *, check: bool = True, timeout: float | None = None, wh
     return RunResult(proc.returncode, proc.stdout, proc.stderr)
 
 
-def skopeo_copy(src: str, dest: str, platform: Platform | None = None, *, extra: tuple[str, ...] = ()) -> None:
+def skopeo_copy(src: str, dest: str, platform: Platform | None = None, *, extra: tuple[str, ...] = (),
+                timeout: float | None = None, max_file_bytes: int | None = None) -> None:
+    """``timeout`` for a registry at either end (a stranger may stall); ``max_file_bytes`` caps what it writes."""
     argv = [need("skopeo", "skopeo"), "copy", "--quiet"]
     if platform is not None:
         argv += [f"--override-os={platform.os}", f"--override-arch={platform.architecture}"]
         if platform.variant:
             argv.append(f"--override-variant={platform.variant}")
-    timeout, max_bytes = None, None
-    if src.startswith("docker://") or dest.startswith("docker://"):
-        # A registry is a stranger: a copy gets a deadline, and one out of it a cap on what it may unpack (a layer bomb).
-        from packager.engine.registry import copy_limits
-
-        timeout, cap = copy_limits()
-        max_bytes = cap if src.startswith("docker://") else None
-        argv.append(f"--command-timeout={int(timeout)}s")
+    if timeout is not None:
+        argv.append(f"--command-timeout={max(1, int(timeout))}s")
     run(argv + list(extra) + [src, dest], what=f"skopeo copy to {dest}", timeout=timeout and timeout + 30,
-        max_file_bytes=max_bytes)
+        max_file_bytes=max_file_bytes)
 
 
-def push(layout: Path, tag: str, destination: str, *, tls_verify: bool = False) -> None:
+def push(layout: Path, tag: str, destination: str, *, tls_verify: bool = False, timeout: float | None = None) -> None:
     """All platforms with their digests unchanged: ``destination`` is ``host:port/name:tag``."""
-    skopeo_copy(f"oci:{layout}:{tag}", f"docker://{destination}", extra=(
+    skopeo_copy(f"oci:{layout}:{tag}", f"docker://{destination}", timeout=timeout, extra=(
         "--all", "--preserve-digests", f"--dest-tls-verify={'true' if tls_verify else 'false'}"))
 
 

@@ -24,6 +24,7 @@ as a test or a farm-local registry serves; every other host needs TLS.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -32,8 +33,11 @@ import re
 import selectors
 import subprocess
 import time
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
+from packager.engine.base import skopeo_copy
 from packager.errors import BadInput, ImageMismatch, ImageNotAvailable
 from packager.platforms import Platform
 from packager.tools import need
@@ -96,7 +100,7 @@ def copy_refusal(source: str, message: str) -> Exception:
     if "Digest did not match" in message or "invalid diffID" in message:
         return ImageMismatch(f"{source}: a blob is not what its digest or the config's diff_ids say ({reason})")
     if "file too large" in message.lower() or "exit -25" in message or "signal" in message.lower() and "25" in message:
-        return BadInput(f"the image unpacks to more than {copy_limits()[1]} bytes ({UNPACKED_ENV}); refused as a layer bomb",
+        return BadInput(f"a blob of the image is larger than {copy_limits()[1]} bytes ({UNPACKED_ENV}); refused as a layer bomb",
                         file=source)
     if "timed out" in message or "deadline exceeded" in message:
         return ImageNotAvailable(f"{source}: the copy did not finish within {copy_limits()[0]:g} s (timed out)",
@@ -380,3 +384,73 @@ def resolve(ref: RegistryRef, platform: Platform) -> PulledImage:
                   platform, layers)
     log.info("%s: %s manifest %s, config %s", ref, platform, manifest_digest[:19], config[:19])
     return PulledImage(ref, platform, index_digest, manifest_digest, config)
+
+
+GZIP_LAYERS = ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip")
+TAR_LAYERS = ("application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar")
+PULLED_TAG = "pulled"
+
+
+def _read_json(path: Path, cap: int, where: str) -> dict:
+    if not path.is_file() or path.is_symlink():
+        raise ImageNotAvailable(f"{where}: skopeo left no {path.name} in the pulled layout")
+    if path.stat().st_size > cap:
+        raise BadInput(f"more than {cap} bytes", file=where)
+    return _document(path.read_bytes(), where)
+
+
+def _diff_id(blob: Path, media: str, budget: int, where: str) -> tuple[str, int]:
+    """(sha256 of the uncompressed layer, its size), reading at most ``budget`` uncompressed bytes."""
+    if media not in GZIP_LAYERS + TAR_LAYERS:
+        raise BadInput(f"layer media type {_printable(media, 80)!r} is not a gzip or plain tar layer", file=where)
+    h, n = hashlib.sha256(), 0
+    try:
+        with blob.open("rb") as raw, (gzip.GzipFile(fileobj=raw) if media in GZIP_LAYERS else raw) as stream:
+            while chunk := stream.read(1 << 20):
+                n += len(chunk)
+                if n > budget:
+                    raise BadInput(f"the image unpacks to more than {copy_limits()[1]} bytes ({UNPACKED_ENV}); "
+                                   "refused as a layer bomb", file=where)
+                h.update(chunk)
+    except (OSError, EOFError, zlib.error) as e:
+        raise ImageMismatch(f"{where}: layer {blob.name[:12]} is not a readable {media}: {_printable(str(e), 80)}") from None
+    return "sha256:" + h.hexdigest(), n
+
+
+def pull_verified(source: str, src_args: tuple[str, ...], platform: Platform, config_digest: str, into: Path) -> str:
+    """Copy ``source`` (one platform's manifest in a registry) into an OCI layout under ``into`` and check it.
+
+    skopeo checks each blob against its digest, but neither it (into containers-storage) nor
+    anything else checks that a layer unpacks to the diff_id the config names: the image id
+    would be the pinned one and the files the registry's choice. So every layer is decompressed
+    here, counted against the unpacked cap (a layer bomb stops at the cap, not at the disk's
+    end) and hashed against its diff_id before any engine sees it. Returns the layout's skopeo source."""
+    layout = into / "oci"
+    timeout, cap = copy_limits()
+    # The cap per file also bounds a blob larger than its descriptor says, before it is hashed.
+    skopeo_copy(source, f"oci:{layout}:{PULLED_TAG}", platform, extra=src_args, timeout=timeout, max_file_bytes=cap)
+    blobs = layout / "blobs" / "sha256"
+    index = _read_json(layout / "index.json", MAX_DOCUMENT, source)
+    entries = index.get("manifests")
+    if not isinstance(entries, list) or len(entries) != 1:
+        raise ImageMismatch(f"{source}: the pulled layout does not hold exactly one manifest")
+    manifest_digest = _descriptor(entries[0], source, "manifests[0]")["digest"]
+    manifest = _read_json(blobs / manifest_digest.split(":", 1)[1], MAX_DOCUMENT, source)
+    config, layers = _manifest(manifest, source)
+    if config != config_digest:
+        raise ImageMismatch(f"{source}: the pulled manifest names config {config}, not {config_digest}")
+    config_path = blobs / config.split(":", 1)[1]
+    if not config_path.is_file() or config_path.stat().st_size > MAX_CONFIG:
+        raise ImageMismatch(f"{source}: the pulled config {config} is missing or larger than {MAX_CONFIG} bytes")
+    _check_config(config_path.read_bytes(), source, platform, layers)  # the bytes resolve checked; skopeo hashed them
+    diff_ids = json.loads(config_path.read_bytes())["rootfs"]["diff_ids"]
+    budget = copy_limits()[1]
+    for i, layer in enumerate(manifest["layers"]):
+        path = blobs / layer["digest"].split(":", 1)[1]
+        if not path.is_file() or path.is_symlink():
+            raise ImageNotAvailable(f"{source}: skopeo left no blob for layer {i}")
+        actual, size = _diff_id(path, layer.get("mediaType", ""), budget, source)
+        if actual != diff_ids[i]:
+            raise ImageMismatch(f"{source}: layer {i} unpacks to {actual}, the config's diff_ids say {diff_ids[i]}")
+        budget -= size
+    return f"oci:{layout}:{PULLED_TAG}"

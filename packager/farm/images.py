@@ -63,6 +63,7 @@ def ensure_images(
 ) -> dict[tuple[str, Platform], str]:
     """(artifact name, platform) → ``registry/request-pack/<name>@<index digest>`` for every wanted platform."""
     from packager.engine import push
+    from packager.engine.registry import copy_limits
     from packager.image import build as builder
 
     if not registry or "/" in registry.strip("/") or "@" in registry:
@@ -95,7 +96,8 @@ def ensure_images(
             log.info("%s is in the registry already", reference)
         else:
             log.info("pushing %s", reference)
-            push(record_path.parent / "oci", LAYOUT_TAG, f"{repo}:{record['index_digest'].split(':')[1][:20]}")
+            push(record_path.parent / "oci", LAYOUT_TAG, f"{repo}:{record['index_digest'].split(':')[1][:20]}",
+                 timeout=copy_limits()[0])
             if not in_registry(reference):
                 raise ImageNotAvailable(f"pushed {manifest.name} but the registry has no {reference}")
         for p in plats:

@@ -437,9 +437,10 @@ def load_into(result: BuildResult, engine_name: str, tag: str = "latest") -> dic
 def push_to(result: BuildResult, registry: str, tag: str = "latest") -> str:
     """Push the whole index to ``registry`` (``host:port``) as ``request-pack/<name>:<tag>``; return the reference."""
     from packager.engine import push
+    from packager.engine.registry import copy_limits
 
     dest = f"{registry.rstrip('/')}/request-pack/{result.name}:{tag}"
-    push(result.layout, tag, dest)
+    push(result.layout, tag, dest, timeout=copy_limits()[0])  # a registry that stalls ends the push
     return dest
 
 

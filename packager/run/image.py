@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,15 +116,19 @@ def ensure_image(engine: Engine, ref: ImageRef) -> ImageInfo:
                                     fix="request-pack build, or load the image")
         source = ref.source or f"oci:{ref.oci_layout}"
         t0 = time.monotonic()
-        try:
-            loaded = engine.load_source(source, ref.platform, f"request-pack/{ref.artifact}:{ref.platform.slug}",
-                                        src_args=ref.source_args)
-        except BuildFailed as e:
-            if ref.source is None:
-                raise
-            from packager.engine.registry import copy_refusal
+        name = f"request-pack/{ref.artifact}:{ref.platform.slug}"
+        if ref.source is None:
+            loaded = engine.load_source(source, ref.platform, name)
+        else:
+            # A registry is a stranger: its image is pulled and every layer checked before the engine sees it.
+            from packager.engine.registry import copy_refusal, pull_verified
 
-            raise copy_refusal(ref.source, e.message) from None
+            with tempfile.TemporaryDirectory(prefix="request-pack-pull-") as scratch:
+                try:
+                    local = pull_verified(ref.source, ref.source_args, ref.platform, ref.config_digest, Path(scratch))
+                    loaded = engine.load_source(local, ref.platform, name)
+                except BuildFailed as e:
+                    raise copy_refusal(ref.source, e.message) from None
         log.info("loaded %s into %s in %.1f s", source, engine.name, time.monotonic() - t0)
         if loaded != ref.config_digest:
             raise ImageMismatch(f"loading {source} for {ref.platform} gave image {loaded}, not {ref.config_digest}")

@@ -90,9 +90,10 @@ def test_resolve_refuses(served, case):
     assert took < float(TIMEOUT) + 3
 
 
-@pytest.mark.docker
+@pytest.mark.parametrize("engine_name", [pytest.param("docker", marks=pytest.mark.docker),
+                                         pytest.param("podman", marks=pytest.mark.podman)])
 @pytest.mark.parametrize("case", [None, *LOADED], ids=["genuine", *[c.name for c in LOADED]])
-def test_copy_into_docker_refuses(served, case, docker_client, monkeypatch):
+def test_copy_into_engine_refuses(served, case, engine_name, monkeypatch):
     """Past ``resolve`` only the copy can tell: wrong bytes, a bomb, a cut or a stalled layer."""
     from packager.engine import get_engine
     from packager.run.image import ImageRef, ensure_image
@@ -101,7 +102,7 @@ def test_copy_into_docker_refuses(served, case, docker_client, monkeypatch):
     if case is not None and case.name == "layer-bomb":
         monkeypatch.setenv("REQUEST_PACK_MAX_UNPACKED", str(16 * H.MiB))  # the bomb unpacks to 64 MiB
     pulled = resolve(parse_reference(reg.ref(case.make(reg, g) if case else g.index)), Platform.AMD64)
-    engine = get_engine("docker")
+    engine = get_engine(engine_name)
     engine.remove_image(pulled.config_digest)
     ref = ImageRef("hostile", Platform.AMD64, pulled.config_digest, pulled.manifest_digest, pulled.index_digest,
                    source=pulled.source, source_args=pulled.skopeo_args())
