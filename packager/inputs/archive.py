@@ -264,7 +264,7 @@ def fill_cache(source: Path, wanted: Iterable[Wanted], cache: Cache) -> FillRepo
 
 
 MAX_LOOSE_FILES = 1 << 14  # a kept /var/cache/apt/archives, a pip download directory, an unpacked archive: < 2,000
-MAX_LOOSE_BYTES = tarscan.MAX_ARCHIVE_BYTES  # one loose file, when the lock gives no size to compare
+MAX_LOOSE_BYTES = 2 << 30  # one loose file or --from model file: the largest pinned object is 100 MB
 
 
 def _fill_from_dir(root: Path, todo: dict[str, Wanted], cache: Cache) -> list[str]:

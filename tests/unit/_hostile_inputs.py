@@ -409,6 +409,7 @@ for label, change in [("symlink-dev-zero", lambda p, _: p.symlink_to("/dev/zero"
                       ("symlink-outside", _outside),
                       ("symlink-dir-loop", lambda p, _: p.symlink_to(p.parent)),
                       ("sparse-100GiB", lambda p, _: _sparse_file(p, 100 * GiB)),
+                      ("sparse-3GiB", lambda p, _: _sparse_file(p, 3 * GiB)),
                       ("socket-like-directory", lambda p, _: p.mkdir())]:
     case(f"dir-debs-{label}", "loose", 1, "nothing else is contacted", ("fetch",))(_loose_but(change))
 
