@@ -12,7 +12,9 @@ bounded before it is parsed (``MAX_DOCUMENT``; skopeo's own limit is 4 MiB),
 must be UTF-8 JSON of the shape the OCI image spec gives it (descriptors with a
 sha256 digest and a size, platforms of short strings), an index may hold at most
 ``MAX_ENTRIES`` entries, all well-formed, and exactly one manifest for the
-platform; the config blob must say the platform the index claimed. Every skopeo
+platform; the config blob must say the platform the index claimed, and
+``pull_verified`` unpacks every layer (capped) against the config's diff_ids
+before an engine loads the image. Every skopeo
 call has a deadline (``REQUEST_PACK_REGISTRY_TIMEOUT``), so a slow server ends a
 run instead of hanging it. Refusals are one line: ``BadInput`` (2) for a malformed
 document, ``ImageMismatch`` (1) for bytes that are not what they claim,
