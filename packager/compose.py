@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from packager import repo
 from packager.errors import ManifestError
-from packager.yamlsafe import load_yaml
+from packager.yamlsafe import read_yaml
 
 COMPONENTS_DIR = "components"
 MAX_FILES = 32  # component and parent files one manifest may read
@@ -93,10 +93,10 @@ class _Reader:
             return self.cache[real]
         if len(self.files) >= MAX_FILES:
             raise ManifestError(f"more than {MAX_FILES} manifest and component files in one resolution", file=path)
-        data = load_yaml(path)
+        data, raw = read_yaml(path)
         if not isinstance(data, dict):
             raise ManifestError(f"a {what} must be a mapping at the top level", file=path)
-        self.files[self.shown(path)] = hashlib.sha256(real.read_bytes()).hexdigest()
+        self.files[self.shown(path)] = hashlib.sha256(raw).hexdigest()  # the bytes parsed, not a second read
         self.cache[real] = data
         return data
 

@@ -171,10 +171,10 @@ def parse_space(text: str, data: Any, where: str) -> Space:
 
 
 def load_space(path: Path) -> Space:
-    from packager.yamlsafe import load_yaml
+    from packager.yamlsafe import read_yaml
 
-    data = load_yaml(path)  # bounded, strict (no aliases, no duplicate keys)
-    return parse_space(Path(path).read_text(encoding="utf-8"), data, str(path))
+    data, raw = read_yaml(path)  # bounded, strict (no aliases, no duplicate keys), UTF-8 checked
+    return parse_space(raw.decode("utf-8"), data, str(path))
 
 
 def dataset_identity(manifest, dataset: Path, stage: str, layout: str | None) -> str:

@@ -106,10 +106,16 @@ def _read(path: Path) -> bytes:
 
 def load_yaml(path: Path) -> Any:
     """Parse one YAML document strictly; errors name the file and the line."""
+    return read_yaml(path)[0]
+
+
+def read_yaml(path: Path) -> tuple[Any, bytes]:
+    """The document and the very bytes it was parsed from (hash or show those: reading the path again
+    could read another file, a FIFO swapped in meanwhile)."""
     raw = _read(Path(path))
     text = wire.decode_utf8(raw, error=BadInput, shown=str(path))
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
+        return yaml.load(text, Loader=_StrictLoader), raw  # noqa: S506 - _StrictLoader derives from SafeLoader
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
