@@ -43,6 +43,7 @@ from packager.engine.base import skopeo_copy
 from packager.errors import BadInput, ImageMismatch, ImageNotAvailable
 from packager.platforms import Platform
 from packager.tools import need
+from packager.wire import loads
 
 log = logging.getLogger(__name__)
 
@@ -244,27 +245,9 @@ def _skopeo(ref: RegistryRef, digest: str, *, config: bool = False, expect: str 
     return data
 
 
-def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"duplicate key {_printable(next(k for k in keys if keys.count(k) > 1), 40)!r}")
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _document(data: bytes, where: str) -> dict:
-    """A registry document as a JSON object: UTF-8, no NaN, no duplicate keys, bounded nesting."""
-    try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-    except UnicodeDecodeError as e:
-        raise BadInput(f"not UTF-8 at byte {e.start}; OCI documents are UTF-8 JSON", file=where) from None
-    except RecursionError:
-        raise BadInput("JSON nested too deeply", file=where) from None
-    except ValueError as e:
-        raise BadInput(f"not JSON ({_printable(str(e), 80)})", file=where) from None
+    """A registry document as a JSON object, parsed strictly (``wire.loads``: UTF-8, finite, unique keys, 64 levels)."""
+    doc = loads(data, error=lambda message: BadInput(message), shown=where)
     if not isinstance(doc, dict):
         raise BadInput(f"a JSON {type(doc).__name__}, not an object", file=where)
     return doc

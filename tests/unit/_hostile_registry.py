@@ -285,10 +285,10 @@ def cases() -> list[Case]:
 
     # The document is not JSON, or not an object.
     for name, data, why in [
-            ("empty", b"", "not JSON"), ("garbage", b"\x00\xff\xfe not json", "not UTF-8"),
-            ("truncated", b'{"manifests": [{"dig', "not JSON"), ("utf16", '{"manifests": []}'.encode("utf-16"), "not UTF-8"),
+            ("empty", b"", "not valid JSON"), ("garbage", b"\x00\xff\xfe not json", "only UTF-8"),
+            ("truncated", b'{"manifests": [{"dig', "not valid JSON"), ("utf16", '{"manifests": []}'.encode("utf-16"), "only UTF-8"),
             ("nan", b'{"schemaVersion": NaN, "manifests": []}', "NaN"),
-            ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            ("deep-nesting", b"[" * 100_000 + b"]" * 100_000, "nested 100000 levels"),
             ("bare-string", b'"sha256:abc"', "not an object"), ("number", b"42", "not an object"),
             ("null", b"null", "not an object"), ("list", b'[{"digest": "sha256:00"}]', "a JSON list"),
             ("duplicate-keys", b'{"manifests": [], "manifests": {}}', "duplicate key"),
@@ -390,7 +390,7 @@ def cases() -> list[Case]:
 
 def _why(name: str) -> str:
     """The piece of the refusal a not-a-manifest case must show."""
-    return {"no-config": "no config", "manifest-is-list": "not an object", "manifest-not-json": "not JSON",
+    return {"no-config": "no config", "manifest-is-list": "not an object", "manifest-not-json": "not valid JSON",
             "manifest-is-index": "not an image manifest"}.get(name, name.split("-")[0].rstrip("s"))
 
 
