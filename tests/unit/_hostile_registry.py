@@ -385,6 +385,7 @@ def cases() -> list[Case]:
     add("short-body-index", "server", _behaving("short-body", "index"), 3, "unexpected EOF")
     add("short-body-layer", "server", _behaving("short-body", "layer"), 3, "", loads=True)
     add("slow-layer", "server", _behaving("slow", "layer"), 3, "timed out", loads=True)
+    add("long-body-layer", "server", _behaving("long-body", "layer"), 0, "", loads=True)  # cut: the genuine image
     return out
 
 

@@ -108,7 +108,7 @@ def test_copy_into_engine_refuses(served, case, engine_name, monkeypatch):
                    source=pulled.source, source_args=pulled.skopeo_args())
     try:
         code, message, took = _outcome(lambda: ensure_image(engine, ref))
-        if case is None:
+        if case is None or case.code == 0:
             assert code == 0, message
             out = engine.run(pulled.config_digest, ["echo", "genuine"], platform=Platform.AMD64)
             assert (out.returncode, out.stdout.strip()) == (0, "genuine")
