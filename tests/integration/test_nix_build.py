@@ -7,8 +7,8 @@ the amd64 one, and the base root filesystem comes from the normal cache (made
 once per machine by mmdebstrap, ~35 s).
 
 Measured here: engine build ~20 s, nix build ~30 s (witness ~7 s of it), --check ~30 s; the whole module ~2 min
-before the base layer and gzip were witnessed too. Now (2026-12-06, load 6 on 2 cores): nix build 61 s, --check 73 s,
-the two failing builds (a lost setuid bit, level-5 gzip) 44 s and 56 s; about 5 min in all, ~3 min at low load.
+before the base layer and gzip were witnessed too. Now (2026-12-06, 2 cores at load 2-4): nix build 44 s, --check 30 s,
+the two failing builds (a lost setuid bit, level-5 gzip) 30 s and 26 s; 154 s in all (about 5 min at load 6).
 """
 
 from __future__ import annotations
