@@ -41,11 +41,34 @@ def derive(parent: Path, sets: list[str], name: str, *, dataset: Path | None = N
     try:
         (target / MANIFEST_NAME).write_text(text)
         manifest = load_manifest(target)
+        _refuse_shadowed(manifest, sets)
         _copy_local_files(manifest, parent_dir, target)
         return lock(target, dataset=dataset, cache=cache, reuse=parent_dir)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+
+
+def _refuse_shadowed(manifest: Manifest, sets: list[str]) -> None:
+    """A ``--set run.…`` that a platform's own ``runs:`` entry (often the parent's) replaces would not reach that
+    platform, and its results would silently run with other settings than the user asked for."""
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        path = key.split(".")
+        if len(path) < 2 or path[0] != "run":
+            continue
+        asked = _field(manifest.run, path[1:])
+        for platform, own in manifest.runs.items():
+            if (theirs := _field(own, path[1:])) != asked:
+                raise BadInput(f"--set {key} does not reach {platform}: its runs: entry sets it to {theirs!r}; set "
+                               f"runs.{platform}.{'.'.join(path[1:])} too, or runs=null to drop the per-platform settings",
+                               field="--set")
+
+
+def _field(section: object, path: list[str]) -> object:
+    for name in path:
+        section = section.get(name) if isinstance(section, dict) else getattr(section, name, None)
+    return section
 
 
 def _copy_local_files(manifest: Manifest, parent_dir: Path, target: Path) -> None:

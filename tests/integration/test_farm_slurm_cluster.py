@@ -42,7 +42,7 @@ ARMV7_SAMPLES = 2
 # efficientnet-lite0 runs on three platforms; this farm runs its amd64/arm64 part and its armv7 part
 # (shortened) as two artifacts of their own, derived from it (`request-pack derive`).
 DERIVED = {"efficientnet-lite0-ort": ["platforms=[linux/amd64, linux/arm64]"],
-           "efficientnet-lite0-armv7": ["platforms=[linux/arm/v7]", "run.batch_sizes=[1]",
+           "efficientnet-lite0-armv7": ["platforms=[linux/arm/v7]", "runs.linux/arm/v7.batch_sizes=[1]",
                                         f"run.stages.functional.samples={ARMV7_SAMPLES}"]}
 BOARDS = (
     Board("amd64-a", ("amd64",)), Board("amd64-b", ("amd64",)),

@@ -143,6 +143,24 @@ def test_run_settings_per_platform(repo: Path) -> None:
     assert not e.runs
 
 
+def test_derive_refuses_a_run_setting_a_platforms_own_entry_would_replace(repo: Path) -> None:
+    """efficientnet-lite0's arm/v7 has its own batch sizes: --set run.batch_sizes would not reach it, and its results
+    would silently run with other batches than asked. Refused before anything is locked or left behind."""
+    from packager.inputs.derive import derive
+
+    parent = repo / "artifacts/efficientnet-lite0"
+    with pytest.raises(BadInput) as e:
+        derive(parent, ["platforms=[linux/arm/v7]", "run.batch_sizes=[1]"], "armv7-batch1")
+    assert "--set run.batch_sizes does not reach linux/arm/v7" in str(e.value) and "runs.linux/arm/v7.batch_sizes" in str(e.value)
+    assert not (repo / "artifacts/armv7-batch1").exists()
+    # what the message says to do resolves to batch 1 on arm/v7, and a field its entry does not set reaches it
+    text = compose.derived_manifest(parent, ["platforms=[linux/arm/v7]", "runs.linux/arm/v7.batch_sizes=[1]",
+                                             "run.stages.functional.samples=2"], "armv7-batch1")
+    m = load_manifest(write(repo / "artifacts/armv7-batch1/request.yaml", text))
+    run = m.run_for(Platform.parse("linux/arm/v7"))
+    assert (run.batch_sizes, run.stages.functional.samples) == ([1], 2)
+
+
 def test_run_knobs_per_platform_are_checked_against_its_framework(repo: Path) -> None:
     armv7, amd64 = Platform.parse("linux/arm/v7"), Platform.parse("linux/amd64")
     m = load_manifest(manifest(repo, run={"knobs": {"threads": 2}}, runs={"linux/arm/v7": {"knobs": {"threads": None}}}))
