@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import logging
 import os
 import re
@@ -342,8 +341,9 @@ def _manifest(doc: dict, where: str) -> tuple[str, int]:
     return config["digest"], len(layers)
 
 
-def _check_config(data: bytes, where: str, platform: Platform, layers: int) -> None:
-    """The config must be for ``platform`` (a config that lies would run another architecture) and name each layer."""
+def _check_config(data: bytes, where: str, platform: Platform, layers: int) -> list[str]:
+    """The config must be for ``platform`` (a config that lies would run another architecture) and name each layer;
+    its diff_ids, checked."""
     doc = _document(data, where)
     text = _platform_text(doc, where, "config")
     if _as_platform(text) is not platform:
@@ -353,6 +353,7 @@ def _check_config(data: bytes, where: str, platform: Platform, layers: int) -> N
     if not isinstance(diff_ids, list) or len(diff_ids) != layers or \
             not all(isinstance(d, str) and _DIGEST.match(d) for d in diff_ids):
         raise BadInput(f"rootfs.diff_ids is not a list of {layers} sha256 digests, one per layer", file=where, field="rootfs")
+    return diff_ids
 
 
 def resolve(ref: RegistryRef, platform: Platform) -> PulledImage:
@@ -427,9 +428,8 @@ def pull_verified(source: str, src_args: tuple[str, ...], platform: Platform, co
     config_path = blobs / config.split(":", 1)[1]
     if not config_path.is_file() or config_path.stat().st_size > MAX_CONFIG:
         raise ImageMismatch(f"{source}: the pulled config {config} is missing or larger than {MAX_CONFIG} bytes")
-    _check_config(config_path.read_bytes(), source, platform, layers)  # the bytes resolve checked; skopeo hashed them
-    diff_ids = json.loads(config_path.read_bytes())["rootfs"]["diff_ids"]
-    budget = copy_limits()[1]
+    diff_ids = _check_config(config_path.read_bytes(), source, platform, layers)  # the bytes resolve checked; skopeo hashed them
+    budget = cap
     for i, layer in enumerate(manifest["layers"]):
         path = blobs / layer["digest"].split(":", 1)[1]
         if not path.is_file() or path.is_symlink():
